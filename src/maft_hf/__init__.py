@@ -1,0 +1,44 @@
+"""maft_hf: MAFT (mask-aware fine-tuning of CLIP, NeurIPS 2023) as HuggingFace transformers models.
+
+`import maft_hf` registers the configs and models with `AutoConfig` / `AutoModel`, so that
+`AutoModel.from_pretrained(<MAFT checkpoint>)` returns a `MaskAwareCLIPModel`.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
+from .modeling_maft import (
+    MAFTOutput,
+    MaskAwareCLIPModel,
+    MaskAwareCLIPVisionModel,
+    MaskAwareCLIPVisionOutput,
+    build_mask_aware_attention_mask,
+    pad_proposals,
+    proposals_to_patch_visibility,
+    resize_position_embeddings,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(MAFTConfig.model_type, MAFTConfig, exist_ok=True)
+AutoConfig.register(MaskAwareCLIPVisionConfig.model_type, MaskAwareCLIPVisionConfig, exist_ok=True)
+AutoModel.register(MAFTConfig, MaskAwareCLIPModel, exist_ok=True)
+AutoModel.register(MaskAwareCLIPVisionConfig, MaskAwareCLIPVisionModel, exist_ok=True)
+# Saved checkpoints carry `auto_map`, so `trust_remote_code=True` loads them without this package.
+MAFTConfig.register_for_auto_class()
+MaskAwareCLIPVisionConfig.register_for_auto_class()
+MaskAwareCLIPModel.register_for_auto_class("AutoModel")
+MaskAwareCLIPVisionModel.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "MAFTConfig",
+    "MaskAwareCLIPVisionConfig",
+    "MaskAwareCLIPModel",
+    "MaskAwareCLIPVisionModel",
+    "MaskAwareCLIPVisionOutput",
+    "MAFTOutput",
+    "build_mask_aware_attention_mask",
+    "pad_proposals",
+    "proposals_to_patch_visibility",
+    "resize_position_embeddings",
+]

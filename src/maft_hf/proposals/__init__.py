@@ -1,0 +1,62 @@
+"""Proposal sources: class-agnostic masks for MAFT to classify.
+
+Every source returns, per image, a [`Proposals`]: masks `(N, H, W)` as probabilities at the image's resolution,
+plus, optionally, the generator's own class scores and the names of the classes they refer to (used by the
+ensemble of paper Eq. 9). Heavy sources (Mask2Former/OneFormer, SAM) are imported lazily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Proposals:
+    """Proposals of one image.
+
+    Attributes:
+        masks: `(N, H, W)` float probabilities in [0, 1] at the image's resolution (`H`, `W` of the image).
+        class_scores: `(N, K)` probabilities of the generator over its own `K` classes (no "void"), or None.
+        class_names: the `K` class names `class_scores` refers to, or None.
+    """
+
+    masks: torch.Tensor
+    class_scores: torch.Tensor | None = None
+    class_names: list[str] | None = field(default=None)
+
+    def __post_init__(self):
+        if not isinstance(self.masks, torch.Tensor) or self.masks.ndim != 3:
+            shape = tuple(self.masks.shape) if isinstance(self.masks, torch.Tensor) else type(self.masks)
+            raise ValueError(f"Proposals.masks must be a (N, H, W) tensor, got {shape}.")
+        if self.masks.shape[0] == 0:
+            raise ValueError("Proposals.masks has N = 0 proposals; at least one is required.")
+        if self.class_scores is not None:
+            if self.class_scores.ndim != 2 or self.class_scores.shape[0] != self.masks.shape[0]:
+                raise ValueError(
+                    f"Proposals.class_scores must be (N={self.masks.shape[0]}, K), got {tuple(self.class_scores.shape)}."
+                )
+            if self.class_names is None or len(self.class_names) != self.class_scores.shape[1]:
+                raise ValueError(
+                    f"Proposals.class_names must name the K={self.class_scores.shape[1]} classes of class_scores, "
+                    f"got {None if self.class_names is None else len(self.class_names)} names."
+                )
+
+    @property
+    def num_proposals(self) -> int:
+        return self.masks.shape[0]
+
+
+class ProposalGenerator:
+    """Base class of proposal sources: `generator(images) -> list[Proposals]`, one per image.
+
+    `images` is a list of PIL images, `(H, W, 3)` uint8 numpy arrays, or `(3, H, W)` uint8 tensors; each returned
+    `Proposals.masks` has that image's `(H, W)`.
+    """
+
+    def __call__(self, images) -> list[Proposals]:
+        raise NotImplementedError
+
+
+__all__ = ["Proposals", "ProposalGenerator"]
