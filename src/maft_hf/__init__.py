@@ -18,6 +18,8 @@ from .modeling_maft import (
     resize_position_embeddings,
 )
 
+from .processing_maft import MAFTImageProcessor, MAFTProcessor, load_image, register_processors
+
 __version__ = "0.1.0"
 
 AutoConfig.register(MAFTConfig.model_type, MAFTConfig, exist_ok=True)
@@ -29,6 +31,7 @@ MAFTConfig.register_for_auto_class()
 MaskAwareCLIPVisionConfig.register_for_auto_class()
 MaskAwareCLIPModel.register_for_auto_class("AutoModel")
 MaskAwareCLIPVisionModel.register_for_auto_class("AutoModel")
+register_processors()
 
 __all__ = [
     "MAFTConfig",
@@ -37,6 +40,9 @@ __all__ = [
     "MaskAwareCLIPVisionModel",
     "MaskAwareCLIPVisionOutput",
     "MAFTOutput",
+    "MAFTImageProcessor",
+    "MAFTProcessor",
+    "load_image",
     "build_mask_aware_attention_mask",
     "pad_proposals",
     "proposals_to_patch_visibility",

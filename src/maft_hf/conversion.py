@@ -1,0 +1,127 @@
+"""Turn a CLIP checkpoint (Hub id or local directory) into a MAFT checkpoint directory.
+
+A MAFT checkpoint has exactly CLIP's parameters; conversion rewrites the config (model_type "maft", mask-aware
+vision config with the preset's input size and start layer) and writes a `MAFTProcessor` (our image processor at
+the model's input size plus the source's tokenizer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from .configuration_maft import MAFTConfig
+
+logger = logging.getLogger(__name__)
+
+# Settings of the released models. ViT-B/16: paper section 4.3 (480x480 CLIP input) and Tab. 4e (start layer 8).
+# ViT-L/14 (paper Tab. 6) states neither: we keep the same relative depth (16 of 24 layers) and the grid a 480 px
+# input gives with 14 px patches (34 x 34 patches = 476 px). Both are documented choices, not released facts.
+PRESETS = {
+    "vit-b16": {"patch_size": 16, "num_hidden_layers": 12, "input_image_size": 480, "mask_start_layer": 8},
+    "vit-b32": {"patch_size": 32, "num_hidden_layers": 12, "input_image_size": 480, "mask_start_layer": 8},
+    "vit-l14": {"patch_size": 14, "num_hidden_layers": 24, "input_image_size": 476, "mask_start_layer": 16},
+}
+
+
+def preset_for(vision_config) -> dict:
+    """The MAFT settings (`input_image_size`, `mask_start_layer`) for a CLIP vision config.
+
+    Known shapes take the `PRESETS` entry; any other keeps its size rounded down to a multiple of the patch size
+    at 480 px and starts masking at 2/3 of the depth.
+    """
+    for preset in PRESETS.values():
+        if (vision_config.patch_size, vision_config.num_hidden_layers) == (
+            preset["patch_size"],
+            preset["num_hidden_layers"],
+        ):
+            return {k: preset[k] for k in ("input_image_size", "mask_start_layer")}
+    patch = vision_config.patch_size
+    return {
+        "input_image_size": max(patch, (480 // patch) * patch),
+        "mask_start_layer": 2 * vision_config.num_hidden_layers // 3,
+    }
+
+
+def convert_clip_checkpoint(
+    clip_name_or_path: str,
+    output_dir: str | os.PathLike,
+    mask_start_layer: int | None = None,
+    input_image_size: int | None = None,
+    local_files_only: bool = False,
+    push_to_hub: bool = False,
+    hub_model_id: str | None = None,
+    token: str | None = None,
+):
+    """Convert a CLIP checkpoint into a MAFT checkpoint directory (safetensors, config, processor files).
+
+    Args:
+        clip_name_or_path: Hub id (e.g. `"openai/clip-vit-base-patch16"`) or local directory of a `CLIPModel`.
+        output_dir: where to write the MAFT checkpoint.
+        mask_start_layer / input_image_size: override the preset (see [`preset_for`]).
+        local_files_only: never touch the network (also implied by `HF_HUB_OFFLINE=1`).
+
+    Returns:
+        The converted `MaskAwareCLIPModel`.
+
+    Example:
+
+    ```python
+    >>> from maft_hf.conversion import convert_clip_checkpoint
+    >>> model = convert_clip_checkpoint("openai/clip-vit-base-patch16", "maft-vitb16-init")  # doctest: +SKIP
+    ```"""
+    from transformers import AutoTokenizer, CLIPConfig
+
+    from .modeling_maft import MaskAwareCLIPModel
+    from .processing_maft import MAFTImageProcessor, MAFTProcessor
+
+    source = CLIPConfig.from_pretrained(clip_name_or_path, local_files_only=local_files_only).to_dict()
+    if "vision_config" not in source or "text_config" not in source:
+        raise ValueError(f"{clip_name_or_path!r} is not a CLIP checkpoint: its config has no vision/text config.")
+    vision = dict(source["vision_config"])
+    vision.pop("model_type", None)
+    settings = preset_for(MAFTConfig(vision_config={**vision, "mask_start_layer": 0}).vision_config)
+    if mask_start_layer is not None:
+        settings["mask_start_layer"] = mask_start_layer
+    if input_image_size is not None:
+        settings["input_image_size"] = input_image_size
+    source.pop("model_type", None)
+    source.pop("architectures", None)
+    config = MAFTConfig(**{**source, "vision_config": {**vision, **settings}})
+    model, info = MaskAwareCLIPModel.from_pretrained(
+        clip_name_or_path, config=config, local_files_only=local_files_only, output_loading_info=True
+    )
+    problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v}
+    if problems:
+        raise ValueError(f"{clip_name_or_path!r} does not match the CLIP architecture of its config: {problems}")
+
+    image_mean = image_std = None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = (
+            os.path.join(clip_name_or_path, "preprocessor_config.json")
+            if os.path.isdir(clip_name_or_path)
+            else hf_hub_download(clip_name_or_path, "preprocessor_config.json", local_files_only=local_files_only)
+        )
+        with open(path) as f:
+            source_processor = json.load(f)
+        image_mean, image_std = source_processor.get("image_mean"), source_processor.get("image_std")
+    except Exception as err:  # noqa: BLE001 - a missing preprocessor config means CLIP's defaults
+        logger.info("No preprocessor_config.json in %s (%s); using CLIP's mean/std.", clip_name_or_path, err)
+    tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path, local_files_only=local_files_only)
+    processor = MAFTProcessor(
+        MAFTImageProcessor(size=config.vision_config.input_image_size, image_mean=image_mean, image_std=image_std),
+        tokenizer,
+    )
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    if push_to_hub:
+        repo = hub_model_id or os.path.basename(os.path.abspath(output_dir))
+        model.push_to_hub(repo, token=token)
+        processor.push_to_hub(repo, token=token)
+    return model
+
+
+__all__ = ["PRESETS", "preset_for", "convert_clip_checkpoint"]

@@ -1,0 +1,155 @@
+"""Pre-processing for MAFT: images at the model's input size (no centre crop), class prompts, proposal masks.
+
+The released MAFT code normalises with CLIP's mean/std and resizes the whole image to 480x480 with bilinear
+interpolation (`align_corners=False`, no antialias) without keeping the aspect ratio. `MAFTImageProcessor` does
+exactly that in torch (no torchvision needed). Since the resize is linear with weights summing to one, normalising
+before or after it gives the same result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import AutoImageProcessor, AutoProcessor, BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.processing_utils import ProcessorMixin
+
+from .configuration_maft import MAFTConfig
+
+
+def load_image(image) -> Image.Image:
+    """Open a path or take a PIL image / array and return an RGB PIL image.
+
+    Grayscale, palette and RGBA images are converted to RGB (alpha dropped). Raises `ValueError` for unreadable files
+    and arrays that are not `(H, W)`, `(H, W, 3)` or `(H, W, 4)`.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as opened:
+                opened.load()
+                image = opened.copy()
+        except (OSError, ValueError) as err:
+            raise ValueError(f"Cannot read image file {os.fspath(image)!r}: {err}") from err
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
+            image = np.moveaxis(image, 0, -1)
+    if isinstance(image, np.ndarray):
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
+            raise ValueError(f"Expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}.")
+        if image.dtype != np.uint8:
+            if np.issubdtype(image.dtype, np.floating) and image.size and image.max() <= 1.0:
+                image = image * 255.0
+            image = np.clip(image, 0, 255).astype(np.uint8)
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"Expected a path, PIL image, numpy array or tensor, got {type(image)}.")
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"Image has an empty size {image.size}.")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+class MAFTImageProcessor(BaseImageProcessor):
+    r"""
+    Turns images into `pixel_values (batch, 3, size, size)` the way the released MAFT code does: scale to [0, 1],
+    normalise with CLIP's mean/std, resize bilinearly (`align_corners=False`) to `size x size` without keeping the
+    aspect ratio and without a centre crop. Proposal masks passed along are returned unchanged.
+
+    Args:
+        size (`int`, *optional*, defaults to 480): side of the square model input.
+        image_mean / image_std (`list[float]`, *optional*): CLIP's by default.
+
+    Example:
+
+    ```python
+    >>> from PIL import Image
+    >>> from maft_hf import MAFTImageProcessor
+    >>> processor = MAFTImageProcessor(size=480)
+    >>> processor(Image.new("RGB", (640, 427)), return_tensors="pt")["pixel_values"].shape
+    torch.Size([1, 3, 480, 480])
+    ```"""
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(self, size: int = 480, image_mean=None, image_std=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(size, dict):
+            size = size.get("height", size.get("shortest_edge"))
+        self.size = int(size)
+        self.image_mean = list(image_mean if image_mean is not None else OPENAI_CLIP_MEAN)
+        self.image_std = list(image_std if image_std is not None else OPENAI_CLIP_STD)
+
+    def to_tensor(self, image) -> torch.Tensor:
+        """`(3, H, W)` float in [0, 1] from any image accepted by [`load_image`]."""
+        array = np.asarray(load_image(image), dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+    def normalize_and_resize(self, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """`(B, 3, H, W)` in [0, 1] -> `(B, 3, size, size)` normalised, bilinear, `align_corners=False`."""
+        size = size or self.size
+        mean = torch.tensor(self.image_mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        images = (images - mean) / std
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        return images
+
+    def preprocess(self, images, proposal_masks=None, return_tensors="pt", **kwargs) -> BatchFeature:
+        """Prepare one image or a list of images (paths, PIL, numpy `(H, W[, C])`, tensors `(3, H, W)`)."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) == 0:
+            raise ValueError("No images were given.")
+        pixel_values = torch.stack([self.normalize_and_resize(self.to_tensor(im)[None])[0] for im in images])
+        data = {"pixel_values": pixel_values}
+        if proposal_masks is not None:
+            data["proposal_masks"] = proposal_masks
+        return BatchFeature(data=data, tensor_type=None)
+
+    def __call__(self, images, **kwargs) -> BatchFeature:
+        return self.preprocess(images, **kwargs)
+
+
+class MAFTProcessor(ProcessorMixin):
+    r"""
+    Wraps a [`MAFTImageProcessor`] and a CLIP tokenizer: images -> `pixel_values`, class prompts -> `input_ids` /
+    `attention_mask`, `proposal_masks` carried along unchanged.
+
+    Example:
+
+    ```python
+    >>> processor = MAFTProcessor.from_pretrained("path/to/maft-checkpoint")  # doctest: +SKIP
+    >>> inputs = processor(images=image, text=["a photo of a cat."], proposal_masks=masks)  # doctest: +SKIP
+    ```"""
+
+    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+        super().__init__(image_processor, tokenizer)
+
+    def __call__(self, images=None, text: str | Sequence[str] | None = None, proposal_masks=None, **kwargs):
+        if images is None and text is None:
+            raise ValueError("MAFTProcessor needs images, text, or both.")
+        data = {}
+        if images is not None:
+            data.update(self.image_processor(images, proposal_masks=proposal_masks))
+        if text is not None:
+            data.update(self.tokenizer(text, padding=True, return_tensors="pt", **kwargs))
+        return BatchFeature(data=data)
+
+
+def register_processors() -> None:
+    """Register the image processor and processor with the Auto classes for `MAFTConfig`."""
+    AutoImageProcessor.register(MAFTConfig, image_processor_classes={"pil": MAFTImageProcessor}, exist_ok=True)
+    AutoProcessor.register(MAFTConfig, MAFTProcessor, exist_ok=True)
+    MAFTImageProcessor.register_for_auto_class("AutoImageProcessor")
+    MAFTProcessor.register_for_auto_class("AutoProcessor")
+
+
+__all__ = ["MAFTImageProcessor", "MAFTProcessor", "load_image", "register_processors"]

@@ -1,0 +1,89 @@
+"""Tiny random MAFT models, tokenizers and checkpoints that build offline in milliseconds.
+
+Used by the test suite, the offline demo and the documentation tests; never for real results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+
+from .configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
+
+TINY_VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+    mask_start_layer=2,
+)
+TINY_TEXT = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    vocab_size=99,
+    max_position_embeddings=32,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=1,
+)
+
+
+def tiny_vision_config(**overrides) -> MaskAwareCLIPVisionConfig:
+    """A 4-layer, 32-wide mask-aware vision config on 32x32 images with 8x8 patches (mask_start_layer 2)."""
+    return MaskAwareCLIPVisionConfig(**{**TINY_VISION, **overrides})
+
+
+def tiny_maft_config(vision: dict | None = None, text: dict | None = None, **overrides) -> MAFTConfig:
+    """A tiny `MAFTConfig` (projection 16) whose text tower matches [`build_tiny_tokenizer`]."""
+    return MAFTConfig(
+        vision_config={**TINY_VISION, **(vision or {})},
+        text_config={**TINY_TEXT, **(text or {})},
+        **{"projection_dim": 16, **overrides},
+    )
+
+
+def build_tiny_tokenizer(directory: str | os.PathLike | None = None):
+    """A character-level CLIP tokenizer (62 tokens, bos 0, eos/pad 1), saved to `directory` when given."""
+    from transformers import CLIPTokenizer
+
+    tokens = ["<|startoftext|>", "<|endoftext|>"]
+    for char in string.ascii_lowercase + ".,-'":
+        tokens += [char, char + "</w>"]
+    work = os.fspath(directory) if directory is not None else None
+    if work is None:
+        import tempfile
+
+        work = tempfile.mkdtemp(prefix="maft_tiny_tokenizer_")
+    os.makedirs(work, exist_ok=True)
+    vocab_file, merges_file = os.path.join(work, "vocab.json"), os.path.join(work, "merges.txt")
+    with open(vocab_file, "w") as f:
+        json.dump({t: i for i, t in enumerate(tokens)}, f)
+    with open(merges_file, "w") as f:
+        f.write("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(vocab_file, merges_file, model_max_length=TINY_TEXT["max_position_embeddings"])
+    if directory is not None:
+        tokenizer.save_pretrained(work)
+    return tokenizer
+
+
+def build_tiny_checkpoint(directory: str | os.PathLike, seed: int = 0, input_image_size: int = 32, **vision):
+    """Save a tiny random `MaskAwareCLIPModel` with its `MAFTProcessor` to `directory`; returns the directory."""
+    import torch
+
+    from .modeling_maft import MaskAwareCLIPModel
+    from .processing_maft import MAFTImageProcessor, MAFTProcessor
+
+    torch.manual_seed(seed)
+    model = MaskAwareCLIPModel(tiny_maft_config(vision={"input_image_size": input_image_size, **vision}))
+    model.save_pretrained(directory)
+    processor = MAFTProcessor(MAFTImageProcessor(size=input_image_size), build_tiny_tokenizer())
+    processor.save_pretrained(directory)
+    return os.fspath(directory)
+
+
+__all__ = ["tiny_vision_config", "tiny_maft_config", "build_tiny_tokenizer", "build_tiny_checkpoint"]

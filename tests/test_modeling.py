@@ -1,0 +1,339 @@
+"""The IP-CLIP encoder against CLIP and against a reference written straight from paper Eq. 2-4."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel, CLIPModel, CLIPVisionModel
+
+from maft_hf import (
+    MAFTConfig,
+    MaskAwareCLIPModel,
+    MaskAwareCLIPVisionConfig,
+    MaskAwareCLIPVisionModel,
+    pad_proposals,
+    resize_position_embeddings,
+)
+from maft_hf.testing import tiny_maft_config, tiny_vision_config
+
+
+def vision_model(attn="sdpa", **overrides):
+    return MaskAwareCLIPVisionModel._from_config(tiny_vision_config(**overrides), attn_implementation=attn).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reference: one plain loop over the full sequence [N copies; P patches] with an explicit -inf bias (Eq. 2-4).
+def reference_layer(layer, x, bias):
+    """A CLIP encoder layer written out by hand. x: (B, S, D); bias: (B, S, S) with 0 / -inf."""
+    attn = layer.self_attn
+    heads, dim = attn.num_heads, attn.head_dim
+    h = F.layer_norm(x, x.shape[-1:], layer.layer_norm1.weight, layer.layer_norm1.bias, layer.layer_norm1.eps)
+    B, S, _ = h.shape
+
+    def split(t):
+        return t.view(B, S, heads, dim).transpose(1, 2)
+
+    q = split(F.linear(h, attn.q_proj.weight, attn.q_proj.bias))
+    k = split(F.linear(h, attn.k_proj.weight, attn.k_proj.bias))
+    v = split(F.linear(h, attn.v_proj.weight, attn.v_proj.bias))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(dim)
+    if bias is not None:
+        scores = scores + bias[:, None]
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, S, -1)
+    x = x + F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+    h = F.layer_norm(x, x.shape[-1:], layer.layer_norm2.weight, layer.layer_norm2.bias, layer.layer_norm2.eps)
+    h = F.linear(h, layer.mlp.fc1.weight, layer.mlp.fc1.bias)
+    h = h * torch.sigmoid(1.702 * h)  # quick_gelu
+    return x + F.linear(h, layer.mlp.fc2.weight, layer.mlp.fc2.bias)
+
+
+def reference_mask_embeds(model, pixel_values, masks):
+    """Eq. 2-4: copies see themselves and patches where M_n >= 0.5 (masks resized bilinearly); patches see patches."""
+    cfg = model.config
+    emb = model.embeddings
+    B = pixel_values.shape[0]
+    N = masks.shape[1]
+    gh, gw = pixel_values.shape[-2] // cfg.patch_size, pixel_values.shape[-1] // cfg.patch_size
+    patches = F.conv2d(pixel_values, emb.patch_embedding.weight, stride=cfg.patch_size).flatten(2).transpose(1, 2)
+    x = torch.cat([emb.class_embedding.expand(B, 1, -1), patches], 1)
+    pos = emb.position_embedding.weight
+    if (gh, gw) != (cfg.image_size // cfg.patch_size,) * 2:
+        side = int(math.sqrt(pos.shape[0] - 1))
+        grid = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=True)
+        pos = torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(gh * gw, -1)])
+    x = x + pos
+    x = model.pre_layrnorm(x)
+    P = gh * gw
+    small = F.interpolate(masks.float(), size=(gh, gw), mode="bilinear", align_corners=False).reshape(B, N, P)
+    bias = torch.full((B, N + P, N + P), float("-inf"))
+    for b in range(B):
+        for n in range(N):
+            bias[b, n, n] = 0.0
+            for p in range(P):
+                if small[b, n, p] >= cfg.mask_threshold:
+                    bias[b, n, N + p] = 0.0
+        bias[b, N:, N:] = 0.0
+    for i, layer in enumerate(model.encoder.layers):
+        if i == cfg.mask_start_layer:
+            x = torch.cat([x[:, :1].expand(B, N, -1), x[:, 1:]], 1)
+        x = reference_layer(layer, x, bias if i >= cfg.mask_start_layer else None)
+    return model.post_layernorm(x[:, :N]), x[:, N:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_without_masks_equals_clip_vision_model(attn):
+    model = vision_model(attn)
+    clip = CLIPVisionModel._from_config(tiny_vision_config(), attn_implementation=attn).eval()
+    clip.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    ours, theirs = model(x), clip(x)
+    torch.testing.assert_close(ours.pooler_output, theirs.pooler_output, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ours.last_hidden_state, theirs.last_hidden_state, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("num_proposals,start", [(1, 0), (7, 2), (7, 3), (13, 1)])
+def test_masks_equal_reference_from_equations(attn, num_proposals, start):
+    model = vision_model(attn, mask_start_layer=start)
+    x = torch.randn(2, 3, 32, 32)
+    masks = torch.rand(2, num_proposals, 20, 28)  # any resolution
+    masks[0, 0] = 0.0  # an empty proposal attends only to itself
+    out = model(x, proposal_masks=masks)
+    ref_embeds, ref_patches = reference_mask_embeds(model, x, masks)
+    assert out.mask_embeds.shape == (2, num_proposals, 32)
+    assert torch.isfinite(out.mask_embeds).all()
+    torch.testing.assert_close(out.mask_embeds, ref_embeds, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.last_hidden_state[:, num_proposals:], ref_patches, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_at_other_resolution_uses_release_position_resize():
+    model = vision_model(mask_start_layer=1)
+    x = torch.randn(1, 3, 48, 40)  # 6x5 grid from a 4x4 position grid
+    masks = torch.rand(1, 5, 48, 40)
+    ref, _ = reference_mask_embeds(model, x, masks)
+    torch.testing.assert_close(model(x, proposal_masks=masks).mask_embeds, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_proposals", [1, 7, 100, 300])
+def test_any_number_of_proposals(num_proposals):
+    model = vision_model()
+    x = torch.randn(1, 3, 32, 32)
+    masks = torch.rand(1, num_proposals, 32, 32)
+    out = model(x, proposal_masks=masks)
+    assert out.mask_embeds.shape == (1, num_proposals, 32)
+    # each proposal's embedding equals that of running it alone
+    for n in {0, num_proposals // 2, num_proposals - 1}:
+        alone = model(x, proposal_masks=masks[:, n : n + 1]).mask_embeds[:, 0]
+        torch.testing.assert_close(out.mask_embeds[:, n], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_patch_tokens_do_not_depend_on_masks():
+    model = vision_model()
+    x = torch.randn(1, 3, 32, 32)
+    a = model(x, proposal_masks=torch.rand(1, 4, 32, 32)).last_hidden_state[:, 4:]
+    b = model(x, proposal_masks=torch.rand(1, 4, 32, 32)).last_hidden_state[:, 4:]
+    c = model(x, proposal_masks=torch.rand(1, 9, 32, 32)).last_hidden_state[:, 9:]
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a, c, atol=1e-6, rtol=0)
+
+
+def test_mask_embedding_ignores_other_proposals():
+    model = vision_model()
+    x = torch.randn(1, 3, 32, 32)
+    masks = torch.rand(1, 5, 32, 32)
+    changed = masks.clone()
+    changed[:, 3] = 1.0 - changed[:, 3]
+    a, b = model(x, proposal_masks=masks).mask_embeds, model(x, proposal_masks=changed).mask_embeds
+    keep = [0, 1, 2, 4]
+    torch.testing.assert_close(a[:, keep], b[:, keep], atol=1e-6, rtol=0)
+    assert not torch.allclose(a[:, 3], b[:, 3])
+
+
+def test_mask_threshold_is_greater_or_equal_after_bilinear_resize():
+    model = vision_model()
+    x = torch.randn(1, 3, 32, 32)
+    exactly_half = torch.full((1, 1, 4, 4), 0.5)  # already at the 4x4 grid: every patch visible (>= 0.5)
+    all_on = torch.ones(1, 1, 4, 4)
+    torch.testing.assert_close(
+        model(x, proposal_masks=exactly_half).mask_embeds, model(x, proposal_masks=all_on).mask_embeds
+    )
+    below = torch.full((1, 1, 4, 4), 0.4999)
+    assert not torch.allclose(model(x, proposal_masks=below).mask_embeds, model(x, proposal_masks=all_on).mask_embeds)
+
+
+def test_bool_masks_equal_float_masks():
+    model = vision_model()
+    x = torch.randn(1, 3, 32, 32)
+    masks = torch.rand(1, 3, 32, 32) > 0.5
+    torch.testing.assert_close(
+        model(x, proposal_masks=masks).mask_embeds, model(x, proposal_masks=masks.float()).mask_embeds
+    )
+
+
+def test_padded_proposals_change_nothing_for_real_ones():
+    model = vision_model()
+    x = torch.randn(2, 3, 32, 32)
+    first, second = torch.rand(3, 32, 32), torch.rand(6, 32, 32)
+    masks, valid = pad_proposals([first, second])
+    assert masks.shape == (2, 6, 32, 32) and valid.sum(1).tolist() == [3, 6]
+    masks[0, 3:] = torch.rand(3, 32, 32)  # whatever the padding holds, it is ignored
+    batched = model(x, proposal_masks=masks, proposal_valid_mask=valid).mask_embeds
+    alone0 = model(x[:1], proposal_masks=first[None]).mask_embeds
+    alone1 = model(x[1:], proposal_masks=second[None]).mask_embeds
+    torch.testing.assert_close(batched[0, :3], alone0[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched[1], alone1[0], atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_reach_every_parameter():
+    model = MaskAwareCLIPModel(tiny_maft_config()).train()
+    x = torch.randn(2, 3, 32, 32)
+    ids = torch.tensor([[0, 5, 6, 1], [0, 7, 1, 1]])
+    out = model(input_ids=ids, pixel_values=x, proposal_masks=torch.rand(2, 3, 32, 32))
+    image_out = model.get_image_features(x).pooler_output  # the class embedding's path without proposals
+    (out.logits_per_mask.sum() + image_out.sum()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_logits_per_mask_is_scaled_cosine():
+    model = MaskAwareCLIPModel(tiny_maft_config()).eval()
+    x, masks = torch.randn(1, 3, 32, 32), torch.rand(1, 4, 32, 32)
+    ids = torch.tensor([[0, 5, 6, 1], [0, 7, 1, 1], [0, 9, 9, 1]])
+    out = model(input_ids=ids, pixel_values=x, proposal_masks=masks)
+    feats = model.get_mask_features(x, masks).pooler_output
+    text = model.get_text_features(ids).pooler_output
+    assert feats.shape == (1, 4, 16)
+    expected = model.logit_scale.exp() * F.cosine_similarity(feats[0, :, None], text[None], dim=-1)
+    assert out.logits_per_mask.shape == (1, 4, 3)
+    torch.testing.assert_close(out.logits_per_mask[0], expected, atol=1e-5, rtol=1e-5)
+    # without proposals the model is CLIP
+    clip = CLIPModel(model.config).eval()
+    clip.load_state_dict(model.state_dict())
+    torch.testing.assert_close(
+        model(input_ids=ids, pixel_values=x).logits_per_image, clip(input_ids=ids, pixel_values=x).logits_per_image
+    )
+
+
+def test_resize_position_embeddings_matches_release_not_hf():
+    pos = torch.randn(1 + 16, 8)
+    ours = resize_position_embeddings(pos, (6, 6))
+    torch.testing.assert_close(ours[0], pos[0])
+    grid = pos[1:].reshape(1, 4, 4, 8).permute(0, 3, 1, 2)
+    # align_corners=True keeps the corner positions exactly
+    torch.testing.assert_close(ours[1], pos[1])
+    torch.testing.assert_close(ours[-1], pos[-1])
+    hf = F.interpolate(grid, size=(6, 6), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(36, 8)
+    assert (ours[1:] - hf).abs().max() > 1e-3
+
+
+def test_hf_position_mode_matches_transformers_interpolation():
+    model = vision_model(position_embedding_interpolation="hf")
+    clip = CLIPVisionModel._from_config(tiny_vision_config(), attn_implementation="sdpa").eval()
+    clip.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 48, 48)
+    torch.testing.assert_close(
+        model(x).pooler_output, clip(x, interpolate_pos_encoding=True).pooler_output, atol=1e-6, rtol=0
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_save_and_load_round_trip_is_bit_exact(tmp_path):
+    model = MaskAwareCLIPModel(tiny_maft_config()).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = MaskAwareCLIPModel.from_pretrained(tmp_path).eval()
+    for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), n
+    x, masks = torch.randn(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    assert torch.equal(model.get_mask_features(x, masks).pooler_output, loaded.get_mask_features(x, masks).pooler_output)
+    assert loaded.config.vision_config.mask_start_layer == 2
+
+
+def test_auto_classes_resolve(tmp_path):
+    assert isinstance(AutoConfig.for_model("maft"), MAFTConfig)
+    model = MaskAwareCLIPModel(tiny_maft_config())
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert type(loaded) is MaskAwareCLIPModel
+    assert type(AutoModel.from_config(tiny_vision_config())) is MaskAwareCLIPVisionModel
+    import json
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_maft.MaskAwareCLIPModel"
+    assert (tmp_path / "modeling_maft.py").exists() and (tmp_path / "configuration_maft.py").exists()
+
+
+def test_trust_remote_code_loads_without_the_package(tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from transformers import AutoModel, AutoProcessor\n"
+        f"m = AutoModel.from_pretrained({str(tiny_checkpoint)!r}, trust_remote_code=True)\n"
+        f"p = AutoProcessor.from_pretrained({str(tiny_checkpoint)!r}, trust_remote_code=True)\n"
+        "assert 'maft_hf' not in sys.modules, 'package was imported'\n"
+        "print(type(m).__name__, type(p).__name__)\n"
+    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MaskAwareCLIPModel MAFTProcessor" in result.stdout
+
+
+def test_plain_clip_checkpoint_loads_with_no_missing_keys(tmp_path):
+    from transformers import CLIPConfig
+
+    cfg = tiny_maft_config().to_dict()
+    cfg["vision_config"].pop("mask_start_layer")
+    clip = CLIPModel(CLIPConfig(vision_config=cfg["vision_config"], text_config=cfg["text_config"], projection_dim=16))
+    clip.save_pretrained(tmp_path)
+    model, info = MaskAwareCLIPModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == set() or info["missing_keys"] == []
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    for name, tensor in clip.state_dict().items():
+        assert torch.equal(tensor, model.state_dict()[name]), name
+    assert isinstance(model.vision_model, MaskAwareCLIPVisionModel)
+    assert model.config.vision_config.mask_start_layer == 2  # 2/3 of 4 layers
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "masks,match",
+    [
+        (torch.rand(2, 3, 32), r"\(batch, N, H, W\).*\(2, 3, 32\)"),
+        (torch.rand(3, 2, 32, 32), "batch size 3 but pixel_values has batch size 2"),
+        (torch.rand(2, 0, 32, 32), "N = 0"),
+        (torch.full((2, 1, 32, 32), float("nan")), "NaN"),
+        (torch.full((2, 1, 32, 32), 1.5), r"\[0, 1\].*1\.5"),
+        (-torch.rand(2, 1, 32, 32) - 0.1, r"\[0, 1\]"),
+        (torch.ones(2, 1, 32, 32, dtype=torch.long), "float in \\[0, 1\\] or bool"),
+    ],
+)
+def test_bad_masks_raise_value_error(masks, match):
+    model = vision_model()
+    with pytest.raises(ValueError, match=match):
+        model(torch.randn(2, 3, 32, 32), proposal_masks=masks)
+
+
+def test_bad_config_and_images_raise_value_error():
+    with pytest.raises(ValueError, match=r"mask_start_layer must be in \[0, 3\].*got 4"):
+        tiny_vision_config(mask_start_layer=4)
+    with pytest.raises(ValueError, match="mask_start_layer"):
+        tiny_vision_config(mask_start_layer=-1)
+    with pytest.raises(ValueError, match="mask_threshold"):
+        tiny_vision_config(mask_threshold=0.0)
+    with pytest.raises(ValueError, match="position_embedding_interpolation"):
+        tiny_vision_config(position_embedding_interpolation="nearest")
+    with pytest.raises(ValueError, match="multiple of the patch size 8"):
+        vision_model()(torch.randn(1, 3, 36, 32), proposal_masks=torch.rand(1, 2, 36, 32))
+    with pytest.raises(ValueError, match="proposal_valid_mask"):
+        vision_model()(torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_default_start_layer_is_eight_for_vit_b():
+    assert MaskAwareCLIPVisionConfig(num_hidden_layers=12).mask_start_layer == 8
+    assert MaskAwareCLIPVisionConfig(num_hidden_layers=24).mask_start_layer == 16
