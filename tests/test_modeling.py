@@ -337,3 +337,41 @@ def test_bad_config_and_images_raise_value_error():
 def test_default_start_layer_is_eight_for_vit_b():
     assert MaskAwareCLIPVisionConfig(num_hidden_layers=12).mask_start_layer == 8
     assert MaskAwareCLIPVisionConfig(num_hidden_layers=24).mask_start_layer == 16
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("num_proposals", [1, 6, 40])
+def test_split_layer_equals_direct_full_sequence_form(attn, num_proposals):
+    """The fast path (patch rows unmasked + copy rows masked) equals one masked call over the whole sequence."""
+    from maft_hf.modeling_maft import (
+        build_mask_aware_attention_mask,
+        copy_rows_mask,
+        full_sequence_layer,
+        mask_aware_layer,
+        to_backend_mask,
+    )
+
+    model = vision_model(attn)
+    layer = model.encoder.layers[2]
+    hidden = torch.randn(2, num_proposals + 16, 32)
+    visibility = torch.rand(2, num_proposals, 16) > 0.5
+    full = to_backend_mask(build_mask_aware_attention_mask(visibility), attn, hidden.dtype)
+    assert full.shape == (2, 1, num_proposals + 16, num_proposals + 16)
+    rows = to_backend_mask(copy_rows_mask(visibility), attn, hidden.dtype)
+    assert rows.shape == (2, 1, num_proposals, num_proposals + 16)
+    with torch.no_grad():
+        direct = full_sequence_layer(layer, hidden, full)
+        split = mask_aware_layer(layer, hidden, num_proposals, rows)
+        copies_only = mask_aware_layer(layer, hidden, num_proposals, rows, keep_patches=False)
+    torch.testing.assert_close(split, direct, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(copies_only, direct[:, :num_proposals], atol=1e-5, rtol=1e-5)
+
+
+def test_skipping_final_patch_rows_keeps_mask_embeddings():
+    model = vision_model()
+    x, masks = torch.randn(1, 3, 32, 32), torch.rand(1, 5, 32, 32)
+    full = model(x, proposal_masks=masks)
+    fast = model(x, proposal_masks=masks, return_patch_tokens=False)
+    assert fast.last_hidden_state.shape == (1, 5, 32) and full.last_hidden_state.shape == (1, 5 + 16, 32)
+    torch.testing.assert_close(fast.mask_embeds, full.mask_embeds, atol=1e-6, rtol=0)

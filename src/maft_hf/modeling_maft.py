@@ -7,9 +7,14 @@ Eq. 2-4:
 * copy `n` attends to itself and to the patches where proposal `n` is on (never to the other copies);
 * patch tokens attend to all patch tokens and to no copy, so the patch stream does not depend on the masks.
 
-The transformer layers are transformers' own `CLIPEncoderLayer` modules, run with a 4D attention mask in the
-format of the configured attention back-end (additive float for "eager", boolean for "sdpa"). Parameter names are
-CLIP's, so a CLIP checkpoint loads with no missing or unexpected keys.
+Layers before `L` are transformers' own `CLIPEncoderLayer` modules, run unchanged. From `L` on, each layer runs
+[`mask_aware_layer`]: the same sub-modules (layer norms, q/k/v/out projections, MLP) and transformers' attention
+back-end of the config ("eager" or "sdpa"), split in two calls that compute exactly the masked full-sequence
+attention: the patches attend to the patches with no mask at all, and only the `N` copy rows carry a mask,
+`(batch, 1, N, N + P)`, boolean for SDPA. Nothing `(N + P) x (N + P)` is built, and the last layer skips the patch
+rows when their states are not returned. [`full_sequence_layer`] is the direct form (one masked call over the
+whole sequence, as the released code) and the tests hold the two equal. Parameter names are CLIP's, so a CLIP
+checkpoint loads with no missing or unexpected keys.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPVisionModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.clip.modeling_clip import eager_attention_forward
 from transformers.utils import ModelOutput
 
 from .configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
@@ -136,16 +143,74 @@ def build_mask_aware_attention_mask(patch_visibility: torch.Tensor) -> torch.Ten
     """
     batch, num_copies, num_patches = patch_visibility.shape
     device = patch_visibility.device
-    eye = torch.eye(num_copies, dtype=torch.bool, device=device).expand(batch, -1, -1)
-    copy_rows = torch.cat([eye, patch_visibility], dim=-1)
     patch_rows = torch.cat(
         [
             torch.zeros(num_patches, num_copies, dtype=torch.bool, device=device),
             torch.ones(num_patches, num_patches, dtype=torch.bool, device=device),
         ],
         dim=-1,
-    ).expand(batch, -1, -1)
-    return torch.cat([copy_rows, patch_rows], dim=1).unsqueeze(1)
+    ).expand(batch, 1, -1, -1)
+    return torch.cat([copy_rows_mask(patch_visibility), patch_rows], dim=2)
+
+
+def copy_rows_mask(patch_visibility: torch.Tensor) -> torch.Tensor:
+    """The copy rows of [`build_mask_aware_attention_mask`]: `(batch, 1, N, N + P)` bool, True = attend."""
+    batch, num_copies, _ = patch_visibility.shape
+    eye = torch.eye(num_copies, dtype=torch.bool, device=patch_visibility.device).expand(batch, -1, -1)
+    return torch.cat([eye, patch_visibility], dim=-1).unsqueeze(1)
+
+
+def mask_aware_layer(
+    layer: nn.Module,
+    hidden_states: torch.Tensor,
+    num_copies: int,
+    copy_mask: torch.Tensor,
+    keep_patches: bool = True,
+) -> torch.Tensor:
+    """One `CLIPEncoderLayer` under the rule of paper Eq. 2-4, computed without the full-sequence mask.
+
+    Args:
+        layer: a transformers `CLIPEncoderLayer` (its modules are used as they are).
+        hidden_states: `(batch, N + P, hidden)`, the `N` copies first.
+        num_copies: `N`.
+        copy_mask: `(batch, 1, N, N + P)` in the attention back-end's format (see [`to_backend_mask`]).
+        keep_patches: compute the patch rows; `False` returns the copies only, `(batch, N, hidden)`.
+
+    Returns:
+        `(batch, N + P, hidden)`, or `(batch, N, hidden)` with `keep_patches=False`.
+    """
+    attn = layer.self_attn
+    batch = hidden_states.shape[0]
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
+    dropout = attn.dropout if attn.training else 0.0
+
+    def heads(t):
+        return t.view(batch, t.shape[1], -1, attn.head_dim).transpose(1, 2)
+
+    normed = layer.layer_norm1(hidden_states)
+    keys, values = heads(attn.k_proj(normed)), heads(attn.v_proj(normed))
+    queries = heads(attn.q_proj(normed if keep_patches else normed[:, :num_copies]))
+    out, _ = interface(attn, queries[:, :, :num_copies], keys, values, copy_mask, scaling=attn.scale, dropout=dropout)
+    residual = hidden_states[:, :num_copies]
+    if keep_patches:
+        patches, _ = interface(
+            attn,
+            queries[:, :, num_copies:],
+            keys[:, :, num_copies:],
+            values[:, :, num_copies:],
+            None,
+            scaling=attn.scale,
+            dropout=dropout,
+        )
+        out, residual = torch.cat([out, patches], dim=1), hidden_states
+    hidden = residual + attn.out_proj(out.reshape(batch, out.shape[1], -1))
+    return hidden + layer.mlp(layer.layer_norm2(hidden))
+
+
+def full_sequence_layer(layer: nn.Module, hidden_states: torch.Tensor, full_mask: torch.Tensor) -> torch.Tensor:
+    """The direct form: `layer(hidden_states, full_mask)` with the `(batch, 1, N + P, N + P)` mask of
+    [`build_mask_aware_attention_mask`] in the back-end's format. Kept as the reference of [`mask_aware_layer`]."""
+    return layer(hidden_states, full_mask)
 
 
 def to_backend_mask(mask: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
@@ -182,9 +247,9 @@ def check_proposal_masks(
     if proposal_masks.dtype != torch.bool:
         if not proposal_masks.is_floating_point():
             raise ValueError(f"proposal_masks must be float in [0, 1] or bool, got dtype {proposal_masks.dtype}.")
-        if torch.isnan(proposal_masks).any():
+        low, high = (v.item() for v in torch.aminmax(proposal_masks))  # one pass; NaN propagates to both
+        if low != low or high != high:
             raise ValueError("proposal_masks contains NaN values; expected probabilities in [0, 1].")
-        low, high = proposal_masks.min().item(), proposal_masks.max().item()
         if low < 0 or high > 1:
             raise ValueError(
                 f"proposal_masks must hold probabilities in [0, 1], got values in [{low:.4g}, {high:.4g}]. "
@@ -287,6 +352,7 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
         interpolate_pos_encoding: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        return_patch_tokens: bool = True,
         **kwargs,
     ) -> MaskAwareCLIPVisionOutput | tuple:
         r"""
@@ -302,6 +368,9 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
                 `None` (default) resizes position embeddings when the input is not `config.image_size`.
             output_hidden_states (`bool`, *optional*):
                 Return the hidden states of every layer.
+            return_patch_tokens (`bool`, *optional*, defaults to `True`):
+                With proposals, `False` skips the patch rows of the last layer (about 1/12 of the work of ViT-B)
+                since the mask embeddings do not need them; `last_hidden_state` then holds the `N` copies only.
         """
         if pixel_values is None:
             raise ValueError("pixel_values is required.")
@@ -312,26 +381,25 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
         grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
         hidden = self.pre_layrnorm(self.embed(pixel_values, interpolate_pos_encoding))
 
-        attention_mask = None
         start = self.config.mask_start_layer
+        num_copies = 0 if proposal_masks is None else proposal_masks.shape[1]
         if proposal_masks is not None:
             check_proposal_masks(proposal_masks, pixel_values.shape[0], proposal_valid_mask)
             visibility = proposals_to_patch_visibility(proposal_masks, grid, self.config.mask_threshold)
             if proposal_valid_mask is not None:
                 visibility = visibility & proposal_valid_mask.to(torch.bool).unsqueeze(-1)
-            attention_mask = to_backend_mask(
-                build_mask_aware_attention_mask(visibility), self.config._attn_implementation, hidden.dtype
-            )
-        num_copies = 0 if proposal_masks is None else proposal_masks.shape[1]
+            copy_mask = to_backend_mask(copy_rows_mask(visibility), self.config._attn_implementation, hidden.dtype)
+        keep_last_patches = return_patch_tokens or output_hidden_states or not num_copies
 
         all_hidden = (hidden,) if output_hidden_states else None
+        last = len(self.encoder.layers) - 1
         for index, layer in enumerate(self.encoder.layers):
-            layer_mask = None
             if num_copies and index >= start:
                 if index == start:
                     hidden = torch.cat([hidden[:, :1].expand(-1, num_copies, -1), hidden[:, 1:]], dim=1)
-                layer_mask = attention_mask
-            hidden = layer(hidden, layer_mask, **kwargs)
+                hidden = mask_aware_layer(layer, hidden, num_copies, copy_mask, keep_last_patches or index < last)
+            else:
+                hidden = layer(hidden, None, **kwargs)
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden,)
 
@@ -390,12 +458,14 @@ class MaskAwareCLIPModel(CLIPModel):
         proposal_valid_mask: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
+        return_patch_tokens: bool = False,
         **kwargs,
     ) -> MaskAwareCLIPVisionOutput | tuple:
         r"""
         Projected, not yet normalised, embeddings of the proposals, in the convention of `get_image_features`:
         the vision output whose `pooler_output` is `visual_projection(mask_embeds)`,
-        `(batch_size, N, projection_dim)`.
+        `(batch_size, N, projection_dim)`. By default the patch rows of the last layer are skipped
+        (`return_patch_tokens=False`), so `last_hidden_state` holds the `N` copies only.
 
         Example:
 
@@ -410,6 +480,7 @@ class MaskAwareCLIPModel(CLIPModel):
             proposal_valid_mask=proposal_valid_mask,
             interpolate_pos_encoding=interpolate_pos_encoding,
             return_dict=True,
+            return_patch_tokens=return_patch_tokens,
             **kwargs,
         )
         outputs.pooler_output = self.visual_projection(outputs.mask_embeds)
@@ -479,5 +550,9 @@ __all__ = [
     "resize_position_embeddings",
     "proposals_to_patch_visibility",
     "build_mask_aware_attention_mask",
+    "copy_rows_mask",
+    "mask_aware_layer",
+    "full_sequence_layer",
+    "to_backend_mask",
     "pad_proposals",
 ]

@@ -1,0 +1,132 @@
+"""Which parameters of a `MaskAwareCLIPModel` mask-aware fine-tuning trains, and the AdamW parameter groups.
+
+Policies (`FREEZE_POLICIES`, regular expressions over `named_parameters()` names; a parameter is trainable when one
+pattern matches its full name, everything else is frozen):
+
+* `"released"` (default, the authors' code): in every vision block the attention projections `q/k/v/out_proj`
+  (weights and biases) and `layer_norm1/2`, plus the vision `post_layernorm`. Frozen: the MLPs, the patch conv, the
+  class and position embeddings, the pre layer norm, the visual projection, the whole text tower, the text
+  projection and `logit_scale`.
+* `"paper"`: the best row of paper Tab. 4d, which freezes cumulatively *cls.*, *pos.*, *mlp* and *conv.* (mIoU^u
+  49.7, hIoU 44.3) while the next row, also freezing *proj.*, is slightly worse (49.1 / 44.2). So: frozen are the
+  patch conv, class embedding, position embedding and every MLP (and the text side); trainable are the attention
+  projections, `layer_norm1/2`, the pre layer norm (the paper names no such unit, so it stays with the trained
+  "rest"), the post layer norm and the visual projection.
+* `"all"`: the whole vision tower and the visual projection (the "None" row of Tab. 4d); text side frozen.
+
+Names are those of transformers' `CLIPModel` (`vision_model.encoder.layers.{i}.self_attn.q_proj.weight`, ...). A bare
+`MaskAwareCLIPVisionModel` (names without the `vision_model.` prefix) is accepted too.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+_V = r"(?:vision_model\.)?"
+_BLOCK = _V + r"encoder\.layers\.\d+\."
+_ATTENTION = _BLOCK + r"self_attn\.(?:q_proj|k_proj|v_proj|out_proj)\.(?:weight|bias)"
+_BLOCK_NORMS = _BLOCK + r"layer_norm[12]\.(?:weight|bias)"
+_POST_NORM = _V + r"post_layernorm\.(?:weight|bias)"
+_PRE_NORM = _V + r"pre_layrnorm\.(?:weight|bias)"
+_VISUAL_PROJECTION = r"visual_projection\.weight"
+
+FREEZE_POLICIES: dict[str, tuple[str, ...]] = {
+    "released": (_ATTENTION, _BLOCK_NORMS, _POST_NORM),
+    "paper": (_ATTENTION, _BLOCK_NORMS, _POST_NORM, _PRE_NORM, _VISUAL_PROJECTION),
+    "all": (_V + r"(?:embeddings|pre_layrnorm|encoder|post_layernorm)\..+", _VISUAL_PROJECTION),
+}
+
+
+def _policy_patterns(policy: str) -> list[re.Pattern]:
+    if policy not in FREEZE_POLICIES:
+        raise ValueError(f"Unknown freeze policy {policy!r}; expected one of {sorted(FREEZE_POLICIES)}.")
+    return [re.compile(p) for p in FREEZE_POLICIES[policy]]
+
+
+def is_trainable(name: str, policy: str = "released") -> bool:
+    """Whether the parameter called `name` (as in `model.named_parameters()`) is trained under `policy`."""
+    return any(p.fullmatch(name) for p in _policy_patterns(policy))
+
+
+def apply_freeze_policy(model: nn.Module, policy: str = "released") -> dict:
+    """Set `requires_grad` on every parameter of `model` according to `policy` (see `FREEZE_POLICIES`).
+
+    Args:
+        model: a `MaskAwareCLIPModel` (or a `MaskAwareCLIPVisionModel`).
+        policy: `"released"`, `"paper"` or `"all"`.
+
+    Returns:
+        `dict(trainable=int, frozen=int, trainable_names=list[str])`: `trainable` and `frozen` count scalar
+        parameters (sums of `numel()`), `trainable_names` lists the trained parameter names in model order.
+
+    Example:
+
+    ```python
+    >>> summary = apply_freeze_policy(model, "released")
+    >>> summary["trainable_names"][0]
+    'vision_model.encoder.layers.0.self_attn.k_proj.weight'
+    ```"""
+    patterns = _policy_patterns(policy)
+    trainable, frozen, names = 0, 0, []
+    for name, param in model.named_parameters():
+        train = any(p.fullmatch(name) for p in patterns)
+        param.requires_grad_(train)
+        if train:
+            trainable += param.numel()
+            names.append(name)
+        else:
+            frozen += param.numel()
+    if not names:
+        raise ValueError(
+            f"Freeze policy {policy!r} matched no parameter of {type(model).__name__}; expected a CLIP-style model "
+            "with `vision_model.encoder.layers.*` parameters."
+        )
+    return {"trainable": trainable, "frozen": frozen, "trainable_names": names}
+
+
+def parameter_groups(model: nn.Module, weight_decay: float = 1e-4) -> list[dict]:
+    """AdamW parameter groups over the trainable parameters of `model`.
+
+    Parameters of normalisation layers (`nn.LayerNorm`, `nn.GroupNorm`, batch norms: weights and biases) get weight
+    decay 0, as the released `WEIGHT_DECAY_NORM: 0.0`; every other trainable parameter, biases of linear layers
+    included (released `WEIGHT_DECAY_BIAS` unset, i.e. equal to `WEIGHT_DECAY`), gets `weight_decay`. Under the
+    released policy no embedding is trained, so the released `WEIGHT_DECAY_EMBED: 0.0` does not matter there; under
+    `"paper"`/`"all"` embeddings would be decayed (a deliberate simplification).
+
+    Args:
+        model: a model whose frozen parameters have `requires_grad=False` (call [`apply_freeze_policy`] first).
+        weight_decay: decay of the non-norm parameters (1e-4 as released).
+
+    Returns:
+        A list of `{"params": [...], "weight_decay": float}` dicts for `torch.optim.AdamW`; empty groups are omitted.
+
+    Example:
+
+    ```python
+    >>> apply_freeze_policy(model)
+    >>> optimizer = torch.optim.AdamW(parameter_groups(model), lr=1e-5)
+    ```"""
+    norm_types = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+    norm_params = set()
+    for module in model.modules():
+        if isinstance(module, norm_types):
+            norm_params.update(id(p) for p in module.parameters(recurse=False))
+    decay, no_decay, seen = [], [], set()
+    for param in model.parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        (no_decay if id(param) in norm_params else decay).append(param)
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    if not groups:
+        raise ValueError("The model has no trainable parameter; call apply_freeze_policy(model, policy) first.")
+    return groups
+
+
+__all__ = ["FREEZE_POLICIES", "apply_freeze_policy", "is_trainable", "parameter_groups"]

@@ -1,0 +1,334 @@
+"""Training objectives of MAFT (paper section 4.2): mask-aware loss (Eq. 5-7) and self-distillation loss (Eq. 8).
+
+Both follow the authors' released code (see DESIGN.md section 2):
+
+* mask-aware loss: for every class present in an image's ground truth (ignore label excluded), the soft IoU between
+  each proposal and that class's binary map, min-max normalised over the proposals (eps `1e-8`) and detached, is the
+  SmoothL1 (beta 1) target of the softmax probability the model gives that class for each proposal; mean over all
+  (image, class, proposal) entries;
+* self-distillation loss: SmoothL1 (beta 1, mean) between the softmax class scores of the student's whole-image
+  embedding and those of a frozen copy of the original CLIP;
+* total `L = L_ma + lambda * L_dis`, `lambda = 0.1` as released (the paper writes 1).
+
+Unlike the release, the mask-aware loss works for a batch of one image and for batches without any labelled pixel,
+and supports padded proposals (`proposal_valid_mask`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IOU_EPS = 1e-7
+MINMAX_EPS = 1e-8
+RELEASED_DISTILLATION_WEIGHT = 0.1
+PAPER_DISTILLATION_WEIGHT = 1.0
+
+
+def soft_iou(proposals: torch.Tensor, gt_class_masks: torch.Tensor) -> torch.Tensor:
+    """Soft IoU between every proposal and every ground-truth class map of the same image.
+
+    `iou = sum(p * g) / (sum(g) + sum(p) - sum(p * g) + 1e-7)`, summed over pixels.
+
+    Args:
+        proposals: `(B, N, H, W)` proposal probabilities in [0, 1].
+        gt_class_masks: `(B, K, H, W)` binary class maps (0/1, float or bool).
+
+    Returns:
+        `(B, K, N)` soft IoU of proposal `n` with class map `k`, computed in float32 (at least).
+
+    Example:
+
+    ```python
+    >>> p = torch.tensor([[[[1.0, 0.0]]]])  # B=1, N=1, H=1, W=2
+    >>> g = torch.tensor([[[[1.0, 1.0]]]])  # B=1, K=1
+    >>> soft_iou(p, g)  # 1 / (2 + 1 - 1)
+    tensor([[[0.5000]]])
+    ```"""
+    if proposals.ndim != 4 or gt_class_masks.ndim != 4:
+        raise ValueError(
+            f"soft_iou expects proposals (B, N, H, W) and gt_class_masks (B, K, H, W), got shapes "
+            f"{tuple(proposals.shape)} and {tuple(gt_class_masks.shape)}."
+        )
+    if proposals.shape[0] != gt_class_masks.shape[0] or proposals.shape[-2:] != gt_class_masks.shape[-2:]:
+        raise ValueError(
+            "proposals and gt_class_masks must share batch size and spatial size, got "
+            f"{tuple(proposals.shape)} and {tuple(gt_class_masks.shape)}."
+        )
+    dtype = torch.promote_types(proposals.dtype, torch.float32)
+    p = proposals.to(dtype).flatten(2)  # (B, N, HW)
+    g = gt_class_masks.to(dtype).flatten(2)  # (B, K, HW)
+    intersection = torch.bmm(g, p.transpose(1, 2))  # (B, K, N)
+    union = g.sum(-1, keepdim=True) + p.sum(-1).unsqueeze(1) - intersection
+    return intersection / (union + IOU_EPS)
+
+
+def _check_label_range(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    bad = labels[(labels != ignore_index) & ((labels < 0) | (labels >= num_classes))]
+    if bad.numel():
+        ids = sorted(set(bad.unique().tolist()))
+        raise ValueError(
+            f"labels must hold class ids in [0, {num_classes - 1}] or the ignore index {ignore_index}, "
+            f"got ids {ids[:20]}{' ...' if len(ids) > 20 else ''}."
+        )
+
+
+def class_masks_from_labels(
+    labels: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The classes present in each image and their binary maps, padded to a common count.
+
+    Args:
+        labels: `(B, H, W)` integer class ids in `[0, num_classes)`, or `ignore_index`.
+        num_classes: number of classes `C` of the vocabulary; any other id (except `ignore_index`) is an error.
+        ignore_index: label of unlabelled pixels; it never becomes a class.
+
+    Returns:
+        A tuple `(class_ids, class_valid, class_masks)`:
+
+        - `class_ids (B, Kmax)` long: the present class ids of each image in increasing order, padded with 0;
+        - `class_valid (B, Kmax)` bool: False on padding;
+        - `class_masks (B, Kmax, H, W)` float32 0/1: `labels == class_id`, all zero on padding.
+
+        `Kmax` is the largest number of classes in one image of the batch (0 when no image has a labelled pixel).
+
+    Example:
+
+    ```python
+    >>> labels = torch.tensor([[[0, 2], [255, 2]], [[1, 1], [1, 1]]])
+    >>> ids, valid, masks = class_masks_from_labels(labels, num_classes=3)
+    >>> ids, valid
+    (tensor([[0, 2],
+            [1, 0]]), tensor([[ True,  True],
+            [ True, False]]))
+    ```"""
+    if labels.ndim != 3:
+        raise ValueError(f"labels must have shape (B, H, W), got {tuple(labels.shape)}.")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}.")
+    labels = labels.long()
+    _check_label_range(labels, num_classes, ignore_index)
+    batch = labels.shape[0]
+    flat = labels.flatten(1)
+    bins = torch.where(flat == ignore_index, torch.full_like(flat, num_classes), flat)
+    counts = torch.zeros(batch, num_classes + 1, dtype=torch.long, device=labels.device)
+    counts.scatter_add_(1, bins, torch.ones_like(bins))
+    present = counts[:, :num_classes] > 0  # (B, C)
+    num_present = present.sum(1)
+    max_k = int(num_present.max().item()) if batch else 0
+    # Stable sort puts the present classes first, in increasing id order.
+    order = torch.sort((~present).to(torch.uint8), dim=1, stable=True).indices[:, :max_k]
+    class_valid = torch.arange(max_k, device=labels.device).unsqueeze(0) < num_present.unsqueeze(1)
+    class_ids = torch.where(class_valid, order, torch.zeros_like(order))
+    class_masks = (labels.unsqueeze(1) == class_ids[:, :, None, None]) & class_valid[:, :, None, None]
+    return class_ids, class_valid, class_masks.to(torch.float32)
+
+
+def min_max_normalize(scores: torch.Tensor, valid: torch.Tensor | None = None, eps: float = MINMAX_EPS) -> torch.Tensor:
+    """`(s - min) / (max - min + eps)` over the last dimension, as the released code does.
+
+    Args:
+        scores: `(..., N)`.
+        valid: optional `(..., N)` bool; min and max are taken over valid entries only, and invalid entries are 0 in
+            the output.
+        eps: guard against a constant row: a row whose (valid) entries are all equal becomes all 0.
+
+    Returns:
+        Tensor of the shape of `scores`.
+    """
+    if valid is None:
+        low = scores.min(dim=-1, keepdim=True).values
+        high = scores.max(dim=-1, keepdim=True).values
+        return (scores - low) / (high - low + eps)
+    valid = valid.to(torch.bool).expand_as(scores)
+    low = torch.where(valid, scores, torch.full_like(scores, float("inf"))).min(dim=-1, keepdim=True).values
+    high = torch.where(valid, scores, torch.full_like(scores, float("-inf"))).max(dim=-1, keepdim=True).values
+    # rows without any valid entry: keep them finite (they are masked out by the caller anyway)
+    low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
+    high = torch.where(torch.isfinite(high), high, torch.zeros_like(high))
+    normalised = (scores - low) / (high - low + eps)
+    return torch.where(valid, normalised, torch.zeros_like(normalised))
+
+
+def _zero_loss_like(tensor: torch.Tensor) -> torch.Tensor:
+    """A scalar 0 that is part of the graph of `tensor`, so `backward()` runs (giving zero gradients)."""
+    return tensor.sum() * 0.0
+
+
+def mask_aware_loss(
+    mask_logits: torch.Tensor,
+    proposals: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = 255,
+    proposal_valid_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mask-aware loss `L_ma` (paper Eq. 5-7, as released).
+
+    For every image `b` and every class `c` present in `labels[b]` (except `ignore_index`):
+
+    - target `t[b, c, n]` = soft IoU (see [`soft_iou`]) of proposal `n` with the map `labels[b] == c`, min-max
+      normalised over the (valid) proposals of `(b, c)` with eps `1e-8`, and detached (no gradient reaches
+      `proposals`);
+    - prediction `a[b, c, n]` = `softmax(mask_logits[b, n])[c]`, softmax over the `C` vocabulary classes;
+    - loss = SmoothL1 (beta 1) between `a` and `t`, averaged over all (image, class, valid proposal) entries.
+
+    Args:
+        mask_logits: `(B, N, C)` classification logits of the proposals (`100 * cos` for MAFT).
+        proposals: `(B, N, H, W)` proposal probabilities in [0, 1] (sigmoid of the generator's mask logits) at the
+            training resolution. If `H, W` differ from those of `labels`, the proposals are resized bilinearly
+            (`align_corners=False`) to the label size, as the released `get_iou` does.
+        labels: `(B, H', W')` integer class ids in `[0, C)` or `ignore_index`. Padding pixels should carry
+            `ignore_index`; they still count in `sum(p)` of the IoU, as in the release.
+        ignore_index: label of unlabelled pixels.
+        proposal_valid_mask: optional `(B, N)` bool, False for padded proposals (see `pad_proposals`); those are
+            left out of both the min-max normalisation and the mean.
+
+    Returns:
+        Scalar loss. Edge cases: an image without any labelled pixel contributes nothing; when no image of the
+        batch has a labelled pixel the result is a 0 connected to `mask_logits` (so `backward()` works and gives
+        zero gradients). A (image, class) row whose proposals all have the same IoU gets target 0 everywhere (the
+        eps guard of the min-max normalisation), as in the release.
+
+    Example:
+
+    ```python
+    >>> logits = torch.randn(2, 5, 3, requires_grad=True)  # B=2 images, N=5 proposals, C=3 classes
+    >>> proposals = torch.rand(2, 5, 8, 8)
+    >>> labels = torch.randint(0, 3, (2, 8, 8))
+    >>> mask_aware_loss(logits, proposals, labels).backward()
+    ```"""
+    if mask_logits.ndim != 3:
+        raise ValueError(f"mask_logits must have shape (B, N, C), got {tuple(mask_logits.shape)}.")
+    if proposals.ndim != 4:
+        raise ValueError(f"proposals must have shape (B, N, H, W), got {tuple(proposals.shape)}.")
+    if labels.ndim != 3:
+        raise ValueError(f"labels must have shape (B, H, W), got {tuple(labels.shape)}.")
+    batch, num_proposals, num_classes = mask_logits.shape
+    if tuple(proposals.shape[:2]) != (batch, num_proposals) or labels.shape[0] != batch:
+        raise ValueError(
+            f"mask_logits {tuple(mask_logits.shape)}, proposals {tuple(proposals.shape)} and labels "
+            f"{tuple(labels.shape)} must agree on B (and N for the first two)."
+        )
+    if proposal_valid_mask is not None and tuple(proposal_valid_mask.shape) != (batch, num_proposals):
+        raise ValueError(
+            f"proposal_valid_mask must have shape (B, N) = {(batch, num_proposals)}, "
+            f"got {tuple(proposal_valid_mask.shape)}."
+        )
+
+    class_ids, class_valid, class_masks = class_masks_from_labels(labels, num_classes, ignore_index)
+    if class_ids.shape[1] == 0:
+        return _zero_loss_like(mask_logits)
+
+    with torch.no_grad():
+        probs = proposals.detach().to(torch.promote_types(proposals.dtype, torch.float32))
+        if probs.shape[-2:] != labels.shape[-2:]:
+            probs = F.interpolate(probs, size=tuple(labels.shape[-2:]), mode="bilinear", align_corners=False)
+        iou = soft_iou(probs, class_masks.to(probs.device))  # (B, K, N)
+        proposal_valid = None if proposal_valid_mask is None else proposal_valid_mask.to(torch.bool)[:, None, :]
+        target = min_max_normalize(iou, proposal_valid)
+
+    scores = mask_logits.softmax(dim=-1)  # (B, N, C)
+    index = class_ids.to(scores.device).unsqueeze(1).expand(-1, num_proposals, -1)  # (B, N, K)
+    selected = scores.gather(-1, index).transpose(1, 2)  # (B, K, N)
+
+    entry_valid = class_valid.to(scores.device).unsqueeze(-1).expand(-1, -1, num_proposals)
+    if proposal_valid_mask is not None:
+        entry_valid = entry_valid & proposal_valid_mask.to(device=scores.device, dtype=torch.bool).unsqueeze(1)
+    count = entry_valid.sum()
+    if count == 0:
+        return _zero_loss_like(mask_logits)
+    per_entry = F.smooth_l1_loss(selected, target.to(selected), reduction="none", beta=1.0)
+    return per_entry.masked_select(entry_valid).sum() / count
+
+
+def self_distillation_loss(student_image_logits: torch.Tensor, teacher_image_logits: torch.Tensor) -> torch.Tensor:
+    """Self-distillation loss `L_dis` (paper Eq. 8, as released).
+
+    SmoothL1 (beta 1, mean over all `B * C` entries) between `softmax(student)` and `softmax(teacher)`, softmax over
+    the `C` classes. The teacher is detached.
+
+    Args:
+        student_image_logits: `(B, C)` logits (`100 * cos`) of the fine-tuned encoder's whole-image embedding,
+            computed without proposals.
+        teacher_image_logits: `(B, C)` the same from the frozen original CLIP.
+
+    Returns:
+        Scalar loss.
+    """
+    if student_image_logits.ndim != 2 or student_image_logits.shape != teacher_image_logits.shape:
+        raise ValueError(
+            "student_image_logits and teacher_image_logits must both have shape (B, C), got "
+            f"{tuple(student_image_logits.shape)} and {tuple(teacher_image_logits.shape)}."
+        )
+    student = student_image_logits.softmax(dim=-1)
+    teacher = teacher_image_logits.detach().softmax(dim=-1).to(student)
+    return F.smooth_l1_loss(student, teacher, beta=1.0)
+
+
+@dataclass
+class MAFTLossOutput:
+    """The MAFT objective and its terms (all scalars).
+
+    Attributes:
+        loss: `mask_aware_loss + distillation_weight * distillation_loss`.
+        mask_aware_loss: `L_ma`.
+        distillation_loss: unweighted `L_dis` (None when no image logits were given).
+        distillation_weight: the `lambda` used.
+    """
+
+    loss: torch.Tensor
+    mask_aware_loss: torch.Tensor
+    distillation_loss: torch.Tensor | None
+    distillation_weight: float
+
+
+def maft_loss(
+    mask_logits: torch.Tensor,
+    proposals: torch.Tensor,
+    labels: torch.Tensor,
+    student_image_logits: torch.Tensor | None = None,
+    teacher_image_logits: torch.Tensor | None = None,
+    distillation_weight: float = RELEASED_DISTILLATION_WEIGHT,
+    ignore_index: int = 255,
+    proposal_valid_mask: torch.Tensor | None = None,
+) -> MAFTLossOutput:
+    """Total MAFT loss `L = L_ma + lambda * L_dis`.
+
+    `distillation_weight` (lambda) defaults to 0.1, the value of the released config (`MODEL.dis_weight`); the paper
+    text says 1 (`PAPER_DISTILLATION_WEIGHT`). Without image logits (both None) the distillation term is skipped
+    (equivalent to lambda = 0).
+
+    Args:
+        mask_logits, proposals, labels, ignore_index, proposal_valid_mask: see [`mask_aware_loss`].
+        student_image_logits, teacher_image_logits: `(B, C)`, see [`self_distillation_loss`].
+        distillation_weight: lambda.
+
+    Returns:
+        [`MAFTLossOutput`].
+    """
+    if (student_image_logits is None) != (teacher_image_logits is None):
+        raise ValueError("Pass both student_image_logits and teacher_image_logits, or neither.")
+    ma = mask_aware_loss(mask_logits, proposals, labels, ignore_index, proposal_valid_mask)
+    dis = None
+    total = ma
+    if student_image_logits is not None:
+        dis = self_distillation_loss(student_image_logits, teacher_image_logits)
+        total = ma + distillation_weight * dis
+    return MAFTLossOutput(
+        loss=total, mask_aware_loss=ma, distillation_loss=dis, distillation_weight=distillation_weight
+    )
+
+
+__all__ = [
+    "soft_iou",
+    "class_masks_from_labels",
+    "min_max_normalize",
+    "mask_aware_loss",
+    "self_distillation_loss",
+    "maft_loss",
+    "MAFTLossOutput",
+    "RELEASED_DISTILLATION_WEIGHT",
+    "PAPER_DISTILLATION_WEIGHT",
+]
