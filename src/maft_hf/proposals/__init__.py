@@ -60,3 +60,23 @@ class ProposalGenerator:
 
 
 __all__ = ["Proposals", "ProposalGenerator"]
+
+# Lazy exports: the sources below import transformers model code only when first used.
+_LAZY_EXPORTS = {
+    "UserMaskProposals": ".user_masks",
+    "proposals_from_user_masks": ".user_masks",
+    "split_label_map": ".user_masks",
+    "GridProposals": ".grid",
+    "UniversalSegmentationProposals": ".universal",
+    "SAMProposals": ".sam",
+    "load_proposal_generator": ".factory",
+}
+__all__ += list(_LAZY_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _LAZY_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

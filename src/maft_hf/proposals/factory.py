@@ -1,0 +1,71 @@
+"""Build a proposal source from a short spec string, e.g. `"mask2former:facebook/mask2former-swin-base-coco-panoptic"`.
+
+Specs:
+
+- `"mask2former:<id_or_path>"`, `"oneformer:<id_or_path>"`: [`UniversalSegmentationProposals`], checking that the
+  checkpoint is of that model type;
+- `"universal:<id_or_path>"`: [`UniversalSegmentationProposals`] for any universal-segmentation checkpoint;
+- `"sam:<id_or_path>"`: [`SAMProposals`];
+- `"grid:<k>"`: [`GridProposals`], `k x k` soft blocks, no weights (offline demos).
+
+Keyword arguments go to the generator's constructor. Local paths load offline; for Hub ids set the environment
+variable `HF_HUB_OFFLINE=1` (cached files only) or pass `local_files_only=True`.
+"""
+
+from __future__ import annotations
+
+from . import ProposalGenerator
+
+SPEC_KINDS = ("mask2former", "oneformer", "universal", "sam", "grid")
+
+
+def parse_proposal_spec(spec: str) -> tuple[str, str]:
+    """`"kind:argument"` -> `(kind, argument)`; only the first colon splits (Windows paths keep theirs)."""
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ValueError(f"Expected a spec 'kind:argument' with kind in {SPEC_KINDS}, got {spec!r}.")
+    kind, argument = spec.split(":", 1)
+    kind = kind.strip().lower()
+    if kind not in SPEC_KINDS:
+        raise ValueError(f"Unknown proposal source {kind!r} in {spec!r}; expected one of {SPEC_KINDS}.")
+    if not argument.strip():
+        raise ValueError(f"The spec {spec!r} names no checkpoint / grid size after '{kind}:'.")
+    return kind, argument.strip()
+
+
+def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
+    """Build the proposal source a spec names (see the module docstring).
+
+    Example:
+
+    ```python
+    >>> generator = load_proposal_generator("grid:4")
+    >>> generator = load_proposal_generator("sam:./sam-vit-base", points_per_side=16, local_files_only=True)
+    ```"""
+    kind, argument = parse_proposal_spec(spec)
+    if kind == "grid":
+        from .grid import GridProposals
+
+        try:
+            k = int(argument)
+        except ValueError:
+            raise ValueError(f"'grid:<k>' needs an integer k, got {argument!r}.") from None
+        return GridProposals(k, **kwargs)
+    if kind == "sam":
+        from .sam import SAMProposals
+
+        return SAMProposals(argument, **kwargs)
+    if kind != "universal":  # check the model type from the config before loading any weights
+        from transformers import AutoConfig
+
+        options = {} if kwargs.get("local_files_only") is None else {"local_files_only": kwargs["local_files_only"]}
+        model_type = getattr(AutoConfig.from_pretrained(argument, **options), "model_type", None)
+        if model_type != kind:
+            raise ValueError(
+                f"The spec {spec!r} asks for a {kind} checkpoint, but {argument!r} is a {model_type!r} model."
+            )
+    from .universal import UniversalSegmentationProposals
+
+    return UniversalSegmentationProposals(argument, **kwargs)
+
+
+__all__ = ["SPEC_KINDS", "load_proposal_generator", "parse_proposal_spec"]

@@ -1,0 +1,61 @@
+"""A weight-free proposal source: the image tiled into k x k soft blocks (for offline demos and smoke tests)."""
+
+from __future__ import annotations
+
+import torch
+
+from . import ProposalGenerator, Proposals
+from ._images import as_image_list, image_size
+
+
+def _soft_intervals(k: int, size: int) -> torch.Tensor:
+    """`(k, size)` soft indicators of the `k` equal intervals of one axis, at the pixel centres.
+
+    Value `clamp(0.5 + 2 k d, 0, 1)` with `d` the signed distance (in units of the axis length, positive inside) to
+    the interval's inner borders; the image border is not a border (edge blocks reach it at full strength).
+    """
+    centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    starts = torch.arange(k, dtype=torch.float32)[:, None] / k
+    to_start = torch.where(starts > 0, centres - starts, torch.inf)
+    to_end = torch.where(starts + 1 / k < 1, starts + 1 / k - centres, torch.inf)
+    distance = torch.minimum(to_start, to_end)
+    return (0.5 + 2 * k * distance).clamp(0.0, 1.0)
+
+
+def grid_masks(k: int, height: int, width: int) -> torch.Tensor:
+    """`k * k` soft block masks `(k*k, height, width)`, row-major.
+
+    Mask `i * k + j` is `min(row_i(y), col_j(x))` with soft 1-D indicators of the `k` equal intervals per axis: 1 from
+    a quarter block inside the block, 0.5 on its border, 0 from a quarter block outside, linear in between. Every pixel
+    is `> 0.5` in exactly one mask (its block) when no pixel centre lies on a border.
+    """
+    if int(k) < 1:
+        raise ValueError(f"The grid size k must be >= 1, got {k}.")
+    if height < 1 or width < 1:
+        raise ValueError(f"Expected a positive image size, got {(height, width)}.")
+    k = int(k)
+    rows, cols = _soft_intervals(k, height), _soft_intervals(k, width)
+    masks = torch.minimum(rows[:, None, :, None], cols[None, :, None, :])
+    return masks.reshape(k * k, height, width)
+
+
+class GridProposals(ProposalGenerator):
+    """`k x k` soft block proposals for any image; needs no weights.
+
+    Example:
+
+    ```python
+    >>> [p.masks.shape for p in GridProposals(3)([Image.new("RGB", (61, 45))])]
+    [torch.Size([9, 45, 61])]
+    ```"""
+
+    def __init__(self, k: int = 4):
+        if int(k) < 1:
+            raise ValueError(f"The grid size k must be >= 1, got {k}.")
+        self.k = int(k)
+
+    def __call__(self, images) -> list[Proposals]:
+        return [Proposals(masks=grid_masks(self.k, *image_size(image))) for image in as_image_list(images)]
+
+
+__all__ = ["GridProposals", "grid_masks"]

@@ -1,0 +1,277 @@
+"""Class-agnostic proposals from Segment Anything (transformers `SamModel`), without torchvision.
+
+SAM's automatic mask generation, single crop: a regular `points_per_side x points_per_side` grid of foreground points
+prompts the mask decoder (3 masks per point); masks are kept when SAM's predicted IoU exceeds `pred_iou_thresh` and
+their stability score (IoU of the mask thresholded at `mask_threshold +- stability_score_offset`) exceeds
+`stability_score_thresh`; empty masks are dropped; a greedy NMS over the masks' bounding boxes (IoU > `nms_iou`,
+ranked by predicted IoU; pure torch) removes duplicates. Mask logits are brought to the image size the way
+`SamProcessor.post_process_masks` does (bilinear to the padded input, crop, bilinear to the original size) and turned
+into probabilities with a sigmoid.
+
+`N` is decided by SAM. When nothing survives the filters, the single mask with the highest predicted IoU is returned,
+so `N >= 1` always.
+
+Pre-processing is the checkpoint's `SamImageProcessor` (transformers falls back to its PIL backend without
+torchvision), or one built from the model config (`longest_edge` = `pad_size` = `vision_config.image_size`, ImageNet
+mean/std); if the processor cannot run, an equivalent torch version is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+
+from . import ProposalGenerator, Proposals
+from ._images import IMAGENET_MEAN, IMAGENET_STD, as_image_list, normalize_and_pad, resize_uint8, to_uint8_chw
+from .universal import _pretrained_kwargs, _try_load
+
+logger = logging.getLogger(__name__)
+
+_UPSAMPLE_CHUNK = 16  # masks upsampled at once (bounds memory at full resolution)
+
+
+def point_grid(points_per_side: int) -> torch.Tensor:
+    """`(n * n, 2)` points `(x, y)` in [0, 1]: cell centres of a regular `n x n` grid, row-major (SAM's grid)."""
+    if int(points_per_side) < 1:
+        raise ValueError(f"points_per_side must be >= 1, got {points_per_side}.")
+    n = int(points_per_side)
+    offset = 1.0 / (2 * n)
+    ticks = torch.linspace(offset, 1 - offset, n)
+    return torch.stack([ticks.repeat(n), ticks.repeat_interleave(n)], dim=-1)
+
+
+def stability_scores(mask_logits: torch.Tensor, mask_threshold: float = 0.0, offset: float = 1.0) -> torch.Tensor:
+    """`(N, H, W)` logits -> `(N,)` IoU between the masks at `threshold + offset` and at `threshold - offset` (0 if empty)."""
+    flat = mask_logits.flatten(1)
+    intersections = (flat > mask_threshold + offset).sum(-1).float()
+    unions = (flat > mask_threshold - offset).sum(-1).float()
+    return torch.where(unions > 0, intersections / unions.clamp(min=1), torch.zeros_like(unions))
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """`(N, H, W)` bool -> `(N, 4)` `(x0, y0, x1, y1)` inclusive pixel bounds (all 0 for an empty mask)."""
+    _, height, width = masks.shape
+    rows, cols = masks.any(-1), masks.any(-2)
+    y_index = torch.arange(height, device=masks.device)
+    x_index = torch.arange(width, device=masks.device)
+    big = max(height, width)
+    y0 = torch.where(rows, y_index, big).amin(-1)
+    y1 = torch.where(rows, y_index, -1).amax(-1)
+    x0 = torch.where(cols, x_index, big).amin(-1)
+    x1 = torch.where(cols, x_index, -1).amax(-1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=-1)
+    return torch.where(rows.any(-1, keepdim=True), boxes, torch.zeros_like(boxes))
+
+
+def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
+    """IoU `(N, M)` of inclusive pixel boxes `(x0, y0, x1, y1)` (a box covers `(x1 - x0 + 1) * (y1 - y0 + 1)` pixels)."""
+    a, b = boxes_a.float(), boxes_b.float()
+    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
+    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    sides = (bottom_right - top_left + 1).clamp(min=0)
+    inter = sides[..., 0] * sides[..., 1]
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS: indices of the kept boxes, by decreasing score; a box is dropped when its IoU with a kept,
+    higher-scoring box is `> iou_threshold`."""
+    order = scores.argsort(descending=True)
+    if order.numel() == 0:
+        return order
+    iou = box_iou(boxes[order], boxes[order])
+    suppressed = torch.zeros(order.numel(), dtype=torch.bool, device=boxes.device)
+    keep = []
+    for index in range(order.numel()):
+        if suppressed[index]:
+            continue
+        keep.append(index)
+        suppressed |= iou[index] > iou_threshold
+    return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
+
+
+def _load_sam(model_or_path, local_files_only):
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from transformers import SamModel
+
+        return SamModel.from_pretrained(os.fspath(model_or_path), **_pretrained_kwargs(local_files_only))
+    if not isinstance(model_or_path, torch.nn.Module):
+        raise ValueError(f"Expected a SAM checkpoint path / Hub id or a SamModel, got {type(model_or_path).__name__}.")
+    return model_or_path
+
+
+class SAMProposals(ProposalGenerator):
+    """Class-agnostic SAM proposals from a point grid (see the module docstring for the procedure).
+
+    Args:
+        model_or_path: `SamModel` checkpoint path / Hub id, or a `SamModel` instance.
+        points_per_side: grid size (`points_per_side ** 2` prompts, 3 masks each).
+        pred_iou_thresh: keep masks whose predicted IoU is `> pred_iou_thresh`.
+        stability_score_thresh: keep masks whose stability score is `> stability_score_thresh`.
+        nms_iou: box-IoU threshold of the NMS.
+        max_proposals: keep at most this many (highest predicted IoU); None keeps all.
+        points_per_batch: prompts per mask-decoder call.
+        device: where the model runs (default: where its parameters are).
+        image_processor: a `SamImageProcessor` to use instead of the checkpoint's.
+        mask_threshold / stability_score_offset: SAM's logit threshold (0) and stability offset (1).
+        local_files_only: passed to `from_pretrained` (None leaves the Hub default, e.g. `HF_HUB_OFFLINE`).
+
+    Example:
+
+    ```python
+    >>> generator = SAMProposals("facebook/sam-vit-base", points_per_side=16, max_proposals=100)
+    >>> generator([Image.open("street.jpg")])[0].masks.shape  # (N, H, W), N chosen by SAM
+    ```"""
+
+    def __init__(
+        self,
+        model_or_path,
+        points_per_side: int = 16,
+        pred_iou_thresh: float = 0.8,
+        stability_score_thresh: float = 0.85,
+        nms_iou: float = 0.7,
+        max_proposals: int | None = None,
+        points_per_batch: int = 64,
+        *,
+        device=None,
+        image_processor=None,
+        mask_threshold: float = 0.0,
+        stability_score_offset: float = 1.0,
+        local_files_only: bool | None = None,
+    ):
+        if int(points_per_batch) < 1:
+            raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}.")
+        if max_proposals is not None and int(max_proposals) < 1:
+            raise ValueError(f"max_proposals must be >= 1 or None, got {max_proposals}.")
+        self.grid = point_grid(points_per_side)
+        self.model = _load_sam(model_or_path, local_files_only).eval()
+        if device is not None:
+            self.model.to(device)
+        self.pred_iou_thresh = float(pred_iou_thresh)
+        self.stability_score_thresh = float(stability_score_thresh)
+        self.nms_iou = float(nms_iou)
+        self.max_proposals = None if max_proposals is None else int(max_proposals)
+        self.points_per_batch = int(points_per_batch)
+        self.mask_threshold = float(mask_threshold)
+        self.stability_score_offset = float(stability_score_offset)
+        if image_processor is None and isinstance(model_or_path, (str, os.PathLike)):
+            image_processor = _try_load("SamImageProcessor", model_or_path, local_files_only)
+        if image_processor is None:
+            image_processor = self._default_image_processor()
+        self.image_processor = image_processor
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def input_size(self) -> int:
+        return int(self.model.config.vision_config.image_size)
+
+    def _default_image_processor(self):
+        try:
+            from transformers import SamImageProcessor
+
+            side = self.input_size
+            return SamImageProcessor(size={"longest_edge": side}, pad_size={"height": side, "width": side})
+        except ImportError as err:
+            logger.warning("SamImageProcessor unavailable (%s); using the torch pre-processing.", err)
+            return None
+
+    def _torch_preprocess(self, image: torch.Tensor):
+        """`(3, H, W)` uint8 -> `pixel_values (1, 3, S, S)` and the resized size (long side `S`, SAM's rounding)."""
+        side = self.input_size
+        height, width = image.shape[-2:]
+        scale = side / max(height, width)
+        resized_size = (int(height * scale + 0.5), int(width * scale + 0.5))
+        resized = resize_uint8(image, resized_size)
+        pixel_values, _ = normalize_and_pad([resized], IMAGENET_MEAN, IMAGENET_STD, pad_size=(side, side))
+        return pixel_values, resized_size
+
+    def _preprocess(self, image: torch.Tensor):
+        if self.image_processor is not None:
+            try:
+                inputs = self.image_processor(images=[image.permute(1, 2, 0).numpy()], return_tensors="pt")
+                resized = tuple(int(side) for side in inputs["reshaped_input_sizes"][0])
+                return inputs["pixel_values"], resized
+            except ImportError as err:  # a processor that needs torchvision
+                logger.warning("SamImageProcessor failed (%s); using the torch pre-processing.", err)
+                self.image_processor = None
+        return self._torch_preprocess(image)
+
+    def _to_image_logits(self, low_res, padded_size, resized_size, output_size) -> torch.Tensor:
+        """`(M, h, w)` low-resolution logits -> `(M, H, W)` logits at the image size, in chunks."""
+        chunks = []
+        for start in range(0, low_res.shape[0], _UPSAMPLE_CHUNK):
+            logits = F.interpolate(
+                low_res[start : start + _UPSAMPLE_CHUNK, None].float(),
+                size=padded_size,
+                mode="bilinear",
+                align_corners=False,
+            )
+            logits = logits[..., : resized_size[0], : resized_size[1]]
+            logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
+            chunks.append(logits[:, 0])
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def _generate_one(self, image: torch.Tensor) -> Proposals:
+        output_size = tuple(image.shape[-2:])
+        pixel_values, resized_size = self._preprocess(image)
+        pixel_values = pixel_values.to(self.device, next(self.model.parameters()).dtype)
+        padded_size = tuple(pixel_values.shape[-2:])
+        embeddings = self.model.get_image_embeddings(pixel_values)
+        points = self.grid.to(self.device) * torch.tensor([resized_size[1], resized_size[0]], device=self.device)
+
+        kept_low_res, kept_scores, kept_boxes = [], [], []
+        best_low_res, best_score = None, -float("inf")
+        for start in range(0, points.shape[0], self.points_per_batch):
+            batch = points[start : start + self.points_per_batch]
+            outputs = self.model(
+                image_embeddings=embeddings,
+                input_points=batch[None, :, None, :],
+                input_labels=torch.ones(1, batch.shape[0], 1, dtype=torch.long, device=self.device),
+                multimask_output=True,
+            )
+            low_res = outputs.pred_masks[0].flatten(0, 1)  # (P * 3, h, w)
+            scores = outputs.iou_scores[0].flatten().float()  # (P * 3,)
+            top = int(scores.argmax())
+            if scores[top] > best_score:
+                best_score, best_low_res = float(scores[top]), low_res[top : top + 1]
+            candidates = (scores > self.pred_iou_thresh).nonzero().flatten()
+            if candidates.numel() == 0:
+                continue
+            logits = self._to_image_logits(low_res[candidates], padded_size, resized_size, output_size)
+            stable = stability_scores(logits, self.mask_threshold, self.stability_score_offset)
+            binary = logits > self.mask_threshold
+            keep = (stable > self.stability_score_thresh) & binary.flatten(1).any(-1)
+            kept_low_res.append(low_res[candidates[keep]])
+            kept_scores.append(scores[candidates[keep]])
+            kept_boxes.append(masks_to_boxes(binary[keep]))
+
+        low_res = torch.cat(kept_low_res) if kept_low_res else best_low_res[:0]
+        if low_res.shape[0] == 0:  # nothing survived: fall back to the best-scoring mask
+            low_res = best_low_res
+        else:
+            order = box_nms(torch.cat(kept_boxes), torch.cat(kept_scores), self.nms_iou)
+            if self.max_proposals is not None:
+                order = order[: self.max_proposals]
+            low_res = low_res[order]
+        masks = self._to_image_logits(low_res, padded_size, resized_size, output_size).sigmoid()
+        return Proposals(masks=masks)
+
+    def __call__(self, images) -> list[Proposals]:
+        """Proposals at each image's resolution: `masks (N, H, W)` probabilities, `N >= 1` chosen by SAM.
+
+        Args:
+            images: list of PIL images, `(H, W, 3)` uint8 arrays or `(3, H, W)` uint8 tensors (or a batch tensor).
+        """
+        return [self._generate_one(to_uint8_chw(image)) for image in as_image_list(images)]
+
+
+__all__ = ["SAMProposals", "box_iou", "box_nms", "masks_to_boxes", "point_grid", "stability_scores"]

@@ -1,0 +1,341 @@
+"""Proposals from any transformers universal-segmentation checkpoint (Mask2Former, OneFormer, MaskFormer-like).
+
+The model's `N` queries are used class-agnostically, as MAFT does (DESIGN.md section 2): each query's mask logits
+are upsampled bilinearly with `align_corners=True` to the padded input size, cropped to the image region, brought to
+the image's original resolution (bilinear, `align_corners=False`, as detectron2's `sem_seg_postprocess`) and passed
+through a sigmoid. The generator's own class scores come from `class_queries_logits` without the last ("no object")
+column.
+
+Pre-processing: the checkpoint's image processor when one loads (`AutoImageProcessor`; without torchvision,
+transformers falls back to its PIL backend, which works for Mask2Former and OneFormer), otherwise a small torch
+version of the same (short side to `shortest_edge`, long side capped at `longest_edge`, size rounded up to
+`size_divisor`, normalised with the processor's mean/std, ImageNet's when there is no processor). Training batches
+that are already resized use [`UniversalSegmentationProposals.generate_prepared`]: normalise and pad only.
+
+OneFormer's forward needs `task_inputs`: the token ids of "the task is semantic" (padded to `config.task_seq_len`,
+ids times attention mask, as `OneFormerProcessor` builds them). They come from the checkpoint's tokenizer (a CLIP
+tokenizer) or the `tokenizer` argument; without one, OneFormer raises a `ValueError`.
+
+Loading is lazy (transformers is imported inside the functions). Offline: local paths always work; for Hub ids set
+`HF_HUB_OFFLINE=1` or pass `local_files_only=True`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import ProposalGenerator, Proposals
+from ._images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    as_image_list,
+    normalize_and_pad,
+    resize_uint8,
+    shortest_edge_size,
+    to_uint8_chw,
+    valid_size,
+)
+
+logger = logging.getLogger(__name__)
+
+ONEFORMER_TASK_TEXT = "the task is semantic"
+_UPSAMPLE_CHUNK = 32  # queries upsampled to the padded input size at once
+
+
+def _pretrained_kwargs(local_files_only: bool | None) -> dict:
+    return {} if local_files_only is None else {"local_files_only": local_files_only}
+
+
+def load_universal_segmentation_model(model_or_path, local_files_only: bool | None = None):
+    """`AutoModelForUniversalSegmentation.from_pretrained(path)` for a path / Hub id; a model instance is returned as is."""
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from transformers import AutoModelForUniversalSegmentation
+
+        return AutoModelForUniversalSegmentation.from_pretrained(
+            os.fspath(model_or_path), **_pretrained_kwargs(local_files_only)
+        )
+    if not isinstance(model_or_path, torch.nn.Module):
+        raise ValueError(
+            f"Expected a checkpoint path / Hub id or a universal-segmentation model, got {type(model_or_path).__name__}."
+        )
+    return model_or_path
+
+
+def _try_load(loader_name: str, path, local_files_only: bool | None):
+    """`transformers.<loader_name>.from_pretrained(path)`, or None (logged) when the checkpoint has none."""
+    import transformers
+
+    try:
+        return getattr(transformers, loader_name).from_pretrained(
+            os.fspath(path), **_pretrained_kwargs(local_files_only)
+        )
+    except Exception as err:  # a missing optional component must not break the generator
+        logger.warning("No %s loaded from %s (%s); using the built-in fallback.", loader_name, path, err)
+        return None
+
+
+def mask_logits_to_probabilities(
+    mask_logits: torch.Tensor,
+    padded_size: tuple[int, int],
+    valid_size: tuple[int, int],
+    output_size: tuple[int, int],
+) -> torch.Tensor:
+    """Query mask logits of one image -> probabilities at the image's resolution.
+
+    Args:
+        mask_logits: `(N, h, w)` logits (`masks_queries_logits[b]`, usually 1/4 of the input size).
+        padded_size: `(Hp, Wp)` of the model input; logits are upsampled to it with `align_corners=True`.
+        valid_size: `(h', w')` image region (top-left) of the padded input, cropped after upsampling.
+        output_size: `(H, W)` of the original image; the crop is resized to it (bilinear, `align_corners=False`).
+
+    Returns:
+        `(N, H, W)` float32 probabilities (sigmoid of the resized logits).
+    """
+    chunks = []
+    for start in range(0, mask_logits.shape[0], _UPSAMPLE_CHUNK):  # bounds the memory of the padded-size logits
+        logits = mask_logits[None, start : start + _UPSAMPLE_CHUNK].float()
+        logits = F.interpolate(logits, size=tuple(padded_size), mode="bilinear", align_corners=True)
+        logits = logits[:, :, : valid_size[0], : valid_size[1]]
+        if tuple(logits.shape[-2:]) != tuple(output_size):
+            logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
+        chunks.append(logits[0].sigmoid())
+    return torch.cat(chunks)
+
+
+def class_probabilities(class_logits: torch.Tensor, renormalize: bool = True) -> torch.Tensor:
+    """`(N, K + 1)` class logits with a last "no object" column -> `(N, K)` probabilities.
+
+    With `renormalize=True` the void logit is dropped before the softmax (rows sum to 1 over the `K` classes); with
+    False the softmax runs over `K + 1` and the void column is dropped afterwards (MaskFormer's `semantic_inference`,
+    rows sum to `1 - p_void`).
+    """
+    if renormalize:
+        return class_logits[:, :-1].float().softmax(-1)
+    return class_logits.float().softmax(-1)[:, :-1]
+
+
+def class_names_from_config(config, num_classes: int) -> list[str]:
+    """The `num_classes` names of `config.id2label` in id order (`class_<i>` where an id is missing)."""
+    id2label = getattr(config, "id2label", None) or {}
+    names = []
+    for index in range(num_classes):
+        name = id2label.get(index, id2label.get(str(index)))
+        names.append(str(name) if name is not None else f"class_{index}")
+    return names
+
+
+class UniversalSegmentationProposals(ProposalGenerator):
+    """Class-agnostic proposals (with the generator's own class scores) from a universal-segmentation model.
+
+    Args:
+        model_or_path: checkpoint path or Hub id (loaded with `AutoModelForUniversalSegmentation`), or a model instance
+            whose output has `masks_queries_logits (B, N, h, w)` and `class_queries_logits (B, N, K + 1)`.
+        device: where the model runs (default: where its parameters are).
+        num_proposals: keep only the top-`num_proposals` queries by their highest class probability (softmax over
+            `K + 1`, void excluded); None keeps all.
+        image_processor: an image processor to use instead of the checkpoint's.
+        tokenizer: OneFormer only: the tokenizer of the task text (default: the checkpoint's).
+        use_image_processor: False forces the torch pre-processing (settings still read from the image processor).
+        renormalize_classes: see [`class_probabilities`].
+        local_files_only: passed to every `from_pretrained` (None leaves the Hub default, e.g. `HF_HUB_OFFLINE`).
+
+    Example:
+
+    ```python
+    >>> generator = UniversalSegmentationProposals("facebook/mask2former-swin-base-coco-panoptic", num_proposals=50)
+    >>> proposals = generator([Image.open("street.jpg")])[0]
+    >>> proposals.masks.shape, proposals.class_scores.shape  # (50, H, W), (50, 133)
+    ```"""
+
+    def __init__(
+        self,
+        model_or_path,
+        device=None,
+        num_proposals: int | None = None,
+        *,
+        image_processor=None,
+        tokenizer=None,
+        use_image_processor: bool = True,
+        renormalize_classes: bool = True,
+        local_files_only: bool | None = None,
+    ):
+        if num_proposals is not None and int(num_proposals) < 1:
+            raise ValueError(f"num_proposals must be >= 1 or None, got {num_proposals}.")
+        self.model = load_universal_segmentation_model(model_or_path, local_files_only).eval()
+        if device is not None:
+            self.model.to(device)
+        self.num_proposals = None if num_proposals is None else int(num_proposals)
+        self.renormalize_classes = renormalize_classes
+        self.use_image_processor = use_image_processor
+        is_path = isinstance(model_or_path, (str, os.PathLike))
+        if image_processor is None and is_path:
+            image_processor = _try_load("AutoImageProcessor", model_or_path, local_files_only)
+        self.image_processor = image_processor
+        self.is_oneformer = getattr(self.model.config, "model_type", None) == "oneformer"
+        if self.is_oneformer and tokenizer is None and is_path:
+            tokenizer = _try_load("AutoTokenizer", model_or_path, local_files_only)
+        self.tokenizer = tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---- pre-processing -------------------------------------------------------------------------------------------
+
+    def _processor_setting(self, name: str, default):
+        value = getattr(self.image_processor, name, None) if self.image_processor is not None else None
+        return default if value is None else value
+
+    def _normalization(self) -> tuple[Sequence[float], Sequence[float], float]:
+        """`(mean, std, rescale_factor)` of the image processor, ImageNet's (and 1/255) without one."""
+        mean = self._processor_setting("image_mean", IMAGENET_MEAN)
+        std = self._processor_setting("image_std", IMAGENET_STD)
+        if not self._processor_setting("do_normalize", True):
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        rescale = (
+            self._processor_setting("rescale_factor", 1 / 255) if self._processor_setting("do_rescale", True) else 1.0
+        )
+        mean = [float(mean)] * 3 if isinstance(mean, (int, float)) else [float(value) for value in mean]
+        std = [float(std)] * 3 if isinstance(std, (int, float)) else [float(value) for value in std]
+        return mean, std, float(rescale)
+
+    def _target_size(self, height: int, width: int) -> tuple[int, int]:
+        """Model input size of an image for the torch pre-processing (the processor's rule, 800/1333/32 without one)."""
+        size = self._processor_setting("size", None)
+        if size is None:
+            size = {"shortest_edge": 800, "longest_edge": 1333}
+        elif not isinstance(size, dict):  # a SizeDict
+            size = {key: getattr(size, key, None) for key in ("shortest_edge", "longest_edge", "height", "width")}
+        if size.get("height") and size.get("width"):
+            new_h, new_w = int(size["height"]), int(size["width"])
+        else:
+            longest = size.get("longest_edge")
+            new_h, new_w = shortest_edge_size(
+                height, width, int(size.get("shortest_edge") or 800), None if longest is None else int(longest)
+            )
+        divisor = self._processor_setting("size_divisor", 32 if self.image_processor is None else 0)
+        if divisor:
+            new_h, new_w = -(-new_h // divisor) * divisor, -(-new_w // divisor) * divisor
+        return new_h, new_w
+
+    def _torch_preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std, rescale = self._normalization()
+        resized = [resize_uint8(image, self._target_size(*image.shape[-2:])) for image in images]
+        return normalize_and_pad(resized, mean, std, rescale_factor=rescale)
+
+    def _processor_preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        arrays = [image.permute(1, 2, 0).numpy() for image in images]
+        kwargs = {"task_inputs": ["semantic"] * len(arrays)} if self.is_oneformer else {}
+        try:
+            inputs = self.image_processor(images=arrays, return_tensors="pt", **kwargs)
+        except ImportError as err:  # e.g. a processor that needs torchvision
+            logger.warning("Image processor failed (%s); using the torch pre-processing.", err)
+            self.use_image_processor = False
+            return None
+        pixel_values = inputs["pixel_values"]
+        pixel_mask = inputs.get("pixel_mask")
+        if pixel_mask is None:
+            pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long)
+        return pixel_values, pixel_mask
+
+    def _task_inputs(self, batch_size: int) -> torch.Tensor:
+        """OneFormer's `task_inputs (B, task_seq_len)`: ids of "the task is semantic" times the attention mask."""
+        if self.tokenizer is None:
+            raise ValueError(
+                "OneFormer needs task_inputs, i.e. a tokenizer for 'the task is semantic': the checkpoint has none "
+                "that loads here; pass tokenizer=... (e.g. a CLIPTokenizer)."
+            )
+        length = int(getattr(self.model.config, "task_seq_len", 77))
+        tokens = self.tokenizer(
+            [ONEFORMER_TASK_TEXT], padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+        )
+        ids = tokens["input_ids"] * tokens["attention_mask"]
+        return ids.expand(batch_size, -1).to(self.device)
+
+    # ---- model ----------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _run(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor, output_sizes: list[tuple[int, int]]):
+        dtype = next(self.model.parameters()).dtype
+        kwargs = {"pixel_values": pixel_values.to(self.device, dtype), "pixel_mask": pixel_mask.to(self.device)}
+        if self.is_oneformer:
+            kwargs["task_inputs"] = self._task_inputs(pixel_values.shape[0])
+        outputs = self.model(**kwargs)
+        mask_logits, class_logits = outputs.masks_queries_logits, outputs.class_queries_logits
+        num_classes = class_logits.shape[-1] - 1
+        names = class_names_from_config(self.model.config, num_classes)
+        padded = tuple(pixel_values.shape[-2:])
+        results = []
+        for index, output_size in enumerate(output_sizes):
+            logits = class_logits[index].float()
+            keep = torch.arange(logits.shape[0], device=logits.device)
+            if self.num_proposals is not None and self.num_proposals < logits.shape[0]:
+                confidence = logits.softmax(-1)[:, :-1].amax(-1)
+                keep = confidence.topk(self.num_proposals).indices.sort().values
+            masks = mask_logits_to_probabilities(
+                mask_logits[index, keep], padded, valid_size(pixel_mask[index]), output_size
+            )
+            scores = class_probabilities(logits[keep], renormalize=self.renormalize_classes)
+            results.append(Proposals(masks=masks, class_scores=scores, class_names=list(names)))
+        return results
+
+    def __call__(self, images) -> list[Proposals]:
+        """Proposals at each image's original resolution.
+
+        Args:
+            images: list of PIL images, `(H, W, 3)` uint8 arrays or `(3, H, W)` uint8 tensors (or a batch tensor).
+
+        Returns:
+            one [`Proposals`] per image: `masks (N, H, W)`, `class_scores (N, K)`, `class_names (K)`.
+        """
+        tensors = [to_uint8_chw(image) for image in as_image_list(images)]
+        prepared = None
+        if self.image_processor is not None and self.use_image_processor:
+            prepared = self._processor_preprocess(tensors)
+        if prepared is None:
+            prepared = self._torch_preprocess(tensors)
+        return self._run(*prepared, [tuple(image.shape[-2:]) for image in tensors])
+
+    def generate_prepared(self, images) -> list[Proposals]:
+        """Proposals for images already at the model's working size (e.g. MAFT's 640 px training crops).
+
+        The images are only normalised and padded bottom-right to a multiple of the processor's `size_divisor` (32 by
+        default), as the released training code feeds them; no resize.
+
+        Args:
+            images: `(B, 3, H, W)` uint8 tensor or a list of `(3, H_i, W_i)` uint8 tensors (any device).
+
+        Returns:
+            one [`Proposals`] per image with `masks (N, H_i, W_i)`.
+        """
+        images = as_image_list(images)
+        for image in images:
+            if (
+                not isinstance(image, torch.Tensor)
+                or image.ndim != 3
+                or image.shape[0] != 3
+                or image.dtype != torch.uint8
+            ):
+                raise ValueError(
+                    f"generate_prepared expects (3, H, W) uint8 tensors, got {getattr(image, 'shape', type(image))} "
+                    f"of dtype {getattr(image, 'dtype', None)}."
+                )
+        mean, std, rescale = self._normalization()
+        divisor = int(self._processor_setting("size_divisor", 32) or 32)
+        images = [image.to(self.device) for image in images]
+        pixel_values, pixel_mask = normalize_and_pad(images, mean, std, rescale_factor=rescale, size_divisor=divisor)
+        return self._run(pixel_values, pixel_mask, [tuple(image.shape[-2:]) for image in images])
+
+
+__all__ = [
+    "UniversalSegmentationProposals",
+    "class_names_from_config",
+    "class_probabilities",
+    "load_universal_segmentation_model",
+    "mask_logits_to_probabilities",
+]

@@ -1,0 +1,242 @@
+"""User-given masks as proposals: binary or soft masks, or a label map split into one mask per id.
+
+Accepted formats (all give `Proposals.masks (N, H, W)` float32 in [0, 1]):
+
+- a `(N, H, W)` numpy array or tensor: bool, integer 0/1, integer 0..255 (divided by 255, e.g. 0/255 masks), or float
+  in [0, 1];
+- a list of `(H, W)` arrays / tensors / PIL images (mode "1", "L", or any integer mode), one mask each, each read with
+  the rules above (a list item decides its own 0/1 vs 0..255 scale);
+- a label map `(H, W)` of integers (numpy, tensor or PIL image of mode "L", "P", "I"): one binary mask per id present,
+  in increasing id order, `ignore_index` (255 by default) excluded. A 2-D **bool** array is a single mask.
+
+Note the one ambiguity: a single 2-D uint8 0/255 array is a label map (ids 0 and 255, so with the default
+`ignore_index` one mask, of the zeros). To pass one binary mask, give it a leading axis `(1, H, W)` or wrap it in a
+list.
+
+Masks whose size differs from the image's are resized bilinearly (`align_corners=False`, antialiased when shrinking,
+so a large downscale does not alias) to the image size; binary masks therefore get soft edges there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import ProposalGenerator, Proposals
+from ._images import as_image_list
+from ._images import image_size as _image_size
+
+
+def _describe(value) -> str:
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return type(value).__name__
+
+
+def _to_tensor(value) -> torch.Tensor:
+    """numpy array, tensor or PIL image -> tensor (no value change)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.uint16:
+            value = value.astype(np.int32)
+        elif value.dtype == np.uint32:
+            value = value.astype(np.int64)
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if hasattr(value, "mode") and hasattr(value, "getbands"):  # PIL image
+        if len(value.getbands()) != 1:
+            raise ValueError(f"Expected a single-band PIL mask (mode '1', 'L', 'P' or 'I'), got mode {value.mode!r}.")
+        return _to_tensor(np.array(value))
+    raise ValueError(f"Expected a numpy array, tensor or PIL image as a mask, got {_describe(value)}.")
+
+
+def _to_probabilities(masks: torch.Tensor) -> torch.Tensor:
+    """Bool / integer / float masks of any shape -> float32 in [0, 1] (see the module docstring for the rules)."""
+    if masks.dtype == torch.bool:
+        return masks.float()
+    if masks.is_floating_point():
+        masks = masks.float()
+        if torch.isnan(masks).any():
+            raise ValueError("Masks contain NaN; expected float values in [0, 1].")
+        low, high = float(masks.min()), float(masks.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"Float masks must lie in [0, 1], got values in [{low:g}, {high:g}].")
+        return masks
+    if masks.is_complex():
+        raise ValueError(f"Expected bool, integer or float masks, got dtype {masks.dtype}.")
+    low, high = int(masks.min()), int(masks.max())
+    if low < 0 or high > 255:
+        raise ValueError(f"Integer masks must be 0/1 or lie in 0..255 (e.g. 0/255), got values in [{low}, {high}].")
+    return masks.float() if high <= 1 else masks.float() / 255.0
+
+
+def split_label_map(label_map, ignore_index: int | None = 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split an integer label map `(H, W)` into one binary mask per id present.
+
+    Args:
+        label_map: `(H, W)` integer numpy array, tensor or single-band PIL image.
+        ignore_index: id that gets no mask (None keeps every id).
+
+    Returns:
+        `masks (N, H, W)` bool and `ids (N,)` int64, ids in increasing order.
+
+    Example:
+
+    ```python
+    >>> masks, ids = split_label_map(np.array([[0, 0, 3], [255, 3, 3]]))
+    >>> ids.tolist(), masks.shape
+    ([0, 3], torch.Size([2, 2, 3]))
+    ```"""
+    labels = _to_tensor(label_map)
+    if labels.ndim != 2:
+        raise ValueError(f"Expected a label map of shape (H, W), got {_describe(labels)}.")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"Expected an integer label map, got dtype {labels.dtype}.")
+    labels = labels.long()
+    ids = torch.unique(labels)
+    if ignore_index is not None:
+        ids = ids[ids != ignore_index]
+    if ids.numel() == 0:
+        raise ValueError(
+            f"The label map holds no id other than ignore_index={ignore_index}; at least one mask is required."
+        )
+    masks = labels[None] == ids[:, None, None]
+    return masks, ids
+
+
+def _stack_list(masks: Sequence, image_size: tuple[int, int] | None) -> torch.Tensor:
+    """List of `(H, W)` masks -> `(N, H, W)` float probabilities, each resized to `image_size` when given."""
+    if len(masks) == 0:
+        raise ValueError("Expected at least one mask, got an empty list (N = 0).")
+    items = []
+    for index, mask in enumerate(masks):
+        tensor = _to_tensor(mask)
+        if tensor.ndim == 3 and tensor.shape[0] == 1:
+            tensor = tensor[0]
+        if tensor.ndim != 2:
+            raise ValueError(f"Mask {index} of the list must be (H, W), got {_describe(tensor)}.")
+        prob = _to_probabilities(tensor)
+        if image_size is not None:
+            prob = resize_masks(prob[None], image_size)[0]
+        items.append(prob)
+    sizes = {tuple(item.shape) for item in items}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"All masks of the list must have one size when image_size is None, got sizes {sorted(sizes)}."
+        )
+    return torch.stack(items)
+
+
+def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of `(N, H, W)` probabilities to `(N, *size)` (`align_corners=False`, antialiased), in [0, 1]."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    shrinking = masks.shape[-2] > size[0] or masks.shape[-1] > size[1]
+    resized = F.interpolate(
+        masks[:, None], size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking
+    )
+    return resized[:, 0].clamp_(0.0, 1.0)
+
+
+def proposals_from_user_masks(
+    masks, image_size: tuple[int, int] | None = None, ignore_index: int | None = 255
+) -> Proposals:
+    """Turn user masks into [`Proposals`] (no class scores).
+
+    Args:
+        masks: `(N, H, W)` array/tensor, a list of `(H, W)` masks, or an `(H, W)` integer label map (module docstring).
+        image_size: `(H, W)` of the image; masks of another size are resized bilinearly to it. None keeps their size.
+        ignore_index: label-map id that gets no mask (label maps only).
+
+    Returns:
+        `Proposals` with `masks (N, H, W)` float32 in [0, 1].
+
+    Raises:
+        ValueError: no mask (N = 0), NaN, values out of range, or an array that is not 2-D or 3-D.
+
+    Example:
+
+    ```python
+    >>> proposals = proposals_from_user_masks(np.zeros((2, 8, 8), dtype=bool), image_size=(16, 16))
+    >>> proposals.masks.shape
+    torch.Size([2, 16, 16])
+    ```"""
+    if image_size is not None:
+        if len(image_size) != 2 or min(int(side) for side in image_size) <= 0:
+            raise ValueError(f"image_size must be a positive (H, W), got {image_size}.")
+        image_size = (int(image_size[0]), int(image_size[1]))
+    if isinstance(masks, (list, tuple)):
+        probs = _stack_list(masks, image_size)
+    else:
+        tensor = _to_tensor(masks)
+        if tensor.ndim == 2 and tensor.dtype != torch.bool:
+            if tensor.is_floating_point():
+                raise ValueError(
+                    f"A 2-D mask input must be an integer label map or a bool mask, got {_describe(masks)}; "
+                    "give one soft mask as (1, H, W) or in a list."
+                )
+            binary, _ = split_label_map(tensor, ignore_index=ignore_index)
+            probs = binary.float()
+        elif tensor.ndim == 2:
+            probs = tensor[None].float()
+        elif tensor.ndim == 3:
+            if tensor.shape[0] == 0:
+                raise ValueError(f"Expected at least one mask, got N = 0 (shape {tuple(tensor.shape)}).")
+            probs = _to_probabilities(tensor)
+        else:
+            raise ValueError(
+                f"Expected masks of shape (N, H, W), a label map (H, W) or a list, got {_describe(masks)}."
+            )
+        if min(probs.shape[-2:]) == 0:
+            raise ValueError(f"Masks have an empty spatial size {tuple(probs.shape[-2:])}.")
+        if image_size is not None:
+            probs = resize_masks(probs, image_size)
+    return Proposals(masks=probs.float())
+
+
+class UserMaskProposals(ProposalGenerator):
+    """Proposal source that returns user-given masks, resized to each image.
+
+    Args:
+        masks: one set of masks in any format [`proposals_from_user_masks`] accepts, used for every image; may be None
+            when masks are passed per call.
+        ignore_index: label-map id that gets no mask.
+
+    Example:
+
+    ```python
+    >>> generator = UserMaskProposals(np.array([[0, 1], [1, 2]]))  # label map -> 3 masks
+    >>> [p.masks.shape for p in generator([Image.new("RGB", (5, 4))])]
+    [torch.Size([3, 4, 5])]
+    ```"""
+
+    def __init__(self, masks=None, ignore_index: int | None = 255):
+        self.masks = masks
+        self.ignore_index = ignore_index
+        if masks is not None:  # validate early
+            proposals_from_user_masks(masks, ignore_index=ignore_index)
+
+    def __call__(self, images, masks: Sequence | None = None) -> list[Proposals]:
+        """Proposals for each image.
+
+        Args:
+            images: list of PIL images, `(H, W, 3)` arrays or `(3, H, W)` tensors (or a `(B, 3, H, W)` tensor).
+            masks: optional list with one mask set per image; without it the constructor's masks serve every image.
+        """
+        images = as_image_list(images)
+        if masks is None:
+            if self.masks is None:
+                raise ValueError("No masks: pass masks to UserMaskProposals(...) or to the call.")
+            masks = [self.masks] * len(images)
+        elif len(masks) != len(images):
+            raise ValueError(f"Expected one mask set per image ({len(images)}), got {len(masks)}.")
+        return [
+            proposals_from_user_masks(mask_set, image_size=_image_size(image), ignore_index=self.ignore_index)
+            for image, mask_set in zip(images, masks)
+        ]
+
+
+__all__ = ["UserMaskProposals", "proposals_from_user_masks", "resize_masks", "split_label_map"]
