@@ -14,6 +14,10 @@ from maft_hf.testing import (  # noqa: F401  (re-exported for the tests)
 )
 
 
+# Tiny models are dominated by thread hand-offs: one thread keeps the suite fast on a loaded 2-core machine.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -20,6 +20,15 @@ from .modeling_maft import (
 
 from .processing_maft import MAFTImageProcessor, MAFTProcessor, load_image, register_processors
 
+from .freezing import FREEZE_POLICIES, apply_freeze_policy, parameter_groups
+from .inference import classify_proposals, ensemble_class_scores, semantic_map, semantic_scores
+from .losses import mask_aware_loss, maft_loss, self_distillation_loss, soft_iou
+from .pipeline import OpenVocabularySegmentationPipeline, register_pipeline, segment
+from .proposals import ProposalGenerator, Proposals, load_proposal_generator
+from .text_classifier import TextClassifierCache, build_text_classifier
+from .visualization import overlay, save_overlay
+from .vocabulary import available_vocabularies, load_prompt_templates, load_vocabulary
+
 __version__ = "0.1.0"
 
 AutoConfig.register(MAFTConfig.model_type, MAFTConfig, exist_ok=True)
@@ -32,8 +41,33 @@ MaskAwareCLIPVisionConfig.register_for_auto_class()
 MaskAwareCLIPModel.register_for_auto_class("AutoModel")
 MaskAwareCLIPVisionModel.register_for_auto_class("AutoModel")
 register_processors()
+register_pipeline()
 
 __all__ = [
+    "FREEZE_POLICIES",
+    "OpenVocabularySegmentationPipeline",
+    "ProposalGenerator",
+    "Proposals",
+    "TextClassifierCache",
+    "apply_freeze_policy",
+    "available_vocabularies",
+    "build_text_classifier",
+    "classify_proposals",
+    "ensemble_class_scores",
+    "load_prompt_templates",
+    "load_proposal_generator",
+    "load_vocabulary",
+    "maft_loss",
+    "mask_aware_loss",
+    "overlay",
+    "parameter_groups",
+    "register_pipeline",
+    "save_overlay",
+    "segment",
+    "self_distillation_loss",
+    "semantic_map",
+    "semantic_scores",
+    "soft_iou",
     "MAFTConfig",
     "MaskAwareCLIPVisionConfig",
     "MaskAwareCLIPModel",

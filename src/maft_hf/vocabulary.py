@@ -96,7 +96,9 @@ def _unseen_rows(dataset: str) -> list[tuple[int, str]]:
         columns = line.split("\t")
         index, name = int(columns[0]), columns[-1].strip()
         if full[index] != name:
-            raise ValueError(f"{unseen_name}.txt row {line!r} does not match {full_name}.txt entry {index} ({full[index]!r}).")
+            raise ValueError(
+                f"{unseen_name}.txt row {line!r} does not match {full_name}.txt entry {index} ({full[index]!r})."
+            )
         rows.append((index, name))
     return rows
 
@@ -205,7 +207,8 @@ def load_vocabulary(spec: str | os.PathLike | Sequence[str]) -> list[str]:
             "existing file. Pass a list of class names for a custom vocabulary."
         )
     raise ValueError(
-        f"A vocabulary spec must be a list of names, a shipped vocabulary name or a file path, got {type(spec).__name__}."
+        "A vocabulary spec must be a list of names, a shipped vocabulary name or a file path, "
+        f"got {type(spec).__name__}."
     )
 
 

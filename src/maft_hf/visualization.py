@@ -1,0 +1,193 @@
+"""Colour semantic maps and draw them over images, with a legend of the classes present.
+
+The palette is fixed and deterministic for any number of classes: class `i` always gets the same colour
+(`palette(k)[:j] == palette(j)`), so maps of different vocabularies sizes stay comparable. Hues advance by the golden
+ratio (neighbouring ids get far-apart hues) and saturation / brightness cycle through tiers with coprime periods.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import os
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+_GOLDEN_RATIO_CONJUGATE = 0.6180339887498949
+_SATURATIONS = (0.85, 0.55, 1.0, 0.7)
+_VALUES = (0.95, 0.7, 0.85, 0.55, 1.0)
+IGNORE_COLOR = (0, 0, 0)
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """`(num_classes, 3)` uint8 RGB colours, all distinct, deterministic and prefix-stable.
+
+    Example:
+
+    ```python
+    >>> from maft_hf.visualization import palette
+    >>> palette(847).shape
+    (847, 3)
+    ```"""
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
+    return np.array(_palette_colours(num_classes), dtype=np.uint8).reshape(num_classes, 3)
+
+
+@functools.lru_cache(maxsize=8)
+def _palette_colours(num_classes: int) -> tuple[tuple[int, int, int], ...]:
+    colours: list[tuple[int, int, int]] = []
+    used = {IGNORE_COLOR, (255, 255, 255)}
+    for index in range(num_classes):
+        hue = (0.05 + index * _GOLDEN_RATIO_CONJUGATE) % 1.0
+        saturation = _SATURATIONS[index % len(_SATURATIONS)]
+        value = _VALUES[index % len(_VALUES)]
+        while True:
+            colour = tuple(round(255 * c) for c in colorsys.hsv_to_rgb(hue, saturation, value))
+            if colour not in used:
+                break
+            hue = (hue + 1.0 / 997) % 1.0  # rounding collision: nudge the hue until the colour is new
+        used.add(colour)
+        colours.append(colour)
+    return tuple(colours)
+
+
+def _as_numpy_map(seg_map) -> np.ndarray:
+    if isinstance(seg_map, torch.Tensor):
+        seg_map = seg_map.detach().cpu().numpy()
+    seg_map = np.asarray(seg_map)
+    if seg_map.ndim != 2:
+        raise ValueError(f"seg_map must be a (H, W) array of class ids, got shape {seg_map.shape}.")
+    if not np.issubdtype(seg_map.dtype, np.integer):
+        raise ValueError(f"seg_map must hold integer class ids, got dtype {seg_map.dtype}.")
+    return seg_map.astype(np.int64, copy=False)
+
+
+def colorize(seg_map, num_classes: int) -> np.ndarray:
+    """Colour a `(H, W)` map of class ids: `(H, W, 3)` uint8 RGB.
+
+    Ids outside `[0, num_classes)` (ignore labels such as 255 or 65535, or -1) are drawn black.
+    """
+    seg_map = _as_numpy_map(seg_map)
+    colours = np.concatenate([palette(num_classes), np.array([IGNORE_COLOR], dtype=np.uint8)])
+    index = np.where((seg_map >= 0) & (seg_map < num_classes), seg_map, num_classes)
+    return colours[index]
+
+
+def present_classes(seg_map, num_classes: int) -> list[int]:
+    """Sorted class ids in `[0, num_classes)` that occur in `seg_map`."""
+    ids = np.unique(_as_numpy_map(seg_map))
+    return [int(i) for i in ids if 0 <= i < num_classes]
+
+
+def legend_entries(seg_map, class_names) -> list[tuple[int, str, tuple[int, int, int]]]:
+    """`(class id, name, RGB colour)` for each class present in `seg_map`, by class id."""
+    colours = palette(len(class_names))
+    return [(i, class_names[i], tuple(int(v) for v in colours[i])) for i in present_classes(seg_map, len(class_names))]
+
+
+def _to_pil_rgb(image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
+            image = np.moveaxis(image, 0, -1)
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
+        raise ValueError(f"Expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}.")
+    if image.dtype != np.uint8:
+        if np.issubdtype(image.dtype, np.floating) and image.size and image.max() <= 1.0:
+            image = image * 255.0
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return Image.fromarray(image).convert("RGB")
+
+
+def _drawable_text(draw: ImageDraw.ImageDraw, text: str, font) -> str:
+    """`text`, or an ASCII rendering of it when the font cannot encode it (PIL's bitmap fallback font)."""
+    try:
+        draw.textbbox((0, 0), text, font=font)
+        return text
+    except UnicodeError:
+        return text.encode("ascii", "replace").decode("ascii")
+
+
+def _draw_legend(entries, height: int, font) -> Image.Image:
+    """A white panel, one row per entry: a colour swatch and the class name."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    texts = [_drawable_text(probe, name, font) for _, name, _ in entries]
+    boxes = [probe.textbbox((0, 0), text, font=font) for text in texts]
+    line = max([b[3] - b[1] for b in boxes] + [10])
+    row, swatch, pad = line + 6, line + 2, 6
+    width = pad * 3 + swatch + max([b[2] - b[0] for b in boxes] + [1])
+    panel = Image.new("RGB", (width, max(height, pad * 2 + row * len(entries))), (255, 255, 255))
+    draw = ImageDraw.Draw(panel)
+    for position, ((_, _, colour), name) in enumerate(zip(entries, texts)):
+        top = pad + position * row
+        draw.rectangle([pad, top, pad + swatch - 1, top + swatch - 1], fill=colour, outline=(0, 0, 0))
+        draw.text((pad * 2 + swatch, top), name, fill=(0, 0, 0), font=font)
+    return panel
+
+
+def overlay(image, seg_map, class_names, alpha: float = 0.5, legend: bool = True) -> Image.Image:
+    """Blend the coloured map over the image and, optionally, add a legend of the classes present.
+
+    Args:
+        image: PIL image, `(H, W[, 3|4])` numpy array (uint8, or float in [0, 1]) or `(3, H, W)` tensor; converted to
+            RGB.
+        seg_map: `(H, W)` class ids (numpy or tensor) at the image's size; ids outside `[0, C)` are left unblended.
+        class_names: the `C` class names of the vocabulary.
+        alpha: opacity of the colours, in [0, 1].
+        legend: when True, a white panel listing the classes present (colour swatch + name, PIL's default font) is
+            appended on the right: the result is then wider than the image, and taller when the list needs it.
+
+    Returns:
+        An RGB `PIL.Image`: `(W, H)` without legend.
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> from maft_hf.visualization import overlay
+    >>> seg = np.zeros((32, 48), dtype=np.int64); seg[:, 24:] = 2
+    >>> overlay(np.zeros((32, 48, 3), np.uint8), seg, ["sky", "grass", "road"], legend=False).size
+    (48, 32)
+    ```"""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    picture = _to_pil_rgb(image)
+    seg = _as_numpy_map(seg_map)
+    if seg.shape != (picture.height, picture.width):
+        raise ValueError(
+            f"seg_map must have the image's size (H, W) = ({picture.height}, {picture.width}), got {seg.shape}."
+        )
+    base = np.asarray(picture, dtype=np.float32)
+    colours = colorize(seg, len(class_names)).astype(np.float32)
+    labelled = ((seg >= 0) & (seg < len(class_names)))[..., None]
+    blended = np.where(labelled, (1.0 - alpha) * base + alpha * colours, base)
+    result = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), mode="RGB")
+    if not legend:
+        return result
+    entries = legend_entries(seg, class_names)
+    panel = _draw_legend(entries, result.height, ImageFont.load_default())
+    canvas = Image.new("RGB", (result.width + panel.width, max(result.height, panel.height)), (255, 255, 255))
+    canvas.paste(result, (0, 0))
+    canvas.paste(panel, (result.width, 0))
+    return canvas
+
+
+def save_overlay(path: str | os.PathLike, image, seg_map, class_names, **kwargs) -> Image.Image:
+    """[`overlay`] and save it to `path` (format from the extension); returns the image."""
+    result = overlay(image, seg_map, class_names, **kwargs)
+    directory = os.path.dirname(os.fspath(path))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    result.save(path)
+    return result
+
+
+__all__ = ["colorize", "legend_entries", "overlay", "palette", "present_classes", "save_overlay"]
