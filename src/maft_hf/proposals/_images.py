@@ -70,14 +70,6 @@ def shortest_edge_size(height: int, width: int, shortest_edge: int, longest_edge
     return rounded, int(target * width / height)
 
 
-def resize_uint8(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear (antialiased, like PIL) resize of a `(3, H, W)` uint8 tensor, result rounded back to uint8."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-    return resized[0].round().clamp(0, 255).to(torch.uint8)
-
-
 def normalize_and_pad(
     images: Sequence[torch.Tensor],
     image_mean: Sequence[float],

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from . import ProposalGenerator, Proposals
-from ._images import IMAGENET_MEAN, IMAGENET_STD, as_image_list, normalize_and_pad, resize_uint8, to_uint8_chw
+from ..data.transforms import resize_image
+from ._images import IMAGENET_MEAN, IMAGENET_STD, as_image_list, normalize_and_pad, to_uint8_chw
 from .universal import _pretrained_kwargs, _try_load
 
 logger = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ class SAMProposals(ProposalGenerator):
         height, width = image.shape[-2:]
         scale = side / max(height, width)
         resized_size = (int(height * scale + 0.5), int(width * scale + 0.5))
-        resized = resize_uint8(image, resized_size)
+        resized = resize_image(image, resized_size)
         pixel_values, _ = normalize_and_pad([resized], IMAGENET_MEAN, IMAGENET_STD, pad_size=(side, side))
         return pixel_values, resized_size
 

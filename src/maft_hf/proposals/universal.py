@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from . import ProposalGenerator, Proposals
+from ..data.transforms import resize_image
 from ._images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     as_image_list,
     normalize_and_pad,
-    resize_uint8,
     shortest_edge_size,
     to_uint8_chw,
     valid_size,
@@ -225,7 +225,7 @@ class UniversalSegmentationProposals(ProposalGenerator):
 
     def _torch_preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         mean, std, rescale = self._normalization()
-        resized = [resize_uint8(image, self._target_size(*image.shape[-2:])) for image in images]
+        resized = [resize_image(image, self._target_size(*image.shape[-2:])) for image in images]
         return normalize_and_pad(resized, mean, std, rescale_factor=rescale)
 
     def _processor_preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
