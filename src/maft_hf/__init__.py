@@ -20,6 +20,7 @@ from .modeling_maft import (
 
 from .processing_maft import MAFTImageProcessor, MAFTProcessor, load_image, register_processors
 
+from .evaluation import ConfusionMatrix, compute_segmentation_metrics, load_metric
 from .freezing import FREEZE_POLICIES, apply_freeze_policy, parameter_groups
 from .inference import classify_proposals, ensemble_class_scores, semantic_map, semantic_scores
 from .losses import mask_aware_loss, maft_loss, self_distillation_loss, soft_iou
@@ -44,6 +45,9 @@ register_processors()
 register_pipeline()
 
 __all__ = [
+    "ConfusionMatrix",
+    "compute_segmentation_metrics",
+    "load_metric",
     "FREEZE_POLICIES",
     "OpenVocabularySegmentationPipeline",
     "ProposalGenerator",
