@@ -591,3 +591,21 @@ def test_lazy_exports():
     assert proposals.UserMaskProposals is UserMaskProposals
     with pytest.raises(AttributeError):
         proposals.NotAThing  # noqa: B018
+
+
+def test_color_cluster_proposals_follow_colour_regions():
+    from maft_hf.proposals import ColorClusterProposals
+
+    image = np.zeros((30, 45, 3), dtype=np.uint8)
+    image[:, :20] = (220, 30, 30)
+    image[:, 20:] = (20, 40, 200)
+    (item,) = load_proposal_generator("kmeans:2")([image])
+    assert item.masks.shape == (2, 30, 45)
+    assert float(item.masks.min()) >= 0 and float(item.masks.max()) <= 1
+    torch.testing.assert_close(item.masks.sum(0), torch.ones(30, 45), atol=1e-4, rtol=0)
+    hard = item.masks.argmax(0)
+    # each colour region falls in one cluster, and the two regions in different clusters (away from the border)
+    assert hard[:, :15].unique().numel() == 1 and hard[:, 25:].unique().numel() == 1
+    assert hard[0, 0] != hard[0, -1]
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        ColorClusterProposals(0)

@@ -67,6 +67,7 @@ _LAZY_EXPORTS = {
     "proposals_from_user_masks": ".user_masks",
     "split_label_map": ".user_masks",
     "GridProposals": ".grid",
+    "ColorClusterProposals": ".cluster",
     "UniversalSegmentationProposals": ".universal",
     "SAMProposals": ".sam",
     "load_proposal_generator": ".factory",

@@ -6,7 +6,8 @@ Specs:
   checkpoint is of that model type;
 - `"universal:<id_or_path>"`: [`UniversalSegmentationProposals`] for any universal-segmentation checkpoint;
 - `"sam:<id_or_path>"`: [`SAMProposals`];
-- `"grid:<k>"`: [`GridProposals`], `k x k` soft blocks, no weights (offline demos).
+- `"grid:<k>"`: [`GridProposals`], `k x k` soft blocks, no weights (offline demos);
+- `"kmeans:<k>"`: [`ColorClusterProposals`], `k` soft colour clusters, no weights (offline demos).
 
 Keyword arguments go to the generator's constructor. Local paths load offline; for Hub ids set the environment
 variable `HF_HUB_OFFLINE=1` (cached files only) or pass `local_files_only=True`.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from . import ProposalGenerator
 
-SPEC_KINDS = ("mask2former", "oneformer", "universal", "sam", "grid")
+SPEC_KINDS = ("mask2former", "oneformer", "universal", "sam", "grid", "kmeans")
 
 
 def parse_proposal_spec(spec: str) -> tuple[str, str]:
@@ -42,14 +43,15 @@ def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
     >>> generator = load_proposal_generator("sam:./sam-vit-base", points_per_side=16, local_files_only=True)
     ```"""
     kind, argument = parse_proposal_spec(spec)
-    if kind == "grid":
+    if kind in ("grid", "kmeans"):
+        from .cluster import ColorClusterProposals
         from .grid import GridProposals
 
         try:
             k = int(argument)
         except ValueError:
-            raise ValueError(f"'grid:<k>' needs an integer k, got {argument!r}.") from None
-        return GridProposals(k, **kwargs)
+            raise ValueError(f"'{kind}:<k>' needs an integer k, got {argument!r}.") from None
+        return (GridProposals if kind == "grid" else ColorClusterProposals)(k, **kwargs)
     if kind == "sam":
         from .sam import SAMProposals
 

@@ -1,0 +1,72 @@
+"""A weight-free proposal source: soft colour clusters (k-means on colour and position).
+
+Not a substitute for a trained generator: it gives region-shaped proposals for offline demos and tests where no
+checkpoint can be downloaded. Each proposal is the soft assignment of the pixels to one of `k` clusters found by a
+few k-means iterations on `(r, g, b, spatial_weight * y, spatial_weight * x)` of a downsampled copy of the image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import ProposalGenerator, Proposals
+from ._images import as_image_list, to_uint8_chw
+
+
+def color_cluster_masks(
+    image: torch.Tensor, k: int, iterations: int = 10, spatial_weight: float = 0.5, temperature: float = 0.05,
+    work_size: int = 64, seed: int = 0,
+) -> torch.Tensor:
+    """`(k, H, W)` soft cluster masks of a `(3, H, W)` uint8 image (probabilities; each pixel's sum is 1).
+
+    k-means runs on at most `work_size x work_size` pixels (features in [0, 1]); the masks are the softmax over
+    clusters of `-distance / temperature`, computed at the working size and resized bilinearly to `(H, W)`.
+    """
+    if int(k) < 1:
+        raise ValueError(f"The number of clusters k must be >= 1, got {k}.")
+    height, width = image.shape[-2:]
+    scale = min(1.0, work_size / max(height, width))
+    small_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    small = F.interpolate(image[None].float() / 255.0, size=small_size, mode="bilinear", align_corners=False)[0]
+    ys, xs = torch.meshgrid(
+        torch.linspace(0, 1, small_size[0]), torch.linspace(0, 1, small_size[1]), indexing="ij"
+    )
+    features = torch.cat([small, spatial_weight * ys[None], spatial_weight * xs[None]]).reshape(5, -1).t()
+    generator = torch.Generator().manual_seed(seed)
+    centres = features[torch.randperm(features.shape[0], generator=generator)[:k]]
+    if centres.shape[0] < k:  # fewer pixels than clusters
+        centres = torch.cat([centres, centres[: k - centres.shape[0]]])
+    for _ in range(iterations):
+        assign = torch.cdist(features, centres).argmin(1)
+        for c in range(k):
+            members = features[assign == c]
+            if len(members):
+                centres[c] = members.mean(0)
+    soft = (-torch.cdist(features, centres) / temperature).softmax(1).t().reshape(k, *small_size)
+    return F.interpolate(soft[None], size=(height, width), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+
+
+class ColorClusterProposals(ProposalGenerator):
+    """`k` soft colour-cluster proposals per image; needs no weights (spec `"kmeans:<k>"`).
+
+    Example:
+
+    ```python
+    >>> [p.masks.shape for p in ColorClusterProposals(6)([Image.new("RGB", (61, 45))])]
+    [torch.Size([6, 45, 61])]
+    ```"""
+
+    def __init__(self, k: int = 8, **kwargs):
+        if int(k) < 1:
+            raise ValueError(f"The number of clusters k must be >= 1, got {k}.")
+        self.k, self.kwargs = int(k), kwargs
+
+    def __call__(self, images) -> list[Proposals]:
+        return [
+            Proposals(masks=color_cluster_masks(to_uint8_chw(image), self.k, **self.kwargs))
+            for image in as_image_list(images)
+        ]
+
+
+__all__ = ["ColorClusterProposals", "color_cluster_masks"]
