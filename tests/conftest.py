@@ -33,3 +33,53 @@ def tiny_tokenizer():
 def tiny_checkpoint(tmp_path):
     """Directory of a saved tiny MaskAwareCLIPModel with its MAFTProcessor."""
     return build_tiny_checkpoint(tmp_path / "tiny-maft")
+
+
+# ---- End-to-end segmentation fixtures (scripts/segment.py, examples/): saved once per session, loaded by path ----
+@pytest.fixture(scope="session")
+def varied_tiny_checkpoint(tmp_path_factory):
+    """A tiny MAFT checkpoint whose vision weights are drawn wide (std 0.2), so that different proposals get
+    different classes and segmentation maps hold several classes (the default init labels every proposal alike)."""
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-maft-varied"), initializer_range=0.2)
+
+
+@pytest.fixture(scope="session")
+def tiny_mask2former_dir(tmp_path_factory):
+    """A saved tiny random Mask2Former (8 queries) whose 5 classes are named "sky", "grass", "car", "thing3", "thing4",
+    so that its class scores join the ensemble (Eq. 9) for the vocabularies that name them."""
+    from transformers import Mask2FormerConfig
+
+    from maft_hf.testing import build_tiny_mask2former
+
+    path = build_tiny_mask2former(tmp_path_factory.mktemp("tiny-mask2former"), num_queries=8, num_labels=5)
+    config = Mask2FormerConfig.from_pretrained(path)
+    config.id2label = {0: "sky", 1: "grass", 2: "car", 3: "thing3", 4: "thing4"}
+    config.label2id = {name: index for index, name in config.id2label.items()}
+    config.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_dir(tmp_path_factory):
+    """A saved tiny random SamModel (64 px input) whose mask decoder is re-drawn wide so its masks vary."""
+    from transformers import SamConfig, SamModel
+
+    torch.manual_seed(0)
+    config = SamConfig(
+        vision_config=dict(
+            hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=64,
+            patch_size=8, window_size=4, global_attn_indexes=[1], num_pos_feats=8, mlp_dim=64,
+        ),
+        prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4),
+        mask_decoder_config=dict(
+            hidden_size=16, mlp_dim=32, num_hidden_layers=1, num_attention_heads=2, iou_head_hidden_dim=16
+        ),
+    )  # fmt: skip
+    model = SamModel(config).eval()
+    with torch.no_grad():
+        for parameter in model.mask_decoder.parameters():
+            if parameter.ndim > 1:
+                parameter.normal_(0.0, 2.0 / parameter.shape[-1] ** 0.5)
+    path = tmp_path_factory.mktemp("tiny-sam")
+    model.save_pretrained(path)
+    return path

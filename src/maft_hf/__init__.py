@@ -26,6 +26,7 @@ from .inference import classify_proposals, ensemble_class_scores, semantic_map, 
 from .losses import mask_aware_loss, maft_loss, self_distillation_loss, soft_iou
 from .pipeline import OpenVocabularySegmentationPipeline, register_pipeline, segment
 from .proposals import ProposalGenerator, Proposals, load_proposal_generator
+from .segmentation_io import class_areas, save_segmentation
 from .text_classifier import TextClassifierCache, build_text_classifier
 from .visualization import overlay, save_overlay
 from .vocabulary import available_vocabularies, load_prompt_templates, load_vocabulary
@@ -45,6 +46,8 @@ register_processors()
 register_pipeline()
 
 __all__ = [
+    "class_areas",
+    "save_segmentation",
     "ConfusionMatrix",
     "compute_segmentation_metrics",
     "load_metric",

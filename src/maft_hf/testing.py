@@ -87,3 +87,49 @@ def build_tiny_checkpoint(directory: str | os.PathLike, seed: int = 0, input_ima
 
 
 __all__ = ["tiny_vision_config", "tiny_maft_config", "build_tiny_tokenizer", "build_tiny_checkpoint"]
+
+
+def build_tiny_mask2former(
+    directory: str | os.PathLike, num_queries: int = 10, num_labels: int = 5, seed: int = 0, image_size: int = 64
+):
+    """Save a tiny random `Mask2FormerForUniversalSegmentation` (Swin backbone, 16 wide) and its image processor
+    (short side `image_size`) to `directory`; returns the directory. Loads with `"mask2former:<directory>"`."""
+    import torch
+    from transformers import (
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
+
+    torch.manual_seed(seed)
+    backbone = SwinConfig(
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        image_size=image_size,
+        window_size=4,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = Mask2FormerConfig(
+        backbone_config=backbone,
+        hidden_dim=32,
+        feature_size=32,
+        mask_feature_size=32,
+        num_queries=num_queries,
+        decoder_layers=3,
+        encoder_layers=1,
+        encoder_feedforward_dim=64,
+        dim_feedforward=64,
+        num_attention_heads=2,
+        num_labels=num_labels,
+        id2label={i: f"thing{i}" for i in range(num_labels)},
+    )
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(directory)
+    Mask2FormerImageProcessor(size={"shortest_edge": image_size, "longest_edge": 2 * image_size}).save_pretrained(
+        directory
+    )
+    return os.fspath(directory)
+
+
+__all__ += ["build_tiny_mask2former"]
