@@ -15,7 +15,7 @@ from .configuration_maft import MAFTConfig
 
 logger = logging.getLogger(__name__)
 
-# Settings of the released models. ViT-B/16: paper section 4.3 (480x480 CLIP input) and Tab. 4e (start layer 8).
+# Settings of the released models. ViT-B/16: paper section 5.1 (480x480 CLIP input) and Tab. 4e (start layer 8).
 # ViT-L/14 (paper Tab. 6) states neither: we keep the same relative depth (16 of 24 layers) and the grid a 480 px
 # input gives with 14 px patches (34 x 34 patches = 476 px). Both are documented choices, not released facts.
 PRESETS = {

@@ -1,0 +1,583 @@
+"""Hub model cards for MAFT checkpoints: metadata, description, usage, training recipe, results beside the paper's.
+
+[`make_model_card`] renders the template `maft_hf/assets/model_card_template.md` into a `huggingface_hub.ModelCard` whose YAML metadata the Hub
+understands (license, `library_name`, `pipeline_tag`, tags, datasets, base model and a `model-index` built from
+`huggingface_hub.EvalResult`s). Only measured results enter the `model-index` and the "this checkpoint" column;
+benchmarks without a run are rendered "not yet measured". The paper's numbers come from
+[`maft_hf.data.benchmarks.BENCHMARKS`]. [`update_model_card_results`] merges new results into an existing card
+(used by `scripts/evaluate.py`).
+
+Results are given in percent, per benchmark of `BENCHMARKS` (or any other name), e.g.
+`{"ade20k_150": {"mIoU": 29.3}, "coco_stuff_zero_shot": {"mIoU_unseen": 50.1, "hIoU": 46.2}}`; a bare number means
+mIoU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATE_PATH = Path(__file__).resolve().parent / "assets" / "model_card_template.md"
+NOT_MEASURED = "not yet measured"
+NOT_REPORTED = "—"
+TAGS = ["maft", "open-vocabulary-segmentation", "zero-shot-segmentation", "clip"]
+SETTINGS = ("open_vocabulary", "zero_shot")
+
+CITATION = """@inproceedings{jiao2023learning,
+  title     = {Learning Mask-aware {CLIP} Representations for Zero-Shot Segmentation},
+  author    = {Jiao, Siyu and Wei, Yunchao and Wang, Yaowei and Zhao, Yao and Shi, Humphrey},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  volume    = {36},
+  year      = {2023}
+}"""
+
+# Backbones: display name, the paper row of FreeSeg + MAFT with that CLIP, whether the authors released numbers of a
+# checkpoint with it (their README: ViT-B/16 only), and where the MAFT settings come from.
+BACKBONES = {
+    "vit-b16": {
+        "name": "CLIP ViT-B/16",
+        "paper_row": None,  # BenchmarkSpec.paper_results
+        "paper_header": "Paper (FreeSeg + MAFT, ViT-B/16)",
+        "released": True,
+        "source": "paper section 5.1 (480 x 480 CLIP input) and Tab. 4e (mask attention from layer 8)",
+    },
+    "vit-l14": {
+        "name": "CLIP ViT-L/14",
+        "paper_row": "FreeSeg + MAFT, CLIP ViT-L/14 (Tab. 6)",
+        "paper_header": "Paper (FreeSeg + MAFT, ViT-L/14, Tab. 6)",
+        "released": False,
+        "source": (
+            "our documented choice: the paper (Tab. 6) gives neither resolution nor start layer for ViT-L/14; we use "
+            "the 34 x 34 patch grid nearest to 480 px (476 px) and the same relative depth as ViT-B (layer 16 of 24)"
+        ),
+    },
+    "vit-b32": {
+        "name": "CLIP ViT-B/32",
+        "paper_row": None,
+        "paper_header": None,  # not in the paper
+        "released": False,
+        "source": "our choice: the ViT-B/16 settings (480 px, layer 8); the paper has no ViT-B/32 model",
+    },
+}
+
+METRICS = {  # canonical name -> label in tables and `metric_name` of the model-index
+    "mIoU": "mIoU",
+    "mIoU_seen": "mIoU (seen classes)",
+    "mIoU_unseen": "mIoU (unseen classes)",
+    "hIoU": "hIoU (harmonic mean of seen and unseen mIoU)",
+    "mAcc": "mean accuracy",
+    "pAcc": "pixel accuracy",
+    "fwIoU": "frequency-weighted IoU",
+}
+_METRIC_ALIASES = {name.lower(): name for name in METRICS} | {
+    "mean_iou": "mIoU",
+    "miou_seen": "mIoU_seen",
+    "miou_unseen": "mIoU_unseen",
+    "unseen_miou": "mIoU_unseen",
+    "seen_miou": "mIoU_seen",
+    "mean_accuracy": "mAcc",
+    "overall_accuracy": "pAcc",
+    "pixel_accuracy": "pAcc",
+}
+
+ROWS = {  # (benchmark, metric) rows of the evaluation table, per setting
+    "open_vocabulary": [
+        ("ade20k_847", "mIoU"),
+        ("ade20k_150", "mIoU"),
+        ("pascal_context_459", "mIoU"),
+        ("pascal_context_59", "mIoU"),
+        ("pascal_voc_20", "mIoU"),
+    ],
+    "zero_shot": [
+        ("coco_stuff_zero_shot", "mIoU_seen"),
+        ("coco_stuff_zero_shot", "mIoU_unseen"),
+        ("coco_stuff_zero_shot", "hIoU"),
+    ],
+}
+
+# The released training recipe (DESIGN.md section 2: read from the authors' code; deviations from the paper noted).
+RELEASED_RECIPE = {
+    "dataset": "COCO-Stuff train2017, 171 classes (open-vocabulary setting)",
+    "proposal_generator": "FreeSeg's (frozen)",
+    "max_train_steps": 1000,
+    "total_batch_size": 16,
+    "optimizer": "AdamW",
+    "learning_rate": 1e-5,
+    "weight_decay": "1e-4 (0 on norms; the paper says 1e-5)",
+    "lr_scheduler": "poly",
+    "max_grad_norm": 0.01,
+    "input_image_size": "480 (crops padded to 640 with value 128, then resized)",
+    "mask_aware_loss_weight": 1.0,
+    "distillation_weight": "0.1 (the paper says 1)",
+    "trained_parameters": "attention q/k/v/out and layer_norm1/2 of every block, post layer norm",
+    "precision": "fp32",
+}
+_ZERO_SHOT_DATASET = "COCO-Stuff train2017, 156 seen classes (15 unseen classes ignored)"
+TRAINING_LABELS = {
+    "dataset": "Training data",
+    "proposal_generator": "Proposals",
+    "max_train_steps": "Iterations",
+    "total_batch_size": "Batch size (total)",
+    "optimizer": "Optimizer",
+    "learning_rate": "Learning rate",
+    "weight_decay": "Weight decay",
+    "lr_scheduler": "Schedule",
+    "max_grad_norm": "Gradient clipping (norm)",
+    "input_image_size": "Input size (px)",
+    "mask_aware_loss_weight": "Mask-aware loss weight",
+    "distillation_weight": "Self-distillation weight",
+    "trained_parameters": "Trained parameters",
+    "precision": "Precision",
+    "seed": "Seed",
+}
+
+_RESULTS_START = re.compile(r"<!-- maft-results (\{.*?\}) -->\n")
+_RESULTS_END = "<!-- /maft-results -->"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------------------------
+def _benchmarks() -> dict:
+    from .data.benchmarks import BENCHMARKS
+
+    return BENCHMARKS
+
+
+def normalize_benchmark(name: str) -> str:
+    """A benchmark name of `BENCHMARKS` from its key or display name (`"A-150"` -> `"ade20k_150"`); other names are
+    kept as given."""
+    benchmarks = _benchmarks()
+    if name in benchmarks:
+        return name
+    for key, spec in benchmarks.items():
+        if name.lower() in (spec.display_name.lower(), key.replace("_", "-")):
+            return key
+    return name
+
+
+def normalize_results(results: Mapping | None) -> dict[str, dict[str, float]]:
+    """`{benchmark: {metric: percent}}` with canonical names; a bare number is mIoU, `None` values are dropped.
+
+    Raises `ValueError` for unknown metrics and for values that are not finite numbers in [0, 100] (percent).
+    """
+    out: dict[str, dict[str, float]] = {}
+    for benchmark, metrics in (results or {}).items():
+        if metrics is None:
+            continue
+        if not isinstance(metrics, Mapping):
+            metrics = {"mIoU": metrics}
+        key = normalize_benchmark(str(benchmark))
+        for metric, value in metrics.items():
+            if value is None:
+                continue
+            canonical = _METRIC_ALIASES.get(str(metric).lower())
+            if canonical is None:
+                raise ValueError(
+                    f"Unknown metric {metric!r} for {benchmark!r}; expected one of {sorted(METRICS)} (or "
+                    f"{sorted(set(_METRIC_ALIASES) - {m.lower() for m in METRICS})})."
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{benchmark} {metric} must be a finite number (percent), got {value!r}.")
+            if not 0.0 <= value <= 100.0:
+                raise ValueError(f"{benchmark} {metric} must be a percentage in [0, 100], got {value}.")
+            out.setdefault(key, {})[canonical] = float(value)
+    return out
+
+
+def infer_backbone(base_model: str | None = None, config=None) -> str | None:
+    """`"vit-b16"`, `"vit-l14"` or `"vit-b32"` from a config (patch size and depth) or a CLIP model id; else None."""
+    if config is not None:
+        vision = getattr(config, "vision_config", config)
+        from .conversion import PRESETS
+
+        for name, preset in PRESETS.items():
+            if (vision.patch_size, vision.num_hidden_layers) == (preset["patch_size"], preset["num_hidden_layers"]):
+                return name
+        return None
+    text = (base_model or "").lower().replace("_", "-")
+    for pattern, name in (
+        (r"(large|vit-l)-?(patch)?-?14", "vit-l14"),
+        (r"(base|vit-b)-?(patch)?-?16", "vit-b16"),
+        (r"(base|vit-b)-?(patch)?-?32", "vit-b32"),
+    ):
+        if re.search(pattern, text):
+            return name
+    return None
+
+
+def paper_columns(backbone: str | None) -> list[tuple[str, dict[str, dict[str, float]]]]:
+    """The reference columns of the results table for a backbone: `[(header, {benchmark: {metric: value}})]`."""
+    info = BACKBONES.get(backbone or "")
+    if info is None or info["paper_header"] is None:
+        return []
+    paper, released = {}, {}
+    for key, spec in _benchmarks().items():
+        row = spec.paper_results if info["paper_row"] is None else spec.other_paper_results.get(info["paper_row"], {})
+        if row:
+            paper[key] = dict(row)
+        if info["released"] and spec.released_checkpoint_results:
+            released[key] = dict(spec.released_checkpoint_results)
+    columns = [(info["paper_header"], paper)]
+    if released:
+        columns.append(("Authors' released checkpoint", released))
+    return columns
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------------------------
+def _fmt(value) -> str:
+    """Numbers as a paper prints them: 32.0, 10.25, 1e-5; everything else as `str`."""
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:g}".replace("e-0", "e-")
+        return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
+    return str(value)
+
+
+def render_results_section(
+    results: Mapping | None,
+    backbone: str | None,
+    setting: str = "open_vocabulary",
+    evaluation_proposals: str | None = None,
+) -> str:
+    """The evaluation section (between the results markers): a table with one row per (benchmark, metric), the
+    column of this checkpoint (`"not yet measured"` where no run exists) and the paper's columns for `backbone`."""
+    measured = normalize_results(results)
+    benchmarks = _benchmarks()
+    rows = list(ROWS[setting])
+    for key, metrics in measured.items():
+        rows += [(key, metric) for metric in metrics if (key, metric) not in rows]
+    columns = paper_columns(backbone)
+    header = ["Benchmark", "Classes", "Metric", "This checkpoint"] + [name for name, _ in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, metric in rows:
+        spec = benchmarks.get(key)
+        name = f"{spec.display_name} (`{key}`)" if spec else f"`{key}`"
+        classes = str(spec.num_classes) if spec else NOT_REPORTED
+        ours = measured.get(key, {}).get(metric)
+        label = METRICS[metric].split(" (")[0] + _metric_note(metric)
+        cells = [name, classes, label, NOT_MEASURED if ours is None else f"**{ours:.2f}**"]
+        cells += [_fmt(values.get(key, {}).get(metric, NOT_REPORTED)) for _, values in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+
+    notes = [
+        "mIoU in percent on the validation split of each benchmark: "
+        + (
+            "the 5 open-vocabulary benchmarks of paper Tab. 3 (the model is trained on COCO-Stuff only)."
+            if setting == "open_vocabulary"
+            else "COCO-Stuff with 156 seen / 15 unseen classes (paper Tab. 1)."
+        ),
+        "\"not yet measured\": no evaluation run of this checkpoint exists yet (numbers are never copied from the "
+        f"paper); {NOT_REPORTED}: the paper reports no number.",
+        "Proposals used for this checkpoint's numbers: "
+        + (f"`{evaluation_proposals}`." if evaluation_proposals else "none yet (no run).")
+        + " The paper's numbers use FreeSeg's proposal generator; numbers with other proposals are not directly "
+        "comparable.",
+    ]
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
+
+
+def _metric_note(metric: str) -> str:
+    return {"mIoU_seen": " (seen)", "mIoU_unseen": " (unseen)"}.get(metric, "")
+
+
+def render_training_section(
+    training: Mapping | None,
+    setting: str = "open_vocabulary",
+    backbone: str | None = "vit-b16",
+    input_image_size: int | None = None,
+) -> str:
+    """The training table: the released recipe beside the hyper-parameters of this checkpoint's run (`training`).
+
+    The released recipe is that of ViT-B/16; for another backbone the input size row shows the size used for it.
+    """
+    recipe = dict(RELEASED_RECIPE)
+    if setting == "zero_shot":
+        recipe["dataset"] = _ZERO_SHOT_DATASET
+    other_backbone = backbone != "vit-b16"
+    if other_backbone and input_image_size is not None:
+        recipe["input_image_size"] = f"{input_image_size} (our choice; the release uses 480 with ViT-B/16)"
+    run = dict(training or {})
+    keys = list(recipe) + [k for k in run if k not in recipe]
+    lines = [
+        "Mask-aware fine-tuning of the image encoder only (paper section 4.2; `scripts/finetune.py`): mask-aware loss "
+        "(SmoothL1 between each proposal's class score and its min-max normalised IoU with the ground-truth class "
+        "mask) plus self-distillation towards the frozen original CLIP on the whole image."
+        + (
+            f" The released recipe is that of ViT-B/16; the paper gives none for "
+            f"{BACKBONES.get(backbone or '', {}).get('name', 'this backbone')}, so the same hyper-parameters are used."
+            if other_backbone
+            else ""
+        ),
+        "",
+        "| Hyper-parameter | Released recipe | This checkpoint |",
+        "|---|---|---|",
+    ]
+    for key in keys:
+        label = TRAINING_LABELS.get(key, key)
+        ours = _fmt(run[key]) if key in run else ("not yet trained" if not run else NOT_REPORTED)
+        lines.append(f"| {label} | {_fmt(recipe.get(key, NOT_REPORTED))} | {ours} |")
+    if not run:
+        lines += ["", "This checkpoint has no recorded fine-tuning run yet: the right column is filled in by "
+                  "`scripts/finetune.py` when it writes the card."]
+    return "\n".join(lines)
+
+
+def render_compute_section(compute: str | Mapping | None) -> str:
+    """Hardware and time used (a string, or a mapping rendered as a list); `"not yet measured"` when None."""
+    if compute is None:
+        return f"Hardware and training / evaluation time: {NOT_MEASURED}."
+    if isinstance(compute, str):
+        return compute
+    return "\n".join(f"- {key.replace('_', ' ').capitalize()}: {_fmt(value)}" for key, value in compute.items())
+
+
+def eval_results_from(results: Mapping | None) -> list[EvalResult]:
+    """`huggingface_hub.EvalResult`s of the measured results (task image-segmentation, validation split)."""
+    benchmarks = _benchmarks()
+    out = []
+    for key, metrics in normalize_results(results).items():
+        spec = benchmarks.get(key)
+        zero_shot = spec is not None and spec.setting == "zero_shot"
+        for metric, value in metrics.items():
+            out.append(
+                EvalResult(
+                    task_type="image-segmentation",
+                    task_name=("Zero-shot" if zero_shot else "Open-vocabulary") + " semantic segmentation",
+                    dataset_type=key,
+                    dataset_name=spec.display_name if spec else key,
+                    dataset_split="validation",
+                    metric_type=metric,
+                    metric_name=METRICS[metric].split(" (")[0] + _metric_note(metric),
+                    metric_value=round(value, 4),
+                )
+            )
+    return out
+
+
+def results_from_eval_results(eval_results) -> dict[str, dict[str, float]]:
+    """Inverse of [`eval_results_from`]: `{benchmark: {metric: value}}` from a card's `eval_results`."""
+    out: dict[str, dict[str, float]] = {}
+    for result in eval_results or []:
+        metric = _METRIC_ALIASES.get(str(result.metric_type).lower(), result.metric_type)
+        out.setdefault(result.dataset_type, {})[metric] = float(result.metric_value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The card
+# ---------------------------------------------------------------------------------------------------------------
+def render_template(template: str, values: Mapping[str, object]) -> str:
+    """Replace every `{{ name }}` of `template`; a name without a value raises `ValueError`."""
+    missing = sorted({m for m in re.findall(r"\{\{\s*(\w+)\s*\}\}", template) if m not in values})
+    if missing:
+        raise ValueError(f"The model card template needs values for {missing}.")
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: str(values[m.group(1)]), template)
+
+
+def make_model_card(
+    model_id: str = "maft-vitb16",
+    base_model: str = "openai/clip-vit-base-patch16",
+    results: Mapping | None = None,
+    training: Mapping | None = None,
+    datasets: list[str] | None = None,
+    compute: str | Mapping | None = None,
+    *,
+    setting: str = "open_vocabulary",
+    backbone: str | None = None,
+    config=None,
+    input_image_size: int | None = None,
+    mask_start_layer: int | None = None,
+    num_parameters: int | None = None,
+    evaluation_proposals: str | None = None,
+    license: str = "apache-2.0",
+    model_name: str | None = None,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """Render the model card of a MAFT checkpoint.
+
+    Args:
+        model_id: Hub id (or path) used in the usage snippet, e.g. `"your-org/maft-vitb16"`.
+        base_model: the CLIP checkpoint it was fine-tuned from (metadata `base_model`).
+        results: measured results in percent, `{benchmark: {metric: value}}` (see the module docstring). Only these
+            enter the `model-index`; missing ones are rendered `"not yet measured"`.
+        training: hyper-parameters of this checkpoint's fine-tuning run (keys as in `RELEASED_RECIPE`, others are
+            listed as given); None renders the released recipe with "not yet trained".
+        datasets: metadata `datasets` (training data); default: `["coco_stuff_171"]`, or `["coco_stuff_zero_shot"]`
+            for the zero-shot setting (the names of `maft_hf.data.benchmarks`).
+        compute: hardware and time used (string or mapping); None renders "not yet measured".
+        setting: `"open_vocabulary"` (trained on COCO-Stuff 171, evaluated on A-847 / A-150 / PC-459 / PC-59 /
+            PAS-20) or `"zero_shot"` (156 seen / 15 unseen COCO-Stuff classes).
+        backbone: `"vit-b16"`, `"vit-l14"` or `"vit-b32"` (the paper columns); inferred from `config` or
+            `base_model` when None.
+        config: the checkpoint's `MAFTConfig`: gives input size, start layer and depth exactly.
+        input_image_size / mask_start_layer: override the preset's (see `maft_hf.conversion.PRESETS`).
+        num_parameters: shown in the description; default "same as the base CLIP (no new parameters)".
+        evaluation_proposals: the proposal generator of the measured results (stated under the table).
+        license: metadata license (the base CLIP's terms also apply, as the card says).
+        model_name: the title and `model-index` name (default: the last part of `model_id`).
+        template_path: a template other than the packaged `assets/model_card_template.md`.
+
+    Returns:
+        A `huggingface_hub.ModelCard`; `card.save("README.md")` writes it, `card.push_to_hub(repo_id)` uploads it.
+
+    Example:
+
+    ```python
+    >>> from maft_hf.model_card import make_model_card
+    >>> card = make_model_card("your-org/maft-vitb16", results={"ade20k_150": {"mIoU": 29.0}})
+    >>> card.data.pipeline_tag
+    'image-segmentation'
+    ```"""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}.")
+    from .conversion import PRESETS
+
+    backbone = backbone or infer_backbone(base_model, config)
+    if backbone is not None and backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)} or None, got {backbone!r}.")
+    preset = dict(PRESETS.get(backbone or "", {}))
+    vision = getattr(config, "vision_config", None)
+    if vision is not None:
+        preset.update(
+            patch_size=vision.patch_size,
+            num_hidden_layers=vision.num_hidden_layers,
+            input_image_size=vision.input_image_size,
+            mask_start_layer=vision.mask_start_layer,
+        )
+    if input_image_size is not None:
+        preset["input_image_size"] = input_image_size
+    if mask_start_layer is not None:
+        preset["mask_start_layer"] = mask_start_layer
+    for key in ("patch_size", "num_hidden_layers", "input_image_size", "mask_start_layer"):
+        if key not in preset:
+            raise ValueError(
+                f"Cannot tell the model's {key} from base_model={base_model!r}: pass backbone= (one of "
+                f"{sorted(BACKBONES)}), config=, or input_image_size= and mask_start_layer=."
+            )
+    measured = normalize_results(results)
+    model_name = model_name or model_id.rstrip("/").split("/")[-1]
+    info = BACKBONES.get(backbone or "", {"name": "CLIP", "source": "given explicitly"})
+    overridden = input_image_size is not None or mask_start_layer is not None
+    if datasets is None:
+        datasets = ["coco_stuff_171"] if setting == "open_vocabulary" else ["coco_stuff_zero_shot"]
+
+    card_data = ModelCardData(
+        license=license,
+        library_name="transformers",
+        pipeline_tag="image-segmentation",
+        tags=list(TAGS),
+        datasets=list(datasets) or None,
+        base_model=base_model,
+        model_name=model_name,
+        eval_results=eval_results_from(measured) or None,
+    )
+    setting_text = (
+        "open-vocabulary: fine-tuned on all 171 COCO-Stuff classes, evaluated on other datasets"
+        if setting == "open_vocabulary"
+        else "zero-shot: fine-tuned on the 156 seen COCO-Stuff classes, evaluated on the 15 unseen ones too"
+    )
+    summary = (
+        f"A MAFT (mask-aware fine-tuned) {info['name']} that classifies many mask proposals of an image in one "
+        f"forward pass, for open-vocabulary semantic segmentation. Fine-tuned from "
+        f"[`{base_model}`]({_hub_url(base_model)}) with the recipe of "
+        "[Learning Mask-aware CLIP Representations for Zero-Shot Segmentation]"
+        "(https://github.com/jiaosiyu1999/MAFT) (NeurIPS 2023), as implemented in `maft_hf`."
+    )
+    values = {
+        "card_data": card_data.to_yaml(),
+        "model_name": model_name,
+        "model_id": model_id,
+        "summary": summary,
+        "base_model": base_model,
+        "base_model_url": _hub_url(base_model),
+        "backbone_name": info["name"],
+        "parameters": f"{num_parameters:,}" if num_parameters else "same as the base CLIP (MAFT adds none)",
+        "mask_start_layer": preset["mask_start_layer"],
+        "num_layers": preset["num_hidden_layers"],
+        "input_image_size": preset["input_image_size"],
+        "patch_size": preset["patch_size"],
+        "setting_description": setting_text,
+        "preset_source": "set explicitly for this checkpoint" if overridden else info["source"],
+        "training_section": render_training_section(training, setting, backbone, preset["input_image_size"]),
+        "results_section": _results_block(measured, backbone, setting, evaluation_proposals),
+        "compute_section": render_compute_section(compute),
+        "citation": CITATION,
+    }
+    path = Path(template_path) if template_path is not None else TEMPLATE_PATH
+    if not path.is_file():
+        raise ValueError(
+            f"Model card template {str(path)!r} not found; pass template_path= (a file with {{{{ name }}}} "
+            "placeholders such as maft_hf/assets/model_card_template.md)."
+        )
+    return ModelCard(render_template(path.read_text(encoding="utf-8"), values))
+
+
+def _hub_url(model_id: str) -> str:
+    return f"https://huggingface.co/{model_id}" if re.fullmatch(r"[\w.-]+/[\w.-]+", model_id) else model_id
+
+
+def _results_block(measured, backbone, setting, evaluation_proposals) -> str:
+    options = {"backbone": backbone, "setting": setting, "evaluation_proposals": evaluation_proposals}
+    return (
+        f"<!-- maft-results {json.dumps(options)} -->\n"
+        + render_results_section(measured, backbone, setting, evaluation_proposals)
+        + f"\n{_RESULTS_END}"
+    )
+
+
+def update_model_card_results(
+    card_path: str | os.PathLike, results: Mapping, evaluation_proposals: str | None = None
+) -> ModelCard:
+    """Merge `results` into the card at `card_path` (a README.md or a checkpoint directory) and save it.
+
+    New values replace old ones for the same (benchmark, metric); the others stay. Both the `model-index` and the
+    results table are rewritten; the rest of the card is kept as it is. Returns the updated card.
+    """
+    path = Path(card_path)
+    if path.is_dir():
+        path = path / "README.md"
+    card = ModelCard.load(path)
+    match = _RESULTS_START.search(card.text)
+    end = card.text.find(_RESULTS_END)
+    if match is None or end < match.end():
+        raise ValueError(f"{path} has no results section generated by maft_hf.model_card (no maft-results markers).")
+    options = json.loads(match.group(1))
+    merged = results_from_eval_results(card.data.eval_results)
+    for key, metrics in normalize_results(results).items():
+        merged.setdefault(key, {}).update(metrics)
+    proposals = evaluation_proposals or options.get("evaluation_proposals")
+    block = _results_block(merged, options.get("backbone"), options.get("setting", "open_vocabulary"), proposals)
+    card.text = card.text[: match.start()] + block + card.text[end + len(_RESULTS_END) :]
+    if card.data.model_name is None:
+        card.data.model_name = path.parent.name or "maft"
+    card.data.eval_results = eval_results_from(merged) or None
+    card = ModelCard(str(card))  # re-parse: validates the metadata
+    card.save(path)
+    return card
+
+
+__all__ = [
+    "BACKBONES",
+    "CITATION",
+    "NOT_MEASURED",
+    "RELEASED_RECIPE",
+    "TEMPLATE_PATH",
+    "eval_results_from",
+    "infer_backbone",
+    "make_model_card",
+    "normalize_results",
+    "paper_columns",
+    "render_results_section",
+    "render_training_section",
+    "results_from_eval_results",
+    "update_model_card_results",
+]

@@ -1,0 +1,670 @@
+"""Convert a checkpoint of the authors' released MAFT models into a MAFT checkpoint directory.
+
+The release is a PyTorch pickle (detectron2 style, `{"model": state_dict, ...}`) whose fine-tuned CLIP image encoder
+uses OpenAI CLIP's names under some prefix (e.g. `clip_adapter.clip_model.visual.`). Only the image encoder is
+fine-tuned by MAFT; the text tower, the config and the tokenizer come from the CLIP checkpoint the model was
+fine-tuned from (a transformers `CLIPModel` directory or Hub id).
+
+OpenAI name (under `<prefix>`)                           | transformers name
+-------------------------------------------------------- | --------------------------------------------------------
+`conv1.weight` `(D, 3, p, p)`                            | `vision_model.embeddings.patch_embedding.weight`
+`class_embedding` `(D,)`                                 | `vision_model.embeddings.class_embedding`
+`positional_embedding` `(1 + g*g, D)`                    | `vision_model.embeddings.position_embedding.weight`
+`ln_pre.{weight,bias}`                                   | `vision_model.pre_layrnorm.*`
+`transformer.resblocks.{i}.attn.in_proj_weight (3D, D)`  | `...layers.{i}.self_attn.{q,k,v}_proj.weight` (split)
+`transformer.resblocks.{i}.attn.in_proj_bias (3D,)`      | `...layers.{i}.self_attn.{q,k,v}_proj.bias` (split)
+`transformer.resblocks.{i}.attn.out_proj.*`              | `...layers.{i}.self_attn.out_proj.*`
+`transformer.resblocks.{i}.ln_1.*` / `ln_2.*`            | `...layers.{i}.layer_norm1.*` / `layer_norm2.*`
+`transformer.resblocks.{i}.mlp.c_fc.*` / `mlp.c_proj.*`  | `...layers.{i}.mlp.fc1.*` / `mlp.fc2.*`
+`ln_post.{weight,bias}`                                  | `vision_model.post_layernorm.*`
+`proj` `(D, P)`                                          | `visual_projection.weight` `(P, D)` (transposed)
+
+The conversion is verified: every source tensor of the image encoder is used exactly once, every shape is checked
+against the CLIP config, and the converted model's image embeddings are compared with an independent forward of the
+source weights in the OpenAI layout ([`openai_visual_forward`], built on `torch.nn.functional`'s multi-head attention
+with the packed `in_proj`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+# The keys whose joint presence under a prefix marks an OpenAI-layout CLIP image encoder.
+ANCHOR_KEYS = ("conv1.weight", "class_embedding", "positional_embedding")
+# Containers searched first when a pickle nests its state dict (detectron2: "model"; Lightning: "state_dict").
+PREFERRED_CONTAINERS = ("model", "state_dict")
+
+_STEM = {
+    "conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+    "class_embedding": "vision_model.embeddings.class_embedding",
+    "positional_embedding": "vision_model.embeddings.position_embedding.weight",
+    "ln_pre.weight": "vision_model.pre_layrnorm.weight",
+    "ln_pre.bias": "vision_model.pre_layrnorm.bias",
+    "ln_post.weight": "vision_model.post_layernorm.weight",
+    "ln_post.bias": "vision_model.post_layernorm.bias",
+}
+_BLOCK = {  # same layout on both sides
+    "attn.out_proj.weight": "self_attn.out_proj.weight",
+    "attn.out_proj.bias": "self_attn.out_proj.bias",
+    "ln_1.weight": "layer_norm1.weight",
+    "ln_1.bias": "layer_norm1.bias",
+    "mlp.c_fc.weight": "mlp.fc1.weight",
+    "mlp.c_fc.bias": "mlp.fc1.bias",
+    "mlp.c_proj.weight": "mlp.fc2.weight",
+    "mlp.c_proj.bias": "mlp.fc2.bias",
+    "ln_2.weight": "layer_norm2.weight",
+    "ln_2.bias": "layer_norm2.bias",
+}
+_IN_PROJ = {"attn.in_proj_weight": "weight", "attn.in_proj_bias": "bias"}  # packed q, k, v (nn.MultiheadAttention)
+_TEXT_STEM = {
+    "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "ln_final.weight": "text_model.final_layer_norm.weight",
+    "ln_final.bias": "text_model.final_layer_norm.bias",
+    "logit_scale": "logit_scale",
+}
+_RESBLOCK = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
+# Parameters the released fine-tuning leaves frozen (DESIGN section 2): they should equal the base CLIP's.
+_FROZEN_HF = re.compile(
+    r"^(vision_model\.embeddings\..*|vision_model\.pre_layrnorm\..*|vision_model\.encoder\.layers\.\d+\.mlp\..*"
+    r"|visual_projection\.weight)$"
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading the source
+# ---------------------------------------------------------------------------------------------------------------
+def flatten_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a nested checkpoint (dicts within dicts), keyed by its dotted path.
+
+    NumPy arrays (some detectron2 checkpoints store them) become tensors; other leaves (iteration counters, strings,
+    optimizer lists) are skipped.
+    """
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            out.update(flatten_tensors(value, f"{prefix}{key}."))
+    elif isinstance(obj, torch.Tensor):
+        out[prefix[:-1]] = obj
+    elif type(obj).__module__ == "numpy" and hasattr(obj, "dtype") and hasattr(obj, "shape"):
+        out[prefix[:-1]] = torch.as_tensor(obj)
+    return out
+
+
+def load_source_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Load a released checkpoint (`.pth`/`.pt`/`.pkl` pickle or `.safetensors`) as a flat `{dotted key: tensor}`.
+
+    `torch.save` files are read with `torch.load(weights_only=True)` (tensors, containers and NumPy arrays only),
+    plain pickles (detectron2 `.pkl`) with an unpickler that rebuilds only containers and NumPy arrays; neither can
+    run code. A file that needs more (custom classes) raises `ValueError` unless `unsafe_pickle=True`, which runs
+    the full unpickler after a warning: only do that for a file you trust.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Checkpoint file {path!r} does not exist.")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        obj = _safe_load(path)
+    except pickle.UnpicklingError as err:
+        if not unsafe_pickle:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            detail = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "")
+            raise ValueError(
+                f"{path!r} cannot be read safely (torch.load(weights_only=True), or an unpickler of containers and "
+                f"NumPy arrays for plain pickles): it holds other objects ({detail}). If you trust the file, pass "
+                "unsafe_pickle=True (--unsafe_pickle), which lets the pickle run arbitrary code."
+            ) from err
+        warnings.warn(
+            f"Loading {path!r} with torch.load(weights_only=False): the pickle can run arbitrary code. "
+            "Only do this for files you trust.",
+            stacklevel=2,
+        )
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - not a torch.save file: a plain pickle
+            if zipfile.is_zipfile(path):
+                raise
+            with open(path, "rb") as f:
+                obj = pickle.load(f)  # noqa: S301 - explicitly allowed by unsafe_pickle
+    if hasattr(obj, "state_dict") and not isinstance(obj, Mapping):  # a pickled nn.Module (unsafe path only)
+        obj = obj.state_dict()
+    return flatten_tensors(obj)
+
+
+def _numpy_array_globals() -> list:
+    """The NumPy callables needed to rebuild plain (non-object) arrays and scalars from a pickle."""
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # NumPy < 2
+        from numpy.core import multiarray
+    kinds = (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_)
+    dtype_classes = {type(np.dtype(kind)) for kind in kinds} - {np.dtype}
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *sorted(dtype_classes, key=str)]
+
+
+def _safe_load(path: str):
+    """`torch.load(weights_only=True)` allowing NumPy arrays; for plain pickles that it cannot read (detectron2
+    model-zoo `.pkl`), an unpickler that rebuilds only containers and NumPy arrays. Raises `UnpicklingError`."""
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # plain pickles: handled below
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if zipfile.is_zipfile(path):
+            raise
+        with open(path, "rb") as f:
+            try:
+                return _ArraysOnlyUnpickler(f).load()
+            except Exception as err:  # noqa: BLE001 - any failure here means "not a plain safe pickle"
+                raise pickle.UnpicklingError(str(err)) from err
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds only containers and NumPy arrays; any other class raises `UnpicklingError`."""
+
+    def find_class(self, module, name):
+        if module == "collections" and name == "OrderedDict":
+            return OrderedDict
+        for allowed in _numpy_array_globals():
+            if getattr(allowed, "__name__", None) == name and module.split(".")[0] == "numpy":
+                return allowed
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed by the safe loader")
+
+
+def find_visual_prefixes(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Every prefix under which `state_dict` holds an OpenAI-layout CLIP image encoder (`conv1.weight`,
+    `class_embedding` and `positional_embedding` side by side), those under `model.` / `state_dict.` first."""
+    prefixes = []
+    for key in state_dict:
+        if key == ANCHOR_KEYS[0] or key.endswith("." + ANCHOR_KEYS[0]):
+            prefix = key[: -len(ANCHOR_KEYS[0])]
+            if all(prefix + anchor in state_dict for anchor in ANCHOR_KEYS):
+                prefixes.append(prefix)
+
+    def rank(prefix):
+        head = prefix.split(".", 1)[0]
+        return (PREFERRED_CONTAINERS.index(head) if head in PREFERRED_CONTAINERS else len(PREFERRED_CONTAINERS), prefix)
+
+    return sorted(prefixes, key=rank)
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under `prefix`, with the prefix removed."""
+    return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The mapping
+# ---------------------------------------------------------------------------------------------------------------
+def expected_openai_visual_shapes(vision_config, projection_dim: int) -> dict[str, tuple[int, ...]]:
+    """OpenAI name -> shape of every tensor of a CLIP image encoder with this transformers vision config.
+
+    `D = hidden_size`, `I = intermediate_size`, `p = patch_size`, `g = image_size // p`, `P = projection_dim`.
+    """
+    d, i, p = vision_config.hidden_size, vision_config.intermediate_size, vision_config.patch_size
+    g = vision_config.image_size // p
+    shapes = {
+        "conv1.weight": (d, vision_config.num_channels, p, p),
+        "class_embedding": (d,),
+        "positional_embedding": (1 + g * g, d),
+        "ln_pre.weight": (d,),
+        "ln_pre.bias": (d,),
+    }
+    block = {
+        "attn.in_proj_weight": (3 * d, d),
+        "attn.in_proj_bias": (3 * d,),
+        "attn.out_proj.weight": (d, d),
+        "attn.out_proj.bias": (d,),
+        "ln_1.weight": (d,),
+        "ln_1.bias": (d,),
+        "mlp.c_fc.weight": (i, d),
+        "mlp.c_fc.bias": (i,),
+        "mlp.c_proj.weight": (d, i),
+        "mlp.c_proj.bias": (d,),
+        "ln_2.weight": (d,),
+        "ln_2.bias": (d,),
+    }
+    for layer in range(vision_config.num_hidden_layers):
+        shapes.update({f"transformer.resblocks.{layer}.{name}": shape for name, shape in block.items()})
+    shapes.update({"ln_post.weight": (d,), "ln_post.bias": (d,), "proj": (d, projection_dim)})
+    return shapes
+
+
+def _layer_count(names) -> int:
+    indices = {int(m.group(1)) for m in map(_RESBLOCK.match, names) if m}
+    return max(indices) + 1 if indices else 0
+
+
+def check_openai_visual(
+    source: Mapping[str, torch.Tensor], vision_config, projection_dim: int, allow_unused: bool = False
+) -> list[str]:
+    """Check an OpenAI-layout image encoder (prefix stripped) against a CLIP vision config.
+
+    Returns the names of `source` that are not part of the encoder (only when `allow_unused=True`; otherwise they
+    raise). Raises `ValueError` listing every missing tensor, every shape that does not match the config (with the
+    expected and the found shape) and, unless allowed, every unused tensor.
+    """
+    expected = expected_openai_visual_shapes(vision_config, projection_dim)
+    problems = []
+    layers = _layer_count(source)
+    if layers != vision_config.num_hidden_layers:
+        problems.append(
+            f"the checkpoint has {layers} transformer.resblocks, the CLIP config {vision_config.num_hidden_layers}"
+        )
+    missing = [name for name in expected if name not in source]
+    if missing:
+        problems.append(f"missing tensors: {_preview(missing)}")
+    mismatched = [
+        f"{name}: expected {expected[name]}, found {tuple(source[name].shape)}"
+        for name in expected
+        if name in source and tuple(_squeeze_position(name, source[name]).shape) != expected[name]
+    ]
+    if mismatched:
+        problems.append("shapes that do not match the CLIP config: " + _preview(mismatched))
+        if "positional_embedding" in source and not any(m.startswith("conv1") for m in mismatched):
+            positions = _squeeze_position("positional_embedding", source["positional_embedding"]).shape[0] - 1
+            side = math.isqrt(positions)
+            if side * side == positions and side != vision_config.image_size // vision_config.patch_size:
+                problems.append(
+                    f"the position embeddings are for a {side}x{side} grid ({side * vision_config.patch_size} px), "
+                    f"the config's for {vision_config.image_size} px: the release keeps the pre-training grid"
+                )
+    unused = sorted(name for name in source if name not in expected)
+    if unused and not allow_unused:
+        problems.append(f"tensors the mapping does not use (pass allow_unused=True to skip them): {_preview(unused)}")
+    if problems:
+        g = vision_config.image_size // vision_config.patch_size
+        raise ValueError(
+            "The checkpoint's CLIP image encoder does not match the CLIP config (hidden_size "
+            f"{vision_config.hidden_size}, intermediate_size {vision_config.intermediate_size}, "
+            f"{vision_config.num_hidden_layers} layers, patch {vision_config.patch_size}, {g}x{g} grid, projection "
+            f"{projection_dim}): " + "; ".join(problems) + ". Is the CLIP checkpoint the one MAFT was fine-tuned from?"
+        )
+    return unused
+
+
+def _squeeze_position(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    # Some exports keep the position embedding as (1, 1 + g*g, D); the release layout is (1 + g*g, D).
+    if name == "positional_embedding" and tensor.ndim == 3 and tensor.shape[0] == 1:
+        return tensor[0]
+    return tensor
+
+
+def _preview(items, limit: int = 12) -> str:
+    items = list(items)
+    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def openai_visual_to_transformers(
+    source: Mapping[str, torch.Tensor], num_layers: int, dtype: torch.dtype = torch.float32
+) -> tuple[dict[str, torch.Tensor], Counter]:
+    """Map an OpenAI-layout image encoder (prefix stripped, already checked) to transformers CLIP names.
+
+    Returns the transformers state dict (`vision_model.*`, `visual_projection.weight`) in `dtype` and a `Counter` of
+    how often each source name was read (every used name exactly once).
+    """
+    used: Counter = Counter()
+    out: dict[str, torch.Tensor] = {}
+
+    def take(name):
+        used[name] += 1
+        return _squeeze_position(name, source[name]).to(dtype)
+
+    for name, target in _STEM.items():
+        out[target] = take(name)
+    for layer in range(num_layers):
+        src, dst = f"transformer.resblocks.{layer}.", f"vision_model.encoder.layers.{layer}."
+        for name, target in _BLOCK.items():
+            out[dst + target] = take(src + name)
+        for name, kind in _IN_PROJ.items():
+            q, k, v = take(src + name).chunk(3, dim=0)
+            for proj, tensor in zip(("q_proj", "k_proj", "v_proj"), (q, k, v)):
+                out[f"{dst}self_attn.{proj}.{kind}"] = tensor.contiguous()
+    out["visual_projection.weight"] = take("proj").t().contiguous()
+    return out, used
+
+
+def openai_text_to_transformers(
+    source: Mapping[str, torch.Tensor], num_layers: int, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """Map an OpenAI-layout text tower (CLIP root prefix stripped) to transformers names; names that are absent are
+    skipped. Used only to compare a released text tower with the base CLIP's (MAFT keeps it frozen)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, target in _TEXT_STEM.items():
+        if name in source:
+            out[target] = source[name].to(dtype)
+    if "text_projection" in source:
+        out["text_projection.weight"] = source["text_projection"].to(dtype).t()
+    for layer in range(num_layers):
+        src, dst = f"transformer.resblocks.{layer}.", f"text_model.encoder.layers.{layer}."
+        for name, target in _BLOCK.items():
+            if src + name in source:
+                out[dst + target] = source[src + name].to(dtype)
+        for name, kind in _IN_PROJ.items():
+            if src + name in source:
+                for proj, tensor in zip(("q_proj", "k_proj", "v_proj"), source[src + name].to(dtype).chunk(3)):
+                    out[f"{dst}self_attn.{proj}.{kind}"] = tensor
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Independent forward of the source weights (OpenAI layout) for verification
+# ---------------------------------------------------------------------------------------------------------------
+def openai_visual_forward(
+    source: Mapping[str, torch.Tensor], pixel_values: torch.Tensor, num_heads: int, activation=None, eps: float = 1e-5
+) -> torch.Tensor:
+    """Image embeddings `(batch, P)` of an OpenAI-layout CLIP image encoder, computed directly from its tensors.
+
+    `x = conv1(pixels)`; prepend `class_embedding`; add `positional_embedding`; `ln_pre`; for each resblock
+    `x += attn(ln_1(x))` with the packed `in_proj` (`torch.nn.functional.multi_head_attention_forward`) and
+    `x += c_proj(act(c_fc(ln_2(x))))`; `ln_post(x[:, 0]) @ proj`. `pixel_values (batch, 3, S, S)` must be at the
+    encoder's native size; `activation` defaults to OpenAI's QuickGELU (`x * sigmoid(1.702 x)`).
+    """
+    act = activation or (lambda t: t * torch.sigmoid(1.702 * t))
+    w = {k: v.float() for k, v in source.items()}
+    patch = w["conv1.weight"].shape[-1]
+    x = F.conv2d(pixel_values.float(), w["conv1.weight"], stride=patch).flatten(2).transpose(1, 2)
+    cls = w["class_embedding"].expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + _squeeze_position("positional_embedding", w["positional_embedding"])
+    d = x.shape[-1]
+    x = F.layer_norm(x, (d,), w["ln_pre.weight"], w["ln_pre.bias"], eps)
+    for layer in range(_layer_count(w)):
+        b = f"transformer.resblocks.{layer}."
+        h = F.layer_norm(x, (d,), w[b + "ln_1.weight"], w[b + "ln_1.bias"], eps).transpose(0, 1)  # (L, B, D)
+        attn, _ = F.multi_head_attention_forward(
+            h, h, h, d, num_heads, w[b + "attn.in_proj_weight"], w[b + "attn.in_proj_bias"], None, None, False, 0.0,
+            w[b + "attn.out_proj.weight"], w[b + "attn.out_proj.bias"], training=False, need_weights=False,
+        )
+        x = x + attn.transpose(0, 1)
+        h = F.layer_norm(x, (d,), w[b + "ln_2.weight"], w[b + "ln_2.bias"], eps)
+        h = F.linear(act(F.linear(h, w[b + "mlp.c_fc.weight"], w[b + "mlp.c_fc.bias"])), w[b + "mlp.c_proj.weight"])
+        x = x + h + w[b + "mlp.c_proj.bias"]
+    return F.layer_norm(x[:, 0], (d,), w["ln_post.weight"], w["ln_post.bias"], eps) @ w["proj"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The conversion
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class OfficialConversionReport:
+    """What the conversion read, wrote and checked.
+
+    Attributes:
+        prefix: the prefix of the image encoder in the source (e.g. `"model.clip_adapter.clip_model.visual."`).
+        candidates: every prefix holding an OpenAI-layout image encoder.
+        used: source names (prefix stripped) mapped, each exactly once.
+        unused: names under `prefix` that the mapping skipped (only with `allow_unused`).
+        outside_encoder: number of source tensors outside the image encoder (proposal generator, text tower, ...).
+        source_dtypes: dtypes found in the encoder (converted to float32).
+        changed_from_base: transformers names whose values differ from the base CLIP (MAFT trains attention and
+            layer norms).
+        frozen_changed: of those, names the released fine-tuning keeps frozen (should be empty).
+        text_tower_max_abs_diff: for a source that also stores the text tower, its largest difference from the base
+            CLIP's text tower (MAFT keeps it frozen, so 0 for the right base); None when absent.
+        verify_max_abs_diff: largest difference between the converted model's image embeddings and
+            [`openai_visual_forward`] on the source weights; None when not verified.
+    """
+
+    prefix: str
+    candidates: list[str] = field(default_factory=list)
+    used: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    outside_encoder: int = 0
+    source_dtypes: list[str] = field(default_factory=list)
+    changed_from_base: list[str] = field(default_factory=list)
+    frozen_changed: list[str] = field(default_factory=list)
+    text_tower_max_abs_diff: float | None = None
+    verify_max_abs_diff: float | None = None
+
+    def summary(self) -> str:
+        """A few human-readable lines for the command line."""
+        lines = [
+            f"image encoder at prefix {self.prefix!r} ({len(self.used)} tensors, each used once; dtypes "
+            f"{', '.join(self.source_dtypes)}); {self.outside_encoder} other tensors in the file were not needed",
+            f"{len(self.changed_from_base)} converted tensors differ from the base CLIP"
+            + (f"; frozen ones among them: {_preview(self.frozen_changed, 5)}" if self.frozen_changed else ""),
+        ]
+        if self.unused:
+            lines.append(f"skipped {len(self.unused)} unused tensors under the prefix: {_preview(self.unused, 5)}")
+        if self.text_tower_max_abs_diff is not None:
+            lines.append(f"stored text tower vs base CLIP: max |diff| {self.text_tower_max_abs_diff:.3g}")
+        if self.verify_max_abs_diff is not None:
+            lines.append(f"verified against the OpenAI-layout forward: max |diff| {self.verify_max_abs_diff:.3g}")
+        return "\n".join(lines)
+
+
+def select_visual_prefix(
+    state_dict: Mapping[str, torch.Tensor], prefix: str | None = None, base_visual: Mapping | None = None
+) -> tuple[str, list[str]]:
+    """Choose the prefix of the fine-tuned image encoder; returns `(prefix, candidates)`.
+
+    With several candidates and no `prefix`, encoders whose `conv1`/attention tensors all equal the base CLIP's
+    (`base_visual`, OpenAI names; e.g. a frozen teacher copy for self-distillation) are dropped; if exactly one is
+    left it is taken, otherwise `ValueError` lists the candidates.
+    """
+    candidates = find_visual_prefixes(state_dict)
+    if prefix is not None:
+        if not prefix.endswith(".") and prefix:
+            prefix += "."
+        if not all(prefix + anchor in state_dict for anchor in ANCHOR_KEYS):
+            raise ValueError(
+                f"No CLIP image encoder under prefix {prefix!r} (expected {prefix}conv1.weight, "
+                f"{prefix}class_embedding, {prefix}positional_embedding); found encoders at {candidates or 'none'}."
+            )
+        return prefix, candidates
+    if not candidates:
+        examples = _preview(sorted(state_dict)[:8], 8) if state_dict else "none"
+        raise ValueError(
+            "The checkpoint holds no CLIP image encoder in OpenAI naming: no '<prefix>conv1.weight' with "
+            f"'<prefix>class_embedding' and '<prefix>positional_embedding' beside it ({len(state_dict)} tensors; "
+            f"first keys: {examples})."
+        )
+    if len(candidates) == 1:
+        return candidates[0], candidates
+    if base_visual is not None:
+        tuned = [c for c in candidates if not _equals_base(strip_prefix(state_dict, c), base_visual)]
+        if len(tuned) == 1:
+            logger.info("Image encoders at %s; taking %r, the only one unlike the base.", candidates, tuned[0])
+            return tuned[0], candidates
+    raise ValueError(f"The checkpoint holds several CLIP image encoders, at {candidates}; pass prefix= (--prefix).")
+
+
+def _equals_base(source: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> bool:
+    names = [n for n in base if n in source and (n.endswith("in_proj_weight") or n == "conv1.weight")]
+    return bool(names) and all(
+        source[n].shape == base[n].shape and torch.equal(source[n].float(), base[n].float()) for n in names
+    )
+
+
+def transformers_visual_to_openai(state_dict: Mapping[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """Inverse of [`openai_visual_to_transformers`] (for comparing with a base CLIP, and for tests)."""
+    out = {name: state_dict[target] for name, target in _STEM.items()}
+    for layer in range(num_layers):
+        src, dst = f"transformer.resblocks.{layer}.", f"vision_model.encoder.layers.{layer}."
+        for name, target in _BLOCK.items():
+            out[src + name] = state_dict[dst + target]
+        for name, kind in _IN_PROJ.items():
+            out[src + name] = torch.cat([state_dict[f"{dst}self_attn.{p}_proj.{kind}"] for p in "qkv"], dim=0)
+    out["proj"] = state_dict["visual_projection.weight"].t()
+    return out
+
+
+def convert_official_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    clip_name_or_path: str,
+    output_dir: str | os.PathLike,
+    *,
+    prefix: str | None = None,
+    mask_start_layer: int | None = None,
+    input_image_size: int | None = None,
+    local_files_only: bool = False,
+    unsafe_pickle: bool = False,
+    allow_unused: bool = False,
+    verify: bool = True,
+    atol: float = 1e-4,
+    push_to_hub: bool = False,
+    hub_model_id: str | None = None,
+    token: str | None = None,
+):
+    """Convert a released MAFT checkpoint into a MAFT checkpoint directory (safetensors, config, processor files).
+
+    Args:
+        checkpoint_path: the released `.pth` (or `.safetensors`) file.
+        clip_name_or_path: the transformers `CLIPModel` (Hub id or directory) it was fine-tuned from, e.g.
+            `"openai/clip-vit-base-patch16"`: gives the text tower, the config and the tokenizer.
+        output_dir: where to write the MAFT checkpoint (written only after every check passed).
+        prefix: the image encoder's prefix in the flattened checkpoint (found automatically when None).
+        mask_start_layer / input_image_size: override the preset ([`~maft_hf.conversion.preset_for`]).
+        unsafe_pickle: allow `torch.load(weights_only=False)` for pickles that need it (runs code from the file).
+        allow_unused: skip, instead of refusing, tensors under the prefix that the mapping does not know.
+        verify: compare the converted model's image embeddings at the native resolution with
+            [`openai_visual_forward`] on the source weights; `ValueError` when they differ by more than `atol`.
+
+    Returns:
+        `(model, report)`: the converted `MaskAwareCLIPModel` and an [`OfficialConversionReport`].
+
+    Example:
+
+    ```python
+    >>> from maft_hf.official_checkpoint import convert_official_checkpoint
+    >>> model, report = convert_official_checkpoint(  # doctest: +SKIP
+    ...     "maft_vitb16_coco_stuff.pth", "openai/clip-vit-base-patch16", "maft-vitb16"
+    ... )
+    >>> print(report.summary())  # doctest: +SKIP
+    ```"""
+    from transformers import CLIPConfig
+    from transformers.activations import ACT2FN
+
+    from .conversion import convert_clip_checkpoint
+
+    config = CLIPConfig.from_pretrained(clip_name_or_path, local_files_only=local_files_only)
+    vision = config.vision_config
+    flat = load_source_checkpoint(checkpoint_path, unsafe_pickle=unsafe_pickle)
+
+    chosen = None
+    if prefix is not None or len(find_visual_prefixes(flat)) <= 1:  # fail before loading the base weights
+        chosen, candidates = select_visual_prefix(flat, prefix)
+        check_openai_visual(strip_prefix(flat, chosen), vision, config.projection_dim, allow_unused=allow_unused)
+
+    with tempfile.TemporaryDirectory(prefix="maft_official_") as work:
+        model = convert_clip_checkpoint(
+            clip_name_or_path, work, mask_start_layer=mask_start_layer, input_image_size=input_image_size,
+            local_files_only=local_files_only,
+        )
+        base = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if chosen is None:
+            base_visual = transformers_visual_to_openai(base, vision.num_hidden_layers)
+            chosen, candidates = select_visual_prefix(flat, None, base_visual)
+        source = strip_prefix(flat, chosen)
+        unused = check_openai_visual(source, vision, config.projection_dim, allow_unused=allow_unused)
+        encoder = {k: v for k, v in source.items() if k not in set(unused)}
+        converted, used = openai_visual_to_transformers(encoder, vision.num_hidden_layers)
+        if sorted(used) != sorted(encoder) or any(count != 1 for count in used.values()):
+            raise RuntimeError(f"internal error: source tensors not used exactly once: {dict(used)}")
+        targets = {k for k in base if k.startswith("vision_model.") or k == "visual_projection.weight"}
+        if set(converted) != targets:
+            raise RuntimeError(f"internal error: mapped names differ from the model's: {set(converted) ^ targets}")
+        result = model.load_state_dict(converted, strict=False)
+        if result.unexpected_keys or set(result.missing_keys) & targets:
+            raise RuntimeError(f"internal error while loading the converted weights: {result}")
+
+        changed = sorted(k for k in converted if not torch.equal(converted[k], base[k].to(converted[k].dtype)))
+        report = OfficialConversionReport(
+            prefix=chosen,
+            candidates=candidates,
+            used=sorted(used),
+            unused=unused,
+            outside_encoder=len(flat) - len(source),
+            source_dtypes=sorted({str(t.dtype).replace("torch.", "") for t in encoder.values()}),
+            changed_from_base=changed,
+            frozen_changed=[k for k in changed if _FROZEN_HF.match(k)],
+        )
+        if not changed:
+            logger.warning("The converted image encoder equals the base CLIP's: is this a fine-tuned checkpoint?")
+        if report.frozen_changed:
+            logger.warning(
+                "Tensors that MAFT keeps frozen differ from the base CLIP (%s): check that %r is the checkpoint the "
+                "model was fine-tuned from.", _preview(report.frozen_changed, 5), clip_name_or_path,
+            )
+        root = chosen[: -len("visual.")] if chosen.endswith("visual.") else None
+        if root is not None:
+            text = openai_text_to_transformers(strip_prefix(flat, root), config.text_config.num_hidden_layers)
+            shared = [k for k in text if k in base and text[k].shape == base[k].shape]
+            if shared:
+                report.text_tower_max_abs_diff = max((text[k] - base[k]).abs().max().item() for k in shared)
+                if report.text_tower_max_abs_diff > 1e-6:
+                    logger.warning(
+                        "The checkpoint's text tower differs from %r's by up to %.3g; MAFT keeps the text tower "
+                        "frozen, so the base is probably not the one it was fine-tuned from; the base's is used.",
+                        clip_name_or_path, report.text_tower_max_abs_diff,
+                    )
+
+        if verify:
+            model.eval()
+            generator = torch.Generator().manual_seed(0)
+            pixels = torch.randn(2, vision.num_channels, vision.image_size, vision.image_size, generator=generator)
+            with torch.no_grad():
+                ours = model.get_image_features(pixel_values=pixels).pooler_output
+                reference = openai_visual_forward(
+                    encoder, pixels, vision.num_attention_heads, ACT2FN[vision.hidden_act], vision.layer_norm_eps
+                )
+            report.verify_max_abs_diff = (ours - reference).abs().max().item()
+            if not report.verify_max_abs_diff <= atol:
+                raise ValueError(
+                    f"The converted model's image embeddings differ from the OpenAI-layout forward of the source "
+                    f"weights by {report.verify_max_abs_diff:.3g} (> atol {atol}); nothing was written."
+                )
+
+        model.save_pretrained(work)
+        os.makedirs(output_dir, exist_ok=True)
+        shutil.copytree(work, output_dir, dirs_exist_ok=True)
+
+    if push_to_hub:
+        from huggingface_hub import HfApi
+
+        repo = hub_model_id or os.path.basename(os.path.abspath(output_dir))
+        api = HfApi(token=token)
+        api.create_repo(repo, exist_ok=True)
+        api.upload_folder(
+            folder_path=os.fspath(output_dir), repo_id=repo, commit_message="Convert the released MAFT checkpoint"
+        )
+    return model, report
+
+
+__all__ = [
+    "OfficialConversionReport",
+    "check_openai_visual",
+    "convert_official_checkpoint",
+    "expected_openai_visual_shapes",
+    "find_visual_prefixes",
+    "flatten_tensors",
+    "load_source_checkpoint",
+    "openai_text_to_transformers",
+    "openai_visual_forward",
+    "openai_visual_to_transformers",
+    "select_visual_prefix",
+    "strip_prefix",
+    "transformers_visual_to_openai",
+]
