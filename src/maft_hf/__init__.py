@@ -21,6 +21,7 @@ from .modeling_maft import (
 from .processing_maft import MAFTImageProcessor, MAFTProcessor, load_image, register_processors
 
 from .evaluation import ConfusionMatrix, compute_segmentation_metrics, load_metric
+from .evaluation_loop import evaluate_segmentation
 from .freezing import FREEZE_POLICIES, apply_freeze_policy, parameter_groups
 from .inference import classify_proposals, ensemble_class_scores, semantic_map, semantic_scores
 from .losses import mask_aware_loss, maft_loss, self_distillation_loss, soft_iou
@@ -51,6 +52,7 @@ __all__ = [
     "ConfusionMatrix",
     "compute_segmentation_metrics",
     "load_metric",
+    "evaluate_segmentation",
     "FREEZE_POLICIES",
     "OpenVocabularySegmentationPipeline",
     "ProposalGenerator",

@@ -1,0 +1,282 @@
+"""Evaluation reports: the `results.json` record of a run and Markdown tables in the layout of paper Tables 1 and 3.
+
+A record ([`build_results_record`]) holds the run's settings, the scores of
+[`~maft_hf.evaluation_loop.evaluate_segmentation`] (percent, `null` where undefined), the per-class IoU and, for a
+registered benchmark ([`~maft_hf.data.benchmarks.BENCHMARKS`]), the numbers the paper and the authors' released
+checkpoint report. [`format_results_markdown`] turns one or several records into:
+
+* zero-shot runs (unseen classes given): seen mIoU | unseen mIoU | hIoU (| mIoU), paper Tab. 1;
+* the five open-vocabulary benchmarks: A-847 | A-150 | PC-459 | PC-59 | PAS-20, paper Tab. 3, one row per
+  (model, proposals, ensemble) setting;
+* any other dataset: mIoU | mAcc | pAcc | fwIoU;
+
+each with the paper's rows above ours, followed by a details table of every run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .data.benchmarks import BENCHMARKS
+
+RESULTS_VERSION = 1
+TABLE3_BENCHMARKS = ("ade20k_847", "ade20k_150", "pascal_context_459", "pascal_context_59", "pascal_voc_20")
+TABLE1_METRICS = (("mIoU_seen", "seen mIoU"), ("mIoU_unseen", "unseen mIoU"), ("hIoU", "hIoU"), ("mIoU", "mIoU"))
+OTHER_METRICS = (("mIoU", "mIoU"), ("mAcc", "mAcc"), ("pAcc", "pAcc"), ("fwIoU", "fwIoU"))
+SCALAR_METRICS = ("mIoU", "fwIoU", "mAcc", "pAcc", "mIoU_seen", "mIoU_unseen", "hIoU")
+MISSING = "–"
+
+
+def json_ready(value: Any) -> Any:
+    """`value` with NaN / inf floats replaced by None (valid JSON), tuples as lists, tensors as lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "tolist"):
+        return json_ready(value.tolist())
+    return value
+
+
+def build_results_record(
+    results: Mapping[str, Any],
+    *,
+    model: str,
+    dataset: str,
+    split: str | None,
+    proposals: str,
+    ensemble_weight: float | None,
+    class_names: Sequence[str],
+    benchmark: str | None = None,
+    ignore_index: int | None = 255,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON-ready record of one evaluation run (what `scripts/evaluate.py` writes to `results.json`).
+
+    Args:
+        results: the dict of [`~maft_hf.evaluation_loop.evaluate_segmentation`] (its `confusion_matrix` is left out:
+            the script saves it as `confusion_matrix.npy`).
+        model, dataset, split, proposals, ensemble_weight: the run's settings, as given.
+        class_names: the vocabulary (label id `i` = `class_names[i]`).
+        benchmark: a key of `BENCHMARKS`: adds the paper's numbers for it.
+        ignore_index: the label value that was not evaluated.
+        extra: more settings to record under `"run"` (batch size, max samples, ...).
+
+    Returns:
+        `{"version", "run", "metrics", "per_class", "paper"}`; `metrics` holds the scalar scores (percent) and the
+        counts, `per_class` the names, IoU and accuracy of every class (`None` where undefined).
+    """
+    run = {
+        "model": model,
+        "benchmark": benchmark,
+        "dataset": dataset,
+        "split": split,
+        "proposals": proposals,
+        "ensemble_weight": ensemble_weight,
+        "ensemble_applied": bool(results.get("ensemble_applied", False)),
+        "unseen_classes_known_to_generator": list(results.get("unseen_classes_known_to_generator") or []),
+        "num_classes": len(class_names),
+        "ignore_index": ignore_index,
+        "num_processes": results.get("num_processes", 1),
+        "images_per_process": results.get("images_per_process"),
+        **dict(extra or {}),
+    }
+    metrics = {name: results[name] for name in SCALAR_METRICS if name in results}
+    metrics.update(
+        num_images=results.get("num_images"),
+        num_evaluated_classes=results.get("num_evaluated_classes"),
+        num_excluded_classes=results.get("num_excluded_classes"),
+        excluded_classes=results.get("excluded_classes"),
+        excluded_class_names=results.get("excluded_class_names"),
+    )
+    for key in ("unseen_classes", "num_evaluated_seen_classes", "num_evaluated_unseen_classes"):
+        if key in results:
+            metrics[key] = results[key]
+    per_class = {
+        "names": list(class_names),
+        "iou": results.get("per_class_iou"),
+        "accuracy": results.get("per_class_accuracy"),
+    }
+    paper = None
+    if benchmark is not None:
+        spec = BENCHMARKS[benchmark]
+        paper = {
+            "display_name": spec.display_name,
+            "setting": spec.setting,
+            "results": dict(spec.paper_results),
+            "source": spec.paper_results_source,
+            "released_checkpoint_results": dict(spec.released_checkpoint_results),
+        }
+    return json_ready(
+        {"version": RESULTS_VERSION, "run": run, "metrics": metrics, "per_class": per_class, "paper": paper}
+    )
+
+
+def model_card_results(record: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """`{benchmark or dataset: {metric: percent}}` of a record, for `maft_hf.model_card.update_model_card_results`:
+    mIoU, plus seen / unseen mIoU and hIoU for a zero-shot run; undefined scores are left out."""
+    run, metrics = record["run"], record["metrics"]
+    names = ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU") if "hIoU" in metrics else ("mIoU",)
+    values = {n: metrics[n] for n in names if isinstance(metrics.get(n), (int, float))}
+    return {run.get("benchmark") or run["dataset"]: values} if values else {}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------------------------
+def _fmt(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return MISSING
+    return f"{value:.{digits}f}"
+
+
+def _paper_fmt(value) -> str:
+    """As printed in the paper (one decimal) or the authors' README (two): 90.0, 29.14."""
+    if value is None:
+        return MISSING
+    text = f"{value:.2f}"
+    return text[:-1] if text.endswith("0") else text
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _setting(record) -> tuple:
+    run = record["run"]
+    return run["model"], run["proposals"], run["ensemble_weight"] if run.get("ensemble_applied") else None
+
+
+def _ours_label(record) -> str:
+    model, proposals, weight = _setting(record)
+    ensemble = f"Eq. 9 ensemble, λ = {weight:g}" if weight else "no ensemble"
+    return f"**ours**: `{model}`, proposals `{proposals}`, {ensemble}"
+
+
+def _is_zero_shot(record) -> bool:
+    return "hIoU" in record["metrics"]
+
+
+def _zero_shot_table(records) -> list[str]:
+    header = ["Method", "Dataset"] + [label for _, label in TABLE1_METRICS]
+    rows = []
+    for benchmark in dict.fromkeys(r["run"]["benchmark"] for r in records if r["run"]["benchmark"]):
+        spec = BENCHMARKS[benchmark]
+        if spec.paper_results:
+            rows.append(
+                ["FreeSeg + MAFT, ViT-B/16 (paper Tab. 1)", spec.display_name]
+                + [_paper_fmt(spec.paper_results.get(key)) for key, _ in TABLE1_METRICS]
+            )
+    for record in records:
+        run = record["run"]
+        name = BENCHMARKS[run["benchmark"]].display_name if run["benchmark"] else run["dataset"]
+        rows.append([_ours_label(record), name] + [_fmt(record["metrics"].get(key)) for key, _ in TABLE1_METRICS])
+    title = "### Zero-shot semantic segmentation (layout of paper Tab. 1; mIoU in %)"
+    lines = [title, ""] + _table(header, rows)
+    for record in records:
+        leaked = record["run"].get("unseen_classes_known_to_generator")
+        if leaked:
+            note = (
+                f"- Not zero-shot: the proposal generator of `{record['run']['dataset']}` has class scores for the "
+                f"unseen classes {', '.join(leaked)}, and the Eq. 9 ensemble used them."
+            )
+            lines += ["", note]
+    return lines
+
+
+def _open_vocabulary_table(records) -> list[str]:
+    header = ["Method"] + [BENCHMARKS[name].display_name for name in TABLE3_BENCHMARKS]
+    rows = [
+        ["FreeSeg + MAFT, ViT-B/16 (paper Tab. 3)"]
+        + [_paper_fmt(BENCHMARKS[name].paper_results.get("mIoU")) for name in TABLE3_BENCHMARKS],
+        ["Authors' released ViT-B/16 checkpoint"]
+        + [_paper_fmt(BENCHMARKS[name].released_checkpoint_results.get("mIoU")) for name in TABLE3_BENCHMARKS],
+    ]
+    by_setting: dict[tuple, dict[str, Any]] = {}
+    for record in records:
+        by_setting.setdefault(_setting(record), {"label": _ours_label(record), "values": {}})
+        by_setting[_setting(record)]["values"][record["run"]["benchmark"]] = record["metrics"].get("mIoU")
+    for entry in by_setting.values():
+        rows.append([entry["label"]] + [_fmt(entry["values"].get(name)) for name in TABLE3_BENCHMARKS])
+    title = "### Open-vocabulary semantic segmentation, trained on COCO-Stuff (layout of paper Tab. 3; mIoU in %)"
+    return [title, ""] + _table(header, rows)
+
+
+def _other_table(records) -> list[str]:
+    header = ["Method", "Dataset", "Classes"] + [label for _, label in OTHER_METRICS]
+    rows = []
+    for record in records:
+        run = record["run"]
+        name = BENCHMARKS[run["benchmark"]].display_name if run["benchmark"] else run["dataset"]
+        rows.append(
+            [_ours_label(record), name, str(run["num_classes"])]
+            + [_fmt(record["metrics"].get(key)) for key, _ in OTHER_METRICS]
+        )
+    return ["### Other datasets (the paper reports none; scores in %)", ""] + _table(header, rows)
+
+
+def _details_table(records) -> list[str]:
+    header = ["Dataset", "Split", "Images", "Processes", "Classes evaluated", "mIoU", "mAcc", "pAcc", "fwIoU"]
+    rows = []
+    for record in records:
+        run, metrics = record["run"], record["metrics"]
+        rows.append(
+            [
+                f"`{run['dataset']}`",
+                str(run.get("split") or MISSING),
+                str(metrics.get("num_images")),
+                str(run.get("num_processes")),
+                f"{metrics.get('num_evaluated_classes', MISSING)} / {run['num_classes']}",
+            ]
+            + [_fmt(metrics.get(key)) for key in ("mIoU", "mAcc", "pAcc", "fwIoU")]
+        )
+    notes = [
+        "Classes absent from both the ground truth and the predictions of the whole set are excluded from the means "
+        "(detectron2 convention); \"Classes evaluated\" counts the others.",
+        "The paper's numbers use FreeSeg's proposals (trained on COCO-Stuff); numbers with other proposals are not "
+        "directly comparable. The released inference uses no ensemble (λ = 0).",
+    ]
+    return ["### Run details", ""] + _table(header, rows) + [""] + [f"- {note}" for note in notes]
+
+
+def format_results_markdown(records: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
+    """Markdown tables of one or several [`build_results_record`] records, paper numbers beside ours.
+
+    Example:
+
+    ```python
+    >>> print(format_results_markdown(record))  # doctest: +SKIP
+    ### Open-vocabulary semantic segmentation, trained on COCO-Stuff (layout of paper Tab. 3; mIoU in %)
+
+    | Method | A-847 | A-150 | PC-459 | PC-59 | PAS-20 |
+    ...
+    ```
+    """
+    records = [records] if isinstance(records, Mapping) else list(records)
+    if not records:
+        raise ValueError("No results to format: pass at least one results record.")
+    zero_shot = [r for r in records if _is_zero_shot(r)]
+    table3 = [r for r in records if not _is_zero_shot(r) and r["run"].get("benchmark") in TABLE3_BENCHMARKS]
+    grouped = {id(r) for r in zero_shot + table3}
+    other = [r for r in records if id(r) not in grouped]
+    lines: list[str] = []
+    for group, render in ((zero_shot, _zero_shot_table), (table3, _open_vocabulary_table), (other, _other_table)):
+        if group:
+            lines += render(group) + [""]
+    lines += _details_table(records)
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "RESULTS_VERSION",
+    "TABLE3_BENCHMARKS",
+    "build_results_record",
+    "format_results_markdown",
+    "json_ready",
+    "model_card_results",
+]
