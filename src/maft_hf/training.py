@@ -864,8 +864,14 @@ def mask_aware_entry_count(
     Returns:
         A 0-d int64 tensor: `sum_b K_b * N_b`.
     """
-    _, class_valid, _ = class_masks_from_labels(labels, num_classes, ignore_index)
-    classes = class_valid.sum(1).to(proposal_valid_mask.device)
+    flat = labels.reshape(labels.shape[0], -1).long()
+    valid = flat != ignore_index
+    if ((flat < 0) | (flat >= num_classes))[valid].any():
+        bad = sorted(set(flat[valid & ((flat < 0) | (flat >= num_classes))].tolist()))[:20]
+        raise ValueError(f"labels must hold ids in [0, {num_classes - 1}] or {ignore_index}, got ids {bad}.")
+    present = torch.zeros(labels.shape[0], num_classes + 1, dtype=torch.bool, device=labels.device)
+    present.scatter_(1, torch.where(valid, flat, torch.full_like(flat, num_classes)), True)
+    classes = present[:, :num_classes].sum(1).to(proposal_valid_mask.device)
     return (classes * proposal_valid_mask.sum(1)).sum()
 
 
@@ -1179,12 +1185,18 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, train
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json(os.path.join(temporary, TRAINING_STATE_FILE), training_state)
+        _fsync_tree(temporary)
         stale = None
         if os.path.exists(final):  # a re-run of the same step: move the old one aside, then swap
             stale = os.path.join(output_dir, f".old_{CHECKPOINT_PREFIX}{step}")
             shutil.rmtree(stale, ignore_errors=True)
             os.replace(final, stale)
         os.replace(temporary, final)
+        descriptor = os.open(output_dir, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)  # make the rename itself durable
+        finally:
+            os.close(descriptor)
         if stale is not None:
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -1205,12 +1217,33 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> list[s
 
 
 def remove_stale_temporaries(output_dir: str | os.PathLike) -> None:
-    """Remove `.tmp_step_*` / `.old_step_*` directories a killed run may have left in `output_dir`."""
+    """Clean up after a killed save: remove `.tmp_step_*` (incomplete) directories, and put a `.old_step_K` back as
+    `step_K` when the run died between moving the old copy aside and renaming the new one in (else remove it)."""
     if not os.path.isdir(output_dir):
         return
     for name in os.listdir(output_dir):
-        if name.startswith((f".tmp_{CHECKPOINT_PREFIX}", f".old_{CHECKPOINT_PREFIX}")):
-            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+        path = os.path.join(output_dir, name)
+        if name.startswith(f".old_{CHECKPOINT_PREFIX}"):
+            final = os.path.join(output_dir, name[len(".old_") :])
+            if os.path.exists(final):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.replace(path, final)
+        elif name.startswith(f".tmp_{CHECKPOINT_PREFIX}"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _fsync_tree(path: str) -> None:
+    """Flush every file below `path` and the directories themselves to disk (durability across power loss)."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        descriptor = os.open(root, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 # ------------------------------------------------------------------------------------------------------------------

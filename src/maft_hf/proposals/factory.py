@@ -51,6 +51,8 @@ def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
             k = int(argument)
         except ValueError:
             raise ValueError(f"'{kind}:<k>' needs an integer k, got {argument!r}.") from None
+        for loader_only in ("local_files_only", "device"):  # weight-free: nothing to load or place
+            kwargs.pop(loader_only, None)
         return (GridProposals if kind == "grid" else ColorClusterProposals)(k, **kwargs)
     if kind == "sam":
         from .sam import SAMProposals
