@@ -193,3 +193,9 @@ def test_classify_proposals_errors(tiny_model):
         classify_proposals(tiny_model, pixel_values, torch.rand(3, 32, 32), text)
     with pytest.raises(ValueError, match=r"\(B, 3, S, S\)"):
         classify_proposals(tiny_model, torch.randn(3, 32, 32), torch.rand(1, 3, 32, 32), text)
+
+
+def test_ensemble_weight_zero_means_no_ensemble():
+    clip = torch.softmax(torch.randn(4, 3), -1)
+    generator = torch.softmax(torch.randn(4, 3), -1)
+    assert torch.equal(ensemble_class_scores(clip, generator, [True, False, True], weight=0.0), clip)

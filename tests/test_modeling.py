@@ -375,3 +375,44 @@ def test_skipping_final_patch_rows_keeps_mask_embeddings():
     fast = model(x, proposal_masks=masks, return_patch_tokens=False)
     assert fast.last_hidden_state.shape == (1, 5, 32) and full.last_hidden_state.shape == (1, 5 + 16, 32)
     torch.testing.assert_close(fast.mask_embeds, full.mask_embeds, atol=1e-6, rtol=0)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = MaskAwareCLIPModel(tiny_maft_config()).train()
+    x, masks = torch.randn(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+
+    def grads():
+        model.zero_grad()
+        model.get_mask_features(x, masks).pooler_output.sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    import maft_hf.modeling_maft as modeling
+
+    calls = []
+    original = modeling.mask_aware_layer
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    modeling.mask_aware_layer = counted
+    try:
+        plain = grads()
+        masked_layers = len(calls)  # layers 2 and 3 of the tiny model
+        model.activation_checkpointing_enable()
+        assert all(layer.gradient_checkpointing for layer in model.vision_model.encoder.layers)
+        checkpointed = grads()
+    finally:
+        modeling.mask_aware_layer = original
+    assert masked_layers == 2 and len(calls) == 3 * masked_layers  # recomputed in the backward pass
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(plain[name], checkpointed[name], atol=1e-6, rtol=1e-5)
+
+
+def test_output_attentions_and_float_valid_mask_are_refused():
+    model = vision_model("eager")
+    with pytest.raises(ValueError, match="output_attentions"):
+        model(torch.randn(1, 3, 32, 32), output_attentions=True)
+    with pytest.raises(ValueError, match="proposal_valid_mask must be bool"):
+        model(torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), torch.ones(1, 2))

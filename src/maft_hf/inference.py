@@ -214,9 +214,10 @@ def ensemble_class_scores(
         clip_probs: `(N, C)` softmax probabilities of MAFT over the vocabulary.
         generator_probs: `(N, C)` probabilities of the generator mapped onto the vocabulary (see
             [`match_generator_scores`]), or None: then `clip_probs` is returned unchanged (no ensemble, which is
-            the released inference; note that Eq. 9 with `lambda = 0` would not reduce to it).
+            the released inference).
         seen: `(C,)` bool, True for classes the generator was trained on.
-        weight: `lambda` in [0, 1].
+        weight: `lambda` in [0, 1]; `0` also means no ensemble (taken literally, Eq. 9 with `lambda = 0` would give
+            every unseen class a score of 1).
 
     Returns:
         `(N, C)` float32 ensembled scores.
@@ -226,8 +227,8 @@ def ensemble_class_scores(
         raise ValueError(f"clip_probs must be a (N, C) tensor, got {got}.")
     if not 0.0 <= float(weight) <= 1.0:
         raise ValueError(f"The ensemble weight lambda must be in [0, 1], got {weight}.")
-    if generator_probs is None:
-        return clip_probs
+    if generator_probs is None or float(weight) == 0.0:
+        return clip_probs  # no ensemble (lambda = 0 would otherwise give every unseen class a score of 1)
     if tuple(generator_probs.shape) != tuple(clip_probs.shape):
         raise ValueError(
             f"generator_probs must have the shape of clip_probs (N, C) = {tuple(clip_probs.shape)}, "

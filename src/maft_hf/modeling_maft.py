@@ -255,6 +255,8 @@ def check_proposal_masks(
                 f"proposal_masks must hold probabilities in [0, 1], got values in [{low:.4g}, {high:.4g}]. "
                 "Apply a sigmoid to mask logits first."
             )
+    if proposal_valid_mask is not None and proposal_valid_mask.is_floating_point():
+        raise ValueError(f"proposal_valid_mask must be bool (True = real proposal), got dtype {proposal_valid_mask.dtype}.")
     if proposal_valid_mask is not None and tuple(proposal_valid_mask.shape) != tuple(proposal_masks.shape[:2]):
         raise ValueError(
             f"proposal_valid_mask must have shape (batch, N) = {tuple(proposal_masks.shape[:2])}, "
@@ -374,6 +376,11 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
         """
         if pixel_values is None:
             raise ValueError("pixel_values is required.")
+        if kwargs.pop("output_attentions", False) or self.config._output_attentions:
+            raise ValueError(
+                "output_attentions is not supported by MaskAwareCLIPVisionModel: its masked layers use a split "
+                "attention, and SDPA returns no weights. Use CLIPVisionModel with attn_implementation='eager'."
+            )
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -385,9 +392,10 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
         num_copies = 0 if proposal_masks is None else proposal_masks.shape[1]
         if proposal_masks is not None:
             check_proposal_masks(proposal_masks, pixel_values.shape[0], proposal_valid_mask)
+            proposal_masks = proposal_masks.to(pixel_values.device)
             visibility = proposals_to_patch_visibility(proposal_masks, grid, self.config.mask_threshold)
             if proposal_valid_mask is not None:
-                visibility = visibility & proposal_valid_mask.to(torch.bool).unsqueeze(-1)
+                visibility = visibility & proposal_valid_mask.to(device=visibility.device, dtype=torch.bool).unsqueeze(-1)
             copy_mask = to_backend_mask(copy_rows_mask(visibility), self.config._attn_implementation, hidden.dtype)
         keep_last_patches = return_patch_tokens or output_hidden_states or not num_copies
 
@@ -397,7 +405,12 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
             if num_copies and index >= start:
                 if index == start:
                     hidden = torch.cat([hidden[:, :1].expand(-1, num_copies, -1), hidden[:, 1:]], dim=1)
-                hidden = mask_aware_layer(layer, hidden, num_copies, copy_mask, keep_last_patches or index < last)
+                keep = keep_last_patches or index < last
+                if getattr(layer, "gradient_checkpointing", False) and self.training:
+                    # the checkpoint function transformers' `activation_checkpointing_enable` gave the layer
+                    hidden = layer._gradient_checkpointing_func(mask_aware_layer, layer, hidden, num_copies, copy_mask, keep)
+                else:
+                    hidden = mask_aware_layer(layer, hidden, num_copies, copy_mask, keep)
             else:
                 hidden = layer(hidden, None, **kwargs)
             if output_hidden_states:

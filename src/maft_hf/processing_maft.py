@@ -26,8 +26,9 @@ from .configuration_maft import MAFTConfig
 def load_image(image) -> Image.Image:
     """Open a path or take a PIL image / array and return an RGB PIL image.
 
-    Grayscale, palette and RGBA images are converted to RGB (alpha dropped). Raises `ValueError` for unreadable files
-    and arrays that are not `(H, W)`, `(H, W, 3)` or `(H, W, 4)`.
+    Grayscale, palette and RGBA images are converted to RGB (alpha dropped). Arrays and tensors hold raw pixels: uint8,
+    or floats in [0, 1] (scaled by 255) or in [0, 255] (rounded). Raises `ValueError` for unreadable files, arrays that
+    are not `(H, W)`, `(H, W, 3)` or `(H, W, 4)`, and values outside [0, 255] (e.g. already normalised images).
     """
     if isinstance(image, (str, os.PathLike)):
         try:
@@ -45,16 +46,53 @@ def load_image(image) -> Image.Image:
             image = image[..., 0]
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
             raise ValueError(f"Expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}.")
-        if image.dtype != np.uint8:
-            if np.issubdtype(image.dtype, np.floating) and image.size and image.max() <= 1.0:
-                image = image * 255.0
-            image = np.clip(image, 0, 255).astype(np.uint8)
+        if image.dtype == np.bool_:
+            image = image.astype(np.uint8) * 255
+        elif image.dtype != np.uint8:
+            low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+            if low < 0 or high > 255 or low != low:
+                raise ValueError(
+                    f"Expected raw pixel values (uint8, or numbers in [0, 1] or [0, 255]), got values in "
+                    f"[{low:.4g}, {high:.4g}]; pass images before normalisation."
+                )
+            if np.issubdtype(image.dtype, np.floating) and high <= 1.0:
+                image = image * 255.0  # float images in [0, 1]
+            image = np.rint(image).astype(np.uint8)
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
         raise ValueError(f"Expected a path, PIL image, numpy array or tensor, got {type(image)}.")
     if image.width == 0 or image.height == 0:
         raise ValueError(f"Image has an empty size {image.size}.")
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def to_clip_input(
+    image: torch.Tensor, size: int = 480, image_mean: Sequence[float] = OPENAI_CLIP_MEAN,
+    image_std: Sequence[float] = OPENAI_CLIP_STD,
+) -> torch.Tensor:
+    """CLIP pixel values: normalise with the mean/std (CLIP's by default; given on the 0..1 scale, applied on the
+    0..255 scale), then resize bilinearly (`align_corners=False`, no antialias) to `size x size`, as the released
+    model does. The one implementation behind training batches and `MAFTImageProcessor`.
+
+    Args:
+        image: `(3, H, W)` or `(B, 3, H, W)`, uint8 or float on the 0..255 scale.
+        size: output side (480 for MAFT ViT-B/16).
+        image_mean / image_std: per-channel statistics on the 0..1 scale.
+
+    Returns:
+        float32 `(3, size, size)` or `(B, 3, size, size)`, matching the input's batch dimension.
+    """
+    if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4) or image.shape[-3] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
+        raise ValueError(f"image must be (3, H, W) or (B, 3, H, W) on the 0..255 scale, got {shape}.")
+    batched = image.ndim == 4
+    pixels = image.float() if batched else image[None].float()
+    mean = torch.tensor(list(image_mean), device=pixels.device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(list(image_std), device=pixels.device).view(1, 3, 1, 1) * 255.0
+    pixels = (pixels - mean) / std
+    if tuple(pixels.shape[-2:]) != (size, size):
+        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
+    return pixels if batched else pixels[0]
 
 
 class MAFTImageProcessor(BaseImageProcessor):
@@ -93,14 +131,9 @@ class MAFTImageProcessor(BaseImageProcessor):
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
     def normalize_and_resize(self, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
-        """`(B, 3, H, W)` in [0, 1] -> `(B, 3, size, size)` normalised, bilinear, `align_corners=False`."""
-        size = size or self.size
-        mean = torch.tensor(self.image_mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-        images = (images - mean) / std
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-        return images
+        """`(B, 3, H, W)` in [0, 1] -> `(B, 3, size, size)` normalised, bilinear, `align_corners=False`
+        (the same function as the training batches, [`to_clip_input`])."""
+        return to_clip_input(images * 255.0, size or self.size, self.image_mean, self.image_std)
 
     def preprocess(self, images, proposal_masks=None, return_tensors="pt", **kwargs) -> BatchFeature:
         """Prepare one image or a list of images (paths, PIL, numpy `(H, W[, C])`, tensors `(3, H, W)`)."""
@@ -152,4 +185,4 @@ def register_processors() -> None:
     MAFTProcessor.register_for_auto_class("AutoProcessor")
 
 
-__all__ = ["MAFTImageProcessor", "MAFTProcessor", "load_image", "register_processors"]
+__all__ = ["MAFTImageProcessor", "MAFTProcessor", "load_image", "register_processors", "to_clip_input"]

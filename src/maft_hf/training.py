@@ -695,29 +695,6 @@ def collate(examples: Sequence[dict]) -> dict:
     return batch
 
 
-def clip_pixel_values(
-    images: torch.Tensor, size: int, image_mean: Sequence[float] = CLIP_MEAN, image_std: Sequence[float] = CLIP_STD
-) -> torch.Tensor:
-    """CLIP input from uint8 training crops: normalise, then resize bilinearly (`align_corners=False`, no
-    antialias) to `size x size`, as the released model does ([`~maft_hf.data.transforms.to_clip_input`] for CLIP's
-    mean/std; the processor's own mean/std otherwise).
-
-    Args:
-        images: `(B, 3, S, S)` on the 0..255 scale.
-
-    Returns:
-        float32 `(B, 3, size, size)`.
-    """
-    if np.allclose(image_mean, CLIP_MEAN) and np.allclose(image_std, CLIP_STD):
-        return to_clip_input(images, size)
-    mean = torch.tensor(image_mean, device=images.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(image_std, device=images.device).view(1, 3, 1, 1) * 255.0
-    pixels = (images.float() - mean) / std
-    if tuple(pixels.shape[-2:]) != (size, size):
-        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
-    return pixels
-
-
 def load_training_proposal_generator(
     spec: str, local_files_only: bool | None = None, num_proposals: int | None = None, device=None
 ):
@@ -795,7 +772,7 @@ def prepare_batch(
             raise ValueError("The batch carries no proposals: pass a proposal_generator (or use a proposal column).")
         masks, valid = pad_proposals([m.to(device) for m in generate_proposals(proposal_generator, images)])
     return {
-        "pixel_values": clip_pixel_values(images, input_image_size, image_mean, image_std),
+        "pixel_values": to_clip_input(images, input_image_size, image_mean, image_std),
         "proposal_masks": masks,
         "proposal_valid_mask": valid,
         "labels": batch["labels"].to(device),
@@ -1093,7 +1070,7 @@ def rank_correlation_eval(
             else:
                 masks = generate_proposals(proposal_generator, image[None])[0]
             masks = masks.to(device)
-            pixel_values = clip_pixel_values(image[None].to(device), size, image_mean, image_std)
+            pixel_values = to_clip_input(image[None].to(device), size, image_mean, image_std)
             logits = classify_proposals(model, pixel_values, masks[None], text_classifier.to(device))[0]
             scores = logits.float().softmax(-1)  # (N, C)
             all_valid = torch.ones(1, masks.shape[0], dtype=torch.bool)
@@ -1401,7 +1378,6 @@ __all__ = [
     "apply_augmentation",
     "average_ranks",
     "check_columns",
-    "clip_pixel_values",
     "collate",
     "derived_seed",
     "example_generator",

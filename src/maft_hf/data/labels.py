@@ -33,15 +33,18 @@ def coco_stuff_lut(ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Lookup table from raw COCO-Stuff `stuffthingmaps` values to contiguous ids.
 
     Returns:
-        `(256,)` uint8 array: `lut[raw]` is the contiguous id 0..170 for the 171 used raw values (0..181 minus
+        `(256,)` uint8 array (uint16 when `ignore_index > 255`): `lut[raw]` is the contiguous id 0..170 for the 171 used raw values (0..181 minus
         `COCO_STUFF_UNUSED_RAW_IDS`, in increasing order) and `ignore_index` for every other value.
     """
     used = [v for v in range(COCO_STUFF_NUM_RAW_IDS) if v not in COCO_STUFF_UNUSED_RAW_IDS]
     names = load_vocabulary("coco_stuff_171")
     if len(used) != len(names):
         raise ValueError(f"COCO-Stuff has {len(names)} class names but {len(used)} used raw ids.")
-    lut = np.full(256, ignore_index, dtype=np.uint8)
-    lut[used] = np.arange(len(used), dtype=np.uint8)
+    dtype = np.uint8 if 0 <= ignore_index <= 255 else np.uint16
+    if not 0 <= ignore_index <= 65535:
+        raise ValueError(f"ignore_index must be in [0, 65535], got {ignore_index}.")
+    lut = np.full(256, ignore_index, dtype=dtype)
+    lut[used] = np.arange(len(used), dtype=dtype)
     return lut
 
 

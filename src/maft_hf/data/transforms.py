@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..processing_maft import to_clip_input  # noqa: F401  (re-exported: the one CLIP input transform)
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_PAD_VALUE = 128
@@ -196,30 +198,6 @@ def train_transform(
     image, label = random_crop(image, label, crop_size, generator)
     image, label = random_horizontal_flip(image, label, flip_prob, generator)
     return pad_to_size(image, label, crop_size)
-
-
-def to_clip_input(image: torch.Tensor, size: int = 480) -> torch.Tensor:
-    """CLIP pixel values: normalise with the CLIP mean/std (on the 0..255 scale), then resize bilinearly
-    (`align_corners=False`, no antialias) to `size x size`, as the released model does.
-
-    Args:
-        image: `(3, H, W)` or `(B, 3, H, W)`, uint8 or float on the 0..255 scale.
-        size: output side (480 for MAFT ViT-B/16).
-
-    Returns:
-        float32 `(3, size, size)` or `(B, 3, size, size)`, matching the input's batch dimension.
-    """
-    if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4) or image.shape[-3] != 3:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
-        raise ValueError(f"image must be (3, H, W) or (B, 3, H, W) on the 0..255 scale, got {shape}.")
-    batched = image.ndim == 4
-    pixels = image.float() if batched else image[None].float()
-    mean = torch.tensor(CLIP_MEAN, device=pixels.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(CLIP_STD, device=pixels.device).view(1, 3, 1, 1) * 255.0
-    pixels = (pixels - mean) / std
-    if tuple(pixels.shape[-2:]) != (size, size):
-        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
-    return pixels if batched else pixels[0]
 
 
 __all__ = [
