@@ -6,8 +6,9 @@ For CLIP ViT-B/16 shapes with random weights (real shapes, no download) at 480 p
 * plain `CLIPVisionModel` on the image (no masks; position embeddings interpolated to 480 px);
 * IP-CLIP (`MaskAwareCLIPVisionModel`, the fast split form, patch rows of the last layer skipped as in
   `get_mask_features`) at N = 10, 100, 300 proposals;
-* the crop baseline: N crops of 224 px through plain CLIP at its native size, all crops in one batch (the time
-  of cutting and resizing crops is not counted, which favours the baseline);
+* the crop baseline: N crops of 224 px through plain CLIP at its native size, batched in chunks of at most
+  `--max_crops_per_run` crops (the time of cutting and resizing crops is not counted, which favours the baseline;
+  its time is the chunk's time times the number of chunks, its peak memory that of one chunk);
 * FLOPs from `torch.utils.flop_counter` (counted with the eager attention, since the CPU SDPA kernels are not
   registered with the counter; matmul FLOPs are the same);
 * training-step throughput (images per second of a full MAFT step: student with proposals, student and frozen
@@ -17,7 +18,8 @@ Every timing is the best of `--repeats` runs taken round-robin over all configur
 of them alike and the minimum filters most of it; ratios are computed from figures of the same run. On CPU the crop
 baseline is timed on at most `--max_crops_per_run` crops (default 100, quick 10) and scaled linearly, which is exact
 up to noise since the crops are independent. Peak memory on CPU is the growth of the
-resident set of a fresh subprocess over one forward (`ru_maxrss`), on CUDA `torch.cuda.max_memory_allocated`.
+resident set of a fresh subprocess over one forward (the kernel's peak-RSS mark, reset after the models are built),
+on CUDA `torch.cuda.max_memory_allocated`.
 
     python scripts/benchmark.py --quick            # < 2 minutes on 2 CPU cores
     python scripts/benchmark.py --output_json benchmark.json
@@ -163,13 +165,11 @@ def memory_probe(spec: str) -> None:
 
     In `--quick` mode only plain CLIP and IP-CLIP / crops at N = 100 are measured.
     """
-    import resource
-
     spec = json.loads(spec)
     args = parse_args(spec["argv"])
     ipclip, plain = build_models(args)
     job = workloads(
-        argparse.Namespace(**{**vars(args), "num_proposals": [spec["N"] or 1], "max_crops_per_run": None}),
+        argparse.Namespace(**{**vars(args), "num_proposals": [spec["N"] or 1]}),
         ipclip,
         plain,
         spec["batch"],
@@ -183,11 +183,21 @@ def memory_probe(spec: str) -> None:
             fn()
         print(torch.cuda.max_memory_allocated() - base)
         return
-    with open("/proc/self/statm") as f:
-        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    # Reset the kernel's peak-RSS mark (VmHWM) so the build of the models does not count, then read it back.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
     with torch.inference_mode():
         fn()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss)
+    print((_status_kib("VmHWM") - before) * 1024)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
 def peak_memory(args, argv, kind, n, batch):

@@ -140,20 +140,6 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--update_model_card {str(card)!r}: no such model card (a README.md or its folder).")
 
 
-def parse_options(items: list[str]) -> dict:
-    """`["num_proposals=100", "device=cpu"]` -> `{"num_proposals": 100, "device": "cpu"}` (JSON values, else str)."""
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--proposal_option expects KEY=VALUE, got {item!r}.")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return options
-
-
 def parse_unseen_classes(value: str | None) -> list[int | str] | None:
     """`"cow,giraffe"` -> names, `"3,7"` -> ids, or a shipped vocabulary name / file of names."""
     if value is None:
@@ -355,6 +341,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
 
     from maft_hf.evaluation_loop import evaluate_segmentation
     from maft_hf.evaluation_report import build_results_record
+    from maft_hf.proposals.factory import parse_proposal_options
 
     accelerator = Accelerator(cpu=args.cpu)
     logging.basicConfig(
@@ -365,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     settings = resolve_settings(args, dataset)
     model, processor = load_model(args.model, args.offline)
     generator = build_generator(
-        args.proposals, parse_options(args.proposal_option), args.offline, accelerator.device
+        args.proposals, parse_proposal_options(args.proposal_option), args.offline, accelerator.device
     )
     logger.info(
         "%s: %s classes, ignore %s, %d process(es) on %s",

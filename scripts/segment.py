@@ -49,7 +49,7 @@ from maft_hf import MAFTProcessor, MaskAwareCLIPModel, load_image
 from maft_hf.inference import DEFAULT_ENSEMBLE_WEIGHT
 from maft_hf.pipeline import segment
 from maft_hf.proposals import load_proposal_generator, proposals_from_user_masks
-from maft_hf.proposals.factory import parse_proposal_spec
+from maft_hf.proposals.factory import parse_proposal_options, parse_proposal_spec
 from maft_hf.segmentation_io import (
     find_images,
     find_mask_files,
@@ -105,20 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--alpha", type=float, default=0.5, help="Opacity of the overlay colours.")
     parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
-
-
-def parse_options(items: list[str]) -> dict:
-    """`["points_per_side=32", "device=cpu"]` -> `{"points_per_side": 32, "device": "cpu"}` (JSON values, else str)."""
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--proposal_option expects KEY=VALUE, got {item!r}.")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return options
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -190,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, processor = load_model(args.model, args.offline, device)
     generator = None
     if args.proposals:
-        generator = build_generator(args.proposals, parse_options(args.proposal_option), args.offline, device)
+        generator = build_generator(args.proposals, parse_proposal_options(args.proposal_option), args.offline, device)
     text_classifier = build_text_classifier(model, processor.tokenizer, names, cache=args.cache_dir)
 
     records = []

@@ -63,27 +63,9 @@ def _tiny_clip_tokenizer():
 
 @pytest.fixture(scope="module")
 def mask2former_dir(tmp_path_factory):
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor
+    from maft_hf.testing import build_tiny_mask2former
 
-    torch.manual_seed(0)
-    config = Mask2FormerConfig(
-        backbone_config=_tiny_swin(),
-        hidden_dim=32,
-        feature_size=32,
-        mask_feature_size=32,
-        num_queries=NUM_QUERIES,
-        decoder_layers=3,
-        encoder_layers=1,
-        encoder_feedforward_dim=64,
-        dim_feedforward=64,
-        num_attention_heads=2,
-        num_labels=NUM_LABELS,
-        id2label={i: f"thing{i}" for i in range(NUM_LABELS)},
-    )
-    path = tmp_path_factory.mktemp("mask2former")
-    Mask2FormerForUniversalSegmentation(config).save_pretrained(path)
-    Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(path)
-    return path
+    return build_tiny_mask2former(tmp_path_factory.mktemp("mask2former"), NUM_QUERIES, NUM_LABELS)
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,68 @@ def preset_for(vision_config) -> dict:
     }
 
 
+def _clip_mean_std(name_or_path: str, local_files_only: bool | None) -> tuple[list | None, list | None]:
+    """`image_mean` / `image_std` of a CLIP checkpoint's `preprocessor_config.json` (None when it has none)."""
+    from transformers.utils import cached_file
+
+    options = {} if local_files_only is None else {"local_files_only": local_files_only}
+    try:
+        with open(cached_file(name_or_path, "preprocessor_config.json", **options)) as f:
+            config = json.load(f)
+        return config.get("image_mean"), config.get("image_std")
+    except Exception as err:  # noqa: BLE001 - no preprocessor config means CLIP's defaults
+        logger.info("No preprocessor_config.json in %s (%s); using CLIP's mean/std.", name_or_path, err)
+        return None, None
+
+
+def load_clip_as_maft(
+    clip_name_or_path: str,
+    mask_start_layer: int | None = None,
+    input_image_size: int | None = None,
+    local_files_only: bool | None = None,
+):
+    """A plain CLIP checkpoint as a `MaskAwareCLIPModel` and `MAFTProcessor`, in memory.
+
+    Same weights (0 missing / 0 unexpected keys, else `ValueError`), MAFT settings of [`preset_for`] unless
+    overridden, a `MAFTImageProcessor` at the input size with the checkpoint's mean/std, and its tokenizer.
+
+    Returns:
+        `(model, processor)`.
+    """
+    from transformers import AutoTokenizer, PretrainedConfig
+
+    from .modeling_maft import MaskAwareCLIPModel
+    from .processing_maft import MAFTImageProcessor, MAFTProcessor
+
+    options = {} if local_files_only is None else {"local_files_only": local_files_only}
+    source, _ = PretrainedConfig.get_config_dict(clip_name_or_path, **options)
+    if source.get("model_type") != "clip" or "vision_config" not in source or "text_config" not in source:
+        raise ValueError(
+            f"{clip_name_or_path!r} is not a CLIP checkpoint: expected model_type 'clip' with vision and text "
+            f"configs, got model_type {source.get('model_type')!r}."
+        )
+    source = {k: v for k, v in source.items() if k not in ("model_type", "architectures", "transformers_version")}
+    vision = {k: v for k, v in source["vision_config"].items() if k != "model_type"}
+    settings = preset_for(MAFTConfig(vision_config={**vision, "mask_start_layer": 0}).vision_config)
+    if mask_start_layer is not None:
+        settings["mask_start_layer"] = mask_start_layer
+    if input_image_size is not None:
+        settings["input_image_size"] = input_image_size
+    config = MAFTConfig(**{**source, "vision_config": {**vision, **settings}})
+    model, info = MaskAwareCLIPModel.from_pretrained(
+        clip_name_or_path, config=config, output_loading_info=True, **options
+    )
+    problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v}
+    if problems:
+        raise ValueError(f"{clip_name_or_path!r} does not match the CLIP architecture of its config: {problems}")
+    image_mean, image_std = _clip_mean_std(clip_name_or_path, local_files_only)
+    processor = MAFTProcessor(
+        MAFTImageProcessor(size=config.vision_config.input_image_size, image_mean=image_mean, image_std=image_std),
+        AutoTokenizer.from_pretrained(clip_name_or_path, **options),
+    )
+    return model, processor
+
+
 def convert_clip_checkpoint(
     clip_name_or_path: str,
     output_dir: str | os.PathLike,
@@ -71,50 +133,7 @@ def convert_clip_checkpoint(
     >>> from maft_hf.conversion import convert_clip_checkpoint
     >>> model = convert_clip_checkpoint("openai/clip-vit-base-patch16", "maft-vitb16-init")  # doctest: +SKIP
     ```"""
-    from transformers import AutoTokenizer, CLIPConfig
-
-    from .modeling_maft import MaskAwareCLIPModel
-    from .processing_maft import MAFTImageProcessor, MAFTProcessor
-
-    source = CLIPConfig.from_pretrained(clip_name_or_path, local_files_only=local_files_only).to_dict()
-    if "vision_config" not in source or "text_config" not in source:
-        raise ValueError(f"{clip_name_or_path!r} is not a CLIP checkpoint: its config has no vision/text config.")
-    vision = dict(source["vision_config"])
-    vision.pop("model_type", None)
-    settings = preset_for(MAFTConfig(vision_config={**vision, "mask_start_layer": 0}).vision_config)
-    if mask_start_layer is not None:
-        settings["mask_start_layer"] = mask_start_layer
-    if input_image_size is not None:
-        settings["input_image_size"] = input_image_size
-    source.pop("model_type", None)
-    source.pop("architectures", None)
-    config = MAFTConfig(**{**source, "vision_config": {**vision, **settings}})
-    model, info = MaskAwareCLIPModel.from_pretrained(
-        clip_name_or_path, config=config, local_files_only=local_files_only, output_loading_info=True
-    )
-    problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v}
-    if problems:
-        raise ValueError(f"{clip_name_or_path!r} does not match the CLIP architecture of its config: {problems}")
-
-    image_mean = image_std = None
-    try:
-        from huggingface_hub import hf_hub_download
-
-        path = (
-            os.path.join(clip_name_or_path, "preprocessor_config.json")
-            if os.path.isdir(clip_name_or_path)
-            else hf_hub_download(clip_name_or_path, "preprocessor_config.json", local_files_only=local_files_only)
-        )
-        with open(path) as f:
-            source_processor = json.load(f)
-        image_mean, image_std = source_processor.get("image_mean"), source_processor.get("image_std")
-    except Exception as err:  # noqa: BLE001 - a missing preprocessor config means CLIP's defaults
-        logger.info("No preprocessor_config.json in %s (%s); using CLIP's mean/std.", clip_name_or_path, err)
-    tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path, local_files_only=local_files_only)
-    processor = MAFTProcessor(
-        MAFTImageProcessor(size=config.vision_config.input_image_size, image_mean=image_mean, image_std=image_std),
-        tokenizer,
-    )
+    model, processor = load_clip_as_maft(clip_name_or_path, mask_start_layer, input_image_size, local_files_only)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     if push_to_hub:
@@ -124,4 +143,4 @@ def convert_clip_checkpoint(
     return model
 
 
-__all__ = ["PRESETS", "preset_for", "convert_clip_checkpoint"]
+__all__ = ["PRESETS", "preset_for", "load_clip_as_maft", "convert_clip_checkpoint"]

@@ -124,10 +124,14 @@ def proposals_to_patch_visibility(
         `(batch, N, rows * cols)` bool: the masks resized bilinearly (`align_corners=False`, no antialias), as
         the released code does, then thresholded.
     """
-    batch, num_proposals = proposal_masks.shape[:2]
+    batch, num_proposals, height, width = proposal_masks.shape
     masks = proposal_masks.to(torch.float32)
     if masks.shape[-2:] != tuple(grid_size):
-        masks = F.interpolate(masks, size=tuple(grid_size), mode="bilinear", align_corners=False)
+        # one plane per proposal: the same per-plane bilinear kernel, but without the channels-last copy that the
+        # (batch, N, H, W) layout triggers on CPU (8 x 300 masks at 480 px: 15 ms instead of 1 s and 2 GB)
+        masks = F.interpolate(
+            masks.reshape(-1, 1, height, width), size=tuple(grid_size), mode="bilinear", align_corners=False
+        )
     return (masks >= threshold).reshape(batch, num_proposals, -1)
 
 

@@ -71,20 +71,6 @@ def _pretrained_kwargs(local_files_only: bool | None) -> dict:
     return {} if local_files_only is None else {"local_files_only": local_files_only}
 
 
-def _clip_mean_std(name_or_path: str, local_files_only: bool | None) -> tuple[list | None, list | None]:
-    """`image_mean` / `image_std` of a CLIP checkpoint's `preprocessor_config.json` (None when it has none)."""
-    try:
-        from transformers.utils import cached_file
-
-        path = cached_file(name_or_path, "preprocessor_config.json", **_pretrained_kwargs(local_files_only))
-        with open(path) as f:
-            config = json.load(f)
-        return config.get("image_mean"), config.get("image_std")
-    except Exception as err:  # noqa: BLE001 - no preprocessor config means CLIP's defaults
-        logger.info("No preprocessor_config.json for %s (%s); using CLIP's mean/std.", name_or_path, err)
-        return None, None
-
-
 def load_model_and_processor(
     name_or_path: str,
     local_files_only: bool | None = None,
@@ -105,12 +91,11 @@ def load_model_and_processor(
     Returns:
         `(model, processor)`.
     """
-    from transformers import AutoTokenizer, PretrainedConfig
+    from transformers import PretrainedConfig
 
-    from .configuration_maft import MAFTConfig
-    from .conversion import preset_for
+    from .conversion import load_clip_as_maft
     from .modeling_maft import MaskAwareCLIPModel
-    from .processing_maft import MAFTImageProcessor, MAFTProcessor
+    from .processing_maft import MAFTProcessor
 
     options = _pretrained_kwargs(local_files_only)
     config_dict, _ = PretrainedConfig.get_config_dict(name_or_path, **options)
@@ -129,24 +114,7 @@ def load_model_and_processor(
             f"--model_name_or_path must be a MAFT (model_type 'maft') or CLIP (model_type 'clip') checkpoint; "
             f"{name_or_path!r} has model_type {model_type!r}."
         )
-    source = {k: v for k, v in config_dict.items() if k not in ("model_type", "architectures", "transformers_version")}
-    vision = {k: v for k, v in source.get("vision_config", {}).items() if k != "model_type"}
-    settings = preset_for(MAFTConfig(vision_config={**vision, "mask_start_layer": 0}).vision_config)
-    if mask_start_layer is not None:
-        settings["mask_start_layer"] = mask_start_layer
-    if input_image_size is not None:
-        settings["input_image_size"] = input_image_size
-    config = MAFTConfig(**{**source, "vision_config": {**vision, **settings}})
-    model, info = MaskAwareCLIPModel.from_pretrained(name_or_path, config=config, output_loading_info=True, **options)
-    problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v}
-    if problems:
-        raise ValueError(f"{name_or_path!r} does not match the CLIP architecture of its config: {problems}")
-    image_mean, image_std = _clip_mean_std(name_or_path, local_files_only)
-    image_processor = MAFTImageProcessor(
-        size=config.vision_config.input_image_size, image_mean=image_mean, image_std=image_std
-    )
-    processor = MAFTProcessor(image_processor, AutoTokenizer.from_pretrained(name_or_path, **options))
-    return model, processor
+    return load_clip_as_maft(name_or_path, mask_start_layer, input_image_size, local_files_only)
 
 
 def make_teacher(model: nn.Module) -> nn.Module:

@@ -33,6 +33,25 @@ def parse_proposal_spec(spec: str) -> tuple[str, str]:
     return kind, argument.strip()
 
 
+def parse_proposal_options(items: list[str]) -> dict:
+    """Command-line `KEY=VALUE` options of a proposal source (values parsed as JSON, else kept as strings).
+
+    `["points_per_side=32", "device=cpu"]` -> `{"points_per_side": 32, "device": "cpu"}`.
+    """
+    import json
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--proposal_option expects KEY=VALUE, got {item!r}.")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
 def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
     """Build the proposal source a spec names (see the module docstring).
 
@@ -72,4 +91,4 @@ def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
     return UniversalSegmentationProposals(argument, **kwargs)
 
 
-__all__ = ["SPEC_KINDS", "load_proposal_generator", "parse_proposal_spec"]
+__all__ = ["SPEC_KINDS", "load_proposal_generator", "parse_proposal_options", "parse_proposal_spec"]
