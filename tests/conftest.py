@@ -62,24 +62,6 @@ def tiny_mask2former_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sam_dir(tmp_path_factory):
     """A saved tiny random SamModel (64 px input) whose mask decoder is re-drawn wide so its masks vary."""
-    from transformers import SamConfig, SamModel
+    from maft_hf.testing import build_tiny_sam
 
-    torch.manual_seed(0)
-    config = SamConfig(
-        vision_config=dict(
-            hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=64,
-            patch_size=8, window_size=4, global_attn_indexes=[1], num_pos_feats=8, mlp_dim=64,
-        ),
-        prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4),
-        mask_decoder_config=dict(
-            hidden_size=16, mlp_dim=32, num_hidden_layers=1, num_attention_heads=2, iou_head_hidden_dim=16
-        ),
-    )  # fmt: skip
-    model = SamModel(config).eval()
-    with torch.no_grad():
-        for parameter in model.mask_decoder.parameters():
-            if parameter.ndim > 1:
-                parameter.normal_(0.0, 2.0 / parameter.shape[-1] ** 0.5)
-    path = tmp_path_factory.mktemp("tiny-sam")
-    model.save_pretrained(path)
-    return path
+    return build_tiny_sam(tmp_path_factory.mktemp("tiny-sam"))

@@ -107,33 +107,9 @@ def oneformer_dir(tmp_path_factory):
 
 
 def _tiny_sam():
-    from transformers import SamConfig, SamModel
+    from maft_hf.testing import build_tiny_sam
 
-    config = SamConfig(
-        vision_config=dict(
-            hidden_size=32,
-            output_channels=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=64,
-            patch_size=8,
-            window_size=4,
-            global_attn_indexes=[1],
-            num_pos_feats=8,  # output_channels / 2
-            mlp_dim=64,
-            initializer_range=0.02,
-        ),
-        prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4),
-        mask_decoder_config=dict(
-            hidden_size=16, mlp_dim=32, num_hidden_layers=1, num_attention_heads=2, iou_head_hidden_dim=16
-        ),
-    )
-    model = SamModel(config).eval()
-    with torch.no_grad():  # the default init gives ~0 mask logits; spread them so thresholds and NMS matter
-        for parameter in model.mask_decoder.parameters():
-            if parameter.ndim > 1:
-                parameter.normal_(0.0, 2.0 / parameter.shape[-1] ** 0.5)
-    return model
+    return build_tiny_sam()
 
 
 @pytest.fixture(scope="module")

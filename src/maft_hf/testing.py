@@ -133,3 +133,36 @@ def build_tiny_mask2former(
 
 
 __all__ += ["build_tiny_mask2former"]
+
+
+def build_tiny_sam(directory: str | os.PathLike | None = None, seed: int = 0):
+    """A tiny random `SamModel` (64 px input, 8 px patches) whose mask decoder is re-drawn wide, since the default
+    init gives mask logits of about 0 and no threshold or NMS would then matter. Saved to `directory` when given
+    (loads with `"sam:<directory>"`); returns the model, or the directory when one is given."""
+    import torch
+    from transformers import SamConfig, SamModel
+
+    torch.manual_seed(seed)
+    config = SamConfig(
+        vision_config=dict(
+            hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=64,
+            patch_size=8, window_size=4, global_attn_indexes=[1], num_pos_feats=8, mlp_dim=64,  # output_channels/2
+            initializer_range=0.02,
+        ),
+        prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4),
+        mask_decoder_config=dict(
+            hidden_size=16, mlp_dim=32, num_hidden_layers=1, num_attention_heads=2, iou_head_hidden_dim=16
+        ),
+    )  # fmt: skip
+    model = SamModel(config).eval()
+    with torch.no_grad():
+        for parameter in model.mask_decoder.parameters():
+            if parameter.ndim > 1:
+                parameter.normal_(0.0, 2.0 / parameter.shape[-1] ** 0.5)
+    if directory is None:
+        return model
+    model.save_pretrained(directory)
+    return os.fspath(directory)
+
+
+__all__ += ["build_tiny_sam"]
