@@ -44,11 +44,17 @@ def preset_for(vision_config) -> dict:
     }
 
 
+def pretrained_options(local_files_only: bool | None) -> dict:
+    """`from_pretrained` keyword arguments for a `local_files_only` setting; None keeps transformers' default
+    (which follows `HF_HUB_OFFLINE`)."""
+    return {} if local_files_only is None else {"local_files_only": local_files_only}
+
+
 def _clip_mean_std(name_or_path: str, local_files_only: bool | None) -> tuple[list | None, list | None]:
     """`image_mean` / `image_std` of a CLIP checkpoint's `preprocessor_config.json` (None when it has none)."""
     from transformers.utils import cached_file
 
-    options = {} if local_files_only is None else {"local_files_only": local_files_only}
+    options = pretrained_options(local_files_only)
     try:
         with open(cached_file(name_or_path, "preprocessor_config.json", **options)) as f:
             config = json.load(f)
@@ -77,7 +83,7 @@ def load_clip_as_maft(
     from .modeling_maft import MaskAwareCLIPModel
     from .processing_maft import MAFTImageProcessor, MAFTProcessor
 
-    options = {} if local_files_only is None else {"local_files_only": local_files_only}
+    options = pretrained_options(local_files_only)
     source, _ = PretrainedConfig.get_config_dict(clip_name_or_path, **options)
     if source.get("model_type") != "clip" or "vision_config" not in source or "text_config" not in source:
         raise ValueError(
@@ -143,4 +149,4 @@ def convert_clip_checkpoint(
     return model
 
 
-__all__ = ["PRESETS", "preset_for", "load_clip_as_maft", "convert_clip_checkpoint"]
+__all__ = ["PRESETS", "preset_for", "pretrained_options", "load_clip_as_maft", "convert_clip_checkpoint"]

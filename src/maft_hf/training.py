@@ -67,10 +67,6 @@ RESULTS_FILE = "all_results.json"
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _pretrained_kwargs(local_files_only: bool | None) -> dict:
-    return {} if local_files_only is None else {"local_files_only": local_files_only}
-
-
 def load_model_and_processor(
     name_or_path: str,
     local_files_only: bool | None = None,
@@ -93,11 +89,11 @@ def load_model_and_processor(
     """
     from transformers import PretrainedConfig
 
-    from .conversion import load_clip_as_maft
+    from .conversion import load_clip_as_maft, pretrained_options
     from .modeling_maft import MaskAwareCLIPModel
     from .processing_maft import MAFTProcessor
 
-    options = _pretrained_kwargs(local_files_only)
+    options = pretrained_options(local_files_only)
     config_dict, _ = PretrainedConfig.get_config_dict(name_or_path, **options)
     model_type = config_dict.get("model_type")
     if model_type == "maft":

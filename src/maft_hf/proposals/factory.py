@@ -80,7 +80,9 @@ def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
     if kind != "universal":  # check the model type from the config before loading any weights
         from transformers import AutoConfig
 
-        options = {} if kwargs.get("local_files_only") is None else {"local_files_only": kwargs["local_files_only"]}
+        from ..conversion import pretrained_options
+
+        options = pretrained_options(kwargs.get("local_files_only"))
         model_type = getattr(AutoConfig.from_pretrained(argument, **options), "model_type", None)
         if model_type != kind:
             raise ValueError(

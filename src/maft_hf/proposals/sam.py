@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from . import ProposalGenerator, Proposals
 from ..data.transforms import resize_image
 from ._images import IMAGENET_MEAN, IMAGENET_STD, as_image_list, normalize_and_pad, to_uint8_chw
-from .universal import _pretrained_kwargs, _try_load
+from ..conversion import pretrained_options
+from .universal import _try_load
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _load_sam(model_or_path, local_files_only):
     if isinstance(model_or_path, (str, os.PathLike)):
         from transformers import SamModel
 
-        return SamModel.from_pretrained(os.fspath(model_or_path), **_pretrained_kwargs(local_files_only))
+        return SamModel.from_pretrained(os.fspath(model_or_path), **pretrained_options(local_files_only))
     if not isinstance(model_or_path, torch.nn.Module):
         raise ValueError(f"Expected a SAM checkpoint path / Hub id or a SamModel, got {type(model_or_path).__name__}.")
     return model_or_path

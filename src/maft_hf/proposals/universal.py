@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ProposalGenerator, Proposals
+from ..conversion import pretrained_options
 from ..data.transforms import resize_image
 from ._images import (
     IMAGENET_MEAN,
@@ -47,17 +48,13 @@ ONEFORMER_TASK_TEXT = "the task is semantic"
 _UPSAMPLE_CHUNK = 32  # queries upsampled to the padded input size at once
 
 
-def _pretrained_kwargs(local_files_only: bool | None) -> dict:
-    return {} if local_files_only is None else {"local_files_only": local_files_only}
-
-
 def load_universal_segmentation_model(model_or_path, local_files_only: bool | None = None):
     """`AutoModelForUniversalSegmentation.from_pretrained(path)` for a path / Hub id; a model instance is returned as is."""
     if isinstance(model_or_path, (str, os.PathLike)):
         from transformers import AutoModelForUniversalSegmentation
 
         return AutoModelForUniversalSegmentation.from_pretrained(
-            os.fspath(model_or_path), **_pretrained_kwargs(local_files_only)
+            os.fspath(model_or_path), **pretrained_options(local_files_only)
         )
     if not isinstance(model_or_path, torch.nn.Module):
         raise ValueError(
@@ -72,7 +69,7 @@ def _try_load(loader_name: str, path, local_files_only: bool | None):
 
     try:
         return getattr(transformers, loader_name).from_pretrained(
-            os.fspath(path), **_pretrained_kwargs(local_files_only)
+            os.fspath(path), **pretrained_options(local_files_only)
         )
     except Exception as err:  # a missing optional component must not break the generator
         logger.warning("No %s loaded from %s (%s); using the built-in fallback.", loader_name, path, err)
