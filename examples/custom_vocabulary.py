@@ -8,8 +8,8 @@
 import argparse
 
 from maft_hf import MAFTProcessor, MaskAwareCLIPModel, TextClassifierCache, load_vocabulary, segment
+from maft_hf.inference.outputs import save_segmentation
 from maft_hf.proposals import load_proposal_generator
-from maft_hf.segmentation_io import save_segmentation
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="org/maft-vitb16", help="MAFT checkpoint: Hub id or local directory.")

@@ -1,18 +1,18 @@
 """Fine-tune MAFT on your own data: images (*.jpg, *.png), label maps (PNGs of the same stems: class ids, 255 =
 unlabelled) and classes.txt (line i = class i) become a `datasets` dataset (`save_to_disk` under `--data_dir`) that
-`scripts/finetune.py` trains on; its other flags pass through. Without folders a tiny synthetic set is written first.
+`maft-finetune` (`scripts/finetune.py`) trains on; its other flags pass through. Without folders a tiny synthetic set is written first.
 
     python examples/finetune_own_dataset.py --images my/images --labels my/labels --classes my/classes.txt
 """
 
 import argparse
-import runpy
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, Image
 
+from maft_hf.cli import finetune
 from maft_hf.data import dataset_info_with_class_names, get_class_names, make_synthetic_dataset
-from maft_hf.vocabulary import load_vocabulary
+from maft_hf.inference.vocabulary import load_vocabulary
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="org/maft-vitb16", help="Starting checkpoint (MAFT or CLIP): Hub id or path.")
@@ -42,7 +42,7 @@ info = dataset_info_with_class_names(names, "My dataset.", Features({"image": Im
 columns, dataset_dir = {"image": list(map(str, images)), "label": list(map(str, labels))}, f"{args.data_dir}/dataset"
 DatasetDict(train=Dataset.from_dict(columns, info.features, info)).save_to_disk(dataset_dir)  # class names in info
 
-metrics = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "finetune.py"))["main"]([
+metrics = finetune.main([
     "--model_name_or_path", args.model, "--dataset_path", dataset_dir, "--output_dir", args.output_dir,
     "--max_train_steps", str(args.max_train_steps), "--proposal_generator", args.proposals, *finetune_flags,
 ] + ["--offline"] * args.offline)  # fmt: skip

@@ -9,8 +9,8 @@ The masks file is a label map image (one region per id, 255 = none) or a `.npy` 
 import argparse
 
 from maft_hf import MAFTProcessor, MaskAwareCLIPModel, segment
+from maft_hf.inference.outputs import read_mask_file, save_segmentation
 from maft_hf.proposals import UserMaskProposals
-from maft_hf.segmentation_io import read_mask_file, save_segmentation
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="org/maft-vitb16", help="MAFT checkpoint: Hub id or local directory.")

@@ -1,13 +1,13 @@
 """Segment with SAM's automatic masks as proposals (N decided by SAM), classified by MAFT.
 
-    python examples/sam_proposals.py --sam facebook/sam-vit-base --classes sky grass road wall tree person car
+python examples/sam_proposals.py --sam facebook/sam-vit-base --classes sky grass road wall tree person car
 """
 
 import argparse
 
 from maft_hf import MAFTProcessor, MaskAwareCLIPModel, segment
+from maft_hf.inference.outputs import save_segmentation
 from maft_hf.proposals import load_proposal_generator
-from maft_hf.segmentation_io import save_segmentation
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="org/maft-vitb16", help="MAFT checkpoint: Hub id or local directory.")
@@ -21,9 +21,7 @@ args = parser.parse_args()
 
 model = MaskAwareCLIPModel.from_pretrained(args.model, local_files_only=args.offline)
 processor = MAFTProcessor.from_pretrained(args.model, local_files_only=args.offline)
-sam = load_proposal_generator(
-    f"sam:{args.sam}", points_per_side=args.points_per_side, local_files_only=args.offline
-)
+sam = load_proposal_generator(f"sam:{args.sam}", points_per_side=args.points_per_side, local_files_only=args.offline)
 
 (result,) = segment(args.image, args.classes, model, processor, sam)  # SAM has no class scores: no ensemble
 print(f"SAM gave {result['scores'].shape[0]} proposals")

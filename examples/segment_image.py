@@ -1,6 +1,6 @@
 """Quick start: one image + a list of words -> a colour overlay PNG with a legend.
 
-    python examples/segment_image.py --image examples/images/scene.png --classes sky grass road wall tree person car
+python examples/segment_image.py --image examples/images/scene.png --classes sky grass road wall tree person car
 """
 
 import argparse

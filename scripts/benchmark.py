@@ -60,10 +60,14 @@ def parse_args(argv=None):
     parser.add_argument("--attn_implementation", choices=["sdpa", "eager"], default="sdpa")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model first.")
     parser.add_argument("--repeats", type=int, default=None, help="Timed runs per configuration (default 5, quick 2).")
-    parser.add_argument("--max_crops_per_run", type=int, default=None,
-                        help="Crop baselines with more crops are timed on this many and scaled linearly, which is "
-                        "exact up to noise since the crops are independent (default on CPU: 100, quick: 10; "
-                        "unlimited on GPU).")
+    parser.add_argument(
+        "--max_crops_per_run",
+        type=int,
+        default=None,
+        help="Crop baselines with more crops are timed on this many and scaled linearly, which is "
+        "exact up to noise since the crops are independent (default on CPU: 100, quick: 10; "
+        "unlimited on GPU).",
+    )
     parser.add_argument("--no_memory", action="store_true", help="Skip the peak-memory measurements.")
     parser.add_argument("--no_training", action="store_true", help="Skip the training-step throughput.")
     parser.add_argument("--output_json", default=None)
@@ -87,7 +91,9 @@ def build_models(args, attn_implementation=None):
         **VIT_B16, image_size=args.crop_size, input_image_size=args.image_size, mask_start_layer=args.mask_start_layer
     )
     ipclip = MaskAwareCLIPVisionModel._from_config(config, attn_implementation=attn)
-    plain = CLIPVisionModel._from_config(CLIPVisionConfig(**VIT_B16, image_size=args.crop_size), attn_implementation=attn)
+    plain = CLIPVisionModel._from_config(
+        CLIPVisionConfig(**VIT_B16, image_size=args.crop_size), attn_implementation=attn
+    )
     plain.load_state_dict(ipclip.state_dict())
     dtype = DTYPES[args.dtype]
     return ipclip.to(args.device, dtype).eval(), plain.to(args.device, dtype).eval()
@@ -213,18 +219,25 @@ def peak_memory(args, argv, kind, n, batch):
 # --------------------------------------------------------------------------------------------------------------
 def training_throughput(args, size: str, batch: int, num_proposals: int, steps: int):
     """Images per second of full MAFT fine-tuning steps: student with proposals and without, frozen teacher,
-    mask-aware + self-distillation loss, backward, gradient clipping, AdamW (the work of `maft_hf.training`)."""
+    mask-aware + self-distillation loss, backward, gradient clipping, AdamW (the work of `maft_hf.training.loop`)."""
     from maft_hf import MAFTConfig, MaskAwareCLIPModel
-    from maft_hf.freezing import apply_freeze_policy, parameter_groups
-    from maft_hf.losses import mask_aware_loss, self_distillation_loss
+    from maft_hf.training.freezing import apply_freeze_policy, parameter_groups
+    from maft_hf.training.losses import mask_aware_loss, self_distillation_loss
 
     torch.manual_seed(0)
     shape = VIT_B16 if size == "base" else TINY
     image = args.image_size if size == "base" else 224
     vision = {**shape, "image_size": 224, "input_image_size": image}
     vision["mask_start_layer"] = args.mask_start_layer if size == "base" else 2
-    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=99,
-                bos_token_id=0, eos_token_id=1)
+    text = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=99,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
     config = MAFTConfig(vision_config=vision, text_config=text, projection_dim=512 if size == "base" else 32)
     student = MaskAwareCLIPModel._from_config(config, attn_implementation=args.attn_implementation).to(args.device)
     teacher = MaskAwareCLIPModel._from_config(config, attn_implementation=args.attn_implementation).to(args.device)
@@ -292,8 +305,16 @@ def main(argv=None):
             memory = None
             if not args.no_memory and not (args.quick and info["N"] not in (0, 100)):
                 memory = peak_memory(args, probe_argv, info["kind"], info["N"], batch)
-            rows.append({"batch": batch, "name": name, **info, "seconds": times[name], "flops": flops[name],
-                         "peak_memory_bytes": memory})
+            rows.append(
+                {
+                    "batch": batch,
+                    "name": name,
+                    **info,
+                    "seconds": times[name],
+                    "flops": flops[name],
+                    "peak_memory_bytes": memory,
+                }
+            )
         report["results"].extend(rows)
         base = times["plain CLIP"]
         print(f"\nbatch {batch}")
@@ -324,7 +345,10 @@ def main(argv=None):
 
     if not args.no_training:
         quick = args.quick
-        runs = [("tiny", 4, 10, 3 if quick else 10), ("base", 1 if quick else 2, 10 if quick else 100, 1 if quick else 3)]
+        runs = [
+            ("tiny", 4, 10, 3 if quick else 10),
+            ("base", 1 if quick else 2, 10 if quick else 100, 1 if quick else 3),
+        ]
         if quick:  # one base step costs several seconds on CPU; the full run measures it
             runs = runs[:1]
         report["training"] = []

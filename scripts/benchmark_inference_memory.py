@@ -38,7 +38,7 @@ def worker(args) -> None:
     import numpy as np
     import torch
 
-    from maft_hf.inference import semantic_map, semantic_scores
+    from maft_hf.inference.semantic_map import semantic_map, semantic_scores
 
     if args.threads:
         torch.set_num_threads(args.threads)

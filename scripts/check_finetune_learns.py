@@ -4,7 +4,7 @@
 Builds the synthetic dataset (coloured-shape scenes), a tiny random MAFT checkpoint and (optionally) a tiny random
 Mask2Former in a work directory, runs `scripts/finetune.py` on them and prints, for the held-out test split, the
 mask-aware loss and the rank correlation between each proposal's class score and its IoU with that class (see
-`maft_hf.training.rank_correlation_eval`) for the starting and the fine-tuned model, plus the training-loss trend.
+`maft_hf.training.loop.rank_correlation_eval`) for the starting and the fine-tuned model, plus the training-loss trend.
 Exits with status 1 when the loss does not fall or the correlation does not rise.
 
     python scripts/check_finetune_learns.py                       # grid proposals, 60 steps
@@ -14,14 +14,11 @@ Exits with status 1 when the loss does not fall or the correlation does not rise
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parent / "finetune.py"
 
 
 def parse_args(argv=None):
@@ -53,9 +50,8 @@ def main(argv=None) -> int:
     if proposals == "mask2former":
         proposals = f"mask2former:{build_tiny_mask2former(work / 'mask2former', image_size=args.image_size)}"
 
-    spec = importlib.util.spec_from_file_location("maft_finetune_script", SCRIPT)
-    finetune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(finetune)
+    from maft_hf.cli import finetune
+
     metrics = finetune.main([
         "--cpu", "--model_name_or_path", str(model), "--dataset_path", str(data), "--eval_split", "test",
         "--proposal_generator", proposals, "--crop_size", str(args.image_size), "--short_side", str(args.image_size),

@@ -1,76 +1,7 @@
 #!/usr/bin/env python
-"""Convert a checkpoint of the authors' released MAFT models (a PyTorch .pth whose fine-tuned CLIP image encoder uses
-OpenAI CLIP names) into a MAFT checkpoint directory (safetensors, config, processor files).
+"""`python scripts/convert_official_checkpoint.py ARGS` is `maft-convert-official-checkpoint ARGS`: the command lives in `maft_hf/cli/convert_official_checkpoint.py`."""
 
-    python scripts/convert_official_checkpoint.py \\
-        --checkpoint maft_vitb16_coco_stuff.pth --clip openai/clip-vit-base-patch16 --output_dir maft-vitb16
-
-The image encoder's prefix inside the file (e.g. `model.clip_adapter.clip_model.visual.`) is found automatically;
-the text tower, config and tokenizer come from `--clip`, the CLIP checkpoint the model was fine-tuned from. Every
-tensor of the encoder is used exactly once, shapes are checked against the CLIP config and the converted model is
-compared with a forward of the source weights before anything is written. The file is read with
-`torch.load(weights_only=True)`; `--unsafe_pickle` allows a full unpickle (it can run code: trusted files only).
-"""
-
-import argparse
-import json
-import logging
-
-from maft_hf.official_checkpoint import convert_official_checkpoint
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="The released MAFT checkpoint (.pth or .safetensors).")
-    parser.add_argument("--clip", required=True, help="Hub id or directory of the CLIPModel it was fine-tuned from.")
-    parser.add_argument("--output_dir", required=True, help="Where to write the MAFT checkpoint.")
-    parser.add_argument("--prefix", default=None, help="Prefix of the image encoder (default: found automatically).")
-    parser.add_argument("--mask_start_layer", type=int, default=None, help="Override the preset start layer.")
-    parser.add_argument("--input_image_size", type=int, default=None, help="Override the preset input size (px).")
-    parser.add_argument("--local_files_only", action="store_true", help="Do not use the network.")
-    parser.add_argument(
-        "--unsafe_pickle", action="store_true", help="Allow torch.load(weights_only=False): runs code from the file."
-    )
-    parser.add_argument("--allow_unused", action="store_true", help="Skip unknown tensors under the prefix.")
-    parser.add_argument("--no_verify", action="store_true", help="Skip the forward comparison with the source.")
-    parser.add_argument("--atol", type=float, default=1e-4, help="Tolerance of the forward comparison.")
-    parser.add_argument("--report_json", default=None, help="Also write the conversion report to this JSON file.")
-    parser.add_argument("--push_to_hub", action="store_true")
-    parser.add_argument("--hub_model_id", default=None)
-    parser.add_argument("--hub_token", default=None)
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model, report = convert_official_checkpoint(
-        args.checkpoint,
-        args.clip,
-        args.output_dir,
-        prefix=args.prefix,
-        mask_start_layer=args.mask_start_layer,
-        input_image_size=args.input_image_size,
-        local_files_only=args.local_files_only,
-        unsafe_pickle=args.unsafe_pickle,
-        allow_unused=args.allow_unused,
-        verify=not args.no_verify,
-        atol=args.atol,
-        push_to_hub=args.push_to_hub,
-        hub_model_id=args.hub_model_id,
-        token=args.hub_token,
-    )
-    if args.report_json:
-        with open(args.report_json, "w") as f:
-            json.dump(vars(report), f, indent=2)
-    vision = model.config.vision_config
-    print(report.summary())
-    print(
-        f"Wrote {args.output_dir}: input {vision.input_image_size}px, mask_start_layer {vision.mask_start_layer}, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters"
-    )
-    return report
-
+from maft_hf.cli import run
 
 if __name__ == "__main__":
-    main()
+    run("convert_official_checkpoint")

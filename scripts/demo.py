@@ -16,7 +16,6 @@ The numbers show that the whole pipeline runs and learns on toy data; they say n
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -43,20 +42,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_finetune_script():
-    spec = importlib.util.spec_from_file_location("maft_finetune", ROOT / "scripts" / "finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def evaluate(model_dir: str, dataset, class_names, proposals: str) -> dict:
     from maft_hf import MAFTProcessor, MaskAwareCLIPModel, evaluate_segmentation
 
     model = MaskAwareCLIPModel.from_pretrained(model_dir).eval()
     processor = MAFTProcessor.from_pretrained(model_dir)
     results = evaluate_segmentation(model, processor, dataset, class_names, proposals, progress=False)
-    return {"mIoU": results["mIoU"], "pAcc": results["pAcc"], "per_class_iou": dict(zip(class_names, results["per_class_iou"]))}
+    return {
+        "mIoU": results["mIoU"],
+        "pAcc": results["pAcc"],
+        "per_class_iou": dict(zip(class_names, results["per_class_iou"])),
+    }
 
 
 def main(argv=None) -> dict:
@@ -66,6 +62,7 @@ def main(argv=None) -> dict:
     import torch
 
     from maft_hf import MAFTProcessor, MaskAwareCLIPModel, load_image, save_segmentation, segment
+    from maft_hf.cli import finetune
     from maft_hf.data import save_synthetic_dataset
     from maft_hf.data.labels import get_class_names
     from maft_hf.testing import build_tiny_checkpoint
@@ -87,13 +84,34 @@ def main(argv=None) -> dict:
 
     logger.info("4/5 mask-aware fine-tuning for %d steps", args.max_train_steps)
     finetuned_dir = out / "tiny-maft-finetuned"
-    load_finetune_script().main([
-        "--cpu", "--offline", "--model_name_or_path", start_dir, "--dataset_path", str(out / "synthetic"),
-        "--eval_split", "test", "--proposal_generator", args.proposals, "--crop_size", str(args.image_size),
-        "--short_side", str(args.image_size), "--per_device_train_batch_size", "8",
-        "--learning_rate", str(args.learning_rate), "--max_train_steps", str(args.max_train_steps),
-        "--seed", str(args.seed), "--output_dir", str(finetuned_dir),
-    ])
+    finetune.main(
+        [
+            "--cpu",
+            "--offline",
+            "--model_name_or_path",
+            start_dir,
+            "--dataset_path",
+            str(out / "synthetic"),
+            "--eval_split",
+            "test",
+            "--proposal_generator",
+            args.proposals,
+            "--crop_size",
+            str(args.image_size),
+            "--short_side",
+            str(args.image_size),
+            "--per_device_train_batch_size",
+            "8",
+            "--learning_rate",
+            str(args.learning_rate),
+            "--max_train_steps",
+            str(args.max_train_steps),
+            "--seed",
+            str(args.seed),
+            "--output_dir",
+            str(finetuned_dir),
+        ]
+    )
     after = evaluate(str(finetuned_dir), splits["test"], class_names, args.proposals)
 
     logger.info("5/5 segmenting %s", args.image)

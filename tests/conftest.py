@@ -13,7 +13,6 @@ from maft_hf.testing import (  # noqa: F401  (re-exported for the tests)
     tiny_vision_config,
 )
 
-
 # Tiny models are dominated by thread hand-offs: one thread keeps the suite fast on a loaded 2-core machine.
 torch.set_num_threads(1)
 

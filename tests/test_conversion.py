@@ -1,24 +1,21 @@
 """Converting a plain CLIP checkpoint directory into a MAFT checkpoint."""
 
-import importlib.util
+import importlib
 import pathlib
 
 import pytest
 import torch
 from transformers import AutoModel, AutoProcessor, CLIPConfig, CLIPModel
 
-from maft_hf import MaskAwareCLIPModel, MAFTProcessor
-from maft_hf.conversion import preset_for
+from maft_hf import MAFTProcessor, MaskAwareCLIPModel
+from maft_hf.hub.conversion import preset_for
 from maft_hf.testing import TINY_TEXT, TINY_VISION, build_tiny_tokenizer
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "convert_clip_checkpoint.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("convert_clip_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("maft_hf.cli.convert_clip_checkpoint")
 
 
 @pytest.fixture
@@ -33,8 +30,19 @@ def clip_dir(tmp_path):
 def test_convert_script_writes_loadable_maft_checkpoint(clip_dir, tmp_path):
     source, clip = clip_dir
     out = tmp_path / "maft"
-    load_script().main(["--clip", str(source), "--output_dir", str(out), "--input_image_size", "48",
-                        "--mask_start_layer", "1", "--local_files_only"])
+    load_script().main(
+        [
+            "--clip",
+            str(source),
+            "--output_dir",
+            str(out),
+            "--input_image_size",
+            "48",
+            "--mask_start_layer",
+            "1",
+            "--local_files_only",
+        ]
+    )
     model = AutoModel.from_pretrained(out)
     assert type(model) is MaskAwareCLIPModel
     assert model.config.model_type == "maft"
@@ -46,7 +54,11 @@ def test_convert_script_writes_loadable_maft_checkpoint(clip_dir, tmp_path):
     inputs = processor(images=torch.zeros(3, 20, 30, dtype=torch.uint8), text=["a cat."])
     assert inputs["pixel_values"].shape == (1, 3, 48, 48)
     with torch.no_grad():
-        assert model.get_mask_features(inputs["pixel_values"], torch.rand(1, 2, 20, 30)).pooler_output.shape == (1, 2, 16)
+        assert model.get_mask_features(inputs["pixel_values"], torch.rand(1, 2, 20, 30)).pooler_output.shape == (
+            1,
+            2,
+            16,
+        )
 
 
 def test_convert_rejects_a_checkpoint_without_clip_config(tmp_path):

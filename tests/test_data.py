@@ -25,7 +25,7 @@ from maft_hf.data import (
     train_transform,
     zero_shot_ignore,
 )
-from maft_hf.vocabulary import load_vocabulary, unseen_class_indices
+from maft_hf.inference.vocabulary import load_vocabulary, unseen_class_indices
 
 # ----------------------------------------------------------------------------------------------------- synthetic
 

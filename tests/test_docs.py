@@ -14,6 +14,8 @@ from PIL import Image
 
 from maft_hf.testing import build_tiny_checkpoint, build_tiny_mask2former
 
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m 'not slow'
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "model_cards").glob("*.md"))]
 SNIPPETS = [

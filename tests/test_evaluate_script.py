@@ -1,7 +1,7 @@
-"""scripts/evaluate.py and maft_hf.evaluation_loop end to end: tiny MAFT checkpoint, synthetic dataset saved to disk,
+"""scripts/evaluate.py and maft_hf.evaluation.loop end to end: tiny MAFT checkpoint, synthetic dataset saved to disk,
 grid and tiny Mask2Former proposals, 1 process in-process and 2 processes through `accelerate launch`."""
 
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -17,9 +17,9 @@ from maft_hf import MAFTProcessor, MaskAwareCLIPModel, segment
 from maft_hf.data.benchmarks import BENCHMARKS, benchmark_metadata
 from maft_hf.data.labels import dataset_info_with_class_names, get_class_names
 from maft_hf.data.synthetic import save_synthetic_dataset
-from maft_hf.evaluation import harmonic_mean
-from maft_hf.evaluation_loop import evaluate_segmentation, label_array
-from maft_hf.evaluation_report import build_results_record, format_results_markdown, model_card_results
+from maft_hf.evaluation.loop import evaluate_segmentation, label_array
+from maft_hf.evaluation.metrics import harmonic_mean
+from maft_hf.evaluation.report import build_results_record, format_results_markdown, model_card_results
 from maft_hf.testing import build_tiny_checkpoint, build_tiny_mask2former
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +29,7 @@ IMAGE_SIZE = 32
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("maft_hf.cli.evaluate")
 
 
 evaluate_script = _load_script()
@@ -55,6 +52,7 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+@pytest.mark.slow
 def test_split(workspace):
     from datasets import load_from_disk
 
@@ -116,6 +114,7 @@ def _reference_confusion(workspace, dataset, model, processor, proposals, ensemb
     [("grid:2", 29561), ("mask2former", 29562)],
     ids=["grid", "mask2former"],
 )
+@pytest.mark.slow
 def test_one_and_two_processes_give_the_same_numbers(
     workspace, test_split, model_and_processor, tmp_path, proposals, port
 ):
@@ -190,7 +189,7 @@ def _as_benchmark(dataset, name, tmp_path):
 
 
 def test_open_vocabulary_benchmark_table_and_model_card(workspace, test_split, tmp_path):
-    model_card = pytest.importorskip("maft_hf.model_card")
+    model_card = pytest.importorskip("maft_hf.hub.model_card")
     if not model_card.TEMPLATE_PATH.is_file():
         pytest.skip("the model card template is missing")
     card = tmp_path / "card" / "README.md"
@@ -336,6 +335,7 @@ def test_label_of_another_size_than_its_image(test_split, model_and_processor):
         evaluate_segmentation(model, processor, _plain_dataset(test_split["image"], labels), names, "grid:2")
 
 
+@pytest.mark.slow
 def test_cli_reports_errors_on_one_line(workspace, tmp_path):
     done = subprocess.run(
         [sys.executable, str(SCRIPT), *_args(workspace, tmp_path, "grid:2", "--label_column", "segmentation")],

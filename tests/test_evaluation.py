@@ -1,4 +1,4 @@
-"""Tests of maft_hf.evaluation: the confusion matrix, the benchmark scores and the offline `evaluate` metric."""
+"""Tests of maft_hf.evaluation.metrics: the confusion matrix, the benchmark scores and the offline `evaluate` metric."""
 
 import json
 import math
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from maft_hf.evaluation import METRIC_PATH, ConfusionMatrix, compute_segmentation_metrics, harmonic_mean
+from maft_hf.evaluation.metrics import METRIC_PATH, ConfusionMatrix, compute_segmentation_metrics, harmonic_mean
 
 
 def detectron2_v06_reference(predictions, references, num_classes, ignore_index):
@@ -203,7 +203,7 @@ REDUCE_SCRIPT = textwrap.dedent(
     import json, sys
     import torch
     from accelerate import Accelerator
-    from maft_hf.evaluation import ConfusionMatrix
+    from maft_hf.evaluation.metrics import ConfusionMatrix
 
     accelerator = Accelerator(cpu=True)
     rank = accelerator.process_index
@@ -219,6 +219,7 @@ REDUCE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_reduce_sums_two_processes(tmp_path):
     script = tmp_path / "reduce.py"
     script.write_text(REDUCE_SCRIPT)
@@ -249,7 +250,7 @@ OFFLINE_SCRIPT = textwrap.dedent(
     import json, sys
     import numpy as np
     import evaluate
-    from maft_hf.evaluation import load_metric, METRIC_PATH
+    from maft_hf.evaluation.metrics import load_metric, METRIC_PATH
 
     by_folder = evaluate.load(str(METRIC_PATH))
     by_file = evaluate.load(str(METRIC_PATH / "mean_iou_maft.py"))
@@ -269,6 +270,7 @@ OFFLINE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_evaluate_metric_loads_offline(tmp_path):
     env = {
         **os.environ,

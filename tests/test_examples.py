@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from maft_hf.segmentation_io import read_label_map
-from maft_hf.vocabulary import load_vocabulary
+from maft_hf.inference.outputs import read_label_map
+from maft_hf.inference.vocabulary import load_vocabulary
+
+pytestmark = pytest.mark.slow  # end-to-end runs: deselect with -m 'not slow'
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -1,4 +1,4 @@
-"""Mask-aware fine-tuning: the pieces of `maft_hf.training` and `scripts/finetune.py` end to end.
+"""Mask-aware fine-tuning: the pieces of `maft_hf.training.loop` and `scripts/finetune.py` end to end.
 
 End-to-end runs use a tiny random MAFT checkpoint, a tiny random Mask2Former (or grid proposals) and the synthetic
 dataset (64 px images, 64 px crops, 32 px CLIP input), all saved to temporary directories and loaded by path offline.
@@ -15,7 +15,7 @@ Stated tolerances:
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import signal
@@ -34,7 +34,7 @@ from safetensors.torch import load_file
 from maft_hf.data import save_synthetic_dataset, train_transform
 from maft_hf.data.labels import coco_stuff_lut
 from maft_hf.testing import build_tiny_checkpoint, build_tiny_mask2former, build_tiny_tokenizer, tiny_maft_config
-from maft_hf.training import (
+from maft_hf.training.loop import (
     AugmentationConfig,
     LabelConverter,
     MaskAwareStudent,
@@ -68,10 +68,7 @@ RESUME_TOLERANCE = 1e-6  # killed + resumed vs uninterrupted
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("maft_finetune_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("maft_hf.cli.finetune")
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +153,12 @@ def reference_run(assets, tmp_path_factory):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_launch_writes_loadable_checkpoint_and_processor(assets, reference_run):
     from transformers import AutoModel, AutoProcessor
 
     from maft_hf import MAFTProcessor, MaskAwareCLIPModel
-    from maft_hf.freezing import is_trainable
+    from maft_hf.training.freezing import is_trainable
 
     out = reference_run.output
     model = AutoModel.from_pretrained(out)
@@ -190,6 +188,7 @@ def test_launch_writes_loadable_checkpoint_and_processor(assets, reference_run):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(assets, reference_run, tmp_path):
     out = tmp_path / "out"
     _launch(
@@ -211,6 +210,7 @@ def test_two_processes_match_one_process(assets, reference_run, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_reaches_the_same_weights(assets, reference_run, tmp_path):
     out = tmp_path / "out"
     args = _script_args(assets, out, "--per_device_train_batch_size", "4", "--max_train_steps", str(STEPS),
@@ -239,7 +239,9 @@ def test_sigkill_and_resume_reaches_the_same_weights(assets, reference_run, tmp_
     reference, resumed = _losses(reference_run.output), _losses(out)
     assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
     np.testing.assert_allclose(
-        [r["loss"] for r in resumed[resumed_at:]], [r["loss"] for r in reference[resumed_at:]], rtol=0,
+        [r["loss"] for r in resumed[resumed_at:]],
+        [r["loss"] for r in reference[resumed_at:]],
+        rtol=0,
         atol=RESUME_TOLERANCE,
     )
     final, expected = _weights(out), _weights(reference_run.output)
@@ -267,8 +269,10 @@ def test_short_run_learns(assets, tmp_path, reset_accelerate):
 def test_gradient_accumulation_matches_the_full_batch(assets, tmp_path, reset_accelerate):
     script = _load_script()
     runs = {}
-    for name, extra in (("full", ["--per_device_train_batch_size", "4"]),
-                        ("accumulated", ["--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2"])):
+    for name, extra in (
+        ("full", ["--per_device_train_batch_size", "4"]),
+        ("accumulated", ["--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2"]),
+    ):
         script.main(_script_args(assets, tmp_path / name, "--max_train_steps", "6", *extra, proposals="grid:3"))
         runs[name] = [r["loss"] for r in _losses(tmp_path / name)]
     np.testing.assert_allclose(runs["accumulated"], runs["full"], rtol=0, atol=LOSS_TOLERANCE)
@@ -383,8 +387,10 @@ def test_bad_input_fails_before_training(assets, tmp_path, case, extra, message,
     dataset = assets.dataset
     image = _pil(np.zeros((32, 32, 3)))
     if case == "size mismatch":
-        dataset = _save_dict(tmp_path / "data", {"train": {"image": [image] * 2, "label": [_pil(np.zeros((32, 32))),
-                                                                                         _pil(np.zeros((32, 24)))]}})
+        dataset = _save_dict(
+            tmp_path / "data",
+            {"train": {"image": [image] * 2, "label": [_pil(np.zeros((32, 32))), _pil(np.zeros((32, 24)))]}},
+        )
         extra = ["--vocabulary", "a,b"]
     elif case == "empty split":  # datasets cannot save/load an empty split; an empty selection is one
         extra = ["--max_train_samples", "0"]
@@ -536,7 +542,7 @@ def _tiny_batch(model, seed=0, batch=4, size=16, proposals=5):
 
 def test_training_step_global_normalisation_is_split_invariant():
     from maft_hf import MaskAwareCLIPModel
-    from maft_hf.freezing import apply_freeze_policy
+    from maft_hf.training.freezing import apply_freeze_policy
 
     torch.manual_seed(0)
     model = MaskAwareCLIPModel(tiny_maft_config())
@@ -668,7 +674,7 @@ def test_plain_clip_checkpoint_starts_fine_tuning(tmp_path):
 
 
 def test_model_card_without_template_falls_back(tmp_path, monkeypatch):
-    from maft_hf import model_card
+    from maft_hf.hub import model_card
 
     build_tiny_checkpoint(tmp_path)
     args = {"model_name_or_path": "openai/clip-vit-base-patch16", "dataset_name": "me/coco", "train_split": "train",

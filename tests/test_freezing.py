@@ -2,14 +2,14 @@
 
 import pytest
 import torch
-
 from conftest import TINY_VISION, tiny_maft_config, tiny_vision_config
+
 from maft_hf import MaskAwareCLIPModel, MaskAwareCLIPVisionModel
-from maft_hf.freezing import FREEZE_POLICIES, apply_freeze_policy, is_trainable, parameter_groups
-from maft_hf.losses import maft_loss
+from maft_hf.training.freezing import FREEZE_POLICIES, apply_freeze_policy, is_trainable, parameter_groups
+from maft_hf.training.losses import maft_loss
 
 H = TINY_VISION["hidden_size"]
-I = TINY_VISION["intermediate_size"]
+I = TINY_VISION["intermediate_size"]  # noqa: E741  (the paper's symbol)
 L = TINY_VISION["num_hidden_layers"]
 P = TINY_VISION["patch_size"]
 POSITIONS = (TINY_VISION["image_size"] // P) ** 2 + 1

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from maft_hf import MaskAwareCLIPModel
-from maft_hf.inference import (
+from maft_hf.inference.semantic_map import (
     classify_proposals,
     ensemble_class_scores,
     match_generator_scores,

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maft_hf.losses import (
+from maft_hf.training.losses import (
     PAPER_DISTILLATION_WEIGHT,
     RELEASED_DISTILLATION_WEIGHT,
     class_masks_from_labels,

@@ -1,6 +1,6 @@
 """Model cards: Hub metadata that validates offline, the results table, updates, the committed cards, the snippet."""
 
-import importlib.util
+import importlib
 import pathlib
 import re
 
@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 
-from maft_hf.model_card import NOT_MEASURED, make_model_card, update_model_card_results
+from maft_hf.hub.model_card import NOT_MEASURED, make_model_card, update_model_card_results
 from maft_hf.testing import build_tiny_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -22,10 +22,7 @@ COMMITTED = {
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("make_model_card", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("maft_hf.cli.make_model_card")
 
 
 def table_rows(card_text: str) -> dict[str, list[str]]:
@@ -104,8 +101,10 @@ def test_vit_l14_and_zero_shot_columns():
 
 def test_training_and_compute_sections_render_the_run():
     card = make_model_card(
-        "org/m", training={"max_train_steps": 500, "learning_rate": 2e-5, "seed": 3},
-        compute={"hardware": "1x H100", "training_time": "12 min"}, evaluation_proposals="mask2former:org/m2f",
+        "org/m",
+        training={"max_train_steps": 500, "learning_rate": 2e-5, "seed": 3},
+        compute={"hardware": "1x H100", "training_time": "12 min"},
+        evaluation_proposals="mask2former:org/m2f",
     )
     assert "| Iterations | 1000 | 500 |" in card.text
     assert "| Learning rate | 1e-5 | 2e-5 |" in card.text
@@ -144,8 +143,11 @@ def test_update_model_card_results_merges_and_keeps_the_rest(tmp_path):
     card.save(tmp_path / "ckpt" / "README.md")
     before = (tmp_path / "ckpt" / "README.md").read_text()
 
-    updated = update_model_card_results(tmp_path / "ckpt", {"ade20k_150": {"mIoU": 30.5}, "ade20k_847": 11.0},
-                                        evaluation_proposals="sam:facebook/sam-vit-base")
+    updated = update_model_card_results(
+        tmp_path / "ckpt",
+        {"ade20k_150": {"mIoU": 30.5}, "ade20k_847": 11.0},
+        evaluation_proposals="sam:facebook/sam-vit-base",
+    )
     after = (tmp_path / "ckpt" / "README.md").read_text()
     _, evals = model_index_to_eval_results(reparse(ModelCard(after))["model-index"])
     got = {(e.dataset_type, e.metric_value) for e in evals}
@@ -200,8 +202,20 @@ def test_script_writes_readme_into_a_checkpoint_and_to_stdout(tmp_path, capsys):
     checkpoint = pathlib.Path(build_tiny_checkpoint(tmp_path / "tiny-maft"))
     (tmp_path / "results.json").write_text('{"ade20k_150": {"mIoU": 12.5}}')
     script = load_script()
-    script.main(["--model_id", "org/tiny", "--checkpoint_dir", str(checkpoint), "--backbone", "vit-b16",
-                 "--results", str(tmp_path / "results.json"), "--compute", "2 CPU cores, 1 min"])
+    script.main(
+        [
+            "--model_id",
+            "org/tiny",
+            "--checkpoint_dir",
+            str(checkpoint),
+            "--backbone",
+            "vit-b16",
+            "--results",
+            str(tmp_path / "results.json"),
+            "--compute",
+            "2 CPU cores, 1 min",
+        ]
+    )
     card = ModelCard.load(checkpoint / "README.md")
     data = reparse(card)
     assert model_index_to_eval_results(data["model-index"])[1][0].metric_value == 12.5

@@ -248,7 +248,9 @@ def test_save_and_load_round_trip_is_bit_exact(tmp_path):
     for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), n
     x, masks = torch.randn(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
-    assert torch.equal(model.get_mask_features(x, masks).pooler_output, loaded.get_mask_features(x, masks).pooler_output)
+    assert torch.equal(
+        model.get_mask_features(x, masks).pooler_output, loaded.get_mask_features(x, masks).pooler_output
+    )
     assert loaded.config.vision_config.mask_start_layer == 2
 
 
@@ -266,6 +268,7 @@ def test_auto_classes_resolve(tmp_path):
     assert (tmp_path / "modeling_maft.py").exists() and (tmp_path / "configuration_maft.py").exists()
 
 
+@pytest.mark.slow
 def test_trust_remote_code_loads_without_the_package(tiny_checkpoint, tmp_path):
     import subprocess
     import sys
@@ -344,7 +347,7 @@ def test_default_start_layer_is_eight_for_vit_b():
 @pytest.mark.parametrize("num_proposals", [1, 6, 40])
 def test_split_layer_equals_direct_full_sequence_form(attn, num_proposals):
     """The fast path (patch rows unmasked + copy rows masked) equals one masked call over the whole sequence."""
-    from maft_hf.modeling_maft import (
+    from maft_hf.model.modeling_maft import (
         build_mask_aware_attention_mask,
         copy_rows_mask,
         full_sequence_layer,
@@ -386,7 +389,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         model.get_mask_features(x, masks).pooler_output.sum().backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    import maft_hf.modeling_maft as modeling
+    import maft_hf.model.modeling_maft as modeling
 
     calls = []
     original = modeling.mask_aware_layer

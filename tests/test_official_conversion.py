@@ -1,7 +1,7 @@
 """Converting a checkpoint of the authors' release (OpenAI CLIP names under a nested prefix) into a MAFT checkpoint."""
 
 import argparse
-import importlib.util
+import importlib
 import logging
 import math
 import pathlib
@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModel, CLIPConfig, CLIPModel
 
 from maft_hf import MaskAwareCLIPModel
-from maft_hf.official_checkpoint import convert_official_checkpoint, find_visual_prefixes, load_source_checkpoint
+from maft_hf.hub.official_checkpoint import convert_official_checkpoint, find_visual_prefixes, load_source_checkpoint
 from maft_hf.testing import TINY_TEXT, TINY_VISION, build_tiny_tokenizer
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "convert_official_checkpoint.py"
@@ -27,10 +27,7 @@ def convert(path, clip_dir, out, **kwargs):
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("convert_official_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("maft_hf.cli.convert_official_checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -248,8 +245,11 @@ def test_shapes_that_do_not_match_the_clip_config_are_refused(clip_dir, tmp_path
     bad = dict(visual, positional_embedding=torch.randn(1 + 5 * 5, 32))  # a 40 px grid, config says 32 px
     bad["transformer.resblocks.1.mlp.c_fc.weight"] = torch.randn(48, 32)
     path = save_release(tmp_path / "bad.pth", bad)
-    with pytest.raises(ValueError, match=r"positional_embedding: expected \(17, 32\), found \(26, 32\).*"
-                       r"resblocks\.1\.mlp\.c_fc\.weight: expected \(64, 32\), found \(48, 32\)") as excinfo:
+    with pytest.raises(
+        ValueError,
+        match=r"positional_embedding: expected \(17, 32\), found \(26, 32\).*"
+        r"resblocks\.1\.mlp\.c_fc\.weight: expected \(64, 32\), found \(48, 32\)",
+    ) as excinfo:
         convert_official_checkpoint(path, str(source), tmp_path / "out", local_files_only=True)
     assert "5x5 grid (40 px), the config's for 32 px" in str(excinfo.value)
 
@@ -314,20 +314,32 @@ def test_text_tower_of_another_clip_is_reported(clip_dir, tmp_path, caplog):
     source, clip = clip_dir
     text = {k: v + 0.01 for k, v in openai_text_from_clip(clip).items()}
     path = save_release(tmp_path / "r.pth", fine_tune(openai_visual_from_clip(clip)), text)
-    with caplog.at_level(logging.WARNING, logger="maft_hf.official_checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="maft_hf.hub.official_checkpoint"):
         _, report = convert_official_checkpoint(path, str(source), tmp_path / "out", local_files_only=True)
     assert report.text_tower_max_abs_diff == pytest.approx(0.01, abs=1e-6)
     assert "text tower differs" in caplog.text
 
 
+@pytest.mark.slow
 def test_script_output_loads_with_and_without_trust_remote_code(clip_dir, release, tmp_path):
     source, _ = clip_dir
     path, visual = release
     out = tmp_path / "maft-official"
-    report = load_script().main([
-        "--checkpoint", str(path), "--clip", str(source), "--output_dir", str(out), "--local_files_only",
-        "--input_image_size", "48", "--report_json", str(tmp_path / "report.json"),
-    ])
+    report = load_script().main(
+        [
+            "--checkpoint",
+            str(path),
+            "--clip",
+            str(source),
+            "--output_dir",
+            str(out),
+            "--local_files_only",
+            "--input_image_size",
+            "48",
+            "--report_json",
+            str(tmp_path / "report.json"),
+        ]
+    )
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert (out / "processor_config.json").is_file() or (out / "preprocessor_config.json").is_file()
     assert (tmp_path / "report.json").is_file() and report.used == sorted(visual)

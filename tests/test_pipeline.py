@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from maft_hf import MaskAwareCLIPModel
-from maft_hf.pipeline import OpenVocabularySegmentationPipeline, register_pipeline, segment
-from maft_hf.processing_maft import MAFTImageProcessor, MAFTProcessor
+from maft_hf.inference.pipeline import OpenVocabularySegmentationPipeline, register_pipeline, segment
+from maft_hf.model.processing_maft import MAFTImageProcessor, MAFTProcessor
 from maft_hf.proposals import ProposalGenerator, Proposals, UserMaskProposals
 from maft_hf.testing import build_tiny_checkpoint, build_tiny_tokenizer, tiny_maft_config
 

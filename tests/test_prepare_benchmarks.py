@@ -1,6 +1,6 @@
 """scripts/prepare_benchmark.py and maft_hf.data.benchmarks on tiny fake releases laid out like the real ones."""
 
-import importlib.util
+import importlib
 import json
 import pickle
 from pathlib import Path
@@ -41,10 +41,7 @@ def vocab_lines(name):
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("prepare_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("maft_hf.cli.prepare_benchmark")
 
 
 def write_jpeg(path, height=6, width=8, seed=0):
@@ -339,6 +336,7 @@ def test_cli_errors_and_push_to_hub(script, tmp_path, monkeypatch):
     import huggingface_hub
 
     pushed, uploaded = [], []
+
     def fake_push(self, repo, **kwargs):
         pushed.append((repo, len(self["validation"])))
 

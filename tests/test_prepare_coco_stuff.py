@@ -1,6 +1,6 @@
 """scripts/prepare_coco_stuff.py on a tiny fake COCO-Stuff release laid out like the real one."""
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -10,17 +10,14 @@ from datasets import load_from_disk
 from PIL import Image
 
 from maft_hf.data import get_class_names
-from maft_hf.vocabulary import load_vocabulary
+from maft_hf.inference.vocabulary import load_vocabulary
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_coco_stuff.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("prepare_coco_stuff", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("maft_hf.cli.prepare_coco_stuff")
 
 
 # raw stuffthingmaps values: 0 person, 11 (unused) , 12 stop sign, 91 banner, 181 wood, 255 unlabelled, 200 junk
@@ -74,8 +71,18 @@ def test_max_images_and_split_selection(script, tmp_path):
     root = tmp_path / "cocostuff"
     write_release(root, "images/{split}", "annotations/{split}")
     dataset = script.main(
-        ["--data_root", str(root), "--output_dir", str(tmp_path / "o"), "--splits", "val2017", "--max_images", "1",
-         "--cache_dir", str(tmp_path / "cache")]
+        [
+            "--data_root",
+            str(root),
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--splits",
+            "val2017",
+            "--max_images",
+            "1",
+            "--cache_dir",
+            str(tmp_path / "cache"),
+        ]
     )
     assert list(dataset) == ["validation"] and len(dataset["validation"]) == 1
     assert np.array_equal(np.array(dataset["validation"][0]["label"]), EXPECTED)
@@ -85,8 +92,18 @@ def test_parallel_conversion_keeps_order(script, tmp_path):
     root = tmp_path / "cocostuff"
     write_release(root, "images/{split}", "annotations/{split}", counts=(("train2017", 5),))
     dataset = script.main(
-        ["--data_root", str(root), "--output_dir", str(tmp_path / "o"), "--splits", "train2017", "--num_proc", "2",
-         "--cache_dir", str(tmp_path / "cache")]
+        [
+            "--data_root",
+            str(root),
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--splits",
+            "train2017",
+            "--num_proc",
+            "2",
+            "--cache_dir",
+            str(tmp_path / "cache"),
+        ]
     )
     labels = [np.array(example["label"]) for example in dataset["train"]]
     assert all(np.array_equal(label, np.roll(EXPECTED, i, axis=1)) for i, label in enumerate(labels))

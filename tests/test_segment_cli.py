@@ -1,7 +1,7 @@
 """scripts/segment.py end to end (tiny random MAFT, Mask2Former and SAM, all loaded by path offline) and the helpers of
-maft_hf.segmentation_io: vocabularies from the command line, image and mask files, maps, overlays, areas."""
+maft_hf.inference.outputs: vocabularies from the command line, image and mask files, maps, overlays, areas."""
 
-import importlib.util
+import importlib
 import json
 import logging
 import os
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maft_hf.segmentation_io import (
+from maft_hf.inference.outputs import (
     class_areas,
     find_images,
     find_mask_files,
@@ -23,7 +23,7 @@ from maft_hf.segmentation_io import (
     save_segmentation,
     unique_stems,
 )
-from maft_hf.vocabulary import load_vocabulary
+from maft_hf.inference.vocabulary import load_vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "segment.py"
@@ -32,10 +32,7 @@ SYNTHETIC = load_vocabulary("synthetic")
 
 
 def _load_cli():
-    spec = importlib.util.spec_from_file_location("segment_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("maft_hf.cli.segment")
 
 
 cli = _load_cli()
@@ -112,7 +109,9 @@ def test_ensemble_weight_reaches_segment(weight, tiny_checkpoint, tiny_mask2form
 
 
 @pytest.mark.parametrize("source", ["sam", "mask2former"])
-def test_batched_equals_one_by_one(source, varied_tiny_checkpoint, tiny_sam_dir, tiny_mask2former_dir, images, tmp_path):
+def test_batched_equals_one_by_one(
+    source, varied_tiny_checkpoint, tiny_sam_dir, tiny_mask2former_dir, images, tmp_path
+):
     if source == "sam":
         proposals = ["--proposals", f"sam:{tiny_sam_dir}", "--proposal_option", "points_per_side=4"]
     else:
@@ -257,13 +256,12 @@ def test_bad_options(tiny_checkpoint, tmp_path):
     assert "Unknown proposal source" in bad_run(
         tiny_checkpoint, tmp_path, [SCENE], "--vocabulary", "sky", "--proposals", "detr:x"
     )
-    assert "Cannot load the MAFT checkpoint" in bad_run(
-        tmp_path / "no-checkpoint", tmp_path, [SCENE], *common
-    )
+    assert "Cannot load the MAFT checkpoint" in bad_run(tmp_path / "no-checkpoint", tmp_path, [SCENE], *common)
     with pytest.raises(SystemExit):  # argparse: exactly one of --proposals / --masks
         run_cli(tiny_checkpoint, [SCENE], tmp_path / "out", "--vocabulary", "sky")
 
 
+@pytest.mark.slow
 def test_command_line_error_exit(tmp_path):
     """The script run as a program reports a ValueError as one line on stderr and exit status 1."""
     process = subprocess.run(
@@ -276,7 +274,7 @@ def test_command_line_error_exit(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# maft_hf.segmentation_io
+# maft_hf.inference.outputs
 # ---------------------------------------------------------------------------------------------------------------
 def test_parse_vocabulary_argument(tmp_path, monkeypatch, caplog):
     assert parse_vocabulary_argument(" sky ,grass") == ["sky", "grass"]

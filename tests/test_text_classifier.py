@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from maft_hf import MaskAwareCLIPModel
-from maft_hf.testing import build_tiny_tokenizer, tiny_maft_config
-from maft_hf.text_classifier import (
+from maft_hf.inference.text_classifier import (
     TextClassifierCache,
     build_text_classifier,
     text_classifier_cache_key,
     text_tower_fingerprint,
 )
-from maft_hf.vocabulary import load_prompt_templates
+from maft_hf.inference.vocabulary import load_prompt_templates
+from maft_hf.testing import build_tiny_tokenizer, tiny_maft_config
 
 NAMES = ["cat", "dog, puppy", "red car"]
 SHORT_TEMPLATES = ["a {}.", "the {}", "{} here"]

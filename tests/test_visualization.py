@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from maft_hf.visualization import colorize, legend_entries, overlay, palette, present_classes, save_overlay
+from maft_hf.inference.visualization import colorize, legend_entries, overlay, palette, present_classes, save_overlay
 
 NAMES = ["sky", "grass", "road, route", "person"]
 

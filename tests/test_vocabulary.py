@@ -2,7 +2,7 @@
 
 import pytest
 
-from maft_hf.vocabulary import (
+from maft_hf.inference.vocabulary import (
     available_vocabularies,
     load_prompt_templates,
     load_vocabulary,

@@ -6,8 +6,16 @@
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
-from .modeling_maft import (
+from .evaluation.loop import evaluate_segmentation
+from .evaluation.metrics import ConfusionMatrix, compute_segmentation_metrics, load_metric
+from .inference.outputs import class_areas, save_segmentation
+from .inference.pipeline import OpenVocabularySegmentationPipeline, register_pipeline, segment
+from .inference.semantic_map import classify_proposals, ensemble_class_scores, semantic_map, semantic_scores
+from .inference.text_classifier import TextClassifierCache, build_text_classifier
+from .inference.visualization import overlay, save_overlay
+from .inference.vocabulary import available_vocabularies, load_prompt_templates, load_vocabulary
+from .model.configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
+from .model.modeling_maft import (
     MAFTOutput,
     MaskAwareCLIPModel,
     MaskAwareCLIPVisionModel,
@@ -17,20 +25,10 @@ from .modeling_maft import (
     proposals_to_patch_visibility,
     resize_position_embeddings,
 )
-
-from .processing_maft import MAFTImageProcessor, MAFTProcessor, load_image, register_processors
-
-from .evaluation import ConfusionMatrix, compute_segmentation_metrics, load_metric
-from .evaluation_loop import evaluate_segmentation
-from .freezing import FREEZE_POLICIES, apply_freeze_policy, parameter_groups
-from .inference import classify_proposals, ensemble_class_scores, semantic_map, semantic_scores
-from .losses import mask_aware_loss, maft_loss, self_distillation_loss, soft_iou
-from .pipeline import OpenVocabularySegmentationPipeline, register_pipeline, segment
+from .model.processing_maft import MAFTImageProcessor, MAFTProcessor, load_image, register_processors
 from .proposals import ProposalGenerator, Proposals, load_proposal_generator
-from .segmentation_io import class_areas, save_segmentation
-from .text_classifier import TextClassifierCache, build_text_classifier
-from .visualization import overlay, save_overlay
-from .vocabulary import available_vocabularies, load_prompt_templates, load_vocabulary
+from .training.freezing import FREEZE_POLICIES, apply_freeze_policy, parameter_groups
+from .training.losses import maft_loss, mask_aware_loss, self_distillation_loss, soft_iou
 
 __version__ = "0.1.0"
 

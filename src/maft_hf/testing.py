@@ -9,7 +9,7 @@ import json
 import os
 import string
 
-from .configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
+from .model.configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
 
 TINY_VISION = dict(
     hidden_size=32,
@@ -75,8 +75,8 @@ def build_tiny_checkpoint(directory: str | os.PathLike, seed: int = 0, input_ima
     """Save a tiny random `MaskAwareCLIPModel` with its `MAFTProcessor` to `directory`; returns the directory."""
     import torch
 
-    from .modeling_maft import MaskAwareCLIPModel
-    from .processing_maft import MAFTImageProcessor, MAFTProcessor
+    from .model.modeling_maft import MaskAwareCLIPModel
+    from .model.processing_maft import MAFTImageProcessor, MAFTProcessor
 
     torch.manual_seed(seed)
     model = MaskAwareCLIPModel(tiny_maft_config(vision={"input_image_size": input_image_size, **vision}))

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from maft_hf.data.labels import coco_stuff_lut, coco_stuff_unseen_ids, dataset_info_with_class_names, zero_shot_ignore
-from maft_hf.vocabulary import load_vocabulary
+from maft_hf.inference.vocabulary import load_vocabulary
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from ..vocabulary import load_vocabulary
+from ..inference.vocabulary import load_vocabulary
 
 IGNORE_INDEX = 255
 COCO_STUFF_NUM_RAW_IDS = 182
@@ -51,7 +51,7 @@ def coco_stuff_lut(ignore_index: int = IGNORE_INDEX) -> np.ndarray:
 def coco_stuff_unseen_ids() -> list[int]:
     """Contiguous ids (0..170) of the 15 unseen classes of the zero-shot COCO-Stuff split (paper Tab. 1).
 
-    Read from `vocab/coco_stuff_unseen_15.txt` (the same ids as `maft_hf.vocabulary.unseen_class_indices()`); each
+    Read from `vocab/coco_stuff_unseen_15.txt` (the same ids as `maft_hf.inference.vocabulary.unseen_class_indices()`); each
     row's raw PNG value and name are checked against [`coco_stuff_lut`] and `coco_stuff_171.txt`.
     """
     lut = coco_stuff_lut()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..vocabulary import load_vocabulary
+from ..inference.vocabulary import load_vocabulary
 from .labels import IGNORE_INDEX, dataset_info_with_class_names
 
 SYNTHETIC_CLASS_NAMES: list[str] = load_vocabulary("synthetic")

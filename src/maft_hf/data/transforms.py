@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..processing_maft import to_clip_input  # noqa: F401  (re-exported: the one CLIP input transform)
+from ..model.processing_maft import to_clip_input  # noqa: F401  (re-exported: the one CLIP input transform)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

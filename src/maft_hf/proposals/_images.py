@@ -29,7 +29,7 @@ def to_uint8_chw(image) -> torch.Tensor:
     """PIL image, `(H, W, 3)` uint8 array or `(3, H, W)` uint8 tensor -> `(3, H, W)` uint8 CPU tensor (RGB)."""
     if isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 3 and image.dtype == torch.uint8:
         return image.detach().cpu()
-    from ..processing_maft import load_image
+    from ..model.processing_maft import load_image
 
     array = np.asarray(load_image(image))
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()

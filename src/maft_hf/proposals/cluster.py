@@ -15,8 +15,13 @@ from ._images import as_image_list, to_uint8_chw
 
 
 def color_cluster_masks(
-    image: torch.Tensor, k: int, iterations: int = 10, spatial_weight: float = 0.5, temperature: float = 0.05,
-    work_size: int = 64, seed: int = 0,
+    image: torch.Tensor,
+    k: int,
+    iterations: int = 10,
+    spatial_weight: float = 0.5,
+    temperature: float = 0.05,
+    work_size: int = 64,
+    seed: int = 0,
 ) -> torch.Tensor:
     """`(k, H, W)` soft cluster masks of a `(3, H, W)` uint8 image (probabilities; each pixel's sum is 1).
 
@@ -29,9 +34,7 @@ def color_cluster_masks(
     scale = min(1.0, work_size / max(height, width))
     small_size = (max(1, round(height * scale)), max(1, round(width * scale)))
     small = F.interpolate(image[None].float() / 255.0, size=small_size, mode="bilinear", align_corners=False)[0]
-    ys, xs = torch.meshgrid(
-        torch.linspace(0, 1, small_size[0]), torch.linspace(0, 1, small_size[1]), indexing="ij"
-    )
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, small_size[0]), torch.linspace(0, 1, small_size[1]), indexing="ij")
     features = torch.cat([small, spatial_weight * ys[None], spatial_weight * xs[None]]).reshape(5, -1).t()
     generator = torch.Generator().manual_seed(seed)
     centres = features[torch.randperm(features.shape[0], generator=generator)[:k]]

@@ -80,7 +80,7 @@ def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
     if kind != "universal":  # check the model type from the config before loading any weights
         from transformers import AutoConfig
 
-        from ..conversion import pretrained_options
+        from ..hub.conversion import pretrained_options
 
         options = pretrained_options(kwargs.get("local_files_only"))
         model_type = getattr(AutoConfig.from_pretrained(argument, **options), "model_type", None)

@@ -24,10 +24,10 @@ import os
 import torch
 import torch.nn.functional as F
 
-from . import ProposalGenerator, Proposals
 from ..data.transforms import resize_image
+from ..hub.conversion import pretrained_options
+from . import ProposalGenerator, Proposals
 from ._images import IMAGENET_MEAN, IMAGENET_STD, as_image_list, normalize_and_pad, to_uint8_chw
-from ..conversion import pretrained_options
 from .universal import _try_load
 
 logger = logging.getLogger(__name__)

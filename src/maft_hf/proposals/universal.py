@@ -29,9 +29,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from . import ProposalGenerator, Proposals
-from ..conversion import pretrained_options
 from ..data.transforms import resize_image
+from ..hub.conversion import pretrained_options
+from . import ProposalGenerator, Proposals
 from ._images import (
     IMAGENET_MEAN,
     IMAGENET_STD,

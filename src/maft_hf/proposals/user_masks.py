@@ -135,9 +135,7 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(masks.shape[-2:]) == tuple(size):
         return masks
     shrinking = masks.shape[-2] > size[0] or masks.shape[-1] > size[1]
-    resized = F.interpolate(
-        masks[:, None], size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking
-    )
+    resized = F.interpolate(masks[:, None], size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking)
     return resized[:, 0].clamp_(0.0, 1.0)
 
 

@@ -5,8 +5,8 @@ Both run the same steps per image:
 1. load the image as RGB (paths, PIL images of any mode, `(H, W[, 3|4])` arrays, `(3, H, W)` tensors; grayscale,
    palette and RGBA images are converted to RGB, alpha dropped);
 2. class-agnostic proposals from a [`~maft_hf.proposals.ProposalGenerator`], masks `(N, H, W)` at the image size;
-3. the text classifier of the vocabulary ([`~maft_hf.text_classifier.build_text_classifier`], cached);
-4. MAFT's class logits of every proposal ([`~maft_hf.inference.classify_proposals`]); the masks reach the model
+3. the text classifier of the vocabulary ([`~maft_hf.inference.text_classifier.build_text_classifier`], cached);
+4. MAFT's class logits of every proposal ([`~maft_hf.inference.semantic_map.classify_proposals`]); the masks reach the model
    already resized to its patch grid and thresholded by the model's own rule (bilinear, `align_corners=False`,
    `>= mask_threshold`), which is exactly what the model would do with the full-size masks, so images of different
    sizes and proposal counts share one forward pass;
@@ -17,7 +17,7 @@ Both run the same steps per image:
 Example:
 
 ```python
->>> from maft_hf.pipeline import segment
+>>> from maft_hf.inference.pipeline import segment
 >>> from maft_hf.proposals import load_proposal_generator
 >>> results = segment("street.jpg", ["road", "car", "building, edifice"], model, processor,  # doctest: +SKIP
 ...                   load_proposal_generator("grid:4"))
@@ -35,16 +35,16 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from .inference import (
+from ..model.modeling_maft import MaskAwareCLIPModel, pad_proposals, proposals_to_patch_visibility
+from ..model.processing_maft import load_image
+from ..proposals import ProposalGenerator, Proposals
+from .semantic_map import (
     DEFAULT_ENSEMBLE_WEIGHT,
     classify_proposals,
     ensemble_class_scores,
     match_generator_scores,
     semantic_map,
 )
-from .modeling_maft import MaskAwareCLIPModel, pad_proposals, proposals_to_patch_visibility
-from .processing_maft import load_image
-from .proposals import ProposalGenerator, Proposals
 from .text_classifier import TextClassifierCache, build_text_classifier
 from .vocabulary import load_vocabulary
 
@@ -81,7 +81,7 @@ def resolve_proposal_generator(proposal_generator):
             "or a spec string such as 'grid:4' or 'mask2former:<checkpoint>'."
         )
     if isinstance(proposal_generator, str):
-        from .proposals import load_proposal_generator
+        from ..proposals import load_proposal_generator
 
         return load_proposal_generator(proposal_generator)
     if not callable(proposal_generator):
@@ -174,7 +174,7 @@ def segment(
         images: a path, PIL image, `(H, W[, 3|4])` numpy array, `(3, H, W)` tensor, or a list of them (a
             `(B, 3, H, W)` tensor is a batch). Converted to RGB.
         class_names: the vocabulary: a list of names (synonyms as `"building, edifice"`), a shipped vocabulary name
-            (e.g. `"ade20k_150"`) or a file ([`~maft_hf.vocabulary.load_vocabulary`]). Empty vocabularies, empty
+            (e.g. `"ade20k_150"`) or a file ([`~maft_hf.inference.vocabulary.load_vocabulary`]). Empty vocabularies, empty
             names and duplicates raise `ValueError`.
         model: a `MaskAwareCLIPModel` (eval mode is used; its training flag is restored).
         processor: a `MAFTProcessor` (image processor + tokenizer), or a `MAFTImageProcessor` when
@@ -297,7 +297,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         if kwargs.get("batch_size") not in (None, 1):
             raise ValueError(
                 f"{type(self).__name__} runs one image at a time; got batch_size={kwargs['batch_size']}. "
-                "Use maft_hf.pipeline.segment for batched inference."
+                "Use maft_hf.inference.pipeline.segment for batched inference."
             )
         if candidate_labels is None:
             raise ValueError("candidate_labels is required: the class names to segment.")
@@ -339,7 +339,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             raise ValueError("candidate_labels is required: the class names to segment.")
         (picture,) = load_images(image)
         if proposal_masks is not None:
-            from .proposals.user_masks import proposals_from_user_masks
+            from ..proposals.user_masks import proposals_from_user_masks
 
             item = proposals_from_user_masks(proposal_masks, image_size=(picture.height, picture.width))
         else:

@@ -67,7 +67,9 @@ def load_image(image) -> Image.Image:
 
 
 def to_clip_input(
-    image: torch.Tensor, size: int = 480, image_mean: Sequence[float] = OPENAI_CLIP_MEAN,
+    image: torch.Tensor,
+    size: int = 480,
+    image_mean: Sequence[float] = OPENAI_CLIP_MEAN,
     image_std: Sequence[float] = OPENAI_CLIP_STD,
 ) -> torch.Tensor:
     """CLIP pixel values: normalise with the mean/std (CLIP's by default; given on the 0..1 scale, applied on the

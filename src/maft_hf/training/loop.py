@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.labels import IGNORE_INDEX, check_label_ids, coco_stuff_lut, get_class_names, map_labels
-from .data.transforms import (
+from ..data.labels import IGNORE_INDEX, check_label_ids, coco_stuff_lut, get_class_names, map_labels
+from ..data.transforms import (
     CLIP_MEAN,
     CLIP_STD,
     IMAGE_PAD_VALUE,
@@ -48,10 +48,10 @@ from .data.transforms import (
     shortest_edge_size,
     to_clip_input,
 )
-from .inference import classify_proposals
+from ..inference.semantic_map import classify_proposals
+from ..inference.vocabulary import load_vocabulary
+from ..model.modeling_maft import pad_proposals
 from .losses import class_masks_from_labels, maft_loss, mask_aware_loss, soft_iou
-from .modeling_maft import pad_proposals
-from .vocabulary import load_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ def load_model_and_processor(
     Args:
         name_or_path: Hub id or local directory of a MAFT checkpoint (`model_type` "maft") or of a plain transformers
             CLIP checkpoint (`model_type` "clip"). A CLIP checkpoint is converted in memory as
-            [`~maft_hf.conversion.convert_clip_checkpoint`] does on disk: same weights (0 missing / 0 unexpected
-            keys), MAFT settings of [`~maft_hf.conversion.preset_for`], a `MAFTImageProcessor` at the input size
+            [`~maft_hf.hub.conversion.convert_clip_checkpoint`] does on disk: same weights (0 missing / 0 unexpected
+            keys), MAFT settings of [`~maft_hf.hub.conversion.preset_for`], a `MAFTImageProcessor` at the input size
             with the checkpoint's mean/std, and its tokenizer.
         local_files_only: passed to every `from_pretrained` (None keeps the default, e.g. `HF_HUB_OFFLINE`).
         mask_start_layer, input_image_size: override the preset (CLIP checkpoints only).
@@ -89,9 +89,9 @@ def load_model_and_processor(
     """
     from transformers import PretrainedConfig
 
-    from .conversion import load_clip_as_maft, pretrained_options
-    from .modeling_maft import MaskAwareCLIPModel
-    from .processing_maft import MAFTProcessor
+    from ..hub.conversion import load_clip_as_maft, pretrained_options
+    from ..model.modeling_maft import MaskAwareCLIPModel
+    from ..model.processing_maft import MAFTProcessor
 
     options = pretrained_options(local_files_only)
     config_dict, _ = PretrainedConfig.get_config_dict(name_or_path, **options)
@@ -270,7 +270,7 @@ def select_split(dataset, split: str | None, allow_unsplit: bool = True):
 
 def image_to_tensor(image) -> torch.Tensor:
     """A PIL image, path or array -> `(3, H, W)` uint8 RGB tensor."""
-    from .processing_maft import load_image
+    from ..model.processing_maft import load_image
 
     array = np.asarray(load_image(image))
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
@@ -296,7 +296,7 @@ def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
     0..255 (divided by 255) or float in [0, 1] (the rules of [`~maft_hf.proposals.proposals_from_user_masks`]);
     masks of another size than the image are resized bilinearly to it.
     """
-    from .proposals.user_masks import proposals_from_user_masks
+    from ..proposals.user_masks import proposals_from_user_masks
 
     if isinstance(value, (list, tuple)) and value and hasattr(value[0], "getbands"):
         masks = list(value)
@@ -359,7 +359,8 @@ def validate_training_dataset(
     if len(dataset) == 0:
         raise ValueError(f"Split {split!r} is empty: fine-tuning needs at least one example.")
     check_columns(
-        dataset, {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column},
+        dataset,
+        {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column},
         split,
     )
     view = dataset
@@ -668,7 +669,7 @@ def load_training_proposal_generator(
     universal-segmentation kinds (as `num_proposals`) and SAM (as `max_proposals`); the generator's model is moved to
     `device` in eval mode without gradients.
     """
-    from .proposals.factory import load_proposal_generator, parse_proposal_spec
+    from ..proposals.factory import load_proposal_generator, parse_proposal_spec
 
     kind, _ = parse_proposal_spec(spec)
     options = {}
@@ -878,7 +879,7 @@ def training_step(
     Returns:
         [`TrainingStepOutput`].
     """
-    from .modeling_maft import MaskAwareCLIPModel
+    from ..model.modeling_maft import MaskAwareCLIPModel
 
     if isinstance(student, MaskAwareCLIPModel):
         student = MaskAwareStudent(student)
@@ -894,7 +895,7 @@ def training_step(
     )
     teacher_image_logits = None
     if with_distillation:
-        with torch.no_grad(), (autocast() if autocast is not None else nullcontext()):
+        with torch.no_grad(), autocast() if autocast is not None else nullcontext():
             teacher_image_logits = image_class_logits(teacher, batch["pixel_values"], text_classifier)
     terms = maft_loss(
         mask_logits.float(),
@@ -995,8 +996,8 @@ def rank_correlation_eval(
 
     For every image and every class `c` present in its label map, over the image's `N` proposals: Spearman's rank
     correlation between the proposals' class scores `softmax(logits)[:, c]` and their soft IoU with the class map
-    (the quantity the mask-aware loss regresses, [`~maft_hf.losses.soft_iou`]). Rows where either is constant are
-    skipped. Also reports the mask-aware loss ([`~maft_hf.losses.mask_aware_loss`]) over the same images, averaged
+    (the quantity the mask-aware loss regresses, [`~maft_hf.training.losses.soft_iou`]). Rows where either is constant are
+    skipped. Also reports the mask-aware loss ([`~maft_hf.training.losses.mask_aware_loss`]) over the same images, averaged
     over all (image, class, proposal) entries. Images are used at their own size (no augmentation); proposals come
     from `proposal_generator` (called with the image) or from `proposal_column`.
 
@@ -1197,7 +1198,7 @@ def _format_metric(value) -> str:
 
 
 def _fallback_model_card(card: dict) -> str:
-    """A minimal model card (YAML metadata + training summary), used until `maft_hf.model_card` exists."""
+    """A minimal model card (YAML metadata + training summary), used until `maft_hf.hub.model_card` exists."""
     base_model = card.get("base_model")
     datasets_ = [d for d in [card.get("dataset")] if d]
     lines = ["---", "library_name: transformers", "pipeline_tag: image-segmentation", "license: apache-2.0"]
@@ -1211,7 +1212,7 @@ def _fallback_model_card(card: dict) -> str:
         "",
         f"# {card.get('model_name', 'MAFT fine-tuned CLIP')}",
         "",
-        "A CLIP model fine-tuned with MAFT (mask-aware fine-tuning, \"Learning Mask-aware CLIP Representations for "
+        'A CLIP model fine-tuned with MAFT (mask-aware fine-tuning, "Learning Mask-aware CLIP Representations for '
         "Zero-Shot Segmentation\", NeurIPS 2023) using `maft_hf`'s `scripts/finetune.py`: the image encoder (IP-CLIP) "
         "classifies mask proposals in one pass; only the image encoder was trained "
         f"({card.get('hyperparameters', {}).get('trained_parameters', 'freeze policy released')}), the text encoder "
@@ -1220,8 +1221,11 @@ def _fallback_model_card(card: dict) -> str:
         f"- Base model: `{base_model}`",
         f"- Training data: `{card.get('dataset')}` (split `{card.get('train_split')}`)",
         f"- Training vocabulary: {len(card.get('vocabulary', []))} classes"
-        + (f" ({', '.join(card['vocabulary'][:10])}{', ...' if len(card['vocabulary']) > 10 else ''})"
-           if card.get("vocabulary") else ""),
+        + (
+            f" ({', '.join(card['vocabulary'][:10])}{', ...' if len(card['vocabulary']) > 10 else ''})"
+            if card.get("vocabulary")
+            else ""
+        ),
         "",
         "## Training hyperparameters",
         "",
@@ -1237,7 +1241,7 @@ def _fallback_model_card(card: dict) -> str:
         "",
         "```python",
         "import maft_hf",
-        "from maft_hf.pipeline import segment",
+        "from maft_hf.inference.pipeline import segment",
         "from transformers import AutoModel, AutoProcessor",
         "",
         f'model = AutoModel.from_pretrained("{card.get("repo_id") or "<this repo>"}")',
@@ -1250,7 +1254,7 @@ def _fallback_model_card(card: dict) -> str:
 
 
 def _card_training_table(values: dict, metrics: dict) -> dict:
-    """This run's column of the model card's training table (keys of `maft_hf.model_card.RELEASED_RECIPE`)."""
+    """This run's column of the model card's training table (keys of `maft_hf.hub.model_card.RELEASED_RECIPE`)."""
     dataset = values.get("dataset_name") or values.get("dataset_path")
     vocabulary = list(values.get("training_vocabulary") or [])
     proposals = values.get("proposal_generator") or f"precomputed column {values.get('proposal_column')!r}"
@@ -1286,7 +1290,7 @@ def write_model_card(output_dir: str | os.PathLike, args, metrics: dict | None =
     Call it after the final `save_pretrained` (the card reads the saved config). `args` is the fine-tuning
     `argparse.Namespace` (or a dict of its fields, plus `training_vocabulary` and `global_batch_size`); `metrics` are
     this run's diagnostics (final loss, rank correlations), listed in the training table. The card is
-    [`maft_hf.model_card.make_model_card`] with this run's column filled in; when its template is not available
+    [`maft_hf.hub.model_card.make_model_card`] with this run's column filled in; when its template is not available
     (an installed package without the repository's `model_cards/`), a minimal card is written instead.
     """
     values = dict(vars(args)) if not isinstance(args, dict) else dict(args)
@@ -1294,12 +1298,12 @@ def write_model_card(output_dir: str | os.PathLike, args, metrics: dict | None =
     path = os.path.join(output_dir, "README.md")
     config = None
     if os.path.isfile(os.path.join(output_dir, "config.json")):
-        from .configuration_maft import MAFTConfig
+        from ..model.configuration_maft import MAFTConfig
 
         config = MAFTConfig.from_pretrained(output_dir)
         values.setdefault("input_image_size", config.vision_config.input_image_size)
     training = _card_training_table(values, metrics or {})
-    from . import model_card
+    from ..hub import model_card
 
     dataset = values.get("dataset_name")
     model_id = values.get("hub_model_id") or os.path.basename(os.path.abspath(output_dir))

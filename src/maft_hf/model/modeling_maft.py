@@ -82,9 +82,7 @@ class MAFTOutput(ModelOutput):
     text_model_output: BaseModelOutputWithPooling | None = None
 
     def to_tuple(self):
-        return tuple(
-            self[k] if not k.endswith("model_output") else getattr(self, k).to_tuple() for k in self.keys()
-        )
+        return tuple(self[k] if not k.endswith("model_output") else getattr(self, k).to_tuple() for k in self.keys())
 
 
 def resize_position_embeddings(position_embeddings: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
@@ -235,7 +233,9 @@ def check_proposal_masks(
 ) -> None:
     """Raise a `ValueError` that names what was expected and what arrived, for malformed proposals."""
     if not isinstance(proposal_masks, torch.Tensor):
-        raise ValueError(f"proposal_masks must be a torch.Tensor of shape (batch, N, H, W), got {type(proposal_masks)}.")
+        raise ValueError(
+            f"proposal_masks must be a torch.Tensor of shape (batch, N, H, W), got {type(proposal_masks)}."
+        )
     if proposal_masks.ndim != 4:
         raise ValueError(
             f"proposal_masks must have shape (batch, N, H, W) (4 dimensions), got shape {tuple(proposal_masks.shape)}."
@@ -260,7 +260,9 @@ def check_proposal_masks(
                 "Apply a sigmoid to mask logits first."
             )
     if proposal_valid_mask is not None and proposal_valid_mask.is_floating_point():
-        raise ValueError(f"proposal_valid_mask must be bool (True = real proposal), got dtype {proposal_valid_mask.dtype}.")
+        raise ValueError(
+            f"proposal_valid_mask must be bool (True = real proposal), got dtype {proposal_valid_mask.dtype}."
+        )
     if proposal_valid_mask is not None and tuple(proposal_valid_mask.shape) != tuple(proposal_masks.shape[:2]):
         raise ValueError(
             f"proposal_valid_mask must have shape (batch, N) = {tuple(proposal_masks.shape[:2])}, "
@@ -399,7 +401,9 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
             proposal_masks = proposal_masks.to(pixel_values.device)
             visibility = proposals_to_patch_visibility(proposal_masks, grid, self.config.mask_threshold)
             if proposal_valid_mask is not None:
-                visibility = visibility & proposal_valid_mask.to(device=visibility.device, dtype=torch.bool).unsqueeze(-1)
+                visibility = visibility & proposal_valid_mask.to(device=visibility.device, dtype=torch.bool).unsqueeze(
+                    -1
+                )
             copy_mask = to_backend_mask(copy_rows_mask(visibility), self.config._attn_implementation, hidden.dtype)
         keep_last_patches = return_patch_tokens or output_hidden_states or not num_copies
 
@@ -412,7 +416,9 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
                 keep = keep_last_patches or index < last
                 if getattr(layer, "gradient_checkpointing", False) and self.training:
                     # the checkpoint function transformers' `activation_checkpointing_enable` gave the layer
-                    hidden = layer._gradient_checkpointing_func(mask_aware_layer, layer, hidden, num_copies, copy_mask, keep)
+                    hidden = layer._gradient_checkpointing_func(
+                        mask_aware_layer, layer, hidden, num_copies, copy_mask, keep
+                    )
                 else:
                     hidden = mask_aware_layer(layer, hidden, num_copies, copy_mask, keep)
             else:

@@ -4,14 +4,14 @@ Shared by `scripts/segment.py`, the examples and the demo. Outputs of one image 
 
 - `<stem>_map.png`: the class-id map at the image's size, one grayscale PNG, 8-bit when the vocabulary has at most
   255 classes (ids 0..254, so 255 never names a class) and 16-bit otherwise; read it back with [`read_label_map`];
-- `<stem>_overlay.png`: the colour overlay with a legend of the classes present ([`maft_hf.visualization.overlay`]);
+- `<stem>_overlay.png`: the colour overlay with a legend of the classes present ([`maft_hf.inference.visualization.overlay`]);
 - `<stem>.json`: image size, file names and the pixel area of every class present ([`class_areas`]).
 
 Example:
 
 ```python
 >>> import numpy as np
->>> from maft_hf.segmentation_io import class_areas
+>>> from maft_hf.inference.outputs import class_areas
 >>> class_areas(np.array([[0, 0], [0, 2]]), ["sky", "grass", "road"])
 [{'id': 0, 'name': 'sky', 'pixels': 3, 'fraction': 0.75}, {'id': 2, 'name': 'road', 'pixels': 1, 'fraction': 0.25}]
 ```
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .processing_maft import load_image
+from ..model.processing_maft import load_image
 from .visualization import save_overlay
 from .vocabulary import available_vocabularies, load_vocabulary
 
@@ -48,7 +48,7 @@ def parse_vocabulary_argument(value: str) -> list[str]:
     """A vocabulary given on a command line: a shipped name, a text file, or comma-separated class names.
 
     The value is split on commas **only** when it is neither a shipped vocabulary name
-    ([`~maft_hf.vocabulary.available_vocabularies`]) nor an existing file, so `"cat,dog, puppy"` is three classes
+    ([`~maft_hf.inference.vocabulary.available_vocabularies`]) nor an existing file, so `"cat,dog, puppy"` is three classes
     `["cat", "dog", "puppy"]`. Class names with synonyms (`"dog, puppy"` as one class) therefore need a file, one class
     per line. Raises `ValueError` for an empty value, a value that looks like a missing file (`*.txt` or a path
     separator and no comma), empty names (`"cat,,dog"`) and duplicates.
@@ -56,7 +56,7 @@ def parse_vocabulary_argument(value: str) -> list[str]:
     Example:
 
     ```python
-    >>> from maft_hf.segmentation_io import parse_vocabulary_argument
+    >>> from maft_hf.inference.outputs import parse_vocabulary_argument
     >>> parse_vocabulary_argument("cat, dog,bird")
     ['cat', 'dog', 'bird']
     >>> len(parse_vocabulary_argument("ade20k_150"))
@@ -284,7 +284,7 @@ def save_segmentation(
         image: the image (path, PIL image of any mode, `(H, W[, 3|4])` array or `(3, H, W)` tensor), converted to RGB.
         seg_map: `(H, W)` class ids in `[0, C)` at the image's size (numpy or tensor).
         class_names: the `C` class names; id `i` is `class_names[i]`.
-        alpha, legend: overlay options ([`maft_hf.visualization.overlay`]).
+        alpha, legend: overlay options ([`maft_hf.inference.visualization.overlay`]).
         metadata: extra JSON-serialisable entries for `<stem>.json` (e.g. the source path, the number of proposals).
 
     Returns:

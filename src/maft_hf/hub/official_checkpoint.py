@@ -394,8 +394,21 @@ def openai_visual_forward(
         b = f"transformer.resblocks.{layer}."
         h = F.layer_norm(x, (d,), w[b + "ln_1.weight"], w[b + "ln_1.bias"], eps).transpose(0, 1)  # (L, B, D)
         attn, _ = F.multi_head_attention_forward(
-            h, h, h, d, num_heads, w[b + "attn.in_proj_weight"], w[b + "attn.in_proj_bias"], None, None, False, 0.0,
-            w[b + "attn.out_proj.weight"], w[b + "attn.out_proj.bias"], training=False, need_weights=False,
+            h,
+            h,
+            h,
+            d,
+            num_heads,
+            w[b + "attn.in_proj_weight"],
+            w[b + "attn.in_proj_bias"],
+            None,
+            None,
+            False,
+            0.0,
+            w[b + "attn.out_proj.weight"],
+            w[b + "attn.out_proj.bias"],
+            training=False,
+            need_weights=False,
         )
         x = x + attn.transpose(0, 1)
         h = F.layer_norm(x, (d,), w[b + "ln_2.weight"], w[b + "ln_2.bias"], eps)
@@ -536,7 +549,7 @@ def convert_official_checkpoint(
             `"openai/clip-vit-base-patch16"`: gives the text tower, the config and the tokenizer.
         output_dir: where to write the MAFT checkpoint (written only after every check passed).
         prefix: the image encoder's prefix in the flattened checkpoint (found automatically when None).
-        mask_start_layer / input_image_size: override the preset ([`~maft_hf.conversion.preset_for`]).
+        mask_start_layer / input_image_size: override the preset ([`~maft_hf.hub.conversion.preset_for`]).
         unsafe_pickle: allow `torch.load(weights_only=False)` for pickles that need it (runs code from the file).
         allow_unused: skip, instead of refusing, tensors under the prefix that the mapping does not know.
         verify: compare the converted model's image embeddings at the native resolution with
@@ -548,7 +561,7 @@ def convert_official_checkpoint(
     Example:
 
     ```python
-    >>> from maft_hf.official_checkpoint import convert_official_checkpoint
+    >>> from maft_hf.hub.official_checkpoint import convert_official_checkpoint
     >>> model, report = convert_official_checkpoint(  # doctest: +SKIP
     ...     "maft_vitb16_coco_stuff.pth", "openai/clip-vit-base-patch16", "maft-vitb16"
     ... )
@@ -570,7 +583,10 @@ def convert_official_checkpoint(
 
     with tempfile.TemporaryDirectory(prefix="maft_official_") as work:
         model = convert_clip_checkpoint(
-            clip_name_or_path, work, mask_start_layer=mask_start_layer, input_image_size=input_image_size,
+            clip_name_or_path,
+            work,
+            mask_start_layer=mask_start_layer,
+            input_image_size=input_image_size,
             local_files_only=local_files_only,
         )
         base = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -606,7 +622,9 @@ def convert_official_checkpoint(
         if report.frozen_changed:
             logger.warning(
                 "Tensors that MAFT keeps frozen differ from the base CLIP (%s): check that %r is the checkpoint the "
-                "model was fine-tuned from.", _preview(report.frozen_changed, 5), clip_name_or_path,
+                "model was fine-tuned from.",
+                _preview(report.frozen_changed, 5),
+                clip_name_or_path,
             )
         root = chosen[: -len("visual.")] if chosen.endswith("visual.") else None
         if root is not None:
@@ -618,7 +636,8 @@ def convert_official_checkpoint(
                     logger.warning(
                         "The checkpoint's text tower differs from %r's by up to %.3g; MAFT keeps the text tower "
                         "frozen, so the base is probably not the one it was fine-tuned from; the base's is used.",
-                        clip_name_or_path, report.text_tower_max_abs_diff,
+                        clip_name_or_path,
+                        report.text_tower_max_abs_diff,
                     )
 
         if verify:

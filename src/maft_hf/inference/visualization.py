@@ -27,7 +27,7 @@ def palette(num_classes: int) -> np.ndarray:
     Example:
 
     ```python
-    >>> from maft_hf.visualization import palette
+    >>> from maft_hf.inference.visualization import palette
     >>> palette(847).shape
     (847, 3)
     ```"""
@@ -152,7 +152,7 @@ def overlay(image, seg_map, class_names, alpha: float = 0.5, legend: bool = True
 
     ```python
     >>> import numpy as np
-    >>> from maft_hf.visualization import overlay
+    >>> from maft_hf.inference.visualization import overlay
     >>> seg = np.zeros((32, 48), dtype=np.int64); seg[:, 24:] = 2
     >>> overlay(np.zeros((32, 48, 3), np.uint8), seg, ["sky", "grass", "road"], legend=False).size
     (48, 32)

@@ -262,7 +262,7 @@ def build_text_classifier(
     Example:
 
     ```python
-    >>> from maft_hf.text_classifier import build_text_classifier
+    >>> from maft_hf.inference.text_classifier import build_text_classifier
     >>> weights = build_text_classifier(model, tokenizer, ["cat", "building, edifice"])  # doctest: +SKIP
     >>> weights.shape  # doctest: +SKIP
     torch.Size([2, 512])

@@ -1,9 +1,9 @@
 """Evaluate a MAFT model on a semantic-segmentation dataset: the loop behind `scripts/evaluate.py`.
 
 [`evaluate_segmentation`] streams a `datasets.Dataset` (or `IterableDataset`) of `(image, label map)` pairs in batches,
-segments every image with [`~maft_hf.pipeline.segment`] (proposals from a generator, one image at a time, MAFT's
+segments every image with [`~maft_hf.inference.pipeline.segment`] (proposals from a generator, one image at a time, MAFT's
 class scores, optionally the Eq. 9 ensemble) at the image's own size, and accumulates an exact
-[`~maft_hf.evaluation.ConfusionMatrix`]. The scores are those of [`~maft_hf.evaluation.compute_segmentation_metrics`]
+[`~maft_hf.evaluation.metrics.ConfusionMatrix`]. The scores are those of [`~maft_hf.evaluation.metrics.compute_segmentation_metrics`]
 (detectron2 v0.6 conventions, percent).
 
 Several processes (`accelerate launch`): each process evaluates its own shard, without duplicates (contiguous index
@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.labels import get_class_names
-from .evaluation import ConfusionMatrix, compute_segmentation_metrics
-from .inference import DEFAULT_ENSEMBLE_WEIGHT, match_generator_scores
-from .pipeline import check_proposals, load_images, resolve_proposal_generator, segment
-from .processing_maft import load_image
-from .text_classifier import build_text_classifier
-from .vocabulary import load_vocabulary
+from ..data.labels import get_class_names
+from ..inference.pipeline import check_proposals, load_images, resolve_proposal_generator, segment
+from ..inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT, match_generator_scores
+from ..inference.text_classifier import build_text_classifier
+from ..inference.vocabulary import load_vocabulary
+from ..model.processing_maft import load_image
+from .metrics import ConfusionMatrix, compute_segmentation_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def evaluate_segmentation(
         progress: show a tqdm bar (main process only).
 
     Returns:
-        The dict of [`~maft_hf.evaluation.compute_segmentation_metrics`] (percent; `mIoU`, `pAcc`, `per_class_iou`,
+        The dict of [`~maft_hf.evaluation.metrics.compute_segmentation_metrics`] (percent; `mIoU`, `pAcc`, `per_class_iou`,
         excluded classes, and with `unseen_classes` also `mIoU_seen`, `mIoU_unseen`, `hIoU`) plus
         - `"num_images"`: images evaluated over all processes;
         - `"num_processes"` and `"images_per_process"` (`list[int]`, sums to `num_images`);
@@ -332,7 +332,7 @@ def evaluate_segmentation(
         - `"unseen_classes_known_to_generator"`: unseen classes that the ensemble scored with the generator's own
           (supervised) class scores, as seen by this process; non-empty means the run is not zero-shot (a warning is
           logged);
-        - `"confusion_matrix"`: the summed [`~maft_hf.evaluation.ConfusionMatrix`] (on CPU, on every process).
+        - `"confusion_matrix"`: the summed [`~maft_hf.evaluation.metrics.ConfusionMatrix`] (on CPU, on every process).
 
     Raises:
         ValueError: see the module docstring (all raised before the loop except a label map whose size differs
@@ -341,7 +341,7 @@ def evaluate_segmentation(
     Example:
 
     ```python
-    >>> from maft_hf.evaluation_loop import evaluate_segmentation
+    >>> from maft_hf.evaluation.loop import evaluate_segmentation
     >>> results = evaluate_segmentation(model, processor, dataset, "ade20k_150", "grid:4")  # doctest: +SKIP
     >>> results["mIoU"], results["num_images"]  # doctest: +SKIP
     ```

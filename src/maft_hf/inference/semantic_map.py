@@ -105,7 +105,7 @@ def semantic_scores(
 
     ```python
     >>> import torch
-    >>> from maft_hf.inference import semantic_scores
+    >>> from maft_hf.inference.semantic_map import semantic_scores
     >>> logits, masks = torch.randn(3, 2), torch.rand(3, 4, 4)
     >>> semantic_scores(logits, masks).shape
     torch.Size([2, 4, 4])
@@ -150,7 +150,7 @@ def semantic_map(
 
     ```python
     >>> import torch
-    >>> from maft_hf.inference import semantic_map
+    >>> from maft_hf.inference.semantic_map import semantic_map
     >>> semantic_map(torch.randn(300, 847), torch.rand(300, 64, 64)).shape
     torch.Size([64, 64])
     ```"""

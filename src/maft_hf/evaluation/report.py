@@ -1,7 +1,7 @@
 """Evaluation reports: the `results.json` record of a run and Markdown tables in the layout of paper Tables 1 and 3.
 
 A record ([`build_results_record`]) holds the run's settings, the scores of
-[`~maft_hf.evaluation_loop.evaluate_segmentation`] (percent, `null` where undefined), the per-class IoU and, for a
+[`~maft_hf.evaluation.loop.evaluate_segmentation`] (percent, `null` where undefined), the per-class IoU and, for a
 registered benchmark ([`~maft_hf.data.benchmarks.BENCHMARKS`]), the numbers the paper and the authors' released
 checkpoint report. [`format_results_markdown`] turns one or several records into:
 
@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .data.benchmarks import BENCHMARKS
+from ..data.benchmarks import BENCHMARKS
 
 RESULTS_VERSION = 1
 TABLE3_BENCHMARKS = ("ade20k_847", "ade20k_150", "pascal_context_459", "pascal_context_59", "pascal_voc_20")
@@ -58,7 +58,7 @@ def build_results_record(
     """The JSON-ready record of one evaluation run (what `scripts/evaluate.py` writes to `results.json`).
 
     Args:
-        results: the dict of [`~maft_hf.evaluation_loop.evaluate_segmentation`] (its `confusion_matrix` is left out:
+        results: the dict of [`~maft_hf.evaluation.loop.evaluate_segmentation`] (its `confusion_matrix` is left out:
             the script saves it as `confusion_matrix.npy`).
         model, dataset, split, proposals, ensemble_weight: the run's settings, as given.
         class_names: the vocabulary (label id `i` = `class_names[i]`).
@@ -117,7 +117,7 @@ def build_results_record(
 
 
 def model_card_results(record: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """`{benchmark or dataset: {metric: percent}}` of a record, for `maft_hf.model_card.update_model_card_results`:
+    """`{benchmark or dataset: {metric: percent}}` of a record, for `maft_hf.hub.model_card.update_model_card_results`:
     mIoU, plus seen / unseen mIoU and hIoU for a zero-shot run; undefined scores are left out."""
     run, metrics = record["run"], record["metrics"]
     names = ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU") if "hIoU" in metrics else ("mIoU",)
@@ -237,7 +237,7 @@ def _details_table(records) -> list[str]:
         )
     notes = [
         "Classes absent from both the ground truth and the predictions of the whole set are excluded from the means "
-        "(detectron2 convention); \"Classes evaluated\" counts the others.",
+        '(detectron2 convention); "Classes evaluated" counts the others.',
         "The paper's numbers use FreeSeg's proposals (trained on COCO-Stuff); numbers with other proposals are not "
         "directly comparable. The released inference uses no ensemble (λ = 0).",
     ]

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 
-from .configuration_maft import MAFTConfig
+from ..model.configuration_maft import MAFTConfig
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ def load_clip_as_maft(
     """
     from transformers import AutoTokenizer, PretrainedConfig
 
-    from .modeling_maft import MaskAwareCLIPModel
-    from .processing_maft import MAFTImageProcessor, MAFTProcessor
+    from ..model.modeling_maft import MaskAwareCLIPModel
+    from ..model.processing_maft import MAFTImageProcessor, MAFTProcessor
 
     options = pretrained_options(local_files_only)
     source, _ = PretrainedConfig.get_config_dict(clip_name_or_path, **options)
@@ -136,7 +136,7 @@ def convert_clip_checkpoint(
     Example:
 
     ```python
-    >>> from maft_hf.conversion import convert_clip_checkpoint
+    >>> from maft_hf.hub.conversion import convert_clip_checkpoint
     >>> model = convert_clip_checkpoint("openai/clip-vit-base-patch16", "maft-vitb16-init")  # doctest: +SKIP
     ```"""
     model, processor = load_clip_as_maft(clip_name_or_path, mask_start_layer, input_image_size, local_files_only)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 METRIC_NAME = "mean_iou_maft"
-METRIC_PATH = Path(__file__).resolve().parent / "metrics" / METRIC_NAME
+METRIC_PATH = Path(__file__).resolve().parent / METRIC_NAME
 
 
 def _as_index_tensor(values: Any, what: str) -> torch.Tensor:
@@ -70,7 +70,7 @@ class ConfusionMatrix:
 
     ```python
     >>> import torch
-    >>> from maft_hf.evaluation import ConfusionMatrix
+    >>> from maft_hf.evaluation.metrics import ConfusionMatrix
     >>> cm = ConfusionMatrix(num_classes=3, ignore_index=255)
     >>> _ = cm.update(torch.tensor([[0, 1], [2, 2]]), torch.tensor([[0, 1], [1, 255]]))
     >>> cm.matrix.tolist()
@@ -209,9 +209,7 @@ class ConfusionMatrix:
         )
 
 
-def _resolve_class_ids(
-    classes: Iterable[int | str], num_classes: int, class_names: Sequence[str] | None
-) -> list[int]:
+def _resolve_class_ids(classes: Iterable[int | str], num_classes: int, class_names: Sequence[str] | None) -> list[int]:
     ids = []
     for item in classes:
         if isinstance(item, str):
@@ -272,7 +270,7 @@ def compute_segmentation_metrics(
 
     ```python
     >>> import torch
-    >>> from maft_hf.evaluation import compute_segmentation_metrics
+    >>> from maft_hf.evaluation.metrics import compute_segmentation_metrics
     >>> counts = torch.tensor([[3, 1, 0], [0, 2, 0], [0, 0, 0]])  # class 2 never occurs
     >>> m = compute_segmentation_metrics(counts, unseen_classes=[1])
     >>> round(m["mIoU"], 2), m["excluded_classes"], round(m["hIoU"], 2)
@@ -342,14 +340,14 @@ def load_metric(**kwargs: Any):
     """The `mean_iou_maft` metric as an `evaluate.EvaluationModule`, loaded from this package (no network needed).
 
     `evaluate.load(path)` copies the shipped module file to its modules cache (`HF_MODULES_CACHE`) and imports it; the
-    module imports `maft_hf.evaluation` absolutely, so `maft_hf` must be installed (it is, as a package or editable).
+    module imports `maft_hf.evaluation.metrics` absolutely, so `maft_hf` must be installed (it is, as a package or editable).
     Keyword arguments go to `evaluate.load` (e.g. `experiment_id`, `keep_in_memory`).
 
     Example:
 
     ```python
     >>> import numpy as np
-    >>> from maft_hf.evaluation import load_metric
+    >>> from maft_hf.evaluation.metrics import load_metric
     >>> metric = load_metric(keep_in_memory=True)
     >>> out = metric.compute(predictions=[np.array([[0, 1]])], references=[np.array([[0, 1]])],
     ...                      num_labels=2, ignore_index=255)

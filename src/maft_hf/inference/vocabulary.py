@@ -45,7 +45,7 @@ def available_vocabularies() -> list[str]:
     Example:
 
     ```python
-    >>> from maft_hf.vocabulary import available_vocabularies
+    >>> from maft_hf.inference.vocabulary import available_vocabularies
     >>> "ade20k_150" in available_vocabularies()
     True
     ```"""
@@ -115,7 +115,7 @@ def unseen_class_indices(dataset: str = "coco_stuff") -> list[int]:
     Example:
 
     ```python
-    >>> from maft_hf.vocabulary import unseen_class_indices
+    >>> from maft_hf.inference.vocabulary import unseen_class_indices
     >>> unseen_class_indices("coco_stuff")[:3]
     [19, 23, 28]
     ```"""
@@ -186,7 +186,7 @@ def load_vocabulary(spec: str | os.PathLike | Sequence[str]) -> list[str]:
     Example:
 
     ```python
-    >>> from maft_hf.vocabulary import load_vocabulary
+    >>> from maft_hf.inference.vocabulary import load_vocabulary
     >>> len(load_vocabulary("coco_stuff_156_seen"))
     156
     >>> load_vocabulary(["cat", "dog, puppy"])
@@ -220,7 +220,7 @@ def load_prompt_templates() -> list[str]:
     Example:
 
     ```python
-    >>> from maft_hf.vocabulary import load_prompt_templates
+    >>> from maft_hf.inference.vocabulary import load_prompt_templates
     >>> load_prompt_templates()[0].format("cat")
     'a photo of a cat.'
     ```"""

@@ -1,9 +1,9 @@
 """`mean_iou_maft`: MAFT benchmark scores (mIoU, fwIoU, mAcc, pAcc, seen / unseen mIoU, hIoU) as an `evaluate` metric.
 
 Shipped inside the `maft_hf` package so that it loads with the network off:
-`evaluate.load("<site-packages>/maft_hf/metrics/mean_iou_maft")`, or `maft_hf.evaluation.load_metric()`. `evaluate`
+`evaluate.load("<site-packages>/maft_hf/evaluation/mean_iou_maft")`, or `maft_hf.evaluation.metrics.load_metric()`. `evaluate`
 copies this file to its modules cache and imports it on its own, so everything it needs is imported absolutely from
-the installed `maft_hf` package; the computation is `maft_hf.evaluation` (exact int64 confusion matrix, detectron2 v0.6
+the installed `maft_hf` package; the computation is `maft_hf.evaluation.metrics` (exact int64 confusion matrix, detectron2 v0.6
 conventions, results in percent).
 """
 
@@ -11,7 +11,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from maft_hf.evaluation import ConfusionMatrix, compute_segmentation_metrics
+from maft_hf.evaluation.metrics import ConfusionMatrix, compute_segmentation_metrics
 
 _DESCRIPTION = """
 Semantic-segmentation scores with the conventions of detectron2 v0.6 `SemSegEvaluator`, the evaluator of the released
@@ -35,7 +35,7 @@ Returns:
     `num_excluded_classes`, `excluded_classes` (+ `mIoU_seen`, `mIoU_unseen`, `hIoU` with `unseen_classes`), in percent.
 Examples:
     >>> import numpy as np
-    >>> metric = evaluate.load("path/to/maft_hf/metrics/mean_iou_maft")
+    >>> metric = evaluate.load("path/to/maft_hf/evaluation/mean_iou_maft")
     >>> out = metric.compute(predictions=[np.array([[0, 1], [1, 1]])], references=[np.array([[0, 1], [255, 0]])],
     ...                      num_labels=2, ignore_index=255)
     >>> round(out["mIoU"], 2)
@@ -56,7 +56,7 @@ _LIST = getattr(datasets, "List", None) or datasets.Sequence
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MeanIoUMAFT(evaluate.Metric):
-    """`evaluate` wrapper of `maft_hf.evaluation.compute_segmentation_metrics`."""
+    """`evaluate` wrapper of `maft_hf.evaluation.metrics.compute_segmentation_metrics`."""
 
     def _info(self):
         return evaluate.MetricInfo(

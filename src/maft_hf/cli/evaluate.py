@@ -1,0 +1,401 @@
+"""Evaluate a MAFT checkpoint on a semantic-segmentation benchmark and report the numbers of paper Tables 1 and 3.
+
+Data: `--benchmark NAME` (one of `maft_hf.data.benchmarks.BENCHMARKS`: vocabulary, ignore index, unseen classes and
+the paper's numbers come with it) reading the dataset that `scripts/prepare_benchmark.py` wrote (`--dataset_path`,
+default `data/<NAME>`) or a Hub dataset (`--dataset_name`); or any dataset with `--dataset_path` / `--dataset_name`
+plus `--split`, `--vocabulary` (default: the class names stored in the dataset), `--unseen_classes`, `--ignore_index`.
+Label maps hold class ids at the image's size (label id i = class i of the vocabulary), the ignore index elsewhere.
+
+Proposals: `--proposals mask2former:<ckpt>` / `oneformer:<ckpt>` (their class scores join MAFT's through the Eq. 9
+ensemble, `--ensemble_weight`, default 0.7; 0 = off, as the authors' released inference), `sam:<ckpt>`, or `grid:<k>`
+(no weights; a smoke test only). Proposals are computed one image at a time, so the numbers depend neither on
+`--batch_size` nor on the number of processes.
+
+Outputs in `--output_dir` (written by the main process): `results.json` (settings, scores in percent, per-class IoU,
+the paper's numbers), `confusion_matrix.npy` (int64, rows = ground truth, columns = predictions) and `results.md`
+(a table in the layout of paper Tab. 1 for zero-shot runs and Tab. 3 for the open-vocabulary benchmarks, the paper's
+numbers beside ours). `--update_model_card README.md` merges the scores into a model card made by
+`maft_hf.hub.model_card` (model-index metadata the Hub understands). `--combine_results a/results.json b/results.json`
+only writes one `results.md` for several runs (e.g. the five benchmarks of Tab. 3 in one table).
+
+Several processes: `accelerate launch --multi_gpu --num_processes 8 scripts/evaluate.py ...` gives each process a
+disjoint shard (no sample repeated) and sums the confusion matrices, so the numbers equal a single-process run. On
+CPU add `--cpu` to the script's arguments and still use `--multi_gpu` for the launcher (`accelerate launch --cpu
+--num_processes 2` silently runs one process).
+
+Examples:
+
+    python scripts/evaluate.py --model org/maft-vitb16 --benchmark ade20k_150 --dataset_path data/ade20k_150 \\
+        --proposals mask2former:org/freeseg-proposals --output_dir eval/ade20k_150
+    accelerate launch --multi_gpu --num_processes 4 scripts/evaluate.py --model ./maft-vitb16 --offline \\
+        --benchmark coco_stuff_zero_shot --proposals mask2former:./mask2former-coco --output_dir eval/coco_zs
+    python scripts/evaluate.py --model ./tiny --dataset_path data/synthetic --split test --proposals grid:4 \\
+        --output_dir eval/synthetic
+    python scripts/evaluate.py --combine_results eval/*/results.json --output_dir eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Heavy imports (torch, transformers, datasets, maft_hf) happen inside the functions, after `main` has set the Hub's
+# offline variables for `--offline`: huggingface_hub and datasets read them when they are imported.
+
+logger = logging.getLogger("maft_hf.evaluate")
+
+DEFAULT_DATA_DIR = "data"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from maft_hf.data.benchmarks import BENCHMARKS
+    from maft_hf.inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="MAFT checkpoint: a local directory or a Hub id.")
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), help="A registered benchmark (see BENCHMARKS).")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--dataset_path", help="A dataset saved with save_to_disk (e.g. by prepare_benchmark.py).")
+    data.add_argument("--dataset_name", help="A Hub dataset id (or a local folder load_dataset reads).")
+    parser.add_argument("--dataset_config", default=None, help="Configuration name of --dataset_name.")
+    parser.add_argument("--split", default=None, help="Split to evaluate (default: validation, or the only split).")
+    parser.add_argument("--streaming", action="store_true", help="Stream --dataset_name instead of downloading it.")
+    parser.add_argument("--dataset_cache_dir", default=None, help="datasets cache for --dataset_name downloads.")
+    parser.add_argument(
+        "--vocabulary",
+        default=None,
+        help="Shipped vocabulary name, text file (one class per line) or comma-separated names, in label-id order "
+        "(default: the benchmark's, else the class names stored in the dataset).",
+    )
+    parser.add_argument(
+        "--unseen_classes",
+        default=None,
+        help="Unseen classes of a zero-shot split: comma-separated names or ids, or a vocabulary name / file "
+        "(adds seen / unseen mIoU and hIoU; default: the benchmark's).",
+    )
+    parser.add_argument("--ignore_index", type=int, default=None, help="Unlabelled label value (default 255).")
+    parser.add_argument("--image_column", default="image", help="Image column (default: image).")
+    parser.add_argument("--label_column", default="label", help="Label-map column (default: label).")
+    parser.add_argument("--proposals", help="'mask2former:<ckpt>', 'oneformer:<ckpt>', 'sam:<ckpt>' or 'grid:<k>'.")
+    parser.add_argument(
+        "--proposal_option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Option of the proposal source, repeatable (e.g. num_proposals=100, points_per_side=32).",
+    )
+    parser.add_argument(
+        "--ensemble_weight",
+        type=float,
+        default=DEFAULT_ENSEMBLE_WEIGHT,
+        help="Lambda of paper Eq. 9 with the proposal model's class scores (mask2former/oneformer only); 0 = off, "
+        "as the released inference.",
+    )
+    parser.add_argument("--batch_size", type=int, default=4, help="Images per MAFT forward pass, per process.")
+    parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N images.")
+    parser.add_argument("--offline", action="store_true", help="Use local files and the Hub cache only.")
+    parser.add_argument("--cpu", action="store_true", help="Run on CPU even when a GPU is present.")
+    parser.add_argument("--cache_dir", default=None, help="Directory caching text classifiers between runs.")
+    parser.add_argument("--output_dir", required=True, help="Where results.json, results.md and the matrix go.")
+    parser.add_argument("--update_model_card", default=None, help="A model card (README.md) to add the scores to.")
+    parser.add_argument(
+        "--combine_results",
+        nargs="+",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="Only write one results.md for these results.json files (no evaluation).",
+    )
+    parser.add_argument("--no_progress", action="store_true", help="No progress bar.")
+    parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Errors that need no data or model."""
+    if args.combine_results:
+        return
+    if not args.model:
+        raise ValueError("--model is required (a MAFT checkpoint directory or Hub id).")
+    if not args.proposals:
+        raise ValueError("--proposals is required, e.g. 'mask2former:<checkpoint>' or 'grid:4'.")
+    if args.benchmark is None and args.dataset_path is None and args.dataset_name is None:
+        raise ValueError(
+            "Give --benchmark, or --dataset_path / --dataset_name (plus --vocabulary for a dataset "
+            "that stores no class names)."
+        )
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}.")
+    if args.max_samples is not None and args.max_samples < 1:
+        raise ValueError(f"--max_samples must be >= 1, got {args.max_samples}.")
+    if not 0.0 <= args.ensemble_weight <= 1.0:
+        raise ValueError(f"--ensemble_weight must lie in [0, 1] (0 = off), got {args.ensemble_weight}.")
+    if args.streaming and args.dataset_name is None:
+        raise ValueError("--streaming applies to --dataset_name only.")
+    if args.update_model_card is not None:
+        card = Path(args.update_model_card)
+        if not (card.is_file() or (card / "README.md").is_file()):
+            raise ValueError(f"--update_model_card {str(card)!r}: no such model card (a README.md or its folder).")
+
+
+def parse_unseen_classes(value: str | None) -> list[int | str] | None:
+    """`"cow,giraffe"` -> names, `"3,7"` -> ids, or a shipped vocabulary name / file of names."""
+    if value is None:
+        return None
+    from maft_hf.inference.vocabulary import available_vocabularies, load_vocabulary
+
+    if value in available_vocabularies() or os.path.isfile(value):
+        return load_vocabulary(value)
+    items = [part.strip() for part in value.split(",") if part.strip()]
+    if not items:
+        raise ValueError(f"--unseen_classes {value!r} names no class.")
+    return [int(item) if item.isdigit() else item for item in items]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data and settings
+# ---------------------------------------------------------------------------------------------------------------
+def _choose_split(dataset_dict, split: str | None, source: str):
+    splits = list(dataset_dict.keys())
+    if split is None:
+        split = "validation" if "validation" in splits else (splits[0] if len(splits) == 1 else None)
+        if split is None:
+            raise ValueError(f"{source} has the splits {splits}: choose one with --split.")
+    if split not in splits:
+        raise ValueError(f"{source} has no split {split!r}; its splits are {splits}.")
+    return dataset_dict[split], split
+
+
+def load_eval_dataset(args: argparse.Namespace, accelerator) -> tuple:
+    """`(dataset, description, split)` of the run."""
+    import datasets
+
+    if args.dataset_name is not None:
+        split = args.split or "validation"
+        with accelerator.main_process_first():  # one download, the other processes read the cache
+            try:
+                dataset = datasets.load_dataset(
+                    args.dataset_name,
+                    args.dataset_config,
+                    split=split,
+                    streaming=args.streaming,
+                    cache_dir=args.dataset_cache_dir,
+                )
+            except (FileNotFoundError, ValueError, ConnectionError) as err:
+                raise ValueError(f"Cannot load the dataset {args.dataset_name!r} (split {split!r}): {err}") from err
+        return dataset, args.dataset_name, split
+    path = args.dataset_path
+    if path is None:  # --benchmark alone: the folder prepare_benchmark.py's examples write
+        path = os.path.join(DEFAULT_DATA_DIR, args.benchmark)
+        if not os.path.isdir(path):
+            raise ValueError(
+                f"No dataset for {args.benchmark} at {path}: prepare it with `python scripts/prepare_benchmark.py "
+                f"--benchmark {args.benchmark} --data_root <releases> --output_dir {path}`, or pass --dataset_path / "
+                "--dataset_name."
+            )
+    if not os.path.isdir(path):
+        raise ValueError(f"--dataset_path {path!r} is not a directory saved with save_to_disk.")
+    try:
+        loaded = datasets.load_from_disk(path)
+    except FileNotFoundError as err:
+        raise ValueError(f"{path!r} is not a dataset saved with save_to_disk: {err}") from err
+    if isinstance(loaded, datasets.DatasetDict):
+        dataset, split = _choose_split(loaded, args.split, path)
+        return dataset, path, split
+    return loaded, path, args.split
+
+
+def resolve_settings(args: argparse.Namespace, dataset) -> dict:
+    """Benchmark, vocabulary, ignore index and unseen classes of the run, each checked against the others."""
+    from maft_hf.data.benchmarks import BENCHMARKS
+    from maft_hf.data.labels import get_class_names
+    from maft_hf.evaluation.loop import dataset_benchmark_metadata
+    from maft_hf.inference.outputs import parse_vocabulary_argument
+
+    metadata = dataset_benchmark_metadata(dataset) or {}
+    benchmark = args.benchmark or (metadata.get("benchmark") if metadata.get("benchmark") in BENCHMARKS else None)
+    spec = BENCHMARKS[benchmark] if benchmark else None
+    if args.vocabulary is not None:
+        names = parse_vocabulary_argument(args.vocabulary)
+    elif spec is not None:
+        names = spec.class_names()
+    else:
+        names = get_class_names(dataset)
+        if names is None:
+            raise ValueError("The dataset stores no class names: pass --vocabulary (label id i = line / name i).")
+    if spec is not None and len(names) != spec.num_classes:
+        raise ValueError(
+            f"--vocabulary has {len(names)} classes but the {benchmark} benchmark has {spec.num_classes} "
+            f"(its vocabulary is {spec.vocabulary!r})."
+        )
+    if args.ignore_index is not None:
+        ignore_index = args.ignore_index
+        if spec is not None and ignore_index != spec.ignore_index:
+            raise ValueError(
+                f"--ignore_index {ignore_index} differs from the {benchmark} benchmark's ignore index "
+                f"{spec.ignore_index}."
+            )
+    else:
+        ignore_index = spec.ignore_index if spec is not None else 255
+    if args.unseen_classes is not None:
+        unseen = parse_unseen_classes(args.unseen_classes)
+    elif spec is not None and spec.unseen_classes():
+        unseen = spec.unseen_classes()
+    else:
+        unseen = None
+    return {"benchmark": benchmark, "class_names": names, "ignore_index": ignore_index, "unseen_classes": unseen}
+
+
+def load_model(name: str, offline: bool):
+    from maft_hf import MAFTProcessor, MaskAwareCLIPModel
+
+    try:
+        model = MaskAwareCLIPModel.from_pretrained(name, local_files_only=offline)
+        processor = MAFTProcessor.from_pretrained(name, local_files_only=offline)
+    except OSError as err:
+        raise ValueError(f"Cannot load the MAFT checkpoint {name!r}: {err}") from err
+    return model.eval(), processor
+
+
+def build_generator(spec: str, options: dict, offline: bool, device):
+    from maft_hf.proposals import load_proposal_generator
+    from maft_hf.proposals.factory import parse_proposal_spec
+
+    kind, _ = parse_proposal_spec(spec)
+    if kind != "grid":
+        options = {"device": device, **({"local_files_only": True} if offline else {}), **options}
+    try:
+        return load_proposal_generator(spec, **options)
+    except OSError as err:
+        raise ValueError(f"Cannot load the proposal generator {spec!r}: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------------
+def write_markdown(output_dir: str | os.PathLike, records) -> Path:
+    from maft_hf.evaluation.report import format_results_markdown
+
+    path = Path(output_dir) / "results.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(format_results_markdown(records), encoding="utf-8")
+    return path
+
+
+def combine_results(paths: list[str], output_dir: str) -> list[dict]:
+    records = []
+    for path in paths:
+        try:
+            records.append(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"Cannot read the results file {path!r}: {err}") from err
+    logger.info("Wrote %s", write_markdown(output_dir, records))
+    return records
+
+
+def write_outputs(args: argparse.Namespace, results: dict, record: dict) -> None:
+    import numpy as np
+
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    np.save(output_dir / "confusion_matrix.npy", results["confusion_matrix"].matrix.numpy())
+    write_markdown(output_dir, [record])
+    if args.update_model_card is not None:
+        update_card(args.update_model_card, record, args.proposals)
+    logger.info("Wrote results.json, results.md and confusion_matrix.npy to %s", output_dir)
+
+
+def update_card(card_path: str, record: dict, proposals: str) -> None:
+    """The one call into `maft_hf.hub.model_card` (model-index metadata + the card's results table)."""
+    from maft_hf.evaluation.report import model_card_results
+    from maft_hf.hub.model_card import update_model_card_results
+
+    scores = model_card_results(record)
+    if not scores:
+        logger.warning("No finite score to add to the model card %s.", card_path)
+        return
+    try:
+        update_model_card_results(card_path, scores, evaluation_proposals=proposals)
+    except ValueError as err:
+        raise ValueError(f"results.json is written, but the model card {card_path!r} was not updated: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict | list[dict]:
+    """Run the command line; returns the `results.json` record (the list of records with `--combine_results`)."""
+    if "--offline" in (sys.argv[1:] if argv is None else argv):  # before parse_args imports maft_hf / transformers
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    args = parse_args(argv)
+    check_args(args)
+    if args.combine_results:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.log_level)
+        return combine_results(args.combine_results, args.output_dir)
+
+    from accelerate import Accelerator
+
+    from maft_hf.evaluation.loop import evaluate_segmentation
+    from maft_hf.evaluation.report import build_results_record
+    from maft_hf.proposals.factory import parse_proposal_options
+
+    accelerator = Accelerator(cpu=args.cpu)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=args.log_level if accelerator.is_main_process else "ERROR",
+    )
+    dataset, dataset_description, split = load_eval_dataset(args, accelerator)
+    settings = resolve_settings(args, dataset)
+    model, processor = load_model(args.model, args.offline)
+    generator = build_generator(
+        args.proposals, parse_proposal_options(args.proposal_option), args.offline, accelerator.device
+    )
+    logger.info(
+        "%s: %s classes, ignore %s, %d process(es) on %s",
+        dataset_description,
+        len(settings["class_names"]),
+        settings["ignore_index"],
+        accelerator.num_processes,
+        accelerator.device,
+    )
+    results = evaluate_segmentation(
+        model,
+        processor,
+        dataset,
+        settings["class_names"],
+        generator,
+        accelerator=accelerator,
+        ensemble_weight=args.ensemble_weight,
+        batch_size=args.batch_size,
+        unseen_classes=settings["unseen_classes"],
+        ignore_index=settings["ignore_index"],
+        image_column=args.image_column,
+        label_column=args.label_column,
+        max_samples=args.max_samples,
+        cache=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    record = build_results_record(
+        results,
+        model=args.model,
+        dataset=dataset_description,
+        split=split,
+        proposals=args.proposals,
+        ensemble_weight=args.ensemble_weight,
+        class_names=settings["class_names"],
+        benchmark=settings["benchmark"],
+        ignore_index=settings["ignore_index"],
+        extra={"batch_size": args.batch_size, "max_samples": args.max_samples},
+    )
+    if accelerator.is_main_process:
+        write_outputs(args, results, record)
+        summary = {k: record["metrics"].get(k) for k in ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "pAcc")}
+        logger.info("%s", {k: v for k, v in summary.items() if v is not None or k == "mIoU"})
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroys the process group: without it gloo may abort at exit
+    return record

@@ -1,0 +1,121 @@
+"""Write the Hub model card (README.md) of a MAFT checkpoint, from `src/maft_hf/assets/model_card_template.md`.
+
+    # into a checkpoint directory (input size, start layer and parameter count read from it)
+    python scripts/make_model_card.py --checkpoint_dir maft-vitb16 --model_id your-org/maft-vitb16 \\
+        --results results.json --training '{"max_train_steps": 1000, "total_batch_size": 16}'
+
+    # the committed cards (no run yet: results "not yet measured")
+    python scripts/make_model_card.py --model_id maft-hf/maft-vitb16 --base_model openai/clip-vit-base-patch16 \\
+        --output model_cards/maft-vitb16.md
+
+Without `--checkpoint_dir` or `--output` the card goes to stdout. `--results`, `--training` and `--compute` take a
+JSON file or a JSON string (`--compute` also plain text). Results are percentages per benchmark, e.g.
+`{"ade20k_150": {"mIoU": 29.3}}`; nothing is ever filled in from the paper.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from maft_hf.hub.model_card import BACKBONES, SETTINGS, make_model_card
+
+
+def read_json(value, name, allow_text=False):
+    """A JSON file, a JSON string, or (when allowed) plain text; None stays None."""
+    if value is None:
+        return None
+    if os.path.isfile(value):
+        with open(value) as f:
+            return json.load(f)
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        if allow_text:
+            return value
+        raise SystemExit(f"--{name} must be a JSON file or a JSON string, got {value!r}.") from None
+
+
+def count_parameters(checkpoint_dir) -> int | None:
+    """Number of parameters in the checkpoint's safetensors files (read from their headers, nothing loaded)."""
+    from safetensors import safe_open
+
+    files = [f for f in sorted(os.listdir(checkpoint_dir)) if f.endswith(".safetensors")]
+    if not files:
+        return None
+    total = 0
+    for name in files:
+        with safe_open(os.path.join(checkpoint_dir, name), framework="pt") as f:
+            for key in f.keys():
+                numel = 1
+                for size in f.get_slice(key).get_shape():
+                    numel *= size
+                total += numel
+    return total
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_id", required=True, help="Hub id shown in the usage snippet (your-org/name).")
+    parser.add_argument("--base_model", default=None, help="CLIP checkpoint it was fine-tuned from.")
+    parser.add_argument("--checkpoint_dir", default=None, help="Read the config from it and write README.md into it.")
+    parser.add_argument("--output", default=None, help="Write the card here ('-' for stdout).")
+    parser.add_argument("--results", default=None, help="Measured results (JSON file or string), in percent.")
+    parser.add_argument("--training", default=None, help="Hyper-parameters of the run (JSON file or string).")
+    parser.add_argument("--compute", default=None, help="Hardware / time used (JSON or text).")
+    parser.add_argument("--datasets", nargs="*", default=None, help="Training datasets for the metadata.")
+    parser.add_argument("--setting", choices=SETTINGS, default="open_vocabulary")
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default=None, help="Default: inferred.")
+    parser.add_argument("--input_image_size", type=int, default=None)
+    parser.add_argument("--mask_start_layer", type=int, default=None)
+    parser.add_argument("--evaluation_proposals", default=None, help="Proposal generator of the results.")
+    parser.add_argument("--license", default="apache-2.0")
+    parser.add_argument("--model_name", default=None)
+    parser.add_argument(
+        "--template", default=None, help="Template file (default: the packaged maft_hf/assets/model_card_template.md)."
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config, num_parameters = None, None
+    if args.checkpoint_dir is not None:
+        from maft_hf.model.configuration_maft import MAFTConfig
+
+        config = MAFTConfig.from_pretrained(args.checkpoint_dir)
+        num_parameters = count_parameters(args.checkpoint_dir)
+    base_model = args.base_model
+    if base_model is None:
+        base_model = {
+            "vit-b16": "openai/clip-vit-base-patch16",
+            "vit-l14": "openai/clip-vit-large-patch14",
+            "vit-b32": "openai/clip-vit-base-patch32",
+        }.get(args.backbone or "vit-b16")
+    card = make_model_card(
+        model_id=args.model_id,
+        base_model=base_model,
+        results=read_json(args.results, "results"),
+        training=read_json(args.training, "training"),
+        datasets=args.datasets,
+        compute=read_json(args.compute, "compute", allow_text=True),
+        setting=args.setting,
+        backbone=args.backbone,
+        config=config,
+        input_image_size=args.input_image_size,
+        mask_start_layer=args.mask_start_layer,
+        num_parameters=num_parameters,
+        evaluation_proposals=args.evaluation_proposals,
+        license=args.license,
+        model_name=args.model_name,
+        template_path=args.template,
+    )
+    output = args.output
+    if output is None and args.checkpoint_dir is not None:
+        output = os.path.join(args.checkpoint_dir, "README.md")
+    if output is None or output == "-":
+        sys.stdout.write(str(card))
+    else:
+        card.save(output)
+        print(f"Wrote {output}", file=sys.stderr)
+    return card

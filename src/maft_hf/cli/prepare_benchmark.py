@@ -1,0 +1,144 @@
+"""Convert an official benchmark release into a `datasets` dataset for MAFT evaluation.
+
+One script for the seven benchmarks of `maft_hf.data.benchmarks.BENCHMARKS`; the label conversion of each is the one
+of the released MAFT `datasets/prepare_*.py` scripts (see that module). Output: a `DatasetDict` with one split
+(`validation` by default) and columns
+
+* `image`: the original JPEG bytes (A-847: resized to a short side of 512 when longer and saved again as JPEG with
+  PIL's defaults, as the official script does), decoded as RGB;
+* `label`: lossless PNG of the converted ids: mode "L" (8-bit) with ignore 255, or 16-bit grayscale ("I;16") with
+  ignore 65535 for `ade20k_847` and `pascal_context_459`. Both decode (`np.array(example["label"])`) to exactly the
+  stored integers (uint8 / uint16): PNG round-trips 16-bit maps exactly, which a NumPy-array column would also do at a
+  much larger size;
+* `file_name`: the image id.
+
+The class names are in `info.description` (`maft_hf.data.get_class_names`), and `id2label.json` / `benchmark.json`
+(ignore index, number of classes, unseen classes, paper numbers) are written next to the data.
+
+Expected layouts under `--data_root` (the `DETECTRON2_DATASETS` folder of the MAFT README; `--split train` reads the
+corresponding training folders / lists):
+
+    coco_stuff_171, coco_stuff_zero_shot:
+        coco/val2017/*.jpg                          images (val2017.zip)
+        coco/stuffthingmaps/val2017/*.png           stuffthingmaps_trainval2017.zip (value = COCO id - 1)
+    ade20k_150:
+        ade/ADEChallengeData2016/images/validation/ADE_val_*.jpg
+        ade/ADEChallengeData2016/annotations/validation/ADE_val_*.png
+    ade20k_847 (the full ADE20K release, ADE20K_2021_17_01, registration needed):
+        ade/ADE20K_2021_17_01/images/ADE/validation/**/ADE_val_*.jpg   (scene sub-folders, any depth)
+        ade/ADE20K_2021_17_01/images/ADE/validation/**/ADE_val_*_seg.png
+        plus --ade847_id_map: the object id -> class table (json list of {"id", "name"} as in the official
+        ADE20K_SEM_SEG_FULL_CATEGORIES, a csv / tsv of `id, name` rows, or the release's index_ade20k.pkl)
+    pascal_context_59, pascal_context_459 (needs scipy to read .mat files: pip install scipy):
+        VOCdevkit/VOC2010/JPEGImages/*.jpg          VOCtrainval_03-May-2010.tar
+        VOCdevkit/VOC2010/ImageSets/Main/val.txt    the 5105 validation ids (or --split_file)
+        VOCdevkit/VOC2010/trainval/*.mat            PASCAL-Context trainval.tar.gz (LabelMap, 459-class ids)
+    pascal_voc_20:
+        VOCdevkit/VOC2012/JPEGImages/*.jpg          VOCtrainval_11-May-2012.tar
+        VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt
+        VOCdevkit/VOC2012/SegmentationClass/*.png   (or --label_dir .../SegmentationClassAug)
+
+COCO-Stuff and VOC images whose converted label map is all ignore are dropped, as the official scripts do.
+`coco_stuff_zero_shot --split train` also sets the 15 unseen classes to 255 (zero-shot training).
+
+Examples:
+
+    python scripts/prepare_benchmark.py --benchmark ade20k_150 --data_root datasets --output_dir data/ade20k_150
+    python scripts/prepare_benchmark.py --benchmark ade20k_847 --data_root datasets \\
+        --ade847_id_map ade20k_847_categories.json --output_dir data/ade20k_847
+    python scripts/prepare_benchmark.py --benchmark pascal_voc_20 --data_root datasets --max_images 16 \\
+        --push_to_hub --hub_dataset_id user/pascal-voc-20-maft
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from maft_hf.data.benchmarks import BENCHMARKS, SPLITS, benchmark_metadata, build_benchmark_dataset
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS), help="Benchmark to convert.")
+    parser.add_argument(
+        "--data_root",
+        default=os.environ.get("DETECTRON2_DATASETS", "datasets"),
+        help="Folder holding coco/, ade/, VOCdevkit/ (default: $DETECTRON2_DATASETS or ./datasets).",
+    )
+    parser.add_argument("--split", default="validation", choices=SPLITS, help="Release split (default: validation).")
+    parser.add_argument("--output_dir", default=None, help="Where to save_to_disk the DatasetDict.")
+    parser.add_argument("--max_images", type=int, default=None, help="Convert only the first N images (by name).")
+    parser.add_argument("--ade847_id_map", default=None, help="ade20k_847: object id -> class name table file.")
+    parser.add_argument("--split_file", default=None, help="PASCAL-Context / VOC: image-id list replacing ImageSets.")
+    parser.add_argument("--label_dir", default=None, help="pascal_voc_20: label folder (default SegmentationClass).")
+    parser.add_argument("--cache_dir", default=None, help="datasets cache for the conversion (default: a temp dir).")
+    parser.add_argument("--push_to_hub", action="store_true", help="Push the DatasetDict to the Hugging Face Hub.")
+    parser.add_argument("--hub_dataset_id", default=None, help="Hub dataset repo id, e.g. `user/ade20k-847-maft`.")
+    parser.add_argument("--hub_token", default=None, help="Hub token (default: the cached login).")
+    parser.add_argument("--private", action="store_true", help="Create the Hub dataset repo as private.")
+    args = parser.parse_args(argv)
+    if args.output_dir is None and not args.push_to_hub:
+        parser.error("give --output_dir and/or --push_to_hub.")
+    if args.push_to_hub and not args.hub_dataset_id:
+        parser.error("--push_to_hub needs --hub_dataset_id.")
+    if args.max_images is not None and args.max_images < 1:
+        parser.error(f"--max_images must be >= 1, got {args.max_images}.")
+    if args.benchmark == "ade20k_847" and args.ade847_id_map is None:
+        parser.error("ade20k_847 needs --ade847_id_map (see the docstring for its formats).")
+    return args
+
+
+def _convert_and_write(args: argparse.Namespace, cache_dir: str):
+    from datasets import DatasetDict
+
+    dataset = build_benchmark_dataset(
+        args.benchmark,
+        args.data_root,
+        split=args.split,
+        max_images=args.max_images,
+        ade847_id_map=args.ade847_id_map,
+        split_file=args.split_file,
+        label_dir=args.label_dir,
+        cache_dir=cache_dir,
+    )
+    dataset_dict = DatasetDict({args.split: dataset})
+    spec = BENCHMARKS[args.benchmark]
+    id2label = json.dumps({str(i): name for i, name in enumerate(spec.class_names())}, indent=2)
+    metadata = json.dumps(benchmark_metadata(args.benchmark), indent=2)
+    if args.output_dir is not None:
+        dataset_dict.save_to_disk(args.output_dir)
+        Path(args.output_dir, "id2label.json").write_text(id2label, encoding="utf-8")
+        Path(args.output_dir, "benchmark.json").write_text(metadata, encoding="utf-8")
+        print(f"Saved {len(dataset)} {args.benchmark} images ({args.split}) to {args.output_dir}")
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        dataset_dict.push_to_hub(args.hub_dataset_id, private=args.private, token=args.hub_token)
+        api = HfApi(token=args.hub_token)
+        for file_name, text in (("id2label.json", id2label), ("benchmark.json", metadata)):
+            api.upload_file(
+                path_or_fileobj=text.encode("utf-8"),
+                path_in_repo=file_name,
+                repo_id=args.hub_dataset_id,
+                repo_type="dataset",
+            )
+        print(f"Pushed to https://huggingface.co/datasets/{args.hub_dataset_id}")
+    return dataset_dict
+
+
+def main(argv: list[str] | None = None):
+    """Run the conversion; returns the `DatasetDict` (backed by `--output_dir` when given)."""
+    args = parse_args(argv)
+    if args.cache_dir is not None:
+        return _convert_and_write(args, args.cache_dir)
+    with tempfile.TemporaryDirectory(prefix="maft_benchmark_") as cache_dir:
+        dataset_dict = _convert_and_write(args, cache_dir)
+        if args.output_dir is not None:
+            from datasets import load_from_disk
+
+            return load_from_disk(args.output_dir)  # the conversion cache is deleted on return
+        return dataset_dict

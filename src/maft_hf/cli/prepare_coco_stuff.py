@@ -1,0 +1,174 @@
+"""Convert the official COCO-Stuff 2017 release into a `datasets.DatasetDict` for MAFT fine-tuning.
+
+Input layouts (under `--data_root`), checked in this order for each split `train2017` / `val2017`:
+
+* images: `images/<split>/*.jpg` (the cocostuff repository layout), else `<split>/*.jpg` (the COCO zip layout);
+* label maps (`stuffthingmaps_trainval2017.zip`, raw PNG value = COCO id - 1, 255 = unlabelled):
+  `annotations/<split>/*.png` (cocostuff repository layout), else `stuffthingmaps_trainval2017/<split>/*.png`
+  (the zip extracted in place), else `stuffthingmaps/<split>/*.png` (the detectron2 layout).
+
+Output: splits `"train"` (from train2017) and `"validation"` (from val2017), columns `"image"` (the original JPEG
+bytes, `datasets.Image`) and `"label"` (PNG, mode "L", contiguous ids 0..170 of `vocab/coco_stuff_171.txt`, 255 =
+ignore, including the 11 unused raw ids). The 171 class names are stored in `info.description` (read them with
+`maft_hf.data.get_class_names`) and written as `id2label.json` next to the data (and to the Hub repo with
+`--push_to_hub`).
+
+Example:
+
+    python scripts/prepare_coco_stuff.py --data_root /data/cocostuff --output_dir /data/coco_stuff_maft
+    python scripts/prepare_coco_stuff.py --data_root /data/cocostuff --max_images 8 --output_dir /tmp/coco_tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from maft_hf.data.labels import coco_stuff_lut, dataset_info_with_class_names, map_labels
+from maft_hf.inference.vocabulary import load_vocabulary
+
+SPLITS = {"train2017": "train", "val2017": "validation"}
+IMAGE_DIRS = ("images/{split}", "{split}")
+LABEL_DIRS = ("annotations/{split}", "stuffthingmaps_trainval2017/{split}", "stuffthingmaps/{split}")
+DESCRIPTION = (
+    "COCO-Stuff 164k (2017 split) for MAFT: labels are contiguous ids 0..170 (raw stuffthingmaps value = COCO id - 1, "
+    "11 unused ids and unlabelled -> 255)."
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_root", type=str, required=True, help="Root of the extracted COCO-Stuff release.")
+    parser.add_argument("--output_dir", type=str, default=None, help="Where to save_to_disk the DatasetDict.")
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        default=list(SPLITS),
+        choices=list(SPLITS),
+        help="Release splits to convert (default: both).",
+    )
+    parser.add_argument("--max_images", type=int, default=None, help="Convert only the first N images of each split.")
+    parser.add_argument("--num_proc", type=int, default=None, help="Worker processes for the conversion.")
+    parser.add_argument("--cache_dir", type=str, default=None, help="datasets cache directory for the conversion.")
+    parser.add_argument("--push_to_hub", action="store_true", help="Push the DatasetDict to the Hugging Face Hub.")
+    parser.add_argument("--hub_model_id", type=str, default=None, help="Hub dataset repo id, e.g. `user/coco-stuff`.")
+    parser.add_argument("--hub_token", type=str, default=None, help="Hub token (default: the cached login).")
+    parser.add_argument("--private", action="store_true", help="Create the Hub dataset repo as private.")
+    args = parser.parse_args(argv)
+    if args.output_dir is None and not args.push_to_hub:
+        parser.error("give --output_dir and/or --push_to_hub.")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id.")
+    if args.max_images is not None and args.max_images < 1:
+        parser.error(f"--max_images must be >= 1, got {args.max_images}.")
+    return args
+
+
+def _find_dir(root: Path, candidates: tuple[str, ...], split: str, pattern: str) -> Path:
+    for candidate in candidates:
+        path = root / candidate.format(split=split)
+        if path.is_dir() and any(path.glob(pattern)):
+            return path
+    tried = [str(root / c.format(split=split)) for c in candidates]
+    raise FileNotFoundError(f"No {pattern} files for split {split!r}; looked in {tried}.")
+
+
+def find_pairs(data_root: str | os.PathLike, split: str, max_images: int | None = None) -> list[tuple[str, str]]:
+    """`(image_path, label_path)` pairs of one release split, sorted by file name; images without a label map are an
+    error (the release has one PNG per JPEG)."""
+    root = Path(data_root)
+    image_dir = _find_dir(root, IMAGE_DIRS, split, "*.jpg")
+    label_dir = _find_dir(root, LABEL_DIRS, split, "*.png")
+    images = sorted(image_dir.glob("*.jpg"))
+    if max_images is not None:
+        images = images[:max_images]
+    pairs, missing = [], []
+    for image in images:
+        label = label_dir / f"{image.stem}.png"
+        (pairs if label.is_file() else missing).append((str(image), str(label)))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) in {image_dir} have no label map in {label_dir}, e.g. {missing[0][1]}."
+        )
+    return pairs
+
+
+def convert_label(label_path: str, lut: np.ndarray) -> bytes:
+    """Read a raw stuffthingmaps PNG, map it with `lut`, return the PNG bytes of the contiguous-id map."""
+    with PILImage.open(label_path) as label:
+        raw = np.array(label)
+    if raw.ndim != 2:
+        raise ValueError(f"{label_path}: expected a single-channel label map, got shape {raw.shape}.")
+    buffer = io.BytesIO()
+    PILImage.fromarray(map_labels(raw.astype(np.uint8), lut)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _generate(pairs: list[tuple[str, str]]):
+    lut = coco_stuff_lut()
+    for image_path, label_path in pairs:
+        with open(image_path, "rb") as f:
+            image_bytes = f.read()
+        yield {
+            "image": {"bytes": image_bytes, "path": None},
+            "label": {"bytes": convert_label(label_path, lut), "path": None},
+        }
+
+
+def _generate_shards(shards: list[list[tuple[str, str]]]):
+    for pairs in shards:
+        yield from _generate(pairs)
+
+
+def build_dataset_dict(args: argparse.Namespace):
+    from datasets import Dataset, DatasetDict, Features, Image
+
+    features = Features({"image": Image(mode="RGB"), "label": Image(mode="L")})
+    class_names = load_vocabulary("coco_stuff_171")
+    splits = {}
+    for split in args.splits:
+        pairs = find_pairs(args.data_root, split, args.max_images)
+        num_proc = args.num_proc if args.num_proc and args.num_proc > 1 and len(pairs) > 1 else None
+        # contiguous chunks keep the file order when the shards are concatenated
+        size = -(-len(pairs) // num_proc) if num_proc else len(pairs)
+        shards = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        num_proc = min(num_proc, len(shards)) if num_proc else None
+        dataset = Dataset.from_generator(
+            _generate_shards,
+            features=features,
+            gen_kwargs={"shards": shards},
+            num_proc=num_proc,
+            cache_dir=args.cache_dir,
+        )
+        dataset.info.description = dataset_info_with_class_names(class_names, DESCRIPTION).description
+        splits[SPLITS[split]] = dataset
+    return DatasetDict(splits), class_names
+
+
+def main(argv: list[str] | None = None):
+    """Run the conversion; returns the `DatasetDict`."""
+    args = parse_args(argv)
+    dataset_dict, class_names = build_dataset_dict(args)
+    id2label = json.dumps({str(i): name for i, name in enumerate(class_names)}, indent=2)
+    if args.output_dir is not None:
+        dataset_dict.save_to_disk(args.output_dir)
+        Path(args.output_dir, "id2label.json").write_text(id2label, encoding="utf-8")
+        print(f"Saved {', '.join(f'{k}: {len(v)}' for k, v in dataset_dict.items())} to {args.output_dir}")
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        dataset_dict.push_to_hub(args.hub_model_id, private=args.private, token=args.hub_token)
+        HfApi(token=args.hub_token).upload_file(
+            path_or_fileobj=id2label.encode("utf-8"),
+            path_in_repo="id2label.json",
+            repo_id=args.hub_model_id,
+            repo_type="dataset",
+        )
+        print(f"Pushed to https://huggingface.co/datasets/{args.hub_model_id}")
+    return dataset_dict
