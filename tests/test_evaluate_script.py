@@ -52,7 +52,6 @@ def workspace(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-@pytest.mark.slow
 def test_split(workspace):
     from datasets import load_from_disk
 
