@@ -10,41 +10,41 @@ Environment variables:
   folder: the app runs offline, but its labels mean nothing.
 - `MAFT_PROPOSALS`: comma-separated proposal specs offered in the dropdown (default `kmeans:8, grid:4`); the first one
   is the default.
-- `MAFT_ALLOW_CUSTOM_PROPOSALS`: `0` hides free-text specs (such as `mask2former:<checkpoint>`, which downloads and
-  loads that checkpoint); default `1`.
+- `MAFT_ALLOW_CUSTOM_PROPOSALS`: `0` refuses specs other than those listed; by default (`1`) any typed spec is
+  accepted, such as `mask2former:<checkpoint>`, which downloads and loads that checkpoint.
 
 Gradio analytics and version checks are switched off; with the default model nothing reaches the network.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
 
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no version check
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+import gradio as gr
+import numpy as np
+import pandas as pd
+from PIL import Image
 
-import logging  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-from collections import OrderedDict  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from maft_hf import (  # noqa: E402
+from maft_hf import (
     MAFTProcessor,
     MaskAwareCLIPModel,
     TextClassifierCache,
+    build_text_classifier,
     class_areas,
     load_image,
     overlay,
     segment,
 )
-from maft_hf.proposals import load_proposal_generator  # noqa: E402
+from maft_hf.proposals import load_proposal_generator
 
+# Gradio reads this when apps are built, not on import: no telemetry and no version check (each Blocks also gets
+# analytics_enabled=False).
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 logger = logging.getLogger("maft_hf.space")
 
 DEFAULT_CLASSES = "sky, grass, road, wall, tree, person, car"
@@ -138,8 +138,6 @@ class Segmenter:
         for spec in self.proposal_choices[:1]:
             self.proposal_generator(spec)
         if warm_up_classes:  # the default vocabulary's text classifier is ready before the first request
-            from maft_hf import build_text_classifier
-
             build_text_classifier(
                 self.model, self.processor.tokenizer, parse_class_names(warm_up_classes), cache=self.text_cache
             )
@@ -190,6 +188,9 @@ class Segmenter:
             raise gr.Error(str(err)) from None
         except OSError as err:  # e.g. a proposal checkpoint that cannot be found or downloaded
             raise gr.Error(f"Could not load the proposal source {proposals!r}: {err}") from None
+        except Exception as err:  # anything else: logged in full, named in the UI (Gradio would only say "Error")
+            logger.exception("segmentation failed")
+            raise gr.Error(f"Segmentation failed: {type(err).__name__}: {err}") from None
 
 
 def _example_images() -> list[str]:
@@ -248,15 +249,23 @@ def build_demo(
                     allow_custom_value=segmenter.allow_custom_proposals,
                     label="Proposal source",
                     info="kmeans:<k>, grid:<k>"
-                    + (", or type mask2former:<checkpoint> / sam:<checkpoint>" if segmenter.allow_custom_proposals else ""),
+                    + (
+                        ", or type mask2former:<checkpoint> / sam:<checkpoint>"
+                        if segmenter.allow_custom_proposals
+                        else ""
+                    ),
                     elem_id="proposals",
                 )
                 submit = gr.Button("Segment", variant="primary", elem_id="submit")
             with gr.Column():
-                result = gr.Image(label="Segmentation", type="numpy", interactive=False, elem_id="overlay")
-                areas = gr.Dataframe(
-                    headers=AREA_COLUMNS, label="Area per class", interactive=False, elem_id="areas"
+                result = gr.Image(
+                    label="Segmentation",
+                    type="numpy",
+                    interactive=False,
+                    buttons=["download", "fullscreen"],
+                    elem_id="overlay",
                 )
+                areas = gr.Dataframe(headers=AREA_COLUMNS, label="Area per class", interactive=False, elem_id="areas")
         examples = _example_images()
         if examples:
             gr.Examples(examples=[[path, default_classes] for path in examples], inputs=[image, classes])

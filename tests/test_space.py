@@ -180,6 +180,8 @@ def served_app(app, segmenter):
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, "the app's server still listens after demo.close()"
 
 
 @pytest.mark.slow
@@ -211,6 +213,9 @@ def test_space_in_headless_chromium(served_app, browser, tmp_path):
     wait.until(lambda _: all(name in table.text for name in CLASSES))
     assert "area (%)" in table.text
     assert not browser.find_elements(By.CSS_SELECTOR, ".toast-body.error")
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    outside = [url for url in loaded if not url.startswith(("http://127.0.0.1:", "data:", "blob:"))]
+    assert not outside, f"the page loaded resources from outside 127.0.0.1: {outside}"
 
     browser.execute_script("document.getElementById('overlay').scrollIntoView({block: 'center'})")
     time.sleep(0.5)  # let the scroll settle before the screenshot
