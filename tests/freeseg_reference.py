@@ -521,6 +521,8 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            if name in ("pixel_mean", "pixel_std"):  # the input normalisation is a constant, not a weight
+                continue
             if name.endswith("running_var"):
                 tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
             elif tensor.ndim == 1 and (name.endswith("norm.weight") or "norm" in name.split(".")[-2] or "layer_norm" in name):

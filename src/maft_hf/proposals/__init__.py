@@ -52,8 +52,11 @@ class ProposalGenerator:
     """Base class of proposal sources: `generator(images) -> list[Proposals]`, one per image.
 
     `images` is a list of PIL images, `(H, W, 3)` uint8 numpy arrays, or `(3, H, W)` uint8 tensors; each returned
-    `Proposals.masks` has that image's `(H, W)`.
+    `Proposals.masks` has that image's `(H, W)`. Sources with `needs_vocabulary = True` (FreeSeg) also take
+    `class_names=` and `text_classifier=`.
     """
+
+    needs_vocabulary: bool = False
 
     def __call__(self, images) -> list[Proposals]:
         raise NotImplementedError
@@ -71,6 +74,7 @@ _LAZY_EXPORTS = {
     "UniversalSegmentationProposals": ".universal",
     "SAMProposals": ".sam",
     "load_proposal_generator": ".factory",
+    "FreeSegProposals": ".freeseg.generator",
 }
 __all__ += list(_LAZY_EXPORTS)
 
