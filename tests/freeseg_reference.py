@@ -92,7 +92,9 @@ class DeepLabStem(nn.Module):
         half = out_channels // 2
         self.conv1 = Conv2d(3, half, kernel_size=3, stride=2, padding=1, bias=False, norm=FrozenBatchNorm2d(half))
         self.conv2 = Conv2d(half, half, kernel_size=3, stride=1, padding=1, bias=False, norm=FrozenBatchNorm2d(half))
-        self.conv3 = Conv2d(half, out_channels, kernel_size=3, padding=1, bias=False, norm=FrozenBatchNorm2d(out_channels))
+        self.conv3 = Conv2d(
+            half, out_channels, kernel_size=3, padding=1, bias=False, norm=FrozenBatchNorm2d(out_channels)
+        )
 
     def forward(self, x):
         x = F.relu_(self.conv1(x))
@@ -254,7 +256,9 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         src, pos = torch.cat(flat, 1), torch.cat(pos_flat, 1)
         refs = []
         for h, w in shapes:  # valid ratios are all 1 (no padding mask)
-            ref_y, ref_x = torch.meshgrid(torch.linspace(0.5, h - 0.5, h), torch.linspace(0.5, w - 0.5, w), indexing="ij")
+            ref_y, ref_x = torch.meshgrid(
+                torch.linspace(0.5, h - 0.5, h), torch.linspace(0.5, w - 0.5, w), indexing="ij"
+            )
             refs.append(torch.stack((ref_x.reshape(-1)[None] / w, ref_y.reshape(-1)[None] / h), -1))
         reference_points = torch.cat(refs, 1)[:, :, None].repeat(src.shape[0], 1, len(shapes), 1)
         for layer in self.encoder.layers:
@@ -285,7 +289,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             pos.append(self.pe_layer(x))
         y, shapes = self.transformer(srcs, pos)
         bs = y.shape[0]
-        out = [z.transpose(1, 2).view(bs, -1, h, w) for z, (h, w) in zip(y.split([h * w for h, w in shapes], 1), shapes)]
+        out = [
+            z.transpose(1, 2).view(bs, -1, h, w) for z, (h, w) in zip(y.split([h * w for h, w in shapes], 1), shapes)
+        ]
         cur = self.adapter_1(features["res2"].float())
         y = cur + F.interpolate(out[-1], size=cur.shape[-2:], mode="bilinear", align_corners=False)
         out.append(self.layer_1(y))
@@ -396,7 +402,9 @@ class OpenTransformerPredictor(nn.Module):
         self.pe_layer = PositionEmbeddingSine(d // 2)
         self.num_heads = nh
         self.num_layers = cfg["dec_layers"]  # DEC_LAYERS itself: OpenTransformerPredictor does not subtract 1
-        self.transformer_self_attention_layers = nn.ModuleList(SelfAttentionLayer(d, nh) for _ in range(self.num_layers))
+        self.transformer_self_attention_layers = nn.ModuleList(
+            SelfAttentionLayer(d, nh) for _ in range(self.num_layers)
+        )
         self.transformer_cross_attention_layers = nn.ModuleList(
             CrossAttentionLayer(d, nh) for _ in range(self.num_layers)
         )
@@ -417,7 +425,9 @@ class OpenTransformerPredictor(nn.Module):
         for i in range(3):
             size_list.append(x[i].shape[-2:])
             pos.append(self.pe_layer(x[i]).flatten(2).permute(2, 0, 1))
-            src.append((self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1))
+            src.append(
+                (self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1)
+            )
         bs = src[0].shape[1]
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, bs, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, bs, 1)
@@ -525,7 +535,9 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
                 continue
             if name.endswith("running_var"):
                 tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif tensor.ndim == 1 and (name.endswith("norm.weight") or "norm" in name.split(".")[-2] or "layer_norm" in name):
+            elif tensor.ndim == 1 and (
+                name.endswith("norm.weight") or "norm" in name.split(".")[-2] or "layer_norm" in name
+            ):
                 tensor.copy_(1 + 0.2 * torch.randn(tensor.shape, generator=generator))
             elif tensor.ndim <= 1:
                 tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))

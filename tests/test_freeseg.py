@@ -42,9 +42,7 @@ def generator(released):
 
 @pytest.fixture(scope="module")
 def saved_folder(released, tmp_path_factory):
-    return save_freeseg_generator(
-        released, tmp_path_factory.mktemp("freeseg"), **TINY_CONFIG_OVERRIDES, **TEST_SIZES
-    )
+    return save_freeseg_generator(released, tmp_path_factory.mktemp("freeseg"), **TINY_CONFIG_OVERRIDES, **TEST_SIZES)
 
 
 def _image(height, width, seed):
@@ -73,10 +71,16 @@ def test_matches_the_reference_forward(reference, generator, num_classes):
         ref = reference([resize_image(image, resized)], classifier)
         text = generator.model.text_features_with_void(classifier)
         pixel_values = torch.zeros(1, 3, *ref["mask_probs"].shape[-2:])
-        pixel_values[0, :, : resized[0], : resized[1]] = (resize_image(image, resized).float() - reference.pixel_mean) / reference.pixel_std
+        pixel_values[0, :, : resized[0], : resized[1]] = (
+            resize_image(image, resized).float() - reference.pixel_mean
+        ) / reference.pixel_std
         with torch.no_grad():
             out = generator.model(pixel_values, text)
-        assert out.mask_logits.shape == ref["mask_logits"].shape == (1, 10, pixel_values.shape[-2] // 4, pixel_values.shape[-1] // 4)
+        assert (
+            out.mask_logits.shape
+            == ref["mask_logits"].shape
+            == (1, 10, pixel_values.shape[-2] // 4, pixel_values.shape[-1] // 4)
+        )
         assert out.class_logits.shape == ref["class_logits"].shape == (1, 10, num_classes + 1)
         torch.testing.assert_close(out.mask_logits, ref["mask_logits"], atol=ATOL, rtol=0)
         torch.testing.assert_close(out.class_logits, ref["class_logits"], atol=ATOL, rtol=0)
@@ -131,7 +135,9 @@ def test_unexpected_and_missing_tensors_raise(released):
 
 
 def test_checkpoint_without_generator_raises(released):
-    clip_only = {"model": {k: v for k, v in released["model"].items() if k.startswith(("clip_adapter.clip_model", "IPCLIP"))}}
+    clip_only = {
+        "model": {k: v for k, v in released["model"].items() if k.startswith(("clip_adapter.clip_model", "IPCLIP"))}
+    }
     with pytest.raises(ValueError, match="no FreeSeg generator weights"):
         convert_freeseg_state_dict(clip_only)
     with pytest.raises(ValueError, match="no FreeSeg generator weights"):
@@ -176,8 +182,8 @@ def test_load_proposal_generator_spec(saved_folder):
 
 def test_class_names_with_a_text_encoder(generator):
     from maft_hf import MaskAwareCLIPModel
+    from maft_hf.inference.text_classifier import build_text_classifier
     from maft_hf.testing import build_tiny_tokenizer, tiny_maft_config
-    from maft_hf.text_classifier import build_text_classifier
 
     torch.manual_seed(0)
     clip = MaskAwareCLIPModel(tiny_maft_config()).eval()

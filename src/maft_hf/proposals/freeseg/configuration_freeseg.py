@@ -142,9 +142,13 @@ class FreeSegConfig(PretrainedConfig):
         if len(self.depths) != 4 or min(self.depths) < 1:
             problems.append(f"depths must give >= 1 block for each of res2..res5, got {self.depths}")
         if len(self.res5_multi_grid) != self.depths[-1]:
-            problems.append(f"res5_multi_grid needs one entry per res5 block ({self.depths[-1]}), got {self.res5_multi_grid}")
+            problems.append(
+                f"res5_multi_grid needs one entry per res5 block ({self.depths[-1]}), got {self.res5_multi_grid}"
+            )
         if self.res4_dilation not in (1, 2) or self.res5_dilation not in (1, 2, 4):
-            problems.append(f"res4_dilation must be 1 or 2 and res5_dilation 1, 2 or 4, got {self.res4_dilation}, {self.res5_dilation}")
+            problems.append(
+                f"res4_dilation must be 1 or 2 and res5_dilation 1, 2 or 4, got {self.res4_dilation}, {self.res5_dilation}"
+            )
         if self.mask_dim != self.conv_dim:
             problems.append(f"mask_dim ({self.mask_dim}) must equal conv_dim ({self.conv_dim})")
         for name, dim, heads in (
@@ -155,7 +159,9 @@ class FreeSegConfig(PretrainedConfig):
             if heads < 1 or dim % heads:
                 problems.append(f"{name} must divide evenly, got {dim} / {heads}")
         if self.conv_dim % self.norm_num_groups:
-            problems.append(f"conv_dim ({self.conv_dim}) must be a multiple of norm_num_groups ({self.norm_num_groups})")
+            problems.append(
+                f"conv_dim ({self.conv_dim}) must be a multiple of norm_num_groups ({self.norm_num_groups})"
+            )
         if self.hidden_dim % 2 or self.conv_dim % 2:
             problems.append("conv_dim and hidden_dim must be even (sine position embeddings)")
         if len(self.pixel_mean) != self.num_channels or len(self.pixel_std) != self.num_channels:

@@ -226,7 +226,7 @@ def save_freeseg_generator(
 
     Args:
         released_checkpoint: path of the released `.pth` (read safely, see
-            `maft_hf.official_checkpoint.load_source_checkpoint`) or an already loaded state dict.
+            `maft_hf.hub.official_checkpoint.load_source_checkpoint`) or an already loaded state dict.
         output_dir: the folder to write.
         unsafe_pickle: passed to the checkpoint loader for pickles that hold more than tensors (trusted files only).
         **config_overrides: see [`convert_freeseg_state_dict`].
@@ -238,7 +238,7 @@ def save_freeseg_generator(
         ValueError: see [`convert_freeseg_state_dict`] (e.g. a checkpoint without generator weights).
     """
     if isinstance(released_checkpoint, (str, os.PathLike)):
-        from ...official_checkpoint import load_source_checkpoint
+        from ...hub.official_checkpoint import load_source_checkpoint
 
         released_checkpoint = load_source_checkpoint(released_checkpoint, unsafe_pickle=unsafe_pickle)
     config, state_dict = convert_freeseg_state_dict(released_checkpoint, **config_overrides)

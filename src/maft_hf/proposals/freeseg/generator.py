@@ -7,7 +7,7 @@ tells callers to pass it.
 
 The class embeddings the release feeds the generator are MAFT's text classifier: the frozen CLIP ViT-B/16 text tower
 (`clip_adapter.clip_model`) over the same 14 prompt templates, each prompt embedding L2-normalised, averaged over
-the templates and normalised again (`maft_hf.text_classifier.build_text_classifier`). Pass them as
+the templates and normalised again (`maft_hf.inference.text_classifier.build_text_classifier`). Pass them as
 `text_classifier (K, D)`, or give the generator a text encoder (`set_text_encoder(clip_model, tokenizer)`) and only
 the class names.
 
@@ -33,8 +33,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .. import ProposalGenerator, Proposals
 from ...data.transforms import resize_image, shortest_edge_size
+from .. import ProposalGenerator, Proposals
 from .._images import as_image_list, normalize_and_pad, to_uint8_chw
 from .configuration_freeseg import FreeSegConfig
 from .modeling_freeseg import FreeSegModel
@@ -60,7 +60,7 @@ def load_freeseg_model(model_or_path, local_files_only: bool | None = None) -> F
     if isinstance(model_or_path, FreeSegModel):
         return model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
-        from ...conversion import pretrained_options
+        from ...hub.conversion import pretrained_options
 
         return FreeSegModel.from_pretrained(os.fspath(model_or_path), **pretrained_options(local_files_only))
     raise ValueError(f"Expected a FreeSeg folder / Hub id or a FreeSegModel, got {type(model_or_path).__name__}.")
@@ -144,7 +144,7 @@ class FreeSegProposals(ProposalGenerator):
 
     def set_text_encoder(self, text_encoder, tokenizer, templates: Sequence[str] | None = None) -> None:
         """Embed class names with this CLIP text tower (`get_text_features`) and tokenizer when a call passes
-        `class_names` without `text_classifier` (`maft_hf.text_classifier.build_text_classifier`)."""
+        `class_names` without `text_classifier` (`maft_hf.inference.text_classifier.build_text_classifier`)."""
         if text_encoder is None or tokenizer is None:
             raise ValueError("set_text_encoder needs both a text encoder (e.g. the MAFT/CLIP model) and its tokenizer.")
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
@@ -171,7 +171,7 @@ class FreeSegProposals(ProposalGenerator):
                 )
             key = tuple(class_names)
             if key not in self._text_cache:
-                from ...text_classifier import build_text_classifier
+                from ...inference.text_classifier import build_text_classifier
 
                 self._text_cache[key] = build_text_classifier(
                     self.text_encoder, self.tokenizer, class_names, templates=self.templates
@@ -187,7 +187,9 @@ class FreeSegProposals(ProposalGenerator):
             class_names = [f"class_{index}" for index in range(text_classifier.shape[0])]
         class_names = [str(name) for name in class_names]
         if len(class_names) != text_classifier.shape[0]:
-            raise ValueError(f"{len(class_names)} class names for a text_classifier of {text_classifier.shape[0]} rows.")
+            raise ValueError(
+                f"{len(class_names)} class names for a text_classifier of {text_classifier.shape[0]} rows."
+            )
         dtype = next(self.model.parameters()).dtype
         with torch.no_grad():
             text_features = self.model.text_features_with_void(text_classifier.to(self.device, dtype))

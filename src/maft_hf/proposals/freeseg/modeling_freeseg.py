@@ -169,7 +169,10 @@ class FreeSegEncoderLayer(nn.Module):
         super().__init__()
         dim = config.conv_dim
         self.self_attn = Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention(
-            embed_dim=dim, num_heads=config.encoder_attention_heads, n_levels=num_levels, n_points=config.encoder_n_points
+            embed_dim=dim,
+            num_heads=config.encoder_attention_heads,
+            n_levels=num_levels,
+            n_points=config.encoder_n_points,
         )
         self.norm1 = nn.LayerNorm(dim)
         self.linear1 = nn.Linear(dim, config.encoder_ffn_dim)
@@ -220,7 +223,9 @@ class FreeSegPixelDecoder(nn.Module):
         num_levels = len(self.encoder_features)
         self.level_embed = nn.Parameter(torch.zeros(num_levels, dim))
         self.encoder = nn.Module()
-        self.encoder.layers = nn.ModuleList(FreeSegEncoderLayer(config, num_levels) for _ in range(config.encoder_layers))
+        self.encoder.layers = nn.ModuleList(
+            FreeSegEncoderLayer(config, num_levels) for _ in range(config.encoder_layers)
+        )
         self.position_embedding = Mask2FormerSinePositionEmbedding(num_position_features=dim // 2, normalize=True)
         self.mask_features = nn.Conv2d(dim, config.mask_dim, kernel_size=1)
         # one entry per FPN feature, in backbone order (res2 first), as the release's adapter_1 / layer_1
@@ -284,7 +289,9 @@ class FreeSegTextAttention(nn.Module):
         values = self.v_proj(value).view(batch, -1, heads, head_dim).transpose(1, 2)
         chunks = []
         for start in range(0, length, _INTERACTION_CHUNK):
-            q = (self.q_proj(query[:, start : start + _INTERACTION_CHUNK]) * self.scale).view(batch, -1, heads, head_dim)
+            q = (self.q_proj(query[:, start : start + _INTERACTION_CHUNK]) * self.scale).view(
+                batch, -1, heads, head_dim
+            )
             weights = torch.matmul(q.transpose(1, 2), keys.transpose(-1, -2)).softmax(-1)
             attended = torch.matmul(weights, values).transpose(1, 2).reshape(batch, -1, heads * head_dim)
             chunks.append(self.out_proj(attended))
@@ -346,7 +353,9 @@ class FreeSegCrossAttentionLayer(nn.Module):
 
     def forward(self, target, memory, memory_mask, pos, query_pos):
         query = self.norm(target) if self.pre_norm else target
-        attended = self.multihead_attn(query=query + query_pos, key=memory + pos, value=memory, attn_mask=memory_mask)[0]
+        attended = self.multihead_attn(query=query + query_pos, key=memory + pos, value=memory, attn_mask=memory_mask)[
+            0
+        ]
         return target + attended if self.pre_norm else self.norm(target + attended)
 
 
@@ -568,7 +577,9 @@ class FreeSegModel(FreeSegPreTrainedModel):
         if pixel_values.ndim != 4:
             raise ValueError(f"pixel_values must be (B, 3, Hp, Wp), got {tuple(pixel_values.shape)}.")
         if text_features.ndim != 2 or text_features.shape[-1] != self.config.text_dim:
-            raise ValueError(f"text_features must be (K + 1, {self.config.text_dim}), got {tuple(text_features.shape)}.")
+            raise ValueError(
+                f"text_features must be (K + 1, {self.config.text_dim}), got {tuple(text_features.shape)}."
+            )
         features = self.backbone(pixel_values)
         mask_features, multi_scale = self.pixel_decoder(features)
         text_features = text_features.to(mask_features)
