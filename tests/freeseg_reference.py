@@ -43,6 +43,31 @@ TINY = dict(
     size_divisibility=32,
 )
 
+# the released sizes (configs/coco-stuff-164k-156/eval.yaml and its bases)
+RELEASED = dict(
+    TINY,
+    stem_out=128,
+    depths=(3, 4, 23, 3),
+    res2_out=256,
+    width=64,
+    multi_grid=(1, 2, 4),
+    conv_dim=256,
+    gn_groups=32,
+    enc_layers=6,
+    enc_heads=8,
+    enc_points=4,
+    enc_ffn=1024,
+    inter_dim=2048,
+    inter_heads=8,
+    hidden=256,
+    dec_layers=10,
+    dec_heads=8,
+    dec_ffn=2048,
+    queries=100,
+    text_dim=512,
+    embed_hidden=1024,
+)
+
 # the FreeSegConfig fields that the tensors cannot tell (heads, points) for the TINY reference
 TINY_CONFIG_OVERRIDES = dict(
     res5_multi_grid=[1],

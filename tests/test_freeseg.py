@@ -8,10 +8,18 @@ import hashlib
 import pytest
 import torch
 import torch.nn.functional as F
-from freeseg_reference import TINY_CONFIG_OVERRIDES, RefFreeSeg, randomize_, released_state_dict, sem_seg_postprocess
+from freeseg_reference import (
+    RELEASED,
+    TINY_CONFIG_OVERRIDES,
+    RefFreeSeg,
+    randomize_,
+    released_state_dict,
+    sem_seg_postprocess,
+)
 
 from maft_hf.proposals import GridProposals, load_proposal_generator
 from maft_hf.proposals.freeseg import (
+    FreeSegConfig,
     FreeSegModel,
     FreeSegProposals,
     convert_freeseg_state_dict,
@@ -194,3 +202,26 @@ def test_class_names_with_a_text_encoder(generator):
     with_encoder = FreeSegProposals(generator.model, text_encoder=clip, tokenizer=tokenizer)
     got = with_encoder([_image(75, 100, 0)], class_names=names)[0]
     assert torch.equal(got.masks, expected.masks) and torch.equal(got.class_scores, expected.class_scores)
+
+
+def test_released_sizes_convert_to_the_default_config():
+    """A checkpoint of the released sizes (random, no forward) converts to `FreeSegConfig()` with no override."""
+    with torch.device("meta"):
+        reference = RefFreeSeg(RELEASED)
+    released = {"model": {k: torch.empty_like(v, device="cpu") for k, v in reference.state_dict().items()}}
+    config, state_dict = convert_freeseg_state_dict(released)
+    defaults = FreeSegConfig().to_dict()
+    for key in ("transformers_version", "architectures"):
+        defaults.pop(key, None)
+    converted = {key: value for key, value in config.to_dict().items() if key in defaults}
+    assert converted == defaults
+    assert len(state_dict) == len(released["model"])
+
+
+def test_tiny_builder_loads_with_the_spec(tmp_path):
+    from maft_hf.proposals.freeseg.testing import build_tiny_freeseg
+
+    generator = load_proposal_generator(f"freeseg:{build_tiny_freeseg(tmp_path / 'tiny')}", local_files_only=True)
+    names, classifier = _vocabulary(3)
+    proposals = generator([_image(40, 56, 0)], class_names=names, text_classifier=classifier)[0]
+    assert proposals.masks.shape == (10, 40, 56) and proposals.class_scores.shape == (10, 3)
