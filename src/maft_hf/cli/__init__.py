@@ -19,6 +19,7 @@ COMMANDS = {
     "convert_clip_checkpoint": "a CLIP checkpoint -> a MAFT starting checkpoint with processor files",
     "convert_official_checkpoint": "the authors' released .pth -> a MAFT checkpoint",
     "make_model_card": "write a Hub model card (README.md) for a checkpoint",
+    "reproduce_paper": "the released checkpoints -> the paper's tables, in one command",
 }
 
 
