@@ -16,10 +16,12 @@ import torch
 from maft_hf import MAFTProcessor, MaskAwareCLIPModel, segment
 from maft_hf.data.benchmarks import BENCHMARKS, benchmark_metadata
 from maft_hf.data.labels import dataset_info_with_class_names, get_class_names
+from maft_hf.data.labels import label_map_array as label_array
 from maft_hf.data.synthetic import save_synthetic_dataset
-from maft_hf.evaluation.loop import evaluate_segmentation, label_array
+from maft_hf.evaluation.loop import evaluate_segmentation
 from maft_hf.evaluation.metrics import harmonic_mean
 from maft_hf.evaluation.report import build_results_record, format_results_markdown, model_card_results
+from maft_hf.hub.loading import load_proposal_generator
 from maft_hf.testing import build_tiny_checkpoint, build_tiny_mask2former
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +136,7 @@ def test_one_and_two_processes_give_the_same_numbers(
     labels = np.stack([np.array(label) for label in test_split["label"]])
     assert one.sum() == (labels != 255).sum()
     model, processor = model_and_processor
-    generator = evaluate_script.build_generator(spec, {}, True, "cpu")
+    generator = load_proposal_generator(spec, {}, True, "cpu")
     expected = _reference_confusion(workspace, test_split, model, processor, generator, 0.7)
     np.testing.assert_array_equal(one, expected)
     assert single["run"]["ensemble_applied"] is (proposals == "mask2former")
