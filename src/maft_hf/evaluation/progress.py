@@ -62,13 +62,14 @@ class ProgressFile:
     def load(self) -> dict | None:
         """`{"matrix", "count", "extra"}` saved by this process for this run, or None when nothing was saved."""
         if not self.path.is_file():
-            others = sorted(p.name for p in self.folder.glob("process-*-of-*.npz"))
+            suffix = f"-of-{self.world}.npz"
+            others = sorted(p.name for p in self.folder.glob("process-*-of-*.npz") if not p.name.endswith(suffix))
             if others:
                 raise ValueError(
                     f"Cannot resume with {self.world} process(es): {self.folder} holds the progress of another "
                     f"number of processes ({others}); resume with that number, or start again without --resume."
                 )
-            return None
+            return None  # this process saved nothing yet: it starts from its first image
         try:
             with np.load(self.path, allow_pickle=False) as saved:
                 matrix, meta = saved["matrix"], json.loads(saved["meta"].tobytes().decode("utf-8"))
