@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.labels import IGNORE_INDEX, check_label_ids, coco_stuff_lut, get_class_names, map_labels
+from ..data.labels import IGNORE_INDEX, check_label_ids, coco_stuff_lut, get_class_names, label_map_array, map_labels
 from ..data.transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -49,7 +49,7 @@ from ..data.transforms import (
     to_clip_input,
 )
 from ..inference.semantic_map import classify_proposals
-from ..inference.vocabulary import load_vocabulary
+from ..inference.vocabulary import load_vocabulary, parse_vocabulary_argument, unseen_class_ids
 from ..model.modeling_maft import pad_proposals
 from .losses import class_masks_from_labels, maft_loss, mask_aware_loss, soft_iou
 
@@ -150,13 +150,7 @@ def resolve_vocabulary(spec: str | Sequence[str] | None, dataset=None, label_map
         return load_vocabulary(list(names))
     if isinstance(spec, (list, tuple)):
         return load_vocabulary(list(spec))
-    try:
-        return load_vocabulary(spec)
-    except ValueError:
-        looks_like_path = str(spec).lower().endswith((".txt", ".csv")) or os.sep in str(spec)
-        if isinstance(spec, str) and not looks_like_path:  # "sky,grass,car" or a single name
-            return load_vocabulary([name for name in spec.split(",") if name.strip()])
-        raise
+    return parse_vocabulary_argument(spec)
 
 
 def resolve_unseen_classes(spec: str | Sequence[str], class_names: Sequence[str]) -> list[int]:
@@ -165,15 +159,7 @@ def resolve_unseen_classes(spec: str | Sequence[str], class_names: Sequence[str]
     `spec` is a shipped vocabulary (default `"coco_stuff_unseen_15"`), a file, a comma-separated list or a list of
     names; every name must be in `class_names` (a `ValueError` lists those that are not).
     """
-    unseen = resolve_vocabulary(spec)
-    position = {name.lower(): index for index, name in enumerate(class_names)}
-    missing = [name for name in unseen if name.lower() not in position]
-    if missing:
-        raise ValueError(
-            f"Unseen classes {missing} are not in the training vocabulary of {len(class_names)} classes "
-            f"(e.g. {list(class_names)[:5]})."
-        )
-    return sorted(position[name.lower()] for name in unseen)
+    return unseen_class_ids(spec, class_names)
 
 
 class LabelConverter:
@@ -278,15 +264,7 @@ def image_to_tensor(image) -> torch.Tensor:
 
 def label_to_array(label) -> np.ndarray:
     """A PIL label map (mode "L", "P", "I;16", "I"), array or nested list -> `(H, W)` integer array."""
-    values = np.asarray(label)
-    if values.ndim == 3 and values.shape[-1] == 1:
-        values = values[..., 0]
-    if values.ndim != 2:
-        raise ValueError(
-            f"Label maps must be single-channel (H, W) integer maps, got an array of shape {values.shape}"
-            f"{' (mode ' + repr(label.mode) + ')' if hasattr(label, 'mode') else ''}."
-        )
-    return values
+    return label_map_array(label)
 
 
 def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
