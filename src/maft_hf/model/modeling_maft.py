@@ -12,8 +12,8 @@ Layers before `L` are transformers' own `CLIPEncoderLayer` modules, run unchange
 back-end of the config ("eager" or "sdpa"), split in two calls that compute exactly the masked full-sequence
 attention: the patches attend to the patches with no mask at all, and only the `N` copy rows carry a mask,
 `(batch, 1, N, N + P)`, boolean for SDPA. Nothing `(N + P) x (N + P)` is built, and the last layer skips the patch
-rows when their states are not returned. [`full_sequence_layer`] is the direct form (one masked call over the
-whole sequence, as the released code) and the tests hold the two equal. Parameter names are CLIP's, so a CLIP
+rows when their states are not returned. The tests hold this equal to the direct form (one masked call over the
+whole sequence, as the released code; `tests/reference_ipclip.py`). Parameter names are CLIP's, so a CLIP
 checkpoint loads with no missing or unexpected keys.
 """
 
@@ -133,30 +133,9 @@ def proposals_to_patch_visibility(
     return (masks >= threshold).reshape(batch, num_proposals, -1)
 
 
-def build_mask_aware_attention_mask(patch_visibility: torch.Tensor) -> torch.Tensor:
-    """The boolean attention rule of paper Eq. 2-4 over the sequence `[N copies, P patches]`.
-
-    Args:
-        patch_visibility: `(batch, N, P)` bool, True where copy `n` may see patch `p`.
-
-    Returns:
-        `(batch, 1, N + P, N + P)` bool, True = attend: copy `n` sees itself and its visible patches; patches
-        see all patches and no copy.
-    """
-    batch, num_copies, num_patches = patch_visibility.shape
-    device = patch_visibility.device
-    patch_rows = torch.cat(
-        [
-            torch.zeros(num_patches, num_copies, dtype=torch.bool, device=device),
-            torch.ones(num_patches, num_patches, dtype=torch.bool, device=device),
-        ],
-        dim=-1,
-    ).expand(batch, 1, -1, -1)
-    return torch.cat([copy_rows_mask(patch_visibility), patch_rows], dim=2)
-
-
 def copy_rows_mask(patch_visibility: torch.Tensor) -> torch.Tensor:
-    """The copy rows of [`build_mask_aware_attention_mask`]: `(batch, 1, N, N + P)` bool, True = attend."""
+    """The copy rows of the rule of paper Eq. 2-4: `(batch, 1, N, N + P)` bool, True = attend: copy `n` sees itself
+    and the patches where `patch_visibility[:, n]` is True, never another copy."""
     batch, num_copies, _ = patch_visibility.shape
     eye = torch.eye(num_copies, dtype=torch.bool, device=patch_visibility.device).expand(batch, -1, -1)
     return torch.cat([eye, patch_visibility], dim=-1).unsqueeze(1)
@@ -207,12 +186,6 @@ def mask_aware_layer(
         out, residual = torch.cat([out, patches], dim=1), hidden_states
     hidden = residual + attn.out_proj(out.reshape(batch, out.shape[1], -1))
     return hidden + layer.mlp(layer.layer_norm2(hidden))
-
-
-def full_sequence_layer(layer: nn.Module, hidden_states: torch.Tensor, full_mask: torch.Tensor) -> torch.Tensor:
-    """The direct form: `layer(hidden_states, full_mask)` with the `(batch, 1, N + P, N + P)` mask of
-    [`build_mask_aware_attention_mask`] in the back-end's format. Kept as the reference of [`mask_aware_layer`]."""
-    return layer(hidden_states, full_mask)
 
 
 def to_backend_mask(mask: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
@@ -572,10 +545,8 @@ __all__ = [
     "MAFTOutput",
     "resize_position_embeddings",
     "proposals_to_patch_visibility",
-    "build_mask_aware_attention_mask",
     "copy_rows_mask",
     "mask_aware_layer",
-    "full_sequence_layer",
     "to_backend_mask",
     "pad_proposals",
 ]
