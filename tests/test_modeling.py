@@ -8,12 +8,15 @@ from transformers import AutoConfig, AutoModel, CLIPModel, CLIPVisionModel
 
 from maft_hf import (
     MAFTConfig,
+    MAFTImageProcessor,
+    MAFTProcessor,
     MaskAwareCLIPModel,
     MaskAwareCLIPVisionConfig,
     MaskAwareCLIPVisionModel,
     pad_proposals,
     resize_position_embeddings,
 )
+from maft_hf.model.modeling_maft import validate_proposal_values
 from maft_hf.testing import tiny_maft_config, tiny_vision_config
 
 
@@ -249,9 +252,6 @@ def test_plain_clip_checkpoint_loads_with_no_missing_keys(tmp_path):
         (torch.rand(2, 3, 32), r"\(batch, N, H, W\).*\(2, 3, 32\)"),
         (torch.rand(3, 2, 32, 32), "batch size 3 but pixel_values has batch size 2"),
         (torch.rand(2, 0, 32, 32), "N = 0"),
-        (torch.full((2, 1, 32, 32), float("nan")), "NaN"),
-        (torch.full((2, 1, 32, 32), 1.5), r"\[0, 1\].*1\.5"),
-        (-torch.rand(2, 1, 32, 32) - 0.1, r"\[0, 1\]"),
         (torch.ones(2, 1, 32, 32, dtype=torch.long), "float in \\[0, 1\\] or bool"),
     ],
 )
@@ -259,6 +259,29 @@ def test_bad_masks_raise_value_error(masks, match):
     model = vision_model()
     with pytest.raises(ValueError, match=match):
         model(torch.randn(2, 3, 32, 32), proposal_masks=masks)
+
+
+@pytest.mark.parametrize(
+    "masks,match",
+    [
+        (torch.full((1, 1, 32, 32), float("nan")), "NaN"),
+        (torch.full((1, 1, 32, 32), 1.5), r"\[0, 1\].*1\.5"),
+        (-torch.rand(1, 1, 32, 32) - 0.1, r"\[0, 1\]"),
+    ],
+)
+def test_mask_values_are_checked_at_the_processor_not_in_the_forward(masks, match, tiny_tokenizer):
+    with pytest.raises(ValueError, match=match):
+        validate_proposal_values(masks)
+    processor = MAFTProcessor(MAFTImageProcessor(size=32), tiny_tokenizer)
+    with pytest.raises(ValueError, match=match):
+        processor(images=torch.zeros(3, 32, 32, dtype=torch.uint8), proposal_masks=masks)
+    validate_proposal_values(torch.rand(1, 2, 8, 8))  # probabilities and bool pass
+    validate_proposal_values(torch.rand(1, 2, 8, 8) > 0.5)
+    # the forward reads no values (no host synchronisation): out-of-range masks go through, thresholded as given
+    model = vision_model()
+    x = torch.randn(1, 3, 32, 32)
+    ones = model(x, proposal_masks=torch.ones(1, 1, 32, 32)).mask_embeds
+    torch.testing.assert_close(model(x, proposal_masks=torch.full((1, 1, 32, 32), 1.5)).mask_embeds, ones)
 
 
 def test_bad_config_and_images_raise_value_error():
@@ -270,8 +293,10 @@ def test_bad_config_and_images_raise_value_error():
         tiny_vision_config(mask_threshold=0.0)
     with pytest.raises(ValueError, match="position_embedding_interpolation"):
         tiny_vision_config(position_embedding_interpolation="nearest")
-    with pytest.raises(ValueError, match="multiple of the patch size 8"):
-        vision_model()(torch.randn(1, 3, 36, 32), proposal_masks=torch.rand(1, 2, 36, 32))
+    with pytest.raises(ValueError, match="smaller than the patch size 8"):
+        vision_model()(torch.randn(1, 3, 6, 32), proposal_masks=torch.rand(1, 2, 6, 32))
+    with pytest.raises(ValueError, match="at least patch_size"):
+        tiny_vision_config(input_image_size=7)
     with pytest.raises(ValueError, match="proposal_valid_mask"):
         vision_model()(torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), torch.ones(1, 3, dtype=torch.bool))
 
@@ -346,9 +371,9 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(plain[name], checkpointed[name], atol=1e-6, rtol=1e-5)
 
 
-def test_output_attentions_and_float_valid_mask_are_refused():
+def test_output_attentions_with_masks_and_float_valid_mask_are_refused():
     model = vision_model("eager")
-    with pytest.raises(ValueError, match="output_attentions"):
-        model(torch.randn(1, 3, 32, 32), output_attentions=True)
+    with pytest.raises(ValueError, match="output_attentions is not supported with proposal_masks"):
+        model(torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), output_attentions=True)
     with pytest.raises(ValueError, match="proposal_valid_mask must be bool"):
         model(torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), torch.ones(1, 2))

@@ -21,6 +21,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_maft import MAFTConfig
+from .modeling_maft import validate_proposal_values
 
 
 def load_image(image) -> Image.Image:
@@ -146,6 +147,7 @@ class MAFTImageProcessor(BaseImageProcessor):
         pixel_values = torch.stack([self.normalize_and_resize(self.to_tensor(im)[None])[0] for im in images])
         data = {"pixel_values": pixel_values}
         if proposal_masks is not None:
+            validate_proposal_values(proposal_masks)  # the model reads no values (no host synchronisation)
             data["proposal_masks"] = proposal_masks
         return BatchFeature(data=data, tensor_type=None)
 
