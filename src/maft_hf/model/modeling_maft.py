@@ -222,8 +222,11 @@ def check_proposal_masks(
         raise ValueError(
             f"proposal_masks has batch size {proposal_masks.shape[0]} but pixel_values has batch size {batch_size}."
         )
-    if proposal_masks.shape[1] == 0:
-        raise ValueError("proposal_masks has N = 0 proposals; at least one proposal per image is required.")
+    # a check that also holds when N is a symbolic size (torch.export, torch.compile with `mark_unbacked`)
+    torch._check_value(
+        proposal_masks.shape[1] != 0,
+        lambda: "proposal_masks has N = 0 proposals; at least one proposal per image is required.",
+    )
     if proposal_masks.shape[2] == 0 or proposal_masks.shape[3] == 0:
         raise ValueError(f"proposal_masks has an empty spatial size {tuple(proposal_masks.shape[2:])}.")
     if proposal_masks.dtype != torch.bool and not proposal_masks.is_floating_point():
