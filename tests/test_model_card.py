@@ -89,7 +89,7 @@ def test_vit_l14_and_zero_shot_columns():
     rows = table_rows(card.text)
     assert rows["ade20k_150/mIoU"][3:] == [NOT_MEASURED, "32.0"]  # Tab. 6; no released ViT-L numbers
     assert rows["pascal_voc_20/mIoU"][3:] == [NOT_MEASURED, "92.1"]
-    assert "from layer 16 of 24" in card.text and "476 x 476 px" in card.text and "our documented choice" in card.text
+    assert "from layer 8 of 24" in card.text and "480 x 480 px" in card.text and "34 x 34 grid" in card.text
 
     zero = make_model_card("org/maft-zs", setting="zero_shot", results={"coco_stuff_zero_shot": {"mIoU_unseen": 49.0}})
     rows = table_rows(zero.text)

@@ -16,20 +16,22 @@ from ..model.configuration_maft import MAFTConfig
 logger = logging.getLogger(__name__)
 
 # Settings of the released models. ViT-B/16: paper section 5.1 (480x480 CLIP input) and Tab. 4e (start layer 8).
-# ViT-L/14 (paper Tab. 6) states neither: we keep the same relative depth (16 of 24 layers) and the grid a 480 px
-# input gives with 14 px patches (34 x 34 patches = 476 px). Both are documented choices, not released facts.
+# ViT-L/14: the release builds IP-CLIP with `build_clip_model(name, cfg.MODEL.START_LAYERS)`, which lands in the
+# `frozen` slot of `build_clip_model(model_name, frozen=True, start_layers=8)`: its mask attention starts at layer 8,
+# and its input is squeezed to 480 x 480 like ViT-B/16, of which the /14 patch convolution reads a 34 x 34 grid (the
+# top-left 476 px). ViT-B/32 and other shapes: the same 480 px input, mask attention from 2/3 of the depth.
 PRESETS = {
     "vit-b16": {"patch_size": 16, "num_hidden_layers": 12, "input_image_size": 480, "mask_start_layer": 8},
     "vit-b32": {"patch_size": 32, "num_hidden_layers": 12, "input_image_size": 480, "mask_start_layer": 8},
-    "vit-l14": {"patch_size": 14, "num_hidden_layers": 24, "input_image_size": 476, "mask_start_layer": 16},
+    "vit-l14": {"patch_size": 14, "num_hidden_layers": 24, "input_image_size": 480, "mask_start_layer": 8},
 }
 
 
 def preset_for(vision_config) -> dict:
     """The MAFT settings (`input_image_size`, `mask_start_layer`) for a CLIP vision config.
 
-    Known shapes take the `PRESETS` entry; any other keeps its size rounded down to a multiple of the patch size
-    at 480 px and starts masking at 2/3 of the depth.
+    Known shapes take the `PRESETS` entry; any other runs at 480 px (the floor patch grid, as the release) and
+    starts masking at 2/3 of the depth.
     """
     for preset in PRESETS.values():
         if (vision_config.patch_size, vision_config.num_hidden_layers) == (
@@ -37,9 +39,8 @@ def preset_for(vision_config) -> dict:
             preset["num_hidden_layers"],
         ):
             return {k: preset[k] for k in ("input_image_size", "mask_start_layer")}
-    patch = vision_config.patch_size
     return {
-        "input_image_size": max(patch, (480 // patch) * patch),
+        "input_image_size": max(vision_config.patch_size, 480),
         "mask_start_layer": 2 * vision_config.num_hidden_layers // 3,
     }
 

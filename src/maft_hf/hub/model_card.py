@@ -53,8 +53,9 @@ BACKBONES = {
         "paper_header": "Paper (FreeSeg + MAFT, ViT-L/14, Tab. 6)",
         "released": False,
         "source": (
-            "our documented choice: the paper (Tab. 6) gives neither resolution nor start layer for ViT-L/14; we use "
-            "the 34 x 34 patch grid nearest to 480 px (476 px) and the same relative depth as ViT-B (layer 16 of 24)"
+            "the released code, as run: the paper (Tab. 6) states neither, but the release builds ViT-L/14 IP-CLIP with "
+            "mask attention from layer 8 (its start-layer setting lands in another argument) on a 480 x 480 input, "
+            "of which the 14 px patches read a 34 x 34 grid (the top-left 476 px)"
         ),
     },
     "vit-b32": {
@@ -303,7 +304,7 @@ def render_training_section(
     if setting == "zero_shot":
         recipe["dataset"] = _ZERO_SHOT_DATASET
     other_backbone = backbone != "vit-b16"
-    if other_backbone and input_image_size is not None:
+    if other_backbone and input_image_size is not None and input_image_size != 480:
         recipe["input_image_size"] = f"{input_image_size} (our choice; the release uses 480 with ViT-B/16)"
     run = dict(training or {})
     keys = list(recipe) + [k for k in run if k not in recipe]
