@@ -377,3 +377,23 @@ def test_output_attentions_with_masks_and_float_valid_mask_are_refused():
         model(torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), output_attentions=True)
     with pytest.raises(ValueError, match="proposal_valid_mask must be bool"):
         model(torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), torch.ones(1, 2))
+
+
+def test_labels_give_the_mask_aware_loss():
+    from maft_hf import maft_loss
+
+    model = MaskAwareCLIPModel(tiny_maft_config()).train()
+    x, masks = torch.randn(2, 3, 32, 32), torch.rand(2, 4, 32, 32)
+    valid = torch.tensor([[True, True, True, False], [True] * 4])
+    ids = torch.tensor([[0, 5, 6, 1], [0, 7, 1, 1], [0, 9, 9, 1]])
+    labels = torch.randint(0, 3, (2, 16, 16))
+    labels[0, :4] = 255
+    out = model(input_ids=ids, pixel_values=x, proposal_masks=masks, proposal_valid_mask=valid, labels=labels)
+    expected = maft_loss(out.logits_per_mask, masks, labels, proposal_valid_mask=valid).loss
+    assert out.loss.ndim == 0 and out["loss"] is out.loss and out.to_tuple()[0] is out.loss  # Trainer reads either
+    torch.testing.assert_close(out.loss, expected)
+    out.loss.backward()
+    assert model.vision_model.encoder.layers[-1].self_attn.q_proj.weight.grad.abs().sum() > 0
+    assert model(input_ids=ids, pixel_values=x, proposal_masks=masks).loss is None
+    with pytest.raises(ValueError, match="labels need proposal_masks"):
+        model(input_ids=ids, pixel_values=x, labels=labels)
