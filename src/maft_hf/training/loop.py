@@ -1193,66 +1193,6 @@ def _fsync_tree(path: str) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _format_metric(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _fallback_model_card(card: dict) -> str:
-    """A minimal model card (YAML metadata + training summary), used until `maft_hf.hub.model_card` exists."""
-    base_model = card.get("base_model")
-    datasets_ = [d for d in [card.get("dataset")] if d]
-    lines = ["---", "library_name: transformers", "pipeline_tag: image-segmentation", "license: apache-2.0"]
-    lines += ["tags:", "- maft", "- clip", "- open-vocabulary-segmentation", "- image-segmentation"]
-    if base_model and not os.path.isdir(str(base_model)):
-        lines.append(f"base_model: {base_model}")
-    if datasets_ and not os.path.isdir(str(datasets_[0])):
-        lines += ["datasets:"] + [f"- {d}" for d in datasets_]
-    lines.append("---")
-    lines += [
-        "",
-        f"# {card.get('model_name', 'MAFT fine-tuned CLIP')}",
-        "",
-        'A CLIP model fine-tuned with MAFT (mask-aware fine-tuning, "Learning Mask-aware CLIP Representations for '
-        "Zero-Shot Segmentation\", NeurIPS 2023) using `maft_hf`'s `scripts/finetune.py`: the image encoder (IP-CLIP) "
-        "classifies mask proposals in one pass; only the image encoder was trained "
-        f"({card.get('hyperparameters', {}).get('trained_parameters', 'freeze policy released')}), the text encoder "
-        "is CLIP's.",
-        "",
-        f"- Base model: `{base_model}`",
-        f"- Training data: `{card.get('dataset')}` (split `{card.get('train_split')}`)",
-        f"- Training vocabulary: {len(card.get('vocabulary', []))} classes"
-        + (
-            f" ({', '.join(card['vocabulary'][:10])}{', ...' if len(card['vocabulary']) > 10 else ''})"
-            if card.get("vocabulary")
-            else ""
-        ),
-        "",
-        "## Training hyperparameters",
-        "",
-    ]
-    lines += [f"- {key}: {value}" for key, value in card.get("hyperparameters", {}).items()]
-    metrics = card.get("metrics") or {}
-    if metrics:
-        lines += ["", "## Results", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {key} | {_format_metric(value)} |" for key, value in metrics.items()]
-    lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "import maft_hf",
-        "from maft_hf.inference.pipeline import segment",
-        "from transformers import AutoModel, AutoProcessor",
-        "",
-        f'model = AutoModel.from_pretrained("{card.get("repo_id") or "<this repo>"}")',
-        f'processor = AutoProcessor.from_pretrained("{card.get("repo_id") or "<this repo>"}")',
-        'results = segment("image.jpg", ["sky", "road", "car"], model, processor, "grid:4")',
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def _card_training_table(values: dict, metrics: dict) -> dict:
     """This run's column of the model card's training table (keys of `maft_hf.hub.model_card.RELEASED_RECIPE`)."""
     dataset = values.get("dataset_name") or values.get("dataset_path")
@@ -1290,8 +1230,7 @@ def write_model_card(output_dir: str | os.PathLike, args, metrics: dict | None =
     Call it after the final `save_pretrained` (the card reads the saved config). `args` is the fine-tuning
     `argparse.Namespace` (or a dict of its fields, plus `training_vocabulary` and `global_batch_size`); `metrics` are
     this run's diagnostics (final loss, rank correlations), listed in the training table. The card is
-    [`maft_hf.hub.model_card.make_model_card`] with this run's column filled in; when its template is not available
-    (an installed package without the repository's `model_cards/`), a minimal card is written instead.
+    [`maft_hf.hub.model_card.make_model_card`] with this run's column filled in.
     """
     values = dict(vars(args)) if not isinstance(args, dict) else dict(args)
     output_dir = os.fspath(output_dir)
@@ -1307,30 +1246,15 @@ def write_model_card(output_dir: str | os.PathLike, args, metrics: dict | None =
 
     dataset = values.get("dataset_name")
     model_id = values.get("hub_model_id") or os.path.basename(os.path.abspath(output_dir))
-    if os.path.isfile(model_card.TEMPLATE_PATH):
-        card = model_card.make_model_card(
-            model_id=model_id,
-            base_model=values.get("model_name_or_path"),
-            training=training,
-            datasets=[dataset] if dataset and not os.path.isdir(dataset) else [],
-            setting="zero_shot" if values.get("zero_shot") else "open_vocabulary",
-            config=config,
-        )
-        card.save(path)
-        return path
-    logger.warning("Model card template %s not found: writing a minimal card.", model_card.TEMPLATE_PATH)
-    card = {
-        "model_name": model_id,
-        "base_model": values.get("model_name_or_path"),
-        "dataset": values.get("dataset_name") or values.get("dataset_path"),
-        "train_split": values.get("train_split"),
-        "vocabulary": list(values.get("training_vocabulary") or []),
-        "repo_id": values.get("hub_model_id"),
-        "hyperparameters": training,
-        "metrics": dict(metrics or {}),
-    }
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(_fallback_model_card(card))
+    card = model_card.make_model_card(
+        model_id=model_id,
+        base_model=values.get("model_name_or_path"),
+        training=training,
+        datasets=[dataset] if dataset and not os.path.isdir(dataset) else [],
+        setting="zero_shot" if values.get("zero_shot") else "open_vocabulary",
+        config=config,
+    )
+    card.save(path)
     return path
 
 
