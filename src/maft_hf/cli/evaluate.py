@@ -249,17 +249,6 @@ def resolve_settings(args: argparse.Namespace, dataset) -> dict:
     return {"benchmark": benchmark, "class_names": names, "ignore_index": ignore_index, "unseen_classes": unseen}
 
 
-def load_model(name: str, offline: bool):
-    from maft_hf import MAFTProcessor, MaskAwareCLIPModel
-
-    try:
-        model = MaskAwareCLIPModel.from_pretrained(name, local_files_only=offline)
-        processor = MAFTProcessor.from_pretrained(name, local_files_only=offline)
-    except OSError as err:
-        raise ValueError(f"Cannot load the MAFT checkpoint {name!r}: {err}") from err
-    return model.eval(), processor
-
-
 def build_generator(spec: str, options: dict, offline: bool, device):
     from maft_hf.proposals import load_proposal_generator
     from maft_hf.proposals.factory import parse_proposal_spec
@@ -342,6 +331,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
 
     from maft_hf.evaluation.loop import evaluate_segmentation
     from maft_hf.evaluation.report import build_results_record
+    from maft_hf.hub.loading import load_model_and_processor
     from maft_hf.proposals.factory import parse_proposal_options
 
     accelerator = Accelerator(cpu=args.cpu)
@@ -351,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     )
     dataset, dataset_description, split = load_eval_dataset(args, accelerator)
     settings = resolve_settings(args, dataset)
-    model, processor = load_model(args.model, args.offline)
+    model, processor = load_model_and_processor(args.model, args.offline, allow_clip=False)
     generator = build_generator(
         args.proposals, parse_proposal_options(args.proposal_option), args.offline, accelerator.device
     )

@@ -2,7 +2,8 @@
 
 `scripts/finetune.py` chains them in an Accelerate loop; each piece is usable (and tested) on its own:
 
-* model loading: [`load_model_and_processor`] (a MAFT checkpoint, or a plain CLIP checkpoint converted on the fly);
+* model loading: [`load_model_and_processor`] (re-exported from `maft_hf.hub.loading`; a MAFT checkpoint, or a plain CLIP
+  checkpoint converted on the fly);
 * labels and data checks: [`LabelConverter`] (COCO-Stuff raw-id mapping, zero-shot ignoring and re-indexing),
   [`resolve_vocabulary`], [`select_split`], [`validate_training_dataset`] (columns, sizes, label ids, empty split);
 * data: [`sample_augmentation`] / [`apply_augmentation`] (the released recipe: short side, random crop, flip, pad,
@@ -48,6 +49,7 @@ from ..data.transforms import (
     shortest_edge_size,
     to_clip_input,
 )
+from ..hub.loading import load_model_and_processor  # noqa: F401 - re-exported for the training CLI
 from ..inference.semantic_map import classify_proposals
 from ..inference.vocabulary import load_vocabulary
 from ..model.modeling_maft import pad_proposals
@@ -65,52 +67,6 @@ RESULTS_FILE = "all_results.json"
 # ------------------------------------------------------------------------------------------------------------------
 # Model loading
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def load_model_and_processor(
-    name_or_path: str,
-    local_files_only: bool | None = None,
-    mask_start_layer: int | None = None,
-    input_image_size: int | None = None,
-):
-    """The starting point of fine-tuning: a `MaskAwareCLIPModel` and its `MAFTProcessor`.
-
-    Args:
-        name_or_path: Hub id or local directory of a MAFT checkpoint (`model_type` "maft") or of a plain transformers
-            CLIP checkpoint (`model_type` "clip"). A CLIP checkpoint is converted in memory as
-            [`~maft_hf.hub.conversion.convert_clip_checkpoint`] does on disk: same weights (0 missing / 0 unexpected
-            keys), MAFT settings of [`~maft_hf.hub.conversion.preset_for`], a `MAFTImageProcessor` at the input size
-            with the checkpoint's mean/std, and its tokenizer.
-        local_files_only: passed to every `from_pretrained` (None keeps the default, e.g. `HF_HUB_OFFLINE`).
-        mask_start_layer, input_image_size: override the preset (CLIP checkpoints only).
-
-    Returns:
-        `(model, processor)`.
-    """
-    from transformers import PretrainedConfig
-
-    from ..hub.conversion import load_clip_as_maft, pretrained_options
-    from ..model.modeling_maft import MaskAwareCLIPModel
-    from ..model.processing_maft import MAFTProcessor
-
-    options = pretrained_options(local_files_only)
-    config_dict, _ = PretrainedConfig.get_config_dict(name_or_path, **options)
-    model_type = config_dict.get("model_type")
-    if model_type == "maft":
-        if mask_start_layer is not None or input_image_size is not None:
-            raise ValueError(
-                "mask_start_layer / input_image_size overrides apply to plain CLIP checkpoints only; "
-                f"{name_or_path!r} is already a MAFT checkpoint."
-            )
-        model = MaskAwareCLIPModel.from_pretrained(name_or_path, **options)
-        processor = MAFTProcessor.from_pretrained(name_or_path, **options)
-        return model, processor
-    if model_type != "clip":
-        raise ValueError(
-            f"--model_name_or_path must be a MAFT (model_type 'maft') or CLIP (model_type 'clip') checkpoint; "
-            f"{name_or_path!r} has model_type {model_type!r}."
-        )
-    return load_clip_as_maft(name_or_path, mask_start_layer, input_image_size, local_files_only)
 
 
 def make_teacher(model: nn.Module) -> nn.Module:
