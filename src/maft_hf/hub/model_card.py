@@ -18,10 +18,19 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..model.hub_maft import CUSTOM_PIPELINES
+
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "assets" / "model_card_template.md"
+# The Hub task whose pipeline the checkpoint's config maps to our code (custom_pipelines): see docs/hub.md.
+(PIPELINE_TAG,) = CUSTOM_PIPELINES
 NOT_MEASURED = "not yet measured"
 NOT_REPORTED = "—"
 TAGS = ["maft", "open-vocabulary-segmentation", "zero-shot-segmentation", "clip"]
+BASE_MODELS = {
+    "vit-b16": "openai/clip-vit-base-patch16",
+    "vit-l14": "openai/clip-vit-large-patch14",
+    "vit-b32": "openai/clip-vit-base-patch32",
+}
 SETTINGS = ("open_vocabulary", "zero_shot")
 
 CITATION = """@inproceedings{jiao2023learning,
@@ -267,10 +276,10 @@ def render_results_section(
         ),
         '"not yet measured": no evaluation run of this checkpoint exists yet (numbers are never copied from the '
         f"paper); {NOT_REPORTED}: the paper reports no number.",
-        "Proposals used for this checkpoint's numbers: "
-        + (f"`{evaluation_proposals}`." if evaluation_proposals else "none yet (no run).")
-        + " The paper's numbers use FreeSeg's proposal generator; numbers with other proposals are not directly "
-        "comparable.",
+        "Proposals behind the numbers: this checkpoint's column, "
+        + (f"`{evaluation_proposals}`" if evaluation_proposals else "none yet (no run)")
+        + "; the paper's and the authors' released checkpoint's columns, FreeSeg's proposal generator (frozen, "
+        "trained on COCO-Stuff). Numbers with other proposals are not directly comparable.",
     ]
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
@@ -378,7 +387,7 @@ def render_template(template: str, values: Mapping[str, object]) -> str:
 
 def make_model_card(
     model_id: str = "maft-vitb16",
-    base_model: str = "openai/clip-vit-base-patch16",
+    base_model: str | None = "openai/clip-vit-base-patch16",
     results: Mapping | None = None,
     training: Mapping | None = None,
     datasets: list[str] | None = None,
@@ -399,7 +408,7 @@ def make_model_card(
 
     Args:
         model_id: Hub id (or path) used in the usage snippet, e.g. `"your-org/maft-vitb16"`.
-        base_model: the CLIP checkpoint it was fine-tuned from (metadata `base_model`).
+        base_model: the CLIP checkpoint it was fine-tuned from (metadata `base_model`; None when unknown).
         results: measured results in percent, `{benchmark: {metric: value}}`; only these enter the `model-index`,
             missing ones are rendered `"not yet measured"`.
         training: hyper-parameters of this checkpoint's run (keys of `RELEASED_RECIPE`, others listed as given);
@@ -421,6 +430,7 @@ def make_model_card(
     if backbone is not None and backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {sorted(BACKBONES)} or None, got {backbone!r}.")
     preset = _model_settings(backbone, config, input_image_size, mask_start_layer, base_model)
+    base_name = base_model or "an unrecorded CLIP checkpoint"
     measured = normalize_results(results)
     model_name = model_name or model_id.rstrip("/").split("/")[-1]
     info = BACKBONES.get(backbone or "", {"name": "CLIP", "source": "given explicitly"})
@@ -430,7 +440,8 @@ def make_model_card(
     card_data = ModelCardData(
         license=license,
         library_name="transformers",
-        pipeline_tag="image-segmentation",
+        pipeline_tag=PIPELINE_TAG,
+        inference=False,  # the Hub's hosted inference runs no checkpoint code, so no widget could work
         tags=list(TAGS),
         datasets=list(datasets) or None,
         base_model=base_model,
@@ -444,11 +455,11 @@ def make_model_card(
         "summary": (
             f"A MAFT (mask-aware fine-tuned) {info['name']} that classifies many mask proposals of an image in one "
             f"forward pass, for open-vocabulary semantic segmentation. Fine-tuned from "
-            f"[`{base_model}`]({_hub_url(base_model)}) with the recipe of "
+            f"[`{base_name}`]({_hub_url(base_model)}) with the recipe of "
             "[Learning Mask-aware CLIP Representations for Zero-Shot Segmentation]"
             "(https://github.com/jiaosiyu1999/MAFT) (NeurIPS 2023), as implemented in `maft_hf`."
         ),
-        "base_model": base_model,
+        "base_model": base_name,
         "base_model_url": _hub_url(base_model),
         "backbone_name": info["name"],
         "parameters": f"{num_parameters:,}" if num_parameters else "same as the base CLIP (MAFT adds none)",
@@ -466,6 +477,7 @@ def make_model_card(
         "results_section": _results_block(measured, backbone, setting, evaluation_proposals),
         "compute_section": render_compute_section(compute),
         "citation": CITATION,
+        "pipeline_tag": PIPELINE_TAG,
     }
     path = Path(template_path) if template_path is not None else TEMPLATE_PATH
     if not path.is_file():
@@ -474,6 +486,18 @@ def make_model_card(
             "placeholders such as maft_hf/assets/model_card_template.md)."
         )
     return ModelCard(render_template(path.read_text(encoding="utf-8"), values))
+
+
+def model_card_for(model, model_id: str) -> ModelCard:
+    """The card of a model as it is (settings and parameter count read from it), for `push_to_hub`."""
+    backbone = infer_backbone(config=model.config)
+    return make_model_card(
+        model_id,
+        BASE_MODELS.get(backbone),
+        backbone=backbone,
+        config=model.config,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+    )
 
 
 def _model_settings(backbone, config, input_image_size, mask_start_layer, base_model) -> dict:
@@ -499,6 +523,8 @@ def _model_settings(backbone, config, input_image_size, mask_start_layer, base_m
 
 
 def _hub_url(model_id: str) -> str:
+    if model_id is None:
+        return "https://huggingface.co/openai"
     return f"https://huggingface.co/{model_id}" if re.fullmatch(r"[\w.-]+/[\w.-]+", model_id) else model_id
 
 

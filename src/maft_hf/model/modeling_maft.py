@@ -31,6 +31,7 @@ from transformers.models.clip.modeling_clip import eager_attention_forward
 from transformers.utils import ModelOutput
 
 from .configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
+from .hub_maft import MAFTHubMixin
 
 SUPPORTED_ATTENTION = ("eager", "sdpa")
 
@@ -438,7 +439,7 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
         return output if return_dict else output.to_tuple()
 
 
-class MaskAwareCLIPModel(CLIPModel):
+class MaskAwareCLIPModel(MAFTHubMixin, CLIPModel):
     r"""
     CLIP with the mask-aware IP-CLIP image encoder: classifies `N` proposals against a vocabulary in one pass.
 
