@@ -386,8 +386,7 @@ class OfficialConversionReport:
         source_dtypes: dtypes found in the encoder (converted to float32).
         changed_from_base: transformers names whose values differ from the base CLIP.
         frozen_changed: of those, names the released fine-tuning keeps frozen (should be empty).
-        text_tower_max_abs_diff: for a source storing the text tower beside the encoder, its largest difference from
-            the base CLIP's (MAFT keeps it frozen, so 0 for the right base); None when absent.
+        text_tower_max_abs_diff: for a source storing a CLIP text tower, its largest difference from the base CLIP's (MAFT keeps it frozen, so 0 for the right base); None when absent.
         verify_max_abs_diff: largest difference between the converted model's image embeddings and
             [`openai_visual_forward`] on the source weights; None when not verified.
     """
@@ -462,13 +461,13 @@ def _equals_base(source: Mapping[str, torch.Tensor], base: Mapping[str, torch.Te
     )
 
 
-def _compare_text_tower(flat, chosen: str, config, base, clip_name_or_path: str) -> float | None:
-    """Largest difference between a text tower stored beside the encoder (`<root>visual.` -> `<root>`) and the base's."""
-    if not chosen.endswith("visual."):
+def _compare_text_tower(flat, config, base, clip_name_or_path: str) -> float | None:
+    """Largest difference between a text tower stored in the release (the CLIP beside the segmenter: its
+    `<root>token_embedding.weight`, where exactly one exists) and the base's; None when there is none."""
+    roots = [k[: -len("token_embedding.weight")] for k in flat if k.endswith("token_embedding.weight")]
+    if len(roots) != 1:
         return None
-    text = openai_text_to_transformers(
-        strip_prefix(flat, chosen[: -len("visual.")]), config.text_config.num_hidden_layers
-    )
+    text = openai_text_to_transformers(strip_prefix(flat, roots[0]), config.text_config.num_hidden_layers)
     shared = [k for k in text if k in base and text[k].shape == base[k].shape]
     if not shared:
         return None
@@ -575,7 +574,7 @@ def convert_official_checkpoint(
         source_dtypes=sorted({str(t.dtype).replace("torch.", "") for t in encoder.values()}),
         changed_from_base=changed,
         frozen_changed=[k for k in changed if _FROZEN_HF.match(k)],
-        text_tower_max_abs_diff=_compare_text_tower(flat, chosen, config, base, clip_name_or_path),
+        text_tower_max_abs_diff=_compare_text_tower(flat, config, base, clip_name_or_path),
     )
     if not changed:
         logger.warning("The converted image encoder equals the base CLIP's: is this a fine-tuned checkpoint?")
