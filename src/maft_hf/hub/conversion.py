@@ -115,7 +115,7 @@ def convert_clip_checkpoint(
     token: str | None = None,
 ):
     """Convert a CLIP checkpoint (Hub id such as `"openai/clip-vit-base-patch16"`, or a local `CLIPModel` directory)
-    into a MAFT checkpoint directory (safetensors, config, processor files, model card) with [`load_clip_as_maft`];
+    into a MAFT checkpoint directory (safetensors, config, code, processor files) with [`load_clip_as_maft`];
     returns the converted `MaskAwareCLIPModel`. `push_to_hub` uploads the directory (default repo: its name)."""
     model, processor = load_clip_as_maft(clip_name_or_path, mask_start_layer, input_image_size, local_files_only)
     model.save_pretrained(output_dir)
