@@ -673,9 +673,7 @@ def test_plain_clip_checkpoint_starts_fine_tuning(tmp_path):
         load_model_and_processor(str(tmp_path / "bert"))
 
 
-def test_model_card_without_template_falls_back(tmp_path, monkeypatch):
-    from maft_hf.hub import model_card
-
+def test_model_card_of_a_run(tmp_path):
     build_tiny_checkpoint(tmp_path)
     args = {"model_name_or_path": "openai/clip-vit-base-patch16", "dataset_name": "me/coco", "train_split": "train",
             "training_vocabulary": ["sky", "car"], "hub_model_id": "me/maft", "freeze_policy": "released",
@@ -684,7 +682,3 @@ def test_model_card_without_template_falls_back(tmp_path, monkeypatch):
     text = Path(path).read_text()
     assert 'from_pretrained("me/maft")' in text and "datasets:\n- me/coco" in text
     assert "| Learning rate | 1e-5 | 1e-5 |" in text and "| rank_correlation_final | — | 0.5 |" in text
-    monkeypatch.setattr(model_card, "TEMPLATE_PATH", tmp_path / "missing.md")
-    text = Path(write_model_card(tmp_path, args, {"rank_correlation_final": 0.5})).read_text()
-    assert text.startswith("---") and "base_model: openai/clip-vit-base-patch16" in text and "me/coco" in text
-    assert "- learning_rate: 1e-05" in text and "| rank_correlation_final | 0.5000 |" in text

@@ -192,5 +192,3 @@ def test_transformers_pipeline_errors(checkpoint):
         pipe(image, candidate_labels=NAMES)
     with pytest.raises(ValueError, match="duplicate"):
         pipe(image, candidate_labels=["a", "a"], proposal_generator="grid:2")
-    with pytest.raises(ValueError, match="one image at a time"):
-        pipe([image, image], candidate_labels=NAMES, proposal_generator="grid:2", batch_size=2)

@@ -4,8 +4,9 @@ OpenAI CLIP names) into a MAFT checkpoint directory (safetensors, config, proces
     python scripts/convert_official_checkpoint.py \\
         --checkpoint maft_vitb16_coco_stuff.pth --clip openai/clip-vit-base-patch16 --output_dir maft-vitb16
 
-The image encoder's prefix inside the file (e.g. `model.clip_adapter.clip_model.visual.`) is found automatically;
-the text tower, config and tokenizer come from `--clip`, the CLIP checkpoint the model was fine-tuned from. Every
+The fine-tuned image encoder's prefix inside the file (`model.IPCLIP.` in the release; the frozen copies of the
+original CLIP at `model.T.` and `model.clip_adapter.clip_model.visual.` are skipped) is found automatically; the text
+tower, config and tokenizer come from `--clip`, the CLIP checkpoint the model was fine-tuned from. Every
 tensor of the encoder is used exactly once, shapes are checked against the CLIP config and the converted model is
 compared with a forward of the source weights before anything is written. The file is read with
 `torch.load(weights_only=True)`; `--unsafe_pickle` allows a full unpickle (it can run code: trusted files only).
@@ -23,7 +24,11 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", required=True, help="The released MAFT checkpoint (.pth or .safetensors).")
     parser.add_argument("--clip", required=True, help="Hub id or directory of the CLIPModel it was fine-tuned from.")
     parser.add_argument("--output_dir", required=True, help="Where to write the MAFT checkpoint.")
-    parser.add_argument("--prefix", default=None, help="Prefix of the image encoder (default: found automatically).")
+    parser.add_argument(
+        "--prefix",
+        default=None,
+        help="Prefix of the fine-tuned image encoder, e.g. model.IPCLIP. (default: found automatically).",
+    )
     parser.add_argument("--mask_start_layer", type=int, default=None, help="Override the preset start layer.")
     parser.add_argument("--input_image_size", type=int, default=None, help="Override the preset input size (px).")
     parser.add_argument("--local_files_only", action="store_true", help="Do not use the network.")

@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
         logging.getLogger().setLevel("ERROR")
     dataset, dataset_description, split = load_eval_dataset(args, accelerator)
     settings = resolve_settings(args, dataset)
-    model, processor = load_model_and_processor(args.model, args.offline)
+    model, processor = load_model_and_processor(args.model, args.offline, allow_clip=False)
     options = parse_proposal_options(args.proposal_option)
     generator = load_proposal_generator(args.proposals, options, args.offline, accelerator.device)
     logger.info(

@@ -33,11 +33,9 @@ def preset_for(vision_config) -> dict:
     Known shapes take the `PRESETS` entry; any other runs at 480 px (the floor patch grid, as the release) and
     starts masking at 2/3 of the depth.
     """
+    shape = (vision_config.patch_size, vision_config.num_hidden_layers)
     for preset in PRESETS.values():
-        if (vision_config.patch_size, vision_config.num_hidden_layers) == (
-            preset["patch_size"],
-            preset["num_hidden_layers"],
-        ):
+        if shape == (preset["patch_size"], preset["num_hidden_layers"]):
             return {k: preset[k] for k in ("input_image_size", "mask_start_layer")}
     return {
         "input_image_size": max(vision_config.patch_size, 480),
@@ -123,31 +121,26 @@ def convert_clip_checkpoint(
     hub_model_id: str | None = None,
     token: str | None = None,
 ):
-    """Convert a CLIP checkpoint into a MAFT checkpoint directory (safetensors, config, processor files).
-
-    Args:
-        clip_name_or_path: Hub id (e.g. `"openai/clip-vit-base-patch16"`) or local directory of a `CLIPModel`.
-        output_dir: where to write the MAFT checkpoint.
-        mask_start_layer / input_image_size: override the preset (see [`preset_for`]).
-        local_files_only: never touch the network (also implied by `HF_HUB_OFFLINE=1`).
-
-    Returns:
-        The converted `MaskAwareCLIPModel`.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.hub.conversion import convert_clip_checkpoint
-    >>> model = convert_clip_checkpoint("openai/clip-vit-base-patch16", "maft-vitb16-init")  # doctest: +SKIP
-    ```"""
+    """Convert a CLIP checkpoint (Hub id such as `"openai/clip-vit-base-patch16"`, or a local `CLIPModel` directory)
+    into a MAFT checkpoint directory (safetensors, config, code, processor files) with [`load_clip_as_maft`];
+    returns the converted `MaskAwareCLIPModel`. `push_to_hub` uploads the directory (default repo: its name)."""
     model, processor = load_clip_as_maft(clip_name_or_path, mask_start_layer, input_image_size, local_files_only)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     if push_to_hub:
-        repo = hub_model_id or os.path.basename(os.path.abspath(output_dir))
-        model.push_to_hub(repo, token=token)
-        processor.push_to_hub(repo, token=token)
+        upload_checkpoint(output_dir, hub_model_id, token, f"Convert {clip_name_or_path} to MAFT")
     return model
+
+
+def upload_checkpoint(folder: str | os.PathLike, repo_id: str | None, token: str | None, message: str) -> str:
+    """Create the Hub repository (default name: the folder's) and upload the checkpoint folder; returns the repo id."""
+    from huggingface_hub import HfApi
+
+    repo_id = repo_id or os.path.basename(os.path.abspath(folder))
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(folder_path=os.fspath(folder), repo_id=repo_id, commit_message=message)
+    return repo_id
 
 
 __all__ = ["PRESETS", "preset_for", "pretrained_options", "load_clip_as_maft", "convert_clip_checkpoint"]

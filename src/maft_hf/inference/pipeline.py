@@ -33,9 +33,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from transformers import Pipeline
 
 from ..model.modeling_maft import MaskAwareCLIPModel, pad_proposals, proposals_to_patch_visibility
+from ..model.pipeline_maft import OpenVocabularySegmentationPipeline as CheckpointPipeline
 from ..model.processing_maft import load_image
 from ..proposals import ProposalGenerator, Proposals
 from .semantic_map import (
@@ -246,27 +246,17 @@ def segment(
 # ---------------------------------------------------------------------------------------------------------------
 # transformers pipeline
 # ---------------------------------------------------------------------------------------------------------------
-class OpenVocabularySegmentationPipeline(Pipeline):
+class OpenVocabularySegmentationPipeline(CheckpointPipeline):
     r"""
-    Open-vocabulary semantic segmentation with MAFT: `pipe(image, candidate_labels=[...])`.
+    Open-vocabulary semantic segmentation with MAFT: `pipe(images, candidate_labels=[...])`.
 
-    Registered as `"open-vocabulary-segmentation"` by [`register_pipeline`] (called on `import maft_hf`).
-    The image processor and tokenizer are loaded from the checkpoint; proposals come from `proposal_generator`
-    (given at construction or per call). Images run one at a time (`batch_size` other than 1 is refused); use
-    [`segment`] for batched inference.
-
-    Call arguments:
-        images: one image or a list (paths, PIL, numpy arrays, tensors); converted to RGB.
-        candidate_labels: the vocabulary (list of names, shipped vocabulary name or file). Required.
-        proposal_generator: a [`ProposalGenerator`] or spec string (`"grid:4"`), overriding the constructor's.
-        proposal_masks: user masks for this image instead of a generator (any format of
-            `maft_hf.proposals.proposals_from_user_masks`).
-        ensemble_weight: `lambda` of paper Eq. 9 (default 0.7 when the proposals carry class scores; 0: no ensemble).
-        templates: prompt templates (default: the 14 of the released code).
-
-    Returns:
-        Per image, a dict with `"segmentation"` (`(H, W)` `torch.LongTensor` at the image size), `"class_names"` and
-        `"scores"` (`(N, C)` per-proposal class scores); a list of them for a list of images.
+    Registered as `"open-vocabulary-segmentation"` by [`register_pipeline`] (called on `import maft_hf`). It is the
+    pipeline that travels with every checkpoint ([`maft_hf.model.pipeline_maft`]: call arguments, batching and
+    outputs) with the package's steps: vocabularies by name or file ([`load_vocabulary`]), proposal spec strings
+    (`"grid:4"`, `"mask2former:<ckpt>"`, ...), user masks in every format of `proposals_from_user_masks`, the
+    text-classifier cache (`text_classifier_cache`) and the ensemble with the generator's class scores (paper Eq. 9,
+    `ensemble_weight`, default 0.7). `batch_size > 1` runs that many images per forward pass; the results equal
+    [`segment`]'s.
 
     Example:
 
@@ -280,98 +270,34 @@ class OpenVocabularySegmentationPipeline(Pipeline):
     >>> out["segmentation"].shape  # (H, W) of the image  # doctest: +SKIP
     ```"""
 
-    _load_processor = False
-    _load_image_processor = True
-    _load_feature_extractor = False
-    _load_tokenizer = True
-
     def __init__(self, *args, text_classifier_cache: TextClassifierCache | None = None, **kwargs):
-        self.text_classifier_cache = (
-            text_classifier_cache if text_classifier_cache is not None else TextClassifierCache()
-        )
+        self.text_classifier_cache = TextClassifierCache() if text_classifier_cache is None else text_classifier_cache
         super().__init__(*args, **kwargs)
-        if self._batch_size not in (None, 1):
-            raise ValueError(f"{type(self).__name__} runs one image at a time; got batch_size={self._batch_size}.")
 
-    def __call__(self, images, candidate_labels=None, **kwargs):
-        if kwargs.get("batch_size") not in (None, 1):
-            raise ValueError(
-                f"{type(self).__name__} runs one image at a time; got batch_size={kwargs['batch_size']}. "
-                "Use maft_hf.inference.pipeline.segment for batched inference."
-            )
-        if candidate_labels is None:
-            raise ValueError("candidate_labels is required: the class names to segment.")
-        if isinstance(images, (list, tuple)) and len(images) == 0:
-            raise ValueError("No images were given; expected at least one image.")
-        if isinstance(images, tuple):
-            images = list(images)
-        return super().__call__(images, candidate_labels=candidate_labels, **kwargs)
+    def vocabulary(self, candidate_labels) -> list[str]:
+        return load_vocabulary(candidate_labels)
 
-    def _sanitize_parameters(
-        self,
-        candidate_labels=None,
-        proposal_generator=None,
-        proposal_masks=None,
-        ensemble_weight=None,
-        templates=None,
-        chunk_classes=None,
-        **unused,
-    ):
-        if unused:
-            raise ValueError(f"Unknown arguments for {type(self).__name__}: {sorted(unused)}.")
-        preprocess, forward, postprocess = {}, {}, {}
-        if candidate_labels is not None:
-            preprocess["candidate_labels"] = load_vocabulary(candidate_labels)
-        if proposal_generator is not None:
-            preprocess["proposal_generator"] = resolve_proposal_generator(proposal_generator)
-        if proposal_masks is not None:
-            preprocess["proposal_masks"] = proposal_masks
-        if ensemble_weight is not None:
-            forward["ensemble_weight"] = float(ensemble_weight)
-        if templates is not None:
-            forward["templates"] = list(templates)
-        if chunk_classes is not None:
-            forward["chunk_classes"] = int(chunk_classes)
-        return preprocess, forward, postprocess
+    def resolve_generator(self, generator):
+        return resolve_proposal_generator(generator)
 
-    def preprocess(self, image, candidate_labels=None, proposal_generator=None, proposal_masks=None):
-        if candidate_labels is None:
-            raise ValueError("candidate_labels is required: the class names to segment.")
-        (picture,) = load_images(image)
-        if proposal_masks is not None:
-            from ..proposals.user_masks import proposals_from_user_masks
+    def user_proposals(self, masks, size):
+        from ..proposals.user_masks import proposals_from_user_masks
 
-            item = proposals_from_user_masks(proposal_masks, image_size=(picture.height, picture.width))
-        else:
-            (item,) = check_proposals(resolve_proposal_generator(proposal_generator)([picture]), [picture])
-        pixel_values = self.image_processor([picture], return_tensors="pt")["pixel_values"]
-        grid_masks = patch_grid_masks(item.masks, self.model, _input_size(pixel_values))
-        return {
-            "pixel_values": pixel_values,
-            "grid_masks": grid_masks[None],
-            "proposals": item,
-            "candidate_labels": candidate_labels,
-        }
+        return proposals_from_user_masks(masks, image_size=size)
 
-    def _forward(self, model_inputs, ensemble_weight=DEFAULT_ENSEMBLE_WEIGHT, templates=None, chunk_classes=None):
-        names = model_inputs["candidate_labels"]
-        item: Proposals = model_inputs["proposals"]
-        text_classifier = build_text_classifier(
+    def text_classifier(self, names, templates) -> torch.Tensor:
+        return build_text_classifier(
             self.model, self.tokenizer, names, templates=templates, cache=self.text_classifier_cache, device=self.device
         )
-        logits = classify_proposals(
-            self.model, model_inputs["pixel_values"], model_inputs["grid_masks"], text_classifier
-        )
-        scores = proposal_class_scores(logits[0], item, names, ensemble_weight)
-        seg = semantic_map(scores, item.masks.to(scores.device), from_logits=False, chunk_classes=chunk_classes)
-        return {"segmentation": seg, "scores": scores, "class_names": names}
 
-    def postprocess(self, model_outputs):
-        return {
-            "segmentation": model_outputs["segmentation"],
-            "class_names": list(model_outputs["class_names"]),
-            "scores": model_outputs["scores"],
-        }
+    def class_scores(self, logits, proposals, names, ensemble_weight) -> torch.Tensor:
+        return proposal_class_scores(logits, proposals, names, ensemble_weight)
+
+    def semantic_map(self, scores, masks, chunk_classes=None) -> torch.Tensor:
+        return semantic_map(scores, masks, from_logits=False, chunk_classes=chunk_classes)
+
+    def _forward(self, inputs, candidate_labels=None, ensemble_weight=DEFAULT_ENSEMBLE_WEIGHT, **kwargs):
+        return super()._forward(inputs, candidate_labels, ensemble_weight, **kwargs)
 
 
 def register_pipeline() -> None:

@@ -32,6 +32,7 @@ from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings, CLIPVis
 from transformers.utils import ModelOutput
 
 from .configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
+from .hub_maft import MAFTHubMixin
 
 SUPPORTED_ATTENTION = ("eager", "sdpa")
 
@@ -538,7 +539,7 @@ class MaskAwareCLIPVisionModelWithProjection(EagerOrSdpaAttention, CLIPVisionMod
         return output if return_dict else output.to_tuple()
 
 
-class MaskAwareCLIPModel(EagerOrSdpaAttention, CLIPModel):
+class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
     r"""
     CLIP with the mask-aware IP-CLIP image encoder: classifies `N` proposals against a vocabulary in one pass.
 

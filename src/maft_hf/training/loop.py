@@ -2,7 +2,8 @@
 
 `scripts/finetune.py` chains them in an Accelerate loop; each piece is usable (and tested) on its own:
 
-* model loading: [`load_model_and_processor`] (a MAFT checkpoint, or a plain CLIP checkpoint converted on the fly);
+* model loading: [`load_model_and_processor`] (re-exported from `maft_hf.hub.loading`; a MAFT checkpoint, or a plain CLIP
+  checkpoint converted on the fly);
 * labels and data checks: [`LabelConverter`] (COCO-Stuff raw-id mapping, zero-shot ignoring and re-indexing),
   [`resolve_vocabulary`], [`select_split`], [`validate_training_dataset`] (columns, sizes, label ids, empty split);
 * data: [`sample_augmentation`] / [`apply_augmentation`] (the released recipe: short side, random crop, flip, pad,
@@ -48,6 +49,7 @@ from ..data.transforms import (
     shortest_edge_size,
     to_clip_input,
 )
+from ..hub.loading import load_model_and_processor  # noqa: F401 - re-exported for the training CLI
 from ..inference.semantic_map import classify_proposals
 from ..inference.vocabulary import load_vocabulary, parse_vocabulary_argument, unseen_class_ids
 from ..model.modeling_maft import pad_proposals
@@ -65,52 +67,6 @@ RESULTS_FILE = "all_results.json"
 # ------------------------------------------------------------------------------------------------------------------
 # Model loading
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def load_model_and_processor(
-    name_or_path: str,
-    local_files_only: bool | None = None,
-    mask_start_layer: int | None = None,
-    input_image_size: int | None = None,
-):
-    """The starting point of fine-tuning: a `MaskAwareCLIPModel` and its `MAFTProcessor`.
-
-    Args:
-        name_or_path: Hub id or local directory of a MAFT checkpoint (`model_type` "maft") or of a plain transformers
-            CLIP checkpoint (`model_type` "clip"). A CLIP checkpoint is converted in memory as
-            [`~maft_hf.hub.conversion.convert_clip_checkpoint`] does on disk: same weights (0 missing / 0 unexpected
-            keys), MAFT settings of [`~maft_hf.hub.conversion.preset_for`], a `MAFTImageProcessor` at the input size
-            with the checkpoint's mean/std, and its tokenizer.
-        local_files_only: passed to every `from_pretrained` (None keeps the default, e.g. `HF_HUB_OFFLINE`).
-        mask_start_layer, input_image_size: override the preset (CLIP checkpoints only).
-
-    Returns:
-        `(model, processor)`.
-    """
-    from transformers import PretrainedConfig
-
-    from ..hub.conversion import load_clip_as_maft, pretrained_options
-    from ..model.modeling_maft import MaskAwareCLIPModel
-    from ..model.processing_maft import MAFTProcessor
-
-    options = pretrained_options(local_files_only)
-    config_dict, _ = PretrainedConfig.get_config_dict(name_or_path, **options)
-    model_type = config_dict.get("model_type")
-    if model_type == "maft":
-        if mask_start_layer is not None or input_image_size is not None:
-            raise ValueError(
-                "mask_start_layer / input_image_size overrides apply to plain CLIP checkpoints only; "
-                f"{name_or_path!r} is already a MAFT checkpoint."
-            )
-        model = MaskAwareCLIPModel.from_pretrained(name_or_path, **options)
-        processor = MAFTProcessor.from_pretrained(name_or_path, **options)
-        return model, processor
-    if model_type != "clip":
-        raise ValueError(
-            f"--model_name_or_path must be a MAFT (model_type 'maft') or CLIP (model_type 'clip') checkpoint; "
-            f"{name_or_path!r} has model_type {model_type!r}."
-        )
-    return load_clip_as_maft(name_or_path, mask_start_layer, input_image_size, local_files_only)
 
 
 def make_teacher(model: nn.Module) -> nn.Module:
@@ -1171,66 +1127,6 @@ def _fsync_tree(path: str) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _format_metric(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _fallback_model_card(card: dict) -> str:
-    """A minimal model card (YAML metadata + training summary), used until `maft_hf.hub.model_card` exists."""
-    base_model = card.get("base_model")
-    datasets_ = [d for d in [card.get("dataset")] if d]
-    lines = ["---", "library_name: transformers", "pipeline_tag: image-segmentation", "license: apache-2.0"]
-    lines += ["tags:", "- maft", "- clip", "- open-vocabulary-segmentation", "- image-segmentation"]
-    if base_model and not os.path.isdir(str(base_model)):
-        lines.append(f"base_model: {base_model}")
-    if datasets_ and not os.path.isdir(str(datasets_[0])):
-        lines += ["datasets:"] + [f"- {d}" for d in datasets_]
-    lines.append("---")
-    lines += [
-        "",
-        f"# {card.get('model_name', 'MAFT fine-tuned CLIP')}",
-        "",
-        'A CLIP model fine-tuned with MAFT (mask-aware fine-tuning, "Learning Mask-aware CLIP Representations for '
-        "Zero-Shot Segmentation\", NeurIPS 2023) using `maft_hf`'s `scripts/finetune.py`: the image encoder (IP-CLIP) "
-        "classifies mask proposals in one pass; only the image encoder was trained "
-        f"({card.get('hyperparameters', {}).get('trained_parameters', 'freeze policy released')}), the text encoder "
-        "is CLIP's.",
-        "",
-        f"- Base model: `{base_model}`",
-        f"- Training data: `{card.get('dataset')}` (split `{card.get('train_split')}`)",
-        f"- Training vocabulary: {len(card.get('vocabulary', []))} classes"
-        + (
-            f" ({', '.join(card['vocabulary'][:10])}{', ...' if len(card['vocabulary']) > 10 else ''})"
-            if card.get("vocabulary")
-            else ""
-        ),
-        "",
-        "## Training hyperparameters",
-        "",
-    ]
-    lines += [f"- {key}: {value}" for key, value in card.get("hyperparameters", {}).items()]
-    metrics = card.get("metrics") or {}
-    if metrics:
-        lines += ["", "## Results", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {key} | {_format_metric(value)} |" for key, value in metrics.items()]
-    lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "import maft_hf",
-        "from maft_hf.inference.pipeline import segment",
-        "from transformers import AutoModel, AutoProcessor",
-        "",
-        f'model = AutoModel.from_pretrained("{card.get("repo_id") or "<this repo>"}")',
-        f'processor = AutoProcessor.from_pretrained("{card.get("repo_id") or "<this repo>"}")',
-        'results = segment("image.jpg", ["sky", "road", "car"], model, processor, "grid:4")',
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def _card_training_table(values: dict, metrics: dict) -> dict:
     """This run's column of the model card's training table (keys of `maft_hf.hub.model_card.RELEASED_RECIPE`)."""
     dataset = values.get("dataset_name") or values.get("dataset_path")
@@ -1268,8 +1164,7 @@ def write_model_card(output_dir: str | os.PathLike, args, metrics: dict | None =
     Call it after the final `save_pretrained` (the card reads the saved config). `args` is the fine-tuning
     `argparse.Namespace` (or a dict of its fields, plus `training_vocabulary` and `global_batch_size`); `metrics` are
     this run's diagnostics (final loss, rank correlations), listed in the training table. The card is
-    [`maft_hf.hub.model_card.make_model_card`] with this run's column filled in; when its template is not available
-    (an installed package without the repository's `model_cards/`), a minimal card is written instead.
+    [`maft_hf.hub.model_card.make_model_card`] with this run's column filled in.
     """
     values = dict(vars(args)) if not isinstance(args, dict) else dict(args)
     output_dir = os.fspath(output_dir)
@@ -1285,30 +1180,15 @@ def write_model_card(output_dir: str | os.PathLike, args, metrics: dict | None =
 
     dataset = values.get("dataset_name")
     model_id = values.get("hub_model_id") or os.path.basename(os.path.abspath(output_dir))
-    if os.path.isfile(model_card.TEMPLATE_PATH):
-        card = model_card.make_model_card(
-            model_id=model_id,
-            base_model=values.get("model_name_or_path"),
-            training=training,
-            datasets=[dataset] if dataset and not os.path.isdir(dataset) else [],
-            setting="zero_shot" if values.get("zero_shot") else "open_vocabulary",
-            config=config,
-        )
-        card.save(path)
-        return path
-    logger.warning("Model card template %s not found: writing a minimal card.", model_card.TEMPLATE_PATH)
-    card = {
-        "model_name": model_id,
-        "base_model": values.get("model_name_or_path"),
-        "dataset": values.get("dataset_name") or values.get("dataset_path"),
-        "train_split": values.get("train_split"),
-        "vocabulary": list(values.get("training_vocabulary") or []),
-        "repo_id": values.get("hub_model_id"),
-        "hyperparameters": training,
-        "metrics": dict(metrics or {}),
-    }
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(_fallback_model_card(card))
+    card = model_card.make_model_card(
+        model_id=model_id,
+        base_model=values.get("model_name_or_path"),
+        training=training,
+        datasets=[dataset] if dataset and not os.path.isdir(dataset) else [],
+        setting="zero_shot" if values.get("zero_shot") else "open_vocabulary",
+        config=config,
+    )
+    card.save(path)
     return path
 
 
