@@ -31,12 +31,11 @@ import logging
 import os
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from transformers import Pipeline
 
+from ..model.images import load_images
 from ..model.modeling_maft import MaskAwareCLIPModel, pad_proposals, proposals_to_patch_visibility
-from ..model.processing_maft import load_image
 from ..proposals import ProposalGenerator, Proposals
 from .semantic_map import (
     DEFAULT_ENSEMBLE_WEIGHT,
@@ -56,23 +55,6 @@ TASK_NAME = "open-vocabulary-segmentation"
 # ---------------------------------------------------------------------------------------------------------------
 # Shared steps
 # ---------------------------------------------------------------------------------------------------------------
-def load_images(images) -> list:
-    """One image or a list of images (paths, PIL, numpy arrays, `(3, H, W)` tensors) -> list of RGB PIL images.
-
-    A `(B, 3, H, W)` tensor or `(B, H, W, 3)` array is a batch. Raises `ValueError` for an empty list and for
-    unreadable files (naming the file).
-    """
-    if isinstance(images, torch.Tensor) and images.ndim == 4:
-        images = list(images)
-    elif isinstance(images, np.ndarray) and images.ndim == 4:
-        images = list(images)
-    elif not isinstance(images, (list, tuple)):
-        images = [images]
-    if len(images) == 0:
-        raise ValueError("No images were given; expected at least one image.")
-    return [load_image(image) for image in images]
-
-
 def resolve_proposal_generator(proposal_generator):
     """A [`ProposalGenerator`] (or any callable `images -> list[Proposals]`), or a spec string such as `"grid:4"`."""
     if proposal_generator is None:
@@ -392,7 +374,6 @@ def register_pipeline() -> None:
 __all__ = [
     "OpenVocabularySegmentationPipeline",
     "check_proposals",
-    "load_images",
     "patch_grid_masks",
     "proposal_class_scores",
     "register_pipeline",

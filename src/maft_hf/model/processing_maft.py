@@ -8,63 +8,18 @@ before or after it gives the same result.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import AutoImageProcessor, AutoProcessor, BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_maft import MAFTConfig
+from .images import image_to_tensor
 from .modeling_maft import validate_proposal_values
-
-
-def load_image(image) -> Image.Image:
-    """Open a path or take a PIL image / array and return an RGB PIL image.
-
-    Grayscale, palette and RGBA images are converted to RGB (alpha dropped). Arrays and tensors hold raw pixels: uint8,
-    or floats in [0, 1] (scaled by 255) or in [0, 255] (rounded). Raises `ValueError` for unreadable files, arrays that
-    are not `(H, W)`, `(H, W, 3)` or `(H, W, 4)`, and values outside [0, 255] (e.g. already normalised images).
-    """
-    if isinstance(image, (str, os.PathLike)):
-        try:
-            with Image.open(image) as opened:
-                opened.load()
-                image = opened.copy()
-        except (OSError, ValueError) as err:
-            raise ValueError(f"Cannot read image file {os.fspath(image)!r}: {err}") from err
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
-            image = np.moveaxis(image, 0, -1)
-    if isinstance(image, np.ndarray):
-        if image.ndim == 3 and image.shape[-1] == 1:
-            image = image[..., 0]
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
-            raise ValueError(f"Expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}.")
-        if image.dtype == np.bool_:
-            image = image.astype(np.uint8) * 255
-        elif image.dtype != np.uint8:
-            low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
-            if low < 0 or high > 255 or low != low:
-                raise ValueError(
-                    f"Expected raw pixel values (uint8, or numbers in [0, 1] or [0, 255]), got values in "
-                    f"[{low:.4g}, {high:.4g}]; pass images before normalisation."
-                )
-            if np.issubdtype(image.dtype, np.floating) and high <= 1.0:
-                image = image * 255.0  # float images in [0, 1]
-            image = np.rint(image).astype(np.uint8)
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"Expected a path, PIL image, numpy array or tensor, got {type(image)}.")
-    if image.width == 0 or image.height == 0:
-        raise ValueError(f"Image has an empty size {image.size}.")
-    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 def to_clip_input(
@@ -111,8 +66,7 @@ class MAFTImageProcessor(BaseImageProcessor):
     Example:
 
     ```python
-    >>> from PIL import Image
-    >>> from maft_hf import MAFTImageProcessor
+    >>>     >>> from maft_hf import MAFTImageProcessor
     >>> processor = MAFTImageProcessor(size=480)
     >>> processor(Image.new("RGB", (640, 427)), return_tensors="pt")["pixel_values"].shape
     torch.Size([1, 3, 480, 480])
@@ -129,9 +83,8 @@ class MAFTImageProcessor(BaseImageProcessor):
         self.image_std = list(image_std if image_std is not None else OPENAI_CLIP_STD)
 
     def to_tensor(self, image) -> torch.Tensor:
-        """`(3, H, W)` float in [0, 1] from any image accepted by [`load_image`]."""
-        array = np.asarray(load_image(image), dtype=np.float32) / 255.0
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+        """`(3, H, W)` float in [0, 1] from any image accepted by [`~maft_hf.images.load_image`]."""
+        return image_to_tensor(image).float() / 255.0
 
     def normalize_and_resize(self, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """`(B, 3, H, W)` in [0, 1] -> `(B, 3, size, size)` normalised, bilinear, `align_corners=False`
@@ -189,4 +142,4 @@ def register_processors() -> None:
     MAFTProcessor.register_for_auto_class("AutoProcessor")
 
 
-__all__ = ["MAFTImageProcessor", "MAFTProcessor", "load_image", "register_processors", "to_clip_input"]
+__all__ = ["MAFTImageProcessor", "MAFTProcessor", "register_processors", "to_clip_input"]
