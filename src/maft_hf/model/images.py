@@ -13,6 +13,9 @@ Accepted everywhere (processor, pipeline, `segment`, proposal sources, training 
 
 Rules:
 
+* EXIF orientation is applied (`PIL.ImageOps.exif_transpose`): a photo comes out the way viewers show it.
+* 16-bit images (PIL modes `I;16*` and `I`, e.g. 16-bit grayscale PNGs; `uint16` arrays) are scaled to 8 bits,
+  `round(v * 255 / 65535)` (16-bit RGB PNGs are reduced to 8 bits by PIL itself).
 * Other arrays: `uint8` as is, `bool` -> 0/255, floats in [0, 1] scaled by 255, other numbers in [0, 255] rounded;
   anything else (e.g. an already normalised image) raises `ValueError`.
 """
@@ -25,7 +28,10 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
+
+_EXIF_ORIENTATION = 0x0112
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes of 16-bit PNG/TIFF pixels
 
 
 @contextlib.contextmanager
@@ -39,6 +45,11 @@ def _opened(source):
             yield im
     except (OSError, ValueError, TypeError) as err:
         raise ValueError(f"Cannot read image file {name!r}: {err}") from err
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned by its EXIF orientation (itself when it has none)."""
+    return image if image.getexif().get(_EXIF_ORIENTATION, 1) == 1 else ImageOps.exif_transpose(image)
 
 
 def _channels_last(image) -> np.ndarray:
@@ -59,10 +70,12 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
         return array
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
+    if array.dtype == np.uint16:
+        return np.rint(array.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
     low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
     if low < 0 or high > 255 or low != low:
         raise ValueError(
-            f"Expected raw pixel values (uint8, or numbers in [0, 1] or [0, 255]), got values in "
+            f"Expected raw pixel values (uint8, uint16, or numbers in [0, 1] or [0, 255]), got values in "
             f"[{low:.4g}, {high:.4g}]; pass images before normalisation."
         )
     if np.issubdtype(array.dtype, np.floating) and high <= 1.0:
@@ -71,11 +84,15 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def load_image(image) -> Image.Image:
-    """Any accepted image (module docstring) -> RGB PIL image ."""
+    """Any accepted image (module docstring) -> RGB PIL image, 8 bits per channel, EXIF orientation applied."""
     if isinstance(image, (str, os.PathLike, dict)):
         with _opened(image) as opened:
             opened.load()
             image = opened.copy()
+    if isinstance(image, Image.Image):
+        image = _upright(image)
+        if image.mode in _SIXTEEN_BIT_MODES:
+            image = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
     if isinstance(image, (np.ndarray, torch.Tensor)):
         image = Image.fromarray(_to_uint8(_channels_last(image)))
     if not isinstance(image, Image.Image):
@@ -107,7 +124,8 @@ def image_size(image) -> tuple[int, int]:
         with _opened(image) as opened:
             return image_size(opened)
     if isinstance(image, Image.Image):
-        return image.height, image.width
+        turned = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # quarter turns swap the sides
+        return (image.width, image.height) if turned else (image.height, image.width)
     if isinstance(image, (np.ndarray, torch.Tensor)):
         return tuple(int(side) for side in _channels_last(image).shape[:2])
     raise ValueError(f"Expected a path, PIL image, numpy array or tensor, got {type(image).__name__}.")
