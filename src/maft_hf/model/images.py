@@ -131,4 +131,15 @@ def image_size(image) -> tuple[int, int]:
     raise ValueError(f"Expected a path, PIL image, numpy array or tensor, got {type(image).__name__}.")
 
 
-__all__ = ["image_size", "image_to_tensor", "load_image", "load_images"]
+def shortest_edge_size(height: int, width: int, short_side: int, max_size: int | None = 2560) -> tuple[int, int]:
+    """Output `(height, width)` of detectron2's `ResizeShortestEdge.get_output_shape`: short side -> `short_side`,
+    long side capped at `max_size` (2560 as released), each side rounded as `int(side + 0.5)`."""
+    scale = short_side / min(height, width)
+    new_h, new_w = (short_side, scale * width) if height < width else (scale * height, short_side)
+    if max_size is not None and max(new_h, new_w) > max_size:
+        shrink = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * shrink, new_w * shrink
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+__all__ = ["image_size", "image_to_tensor", "load_image", "load_images", "shortest_edge_size"]

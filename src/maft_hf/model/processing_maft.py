@@ -1,9 +1,8 @@
 """Pre-processing for MAFT: images at the model's input size (no centre crop), class prompts, proposal masks.
 
-The released MAFT code normalises with CLIP's mean/std and resizes the whole image to 480x480 with bilinear
-interpolation (`align_corners=False`, no antialias) without keeping the aspect ratio. `MAFTImageProcessor` does
-exactly that in torch (no torchvision needed). Since the resize is linear with weights summing to one, normalising
-before or after it gives the same result.
+Two recipes (docs/inference.md): `"direct"` squeezes the whole image to the square model input; `"released"` is the
+authors' test-time path (ResizeShortestEdge 640 / 2560, normalise, zero-pad to a multiple of 32, squeeze the padded
+canvas). Both normalise with CLIP's mean/std and resize bilinearly (`align_corners=False`, no antialias), in torch.
 """
 
 from __future__ import annotations
@@ -12,14 +11,17 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from transformers import AutoImageProcessor, AutoProcessor, BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_maft import MAFTConfig
-from .images import image_to_tensor
+from .images import image_to_tensor, load_image, load_images, shortest_edge_size
 from .modeling_maft import validate_proposal_values
+
+PREPROCESSING_MODES = ("direct", "released")
 
 
 def to_clip_input(
@@ -55,50 +57,105 @@ def to_clip_input(
 
 class MAFTImageProcessor(BaseImageProcessor):
     r"""
-    Turns images into `pixel_values (batch, 3, size, size)` the way the released MAFT code does: scale to [0, 1],
-    normalise with CLIP's mean/std, resize bilinearly (`align_corners=False`) to `size x size` without keeping the
-    aspect ratio and without a centre crop. Proposal masks passed along are returned unchanged.
+    Turns images into `pixel_values (batch, 3, size, size)` by one of two recipes (`preprocessing`):
+
+    * `"direct"` (default): normalise with CLIP's mean/std and resize the whole image bilinearly
+      (`align_corners=False`, no antialias) to `size x size`, without keeping the aspect ratio or cropping. Any image
+      size; one channel at a time, so a huge image needs little memory beyond its own pixels.
+    * `"released"`: the authors' test-time path. detectron2's `ResizeShortestEdge(short_side, max_size)` (PIL
+      bilinear on uint8, sizes rounded as detectron2 does), normalise, zero-pad bottom/right to a multiple of
+      `size_divisor`, then squeeze the padded canvas to `size x size` (bilinear, `align_corners=False`). The output
+      also holds `resized_sizes (B, 2)` (the image region of the canvas) and `canvas_sizes (B, 2)`.
+
+    Proposal masks passed along are returned unchanged.
 
     Args:
         size (`int`, *optional*, defaults to 480): side of the square model input.
         image_mean / image_std (`list[float]`, *optional*): CLIP's by default.
+        preprocessing (`str`, *optional*, defaults to `"direct"`): the default recipe of calls.
+        short_side / max_size / size_divisor (`int`, *optional*, defaults to 640 / 2560 / 32): the released recipe.
 
     Example:
 
     ```python
-    >>>     >>> from maft_hf import MAFTImageProcessor
+    >>> from PIL import Image
+    >>> from maft_hf import MAFTImageProcessor
     >>> processor = MAFTImageProcessor(size=480)
     >>> processor(Image.new("RGB", (640, 427)), return_tensors="pt")["pixel_values"].shape
     torch.Size([1, 3, 480, 480])
+    >>> processor(Image.new("RGB", (640, 427)), preprocessing="released")["canvas_sizes"].tolist()
+    [[640, 960]]
     ```"""
 
     model_input_names = ["pixel_values"]
 
-    def __init__(self, size: int = 480, image_mean=None, image_std=None, **kwargs):
+    def __init__(
+        self,
+        size: int = 480,
+        image_mean=None,
+        image_std=None,
+        preprocessing: str = "direct",
+        short_side: int = 640,
+        max_size: int = 2560,
+        size_divisor: int = 32,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if isinstance(size, dict):
             size = size.get("height", size.get("shortest_edge"))
         self.size = int(size)
         self.image_mean = list(image_mean if image_mean is not None else OPENAI_CLIP_MEAN)
         self.image_std = list(image_std if image_std is not None else OPENAI_CLIP_STD)
+        self.preprocessing = _check_preprocessing(preprocessing)
+        self.short_side, self.max_size, self.size_divisor = int(short_side), int(max_size), int(size_divisor)
 
-    def to_tensor(self, image) -> torch.Tensor:
-        """`(3, H, W)` float in [0, 1] from any image accepted by [`~maft_hf.images.load_image`]."""
-        return image_to_tensor(image).float() / 255.0
+    def released_resize(self, image) -> Image.Image:
+        """The released `ResizeShortestEdge`: PIL bilinear on the uint8 RGB image, detectron2's output size."""
+        image = load_image(image)
+        height, width = shortest_edge_size(image.height, image.width, self.short_side, self.max_size)
+        return image.resize((width, height), Image.BILINEAR)
 
-    def normalize_and_resize(self, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
-        """`(B, 3, H, W)` in [0, 1] -> `(B, 3, size, size)` normalised, bilinear, `align_corners=False`
-        (the same function as the training batches, [`to_clip_input`])."""
-        return to_clip_input(images * 255.0, size or self.size, self.image_mean, self.image_std)
+    def _direct(self, image) -> torch.Tensor:
+        pixels = image_to_tensor(image)
+        return torch.cat([self._normalize_and_squeeze(pixels[c : c + 1], c) for c in range(3)])
 
-    def preprocess(self, images, proposal_masks=None, return_tensors="pt", **kwargs) -> BatchFeature:
-        """Prepare one image or a list of images (paths, PIL, numpy `(H, W[, C])`, tensors `(3, H, W)`)."""
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        if len(images) == 0:
-            raise ValueError("No images were given.")
-        pixel_values = torch.stack([self.normalize_and_resize(self.to_tensor(im)[None])[0] for im in images])
-        data = {"pixel_values": pixel_values}
+    def _normalize_and_squeeze(self, channels: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """`(k, H, W)` raw channels starting at channel `first` -> normalised, resized to `size x size` (as
+        [`to_clip_input`]: `(x - 255 mean) / (255 std)`, then bilinear `align_corners=False`)."""
+        stop = first + channels.shape[0]
+        mean = torch.tensor(self.image_mean, dtype=torch.float32)[first:stop].view(-1, 1, 1) * 255.0
+        std = torch.tensor(self.image_std, dtype=torch.float32)[first:stop].view(-1, 1, 1) * 255.0
+        pixels = channels.float().sub_(mean).div_(std)  # in place: one float copy of the channels
+        return F.interpolate(pixels[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+
+    def _released(self, image) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        resized = image_to_tensor(self.released_resize(image))
+        height, width = resized.shape[-2:]
+        canvas = (
+            -(-height // self.size_divisor) * self.size_divisor,
+            -(-width // self.size_divisor) * self.size_divisor,
+        )
+        mean = torch.tensor(self.image_mean, dtype=torch.float32).view(3, 1, 1) * 255.0
+        std = torch.tensor(self.image_std, dtype=torch.float32).view(3, 1, 1) * 255.0
+        padded = torch.zeros(3, *canvas)  # zero after normalisation
+        padded[:, :height, :width] = (resized.float() - mean) / std
+        pixels = F.interpolate(padded[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+        return pixels, (height, width), canvas
+
+    def preprocess(
+        self, images, proposal_masks=None, return_tensors="pt", preprocessing=None, **kwargs
+    ) -> BatchFeature:
+        """Prepare one image or a list of images (any input of [`~maft_hf.model.images.load_image`])."""
+        images = load_images(images)
+        if _check_preprocessing(preprocessing or self.preprocessing) == "released":
+            outputs = [self._released(image) for image in images]
+            data = {
+                "pixel_values": torch.stack([pixels for pixels, _, _ in outputs]),
+                "resized_sizes": torch.tensor([resized for _, resized, _ in outputs]),
+                "canvas_sizes": torch.tensor([canvas for _, _, canvas in outputs]),
+            }
+        else:
+            data = {"pixel_values": torch.stack([self._direct(image) for image in images])}
         if proposal_masks is not None:
             validate_proposal_values(proposal_masks)  # the model reads no values (no host synchronisation)
             data["proposal_masks"] = proposal_masks
@@ -106,6 +163,12 @@ class MAFTImageProcessor(BaseImageProcessor):
 
     def __call__(self, images, **kwargs) -> BatchFeature:
         return self.preprocess(images, **kwargs)
+
+
+def _check_preprocessing(name: str) -> str:
+    if name not in PREPROCESSING_MODES:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSING_MODES}, got {name!r}.")
+    return name
 
 
 class MAFTProcessor(ProcessorMixin):
@@ -123,12 +186,14 @@ class MAFTProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer)
 
-    def __call__(self, images=None, text: str | Sequence[str] | None = None, proposal_masks=None, **kwargs):
+    def __call__(
+        self, images=None, text: str | Sequence[str] | None = None, proposal_masks=None, preprocessing=None, **kwargs
+    ):
         if images is None and text is None:
             raise ValueError("MAFTProcessor needs images, text, or both.")
         data = {}
         if images is not None:
-            data.update(self.image_processor(images, proposal_masks=proposal_masks))
+            data.update(self.image_processor(images, proposal_masks=proposal_masks, preprocessing=preprocessing))
         if text is not None:
             data.update(self.tokenizer(text, padding=True, return_tensors="pt", **kwargs))
         return BatchFeature(data=data)
