@@ -1,18 +1,11 @@
 """Segment any image with any vocabulary: a function API and a transformers pipeline.
 
-Both run the same steps per image:
-
-1. load the image as RGB (paths, PIL images of any mode, `(H, W[, 3|4])` arrays, `(3, H, W)` tensors; grayscale,
-   palette and RGBA images are converted to RGB, alpha dropped);
-2. class-agnostic proposals from a [`~maft_hf.proposals.ProposalGenerator`], masks `(N, H, W)` at the image size;
-3. the text classifier of the vocabulary ([`~maft_hf.inference.text_classifier.build_text_classifier`], cached);
-4. MAFT's class logits of every proposal ([`~maft_hf.inference.semantic_map.classify_proposals`]); the masks reach the model
-   already resized to its patch grid and thresholded by the model's own rule (bilinear, `align_corners=False`,
-   `>= mask_threshold`), which is exactly what the model would do with the full-size masks, so images of different
-   sizes and proposal counts share one forward pass;
-5. per-proposal scores `softmax(logits)`, optionally ensembled with the generator's own class scores (paper Eq. 9,
-   `ensemble_weight`), and the semantic map `argmax_c sum_n A[n, c] M[n, h, w]` at the image's size
-   ([`~maft_hf.inference.semantic_map`]).
+Both run the same steps (docs/inference.md): load the image ([`~maft_hf.model.images.load_images`]); pre-process it
+(`"direct"` or `"released"`); proposals from a [`~maft_hf.proposals.ProposalGenerator`] (with the vocabulary when it
+needs one; on the padded canvas in released mode); the cached text classifier; MAFT's class logits of every proposal,
+the masks reaching the model already reduced to its patch grid by its own rule (so images of different sizes share
+one forward pass); per-proposal scores, optionally ensembled with the generator's (paper Eq. 9); the semantic map
+at the image's size in bounded memory ([`~maft_hf.inference.semantic_map.semantic_map`]).
 
 Example:
 
@@ -137,12 +130,15 @@ def proposal_class_scores(
     return ensemble_class_scores(probs, generator_probs, seen, ensemble_weight, ensemble_formula, empty)
 
 
+def _call(method, generator, images, class_names, text_classifier) -> list:
+    """`method(images)`, with the vocabulary when the generator needs one (`needs_vocabulary`, e.g. FreeSeg)."""
+    if getattr(generator, "needs_vocabulary", False):
+        return method(images, class_names=list(class_names), text_classifier=text_classifier)
+    return method(images)
+
+
 def _generate(generator, images, class_names, text_classifier) -> list[Proposals]:
-    """Call a generator, with the vocabulary when it needs one (`needs_vocabulary`, e.g. FreeSeg)."""
-    vocabulary = {"class_names": list(class_names), "text_classifier": text_classifier}
-    return check_proposals(
-        generator(images, **vocabulary) if getattr(generator, "needs_vocabulary", False) else generator(images), images
-    )
+    return check_proposals(_call(generator, generator, images, class_names, text_classifier), images)
 
 
 def _fit_canvas(masks: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
@@ -167,11 +163,8 @@ def released_proposals(generator, images, given, image_processor, inputs, class_
         canvas = tuple(canvas_sizes[index])
         if canvas_method is not None:
             resized = image_to_tensor(image_processor.released_resize(image))
-            vocabulary = {"class_names": list(class_names), "text_classifier": text_classifier}
-            (output,) = canvas_method(
-                [resized], **(vocabulary if getattr(generator, "needs_vocabulary", False) else {})
-            )
-            item = getattr(output, "proposals", output)
+            (output,) = _call(canvas_method, generator, [resized], class_names, text_classifier)
+            item = getattr(output, "proposals", output)  # FreeSeg's CanvasProposals or Proposals
             masks = _fit_canvas(item.masks, canvas)
         else:
             item = items[index]
@@ -187,8 +180,10 @@ def classify_and_map(model, pixel_values, items, text_classifier, names, frames,
     """Classify the proposals of a batch in one forward pass and build each image's semantic map.
 
     `frames[i] = (output_size, valid_size)`: the image's size and the masks' region that covers it (None: all).
-    `options`: `ensemble_weight`, `ensemble_formula`, `chunk_classes`, `unlabeled_id`, `unlabeled_threshold`.
+    `options`: `ensemble_weight` and `ensemble_formula` for the scores, the rest for [`semantic_map`].
     """
+    options = dict(options)
+    weight, formula = options.pop("ensemble_weight"), options.pop("ensemble_formula")
     device = pixel_values.device
     grid_masks, valid = pad_proposals([patch_grid_masks(p.masks, model, pixel_values.shape[-1]) for p in items])
     with torch.no_grad():
@@ -197,19 +192,10 @@ def classify_and_map(model, pixel_values, items, text_classifier, names, frames,
         )
     results = []
     for index, item in enumerate(items):
-        scores = proposal_class_scores(
-            logits[index, : item.num_proposals], item, names, options["ensemble_weight"], options["ensemble_formula"]
-        )
+        scores = proposal_class_scores(logits[index, : item.num_proposals], item, names, weight, formula)
         output_size, valid_size = frames[index]
         seg = semantic_map(
-            scores,
-            item.masks.to(device),
-            from_logits=False,
-            chunk_classes=options["chunk_classes"],
-            output_size=output_size,
-            valid_size=valid_size,
-            unlabeled_id=options["unlabeled_id"],
-            unlabeled_threshold=options["unlabeled_threshold"],
+            scores, item.masks.to(device), False, output_size=output_size, valid_size=valid_size, **options
         )
         results.append({"segmentation": seg.cpu(), "class_names": list(names), "scores": scores.cpu()})
     return results

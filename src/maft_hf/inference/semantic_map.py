@@ -84,7 +84,7 @@ def _resized_map(probs, masks, output_size, valid_size, unlabeled_id, unlabeled_
     y0, y1, wy0, wy1 = _bilinear_taps(crop_h, height, masks.device)
     x0, x1, wx0, wx1 = _bilinear_taps(crop_w, width, masks.device)
     channels = probs.shape[1] + (unlabeled_id is not None)  # the total mask weight rides along as one more row
-    rows_per_block = max(1, DEFAULT_CHUNK_ELEMENTS // (channels * max(width, crop_w)))
+    rows_per_block = max(1, DEFAULT_CHUNK_ELEMENTS // (4 * channels * max(width, crop_w)))  # 16 MB blocks
     result = torch.empty((height, width), dtype=torch.long, device=masks.device)
     for top in range(0, height, rows_per_block):
         bottom = min(top + rows_per_block, height)
