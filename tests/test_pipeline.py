@@ -242,3 +242,15 @@ def test_unlabeled_id_through_segment_and_the_pipeline_keywords(model, processor
     assert (default["segmentation"][:, 20:] == 0).all()  # documented default: uncovered pixels get class 0
     assert (marked["segmentation"][:, 20:] == 255).all()
     assert torch.equal(marked["segmentation"][:, :20], default["segmentation"][:, :20])
+
+
+def test_proposal_values_are_checked_where_they_enter(model, processor):
+    image = random_image(8, 8)
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\], got values in \[-3, 3\]"):
+        segment(
+            image,
+            NAMES,
+            model,
+            processor,
+            proposals=[Proposals(masks=torch.full((2, 8, 8), 3.0) * torch.tensor([1.0, -1.0]).view(2, 1, 1))],
+        )

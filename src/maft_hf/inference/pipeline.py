@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from transformers import Pipeline
 
 from ..model.images import image_to_tensor, load_images
-from ..model.modeling_maft import MaskAwareCLIPModel, pad_proposals, proposals_to_patch_visibility
+from ..model.modeling_maft import (
+    MaskAwareCLIPModel,
+    pad_proposals,
+    proposals_to_patch_visibility,
+    validate_proposal_values,
+)
 from ..model.processing_maft import PREPROCESSING_MODES
 from ..proposals import ProposalGenerator, Proposals
 from .semantic_map import (
@@ -80,7 +85,8 @@ def check_options(ensemble_weight, ensemble_formula: str, preprocessing: str, un
 
 
 def check_proposals(proposals, images) -> list[Proposals]:
-    """Check one [`Proposals`] per image, covering that image (masks at its size, or `image_size` equal to it)."""
+    """Check one [`Proposals`] per image, covering that image (masks at its size, or `image_size` equal to it), with
+    probabilities in [0, 1]."""
     if not isinstance(proposals, (list, tuple)) or len(proposals) != len(images):
         got = len(proposals) if isinstance(proposals, (list, tuple)) else type(proposals).__name__
         raise ValueError(f"Expected one Proposals per image ({len(images)}), got {got}.")
@@ -93,6 +99,7 @@ def check_proposals(proposals, images) -> list[Proposals]:
                 f"Proposal masks of image {index} must cover the image's size (H, W) = ({image.height}, "
                 f"{image.width}) (masks at that size, or Proposals.image_size equal to it), got {covered}."
             )
+        validate_proposal_values(item.masks)
     return list(proposals)
 
 
