@@ -15,6 +15,7 @@ from .inference.text_classifier import TextClassifierCache, build_text_classifie
 from .inference.visualization import overlay, save_overlay
 from .inference.vocabulary import available_vocabularies, load_prompt_templates, load_vocabulary
 from .model.configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
+from .model.images import load_image
 from .model.modeling_maft import (
     MAFTOutput,
     MaskAwareCLIPModel,
@@ -25,7 +26,7 @@ from .model.modeling_maft import (
     proposals_to_patch_visibility,
     resize_position_embeddings,
 )
-from .model.processing_maft import MAFTImageProcessor, MAFTProcessor, load_image, register_processors
+from .model.processing_maft import MAFTImageProcessor, MAFTProcessor, register_processors
 from .proposals import ProposalGenerator, Proposals, load_proposal_generator
 from .training.freezing import FREEZE_POLICIES, apply_freeze_policy, parameter_groups
 from .training.losses import maft_loss, mask_aware_loss, self_distillation_loss, soft_iou

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..model.images import shortest_edge_size  # noqa: F401  (re-exported: detectron2's ResizeShortestEdge size)
 from ..model.processing_maft import to_clip_input  # noqa: F401  (re-exported: the one CLIP input transform)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -49,19 +50,6 @@ def _check_pair(image: torch.Tensor, label: torch.Tensor | None) -> None:
         )
     if label.is_floating_point():
         raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}.")
-
-
-def shortest_edge_size(
-    height: int, width: int, short_side: int, max_size: int | None = RELEASED_MAX_SIZE
-) -> tuple[int, int]:
-    """Output `(height, width)` of detectron2's `ResizeShortestEdge`: short side -> `short_side`, long side capped at
-    `max_size`, rounded to the nearest integer."""
-    scale = short_side / min(height, width)
-    new_h, new_w = height * scale, width * scale
-    if max_size is not None and max(new_h, new_w) > max_size:
-        shrink = max_size / max(new_h, new_w)
-        new_h, new_w = new_h * shrink, new_w * shrink
-    return int(new_h + 0.5), int(new_w + 0.5)
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

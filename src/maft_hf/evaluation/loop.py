@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from ..data.labels import dataset_metadata, label_map_array
-from ..inference.pipeline import check_proposals, load_images, resolve_proposal_generator, segment
+from ..inference.pipeline import check_proposals, resolve_proposal_generator, segment
 from ..inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT, match_generator_scores
 from ..inference.text_classifier import build_text_classifier
 from ..inference.vocabulary import load_vocabulary, unseen_class_ids
-from ..model.processing_maft import load_image
+from ..model.images import load_image, load_images
 from .metrics import ConfusionMatrix, compute_segmentation_metrics
 from .progress import ProgressFile
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..model.processing_maft import load_image
+from ..model.images import load_image
 from .visualization import save_overlay
 from .vocabulary import parse_vocabulary_argument  # noqa: F401  (re-exported: its home is vocabulary.py)
 

@@ -17,14 +17,19 @@ class Proposals:
     """Proposals of one image.
 
     Attributes:
-        masks: `(N, H, W)` float probabilities in [0, 1] at the image's resolution (`H`, `W` of the image).
+        masks: `(N, h, w)` float probabilities in [0, 1], at the image's resolution or, with `image_size`, at a
+            working resolution.
         class_scores: `(N, K)` probabilities of the generator over its own `K` classes (no "void"), or None.
         class_names: the `K` class names `class_scores` refers to, or None.
+        image_size: `(H, W)` of the image when the masks are at a working resolution: they stand for the masks
+            resized bilinearly (`align_corners=False`) to the whole image, which `segment` does block by block
+            (bounded memory at any image size). None: the masks are at the image's size.
     """
 
     masks: torch.Tensor
     class_scores: torch.Tensor | None = None
     class_names: list[str] | None = field(default=None)
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self):
         if not isinstance(self.masks, torch.Tensor) or self.masks.ndim != 3:

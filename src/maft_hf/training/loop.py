@@ -52,6 +52,8 @@ from ..data.transforms import (
 from ..hub.loading import load_model_and_processor  # noqa: F401 - re-exported for the training CLI
 from ..inference.semantic_map import classify_proposals
 from ..inference.vocabulary import load_vocabulary, parse_vocabulary_argument, unseen_class_ids
+from ..model.images import image_size as _image_size_of
+from ..model.images import image_to_tensor
 from ..model.modeling_maft import pad_proposals
 from .losses import class_masks_from_labels, maft_loss, mask_aware_loss, soft_iou
 
@@ -210,14 +212,6 @@ def select_split(dataset, split: str | None, allow_unsplit: bool = True):
     return dataset
 
 
-def image_to_tensor(image) -> torch.Tensor:
-    """A PIL image, path or array -> `(3, H, W)` uint8 RGB tensor."""
-    from ..model.processing_maft import load_image
-
-    array = np.asarray(load_image(image))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-
-
 def label_to_array(label) -> np.ndarray:
     """A PIL label map (mode "L", "P", "I;16", "I"), array or nested list -> `(H, W)` integer array."""
     return label_map_array(label)
@@ -241,22 +235,6 @@ def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
                 f"A proposal cell must be a stack of masks (N, H, W), got an array of shape {masks.shape}."
             )
     return proposals_from_user_masks(masks, image_size=image_size).masks
-
-
-def _image_size_of(value) -> tuple[int, int]:
-    """`(H, W)` of an image cell without decoding its pixels when possible."""
-    if hasattr(value, "size") and hasattr(value, "mode") and not callable(value.size):
-        return int(value.size[1]), int(value.size[0])
-    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):  # Image(decode=False)
-        import io
-
-        from PIL import Image
-
-        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
-        with Image.open(source) as image:
-            return int(image.size[1]), int(image.size[0])
-    tensor = image_to_tensor(value)
-    return int(tensor.shape[1]), int(tensor.shape[2])
 
 
 def check_columns(dataset, columns: dict[str, str | None], split: str) -> None:

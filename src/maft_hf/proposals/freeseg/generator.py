@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from ...data.transforms import resize_image, shortest_edge_size
+from ...model.images import image_to_tensor, load_images
 from .. import ProposalGenerator, Proposals
-from .._images import as_image_list, normalize_and_pad, to_uint8_chw
+from .._images import normalize_and_pad
 from .configuration_freeseg import FreeSegConfig
 from .modeling_freeseg import FreeSegModel
 
@@ -233,8 +234,8 @@ class FreeSegProposals(ProposalGenerator):
         """
         names, text_features = self._vocabulary(class_names, text_classifier)
         results = []
-        for image in as_image_list(images):
-            image = to_uint8_chw(image)
+        for image in load_images(images):
+            image = image_to_tensor(image)
             output_size = tuple(image.shape[-2:])
             resized = resize_image(image, self.resized_size(*output_size))
             mask_logits, class_logits, padded = self._forward([resized], text_features)
@@ -263,7 +264,7 @@ class FreeSegProposals(ProposalGenerator):
             `proposals.class_scores (Q, K)`, and `valid_size (H', W')`, the image's region of the canvas.
         """
         names, text_features = self._vocabulary(class_names, text_classifier)
-        images = [to_uint8_chw(image) for image in as_image_list(images)]
+        images = [image_to_tensor(image) for image in load_images(images)]
         mask_logits, class_logits, padded = self._forward(images, text_features)
         results = []
         for index, image in enumerate(images):
