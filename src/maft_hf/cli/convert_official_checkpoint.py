@@ -15,8 +15,13 @@ compared with a forward of the source weights before anything is written. The fi
 import argparse
 import json
 import logging
+import os
 
 from maft_hf.hub.official_checkpoint import convert_official_checkpoint
+from maft_hf.proposals.factory import parse_proposal_options
+from maft_hf.proposals.freeseg import save_freeseg_generator
+
+logger = logging.getLogger("maft_hf.convert_official_checkpoint")
 
 
 def parse_args(argv=None):
@@ -24,6 +29,19 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", required=True, help="The released MAFT checkpoint (.pth or .safetensors).")
     parser.add_argument("--clip", required=True, help="Hub id or directory of the CLIPModel it was fine-tuned from.")
     parser.add_argument("--output_dir", required=True, help="Where to write the MAFT checkpoint.")
+    parser.add_argument(
+        "--freeseg_output_dir",
+        default=None,
+        help="Where to write the FreeSeg proposal generator the release ships in the same file (default: "
+        "<output_dir>/freeseg; use it as --proposals freeseg:<folder>).",
+    )
+    parser.add_argument(
+        "--freeseg_option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a FreeSeg config value the tensors do not determine (e.g. res5_dilation=2), repeatable.",
+    )
     parser.add_argument(
         "--prefix",
         default=None,
@@ -64,6 +82,13 @@ def main(argv=None):
         hub_model_id=args.hub_model_id,
         token=args.hub_token,
     )
+    freeseg_dir = args.freeseg_output_dir or os.path.join(args.output_dir, "freeseg")
+    try:
+        overrides = parse_proposal_options(args.freeseg_option)
+        save_freeseg_generator(args.checkpoint, freeseg_dir, unsafe_pickle=args.unsafe_pickle, **overrides)
+        print(f"Wrote the FreeSeg proposal generator to {freeseg_dir} (use --proposals freeseg:{freeseg_dir})")
+    except ValueError as err:  # the IP-CLIP part stands on its own
+        logger.warning("No FreeSeg proposal generator converted: %s", err)
     if args.report_json:
         with open(args.report_json, "w") as f:
             json.dump(vars(report), f, indent=2)

@@ -77,6 +77,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Lambda of paper Eq. 9 with the proposal model's class scores (mask2former/oneformer only); 0 = off, "
         "as the released inference.",
     )
+    parser.add_argument(
+        "--preprocessing",
+        choices=("direct", "released"),
+        default=None,
+        help="'released': the authors' test-time path (short side 640, pad to 32, maps on the padded canvas), the "
+        "default for registered benchmarks; 'direct': the image squeezed to the model's input (other datasets).",
+    )
+    parser.add_argument(
+        "--ensemble_formula",
+        choices=("paper", "released"),
+        default="paper",
+        help="Eq. 9 as the paper writes it, or as the released code computes it (docs/inference.md).",
+    )
     parser.add_argument("--batch_size", type=int, default=4, help="Images per MAFT forward pass, per process.")
     parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N images.")
     parser.add_argument("--offline", action="store_true", help="Use local files and the Hub cache only.")
@@ -320,6 +333,8 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     settings = resolve_settings(args, dataset)
     model, processor = load_model_and_processor(args.model, args.offline, allow_clip=False)
     options = parse_proposal_options(args.proposal_option)
+    preprocessing = args.preprocessing or ("released" if settings["benchmark"] else "direct")
+    segment_kwargs = {"preprocessing": preprocessing, "ensemble_formula": args.ensemble_formula}
     generator = load_proposal_generator(args.proposals, options, args.offline, accelerator.device)
     logger.info(
         "%s: %s classes, ignore %s, %d process(es) on %s",
@@ -348,6 +363,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
         progress_dir=os.path.join(args.output_dir, "progress"),
         save_every=args.save_every,
         resume=args.resume,
+        segment_kwargs=segment_kwargs,
         run_key={"model": args.model, "dataset": dataset_description, "split": split, "proposals": args.proposals,
                  "proposal_options": sorted(args.proposal_option)},
     )  # fmt: skip
@@ -361,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
         class_names=settings["class_names"],
         benchmark=settings["benchmark"],
         ignore_index=settings["ignore_index"],
-        extra={"batch_size": args.batch_size, "max_samples": args.max_samples},
+        extra={"batch_size": args.batch_size, "max_samples": args.max_samples, **segment_kwargs},
     )
     if accelerator.is_main_process:
         write_outputs(args, results, record)

@@ -42,6 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--benchmarks", nargs="+", default=list(TABLE3), choices=TABLE3, help="Tab. 3 subset.")
     parser.add_argument("--ade847_id_map", default=None, help="ADE20K-847 id table (see maft-prepare-benchmark).")
+    parser.add_argument(
+        "--freeseg_option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="See maft-convert-official-checkpoint.",
+    )
     parser.add_argument("--batch_size", type=int, default=1, help="Images per forward pass (the release: 1).")
     parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N images (a check).")
     parser.add_argument("--offline", action="store_true", help="Use local files and the Hub cache only.")
@@ -59,6 +66,7 @@ def convert(args, checkpoint: str, output_dir: Path) -> tuple[str, str]:
         convert_official_checkpoint.main(
             ["--checkpoint", checkpoint, "--clip", args.clip, "--output_dir", str(output_dir)]
             + ["--freeseg_output_dir", str(generator_dir)]
+            + [f"--freeseg_option={option}" for option in args.freeseg_option]
             + ["--local_files_only"] * args.offline
         )
     if not (generator_dir / "config.json").is_file():
