@@ -1,4 +1,4 @@
-"""Mask-aware fine-tuning: the pieces of `maft_hf.training.loop` and `scripts/finetune.py` end to end.
+"""Mask-aware fine-tuning: the pieces of `maft_hf.training` and `scripts/finetune.py` end to end.
 
 End-to-end runs use a tiny random MAFT checkpoint, a tiny random Mask2Former (or grid proposals) and the synthetic
 dataset (64 px images, 64 px crops, 32 px CLIP input), all saved to temporary directories and loaded by path offline.
@@ -29,12 +29,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from reference_augmentation import train_transform
 from safetensors.torch import load_file
 
-from maft_hf.data import save_synthetic_dataset, train_transform
+from maft_hf.data import save_synthetic_dataset
 from maft_hf.data.labels import coco_stuff_lut
 from maft_hf.testing import build_tiny_checkpoint, build_tiny_mask2former, build_tiny_tokenizer, tiny_maft_config
-from maft_hf.training.loop import (
+from maft_hf.training import (
     AugmentationConfig,
     LabelConverter,
     MaskAwareStudent,
@@ -673,9 +674,7 @@ def test_plain_clip_checkpoint_starts_fine_tuning(tmp_path):
         load_model_and_processor(str(tmp_path / "bert"))
 
 
-def test_model_card_without_template_falls_back(tmp_path, monkeypatch):
-    from maft_hf.hub import model_card
-
+def test_model_card_of_a_run(tmp_path):
     build_tiny_checkpoint(tmp_path)
     args = {"model_name_or_path": "openai/clip-vit-base-patch16", "dataset_name": "me/coco", "train_split": "train",
             "training_vocabulary": ["sky", "car"], "hub_model_id": "me/maft", "freeze_policy": "released",
@@ -684,7 +683,3 @@ def test_model_card_without_template_falls_back(tmp_path, monkeypatch):
     text = Path(path).read_text()
     assert 'from_pretrained("me/maft")' in text and "datasets:\n- me/coco" in text
     assert "| Learning rate | 1e-5 | 1e-5 |" in text and "| rank_correlation_final | — | 0.5 |" in text
-    monkeypatch.setattr(model_card, "TEMPLATE_PATH", tmp_path / "missing.md")
-    text = Path(write_model_card(tmp_path, args, {"rank_correlation_final": 0.5})).read_text()
-    assert text.startswith("---") and "base_model: openai/clip-vit-base-patch16" in text and "me/coco" in text
-    assert "- learning_rate: 1e-05" in text and "| rank_correlation_final | 0.5000 |" in text

@@ -112,6 +112,38 @@ def load_clip_as_maft(
     return model, processor
 
 
+def load_model_and_processor(
+    name_or_path: str,
+    local_files_only: bool | None = None,
+    mask_start_layer: int | None = None,
+    input_image_size: int | None = None,
+):
+    """`(MaskAwareCLIPModel, MAFTProcessor)` of a MAFT checkpoint, or of a plain CLIP checkpoint converted in memory
+    ([`load_clip_as_maft`]; `mask_start_layer` / `input_image_size` override its preset)."""
+    from transformers import PretrainedConfig
+
+    from ..model.modeling_maft import MaskAwareCLIPModel
+    from ..model.processing_maft import MAFTProcessor
+
+    options = pretrained_options(local_files_only)
+    model_type = PretrainedConfig.get_config_dict(name_or_path, **options)[0].get("model_type")
+    if model_type == "maft":
+        if mask_start_layer is not None or input_image_size is not None:
+            raise ValueError(
+                "mask_start_layer / input_image_size overrides apply to plain CLIP checkpoints only; "
+                f"{name_or_path!r} is already a MAFT checkpoint."
+            )
+        return MaskAwareCLIPModel.from_pretrained(name_or_path, **options), MAFTProcessor.from_pretrained(
+            name_or_path, **options
+        )
+    if model_type != "clip":
+        raise ValueError(
+            f"--model_name_or_path must be a MAFT (model_type 'maft') or CLIP (model_type 'clip') checkpoint; "
+            f"{name_or_path!r} has model_type {model_type!r}."
+        )
+    return load_clip_as_maft(name_or_path, mask_start_layer, input_image_size, local_files_only)
+
+
 def convert_clip_checkpoint(
     clip_name_or_path: str,
     output_dir: str | os.PathLike,
@@ -149,4 +181,11 @@ def convert_clip_checkpoint(
     return model
 
 
-__all__ = ["PRESETS", "preset_for", "pretrained_options", "load_clip_as_maft", "convert_clip_checkpoint"]
+__all__ = [
+    "PRESETS",
+    "preset_for",
+    "pretrained_options",
+    "load_clip_as_maft",
+    "load_model_and_processor",
+    "convert_clip_checkpoint",
+]
