@@ -411,6 +411,68 @@ def test_bad_input_fails_before_training(assets, tmp_path, case, extra, message,
     assert not out.exists() or not any(out.iterdir())  # nothing trained, nothing written
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Nothing lost: a run owns its folder; resuming continues the same run; nothing to learn is refused
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _checkpoints(output_dir):
+    return sorted(p.name for p in Path(output_dir).iterdir() if p.name.startswith("step_"))
+
+
+def test_a_new_run_in_a_used_folder_is_refused_or_clears_it(assets, tmp_path, reset_accelerate):
+    script, out = _load_script(), tmp_path / "out"
+    first = _script_args(assets, out, "--per_device_train_batch_size", "2", "--max_train_steps", "2",
+                         "--checkpointing_steps", "1", proposals="grid:2")  # fmt: skip
+    script.main(first)
+    assert _checkpoints(out) == ["step_1", "step_2"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["learning_rate"] == 1e-3 and len(run["run_id"]) == 16
+    second = _script_args(assets, out, "--per_device_train_batch_size", "2", "--max_train_steps", "1",
+                          "--learning_rate", "5e-4", proposals="grid:2")  # fmt: skip
+    with pytest.raises(ValueError, match="holds another run's checkpoints or results \\(all_results.json, model"):
+        script.main(second)
+    assert _checkpoints(out) == ["step_1", "step_2"]  # untouched
+    for resume in ([], ["--resume_from_checkpoint", "latest"]):  # "latest" is not another run's checkpoint
+        with pytest.raises(ValueError, match="learning_rate: 0.001 -> 0.0005; max_train_steps: 2 -> 1"):
+            script.main([*second, *resume] if resume else [*second, "--resume_from_checkpoint", str(out / "step_1")])
+    script.main([*second, "--overwrite_output_dir"])
+    assert _checkpoints(out) == [] and len(_losses(out)) == 1  # the first run's checkpoints are gone
+    assert json.loads((out / "run.json").read_text())["settings"]["learning_rate"] == 5e-4
+
+
+def test_resume_refuses_changed_settings_unless_allowed(assets, tmp_path, reset_accelerate):
+    script, out = _load_script(), tmp_path / "out"
+    args = _script_args(assets, out, "--per_device_train_batch_size", "2", "--max_train_steps", "3",
+                        "--checkpointing_steps", "2", proposals="grid:2")  # fmt: skip
+    script.main(args)
+    reference = _losses(out)
+    (out / "model.safetensors").unlink()
+    script.main([*args, "--resume_from_checkpoint", "latest"])  # same settings: continues at step 2
+    assert [r["loss"] for r in _losses(out)] == [r["loss"] for r in reference]
+    changed = [*args[: args.index("--learning_rate") + 1], "1e-4", *args[args.index("--learning_rate") + 2 :]]
+    with pytest.raises(ValueError, match="other settings \\(learning_rate: 0.001 -> 0.0001\\)"):
+        script.main([*changed, "--resume_from_checkpoint", "latest"])
+    script.main([*changed, "--resume_from_checkpoint", "latest", "--allow_changed_settings"])
+    losses = _losses(out)
+    assert losses[:2] == reference[:2] and losses[2]["learning_rate"] != reference[2]["learning_rate"]
+
+
+@pytest.mark.parametrize("zero_shot", [False, True])
+def test_a_training_set_without_labelled_pixels_is_refused(assets, tmp_path, zero_shot, reset_accelerate):
+    label = np.full((32, 32), 255) if not zero_shot else np.ones((32, 32))  # unlabelled, or only the unseen "b"
+    data = _save_dict(
+        tmp_path / "data", {"train": {"image": [_pil(np.zeros((32, 32, 3)))] * 2, "label": [_pil(label)] * 2}}
+    )
+    out = tmp_path / "out"
+    args = _script_args(assets, out, "--max_train_steps", "1", "--vocabulary", "a,b", proposals="grid:2")
+    args[args.index("--dataset_path") + 1] = data
+    args += ["--zero_shot", "--unseen_classes", "b"] if zero_shot else []
+    with pytest.raises(ValueError, match="Every pixel of the 2 checked examples of split 'train' is unlabelled"):
+        _load_script().main(args)
+    assert not (out / "model.safetensors").exists()
+
+
 def test_validation_errors_in_process():
     from datasets import Dataset, Features, Image
 
@@ -616,7 +678,7 @@ def test_precomputed_proposal_column_is_augmented_with_the_image(tmp_path):
         {"image": [_pil(np.zeros((40, 40, 3)))], "label": [_pil(label)], "proposals": [stack]}, features=features
     )
     converter = LabelConverter(["left", "right"])
-    assert validate_training_dataset(data, "image", "label", converter, "proposals") == 1
+    assert validate_training_dataset(data, "image", "label", converter, "proposals") == (1, 1)
     augmentation = AugmentationConfig(crop_size=32, short_side=48)
     examples = TrainingExamples(data, converter, augmentation, proposal_column="proposals")
     for position in range(4):

@@ -124,7 +124,13 @@ def _add_training_arguments(parser) -> None:
     run.add_argument("--output_dir", required=True, help="Where checkpoints, the final model and logs go.")
     run.add_argument("--checkpointing_steps", type=int, default=None, help="Save the state every K steps (step_K).")
     run.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep only the newest N checkpoints.")
-    run.add_argument("--resume_from_checkpoint", default=None, help="A step_K directory, or 'latest'.")
+    run.add_argument(
+        "--resume_from_checkpoint", default=None, help="A step_K directory, or 'latest' (the newest of this run)."
+    )
+    run.add_argument("--overwrite_output_dir", action="store_true", help="Clear an --output_dir holding another run.")
+    run.add_argument(
+        "--allow_changed_settings", action="store_true", help="Resume a checkpoint written with other settings."
+    )
     run.add_argument("--with_tracking", action="store_true", help="Log the loss terms and LR with trackers.")
     run.add_argument("--report_to", default="tensorboard", help="Trackers for --with_tracking (comma list allowed).")
     run.add_argument("--push_to_hub", action="store_true", help="Upload the final model, processor and card.")
@@ -153,6 +159,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--checkpointing_steps must be >= 1, got {args.checkpointing_steps}.")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}.")
+    if args.overwrite_output_dir and args.resume_from_checkpoint:
+        parser.error("--overwrite_output_dir clears the checkpoints --resume_from_checkpoint would resume; give one.")
     return args
 
 
@@ -233,9 +241,15 @@ def load_data(args, accelerator):
     limit = min(args.max_checked_examples or len(train), len(train))
     columns = (args.image_column, args.label_column, converter, args.proposal_column)
     rank, world = accelerator.process_index, accelerator.num_processes
-    _all_processes(
-        accelerator, lambda: validate_training_dataset(train, *columns, args.train_split, range(rank, limit, world))
-    )
+    shard = range(rank, limit, world)
+    counts = _all_processes(accelerator, lambda: validate_training_dataset(train, *columns, args.train_split, shard))
+    if sum(labelled for _, labelled in counts) == 0:
+        unseen = " or of an unseen class" if unseen_ids else ""
+        raise ValueError(
+            f"Every pixel of the {limit} checked examples of split {args.train_split!r} is unlabelled (label "
+            f"{args.ignore_index}{unseen}): the mask-aware loss would be 0 and nothing would be learnt. Check "
+            "--label_column, --label_mapping, --ignore_index and --vocabulary."
+        )
     if held_out is not None:
         validate_training_dataset(held_out, *columns, split=args.eval_split, indices=range(0))
     logger.info("Checked %d training examples of split %r.", limit, args.train_split)
@@ -293,27 +307,46 @@ def evaluate(args, accelerator, parts, held_out, converter, name, metrics) -> No
     accelerator.wait_for_everyone()
 
 
-def resume(args, accelerator) -> tuple[int, list]:
-    """`(start_step, loss history)` after loading the checkpoint named by --resume_from_checkpoint (if any)."""
-    from maft_hf.training.checkpoints import find_latest_checkpoint, load_training_state, remove_stale_temporaries
+def claim_output_dir(args, accelerator) -> str | None:
+    """Refuse a folder holding another run (or a checkpoint of other settings); the checkpoint to resume, if any."""
+    from maft_hf.training.checkpoints import plan_run, remove_stale_temporaries, run_settings
 
     if accelerator.is_main_process:
         remove_stale_temporaries(args.output_dir)
     accelerator.wait_for_everyone()
-    path = args.resume_from_checkpoint
-    if path == "latest":
-        path = find_latest_checkpoint(args.output_dir)
-        if path is None:
-            logger.warning("No checkpoint in %s: starting from step 0.", args.output_dir)
-    if not path:
+    args.settings = run_settings(args)
+    if args.overwrite_output_dir:
+        return None
+    path = plan_run(args.output_dir, args.settings, args.resume_from_checkpoint, args.allow_changed_settings)
+    if path is None and args.resume_from_checkpoint:
+        logger.warning("No checkpoint of this run in %s: starting from step 0.", args.output_dir)
+    return path
+
+
+def start_run(args, accelerator, parts, checkpoint) -> tuple[int, list]:
+    """Clear the folder (--overwrite_output_dir), record the run, load `checkpoint`; `(start_step, loss history)`."""
+    from maft_hf.training.checkpoints import RUN_FILE, clear_run_folder, load_training_state, run_id, write_json
+    from maft_hf.training.freezing import parameter_groups
+
+    if accelerator.is_main_process:
+        if args.overwrite_output_dir:
+            clear_run_folder(args.output_dir)
+        write_json(
+            os.path.join(args.output_dir, RUN_FILE), {"run_id": run_id(args.settings), "settings": args.settings}
+        )
+    accelerator.wait_for_everyone()
+    if checkpoint is None:
         return 0, []
-    state = load_training_state(path)
-    for key in ("global_batch_size", "seed"):
-        if state.get(key) != getattr(args, key):
-            logger.warning("Checkpoint %s was written with %s=%s, this run has %s: the data order differs.",
-                           path, key, state.get(key), getattr(args, key))  # fmt: skip
-    accelerator.load_state(path)
-    logger.info("Resumed from %s at step %d.", path, int(state["completed_steps"]))
+    state = load_training_state(checkpoint)
+    accelerator.load_state(checkpoint)
+    if state.get("run_id") != run_id(args.settings):  # --allow_changed_settings: the optimizer takes the new ones
+        fresh = parameter_groups(accelerator.unwrap_model(parts.student), args.weight_decay)
+        parts.scheduler.base_lrs = [args.learning_rate] * len(fresh)
+        for group, new, scale in zip(parts.optimizer.param_groups, fresh, parts.scheduler.lr_lambdas):
+            group.update(weight_decay=new["weight_decay"], initial_lr=args.learning_rate)
+            group["lr"] = args.learning_rate * scale(parts.scheduler.last_epoch)
+        logger.warning("Resumed %s with changed settings (--allow_changed_settings).", checkpoint)
+    logger.info("Resumed from %s at step %d.", checkpoint, int(state["completed_steps"]))
     return int(state["completed_steps"]), list(state.get("history", []))
 
 
@@ -360,7 +393,7 @@ def optimizer_step(args, accelerator, parts, micro_batches) -> dict:
         sums += torch.stack([out.mask_aware_sum.double(), out.distillation_sum.double()])
     if args.max_grad_norm > 0:
         accelerator.clip_grad_norm_([p for p in parts.student.parameters() if p.requires_grad], args.max_grad_norm)
-    learning_rate = parts.scheduler.get_last_lr()[0]
+    learning_rate = parts.optimizer.param_groups[0]["lr"]
     parts.optimizer.step()
     parts.scheduler.step()
     parts.optimizer.zero_grad(set_to_none=True)
@@ -376,7 +409,7 @@ def train(args, accelerator, parts, stream, start_step, history) -> list:
     """The optimizer steps from `start_step` to `--max_train_steps`, with checkpoints; returns the loss history."""
     from tqdm.auto import tqdm
 
-    from maft_hf.training.checkpoints import prune_checkpoints, save_checkpoint
+    from maft_hf.training.checkpoints import prune_checkpoints, run_id, save_checkpoint
     from maft_hf.training.data import prepare_batch
 
     image_processor = parts.processor.image_processor
@@ -406,8 +439,8 @@ def train(args, accelerator, parts, stream, start_step, history) -> list:
                 f"The loss is {record['loss']} at step {step + 1}; stopping (try a lower --learning_rate)."
             )
         if args.checkpointing_steps and (step + 1) % args.checkpointing_steps == 0:
-            state = {"completed_steps": step + 1, "global_batch_size": args.global_batch_size, "seed": args.seed,
-                     "max_train_steps": args.max_train_steps, "history": history}  # fmt: skip
+            state = {"completed_steps": step + 1, "run_id": run_id(args.settings), "settings": args.settings}
+            state["history"] = history
             path = save_checkpoint(accelerator, args.output_dir, step + 1, state)
             if accelerator.is_main_process:
                 prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
@@ -473,11 +506,12 @@ def main(argv=None) -> dict:
         args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     )
 
+    checkpoint = claim_output_dir(args, accelerator)
     train_split, held_out, converter = load_data(args, accelerator)
     parts = build(args, accelerator, True if args.offline else None)
     metrics = {}
     evaluate(args, accelerator, parts, held_out, converter, "start", metrics)  # the starting weights
-    start_step, history = resume(args, accelerator)
+    start_step, history = start_run(args, accelerator, parts, checkpoint)
     stream = batches(args, accelerator, train_split, converter, start_step)
     if args.with_tracking:
         config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}

@@ -243,9 +243,9 @@ def validate_training_dataset(
     proposal_column: str | None = None,
     split: str = "train",
     indices: Sequence[int] | None = None,
-) -> int:
+) -> tuple[int, int]:
     """Check a split before training ([`check_example`] on every row of `indices`, default all; images are not
-    decoded when the column allows it). Returns the number of rows checked."""
+    decoded when the column allows it). Returns `(checked, labelled)`: rows checked, rows with a labelled pixel."""
     if len(dataset) == 0:
         raise ValueError(f"Split {split!r} is empty: fine-tuning needs at least one example.")
     flags = {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column}
@@ -258,11 +258,12 @@ def validate_training_dataset(
             view = dataset.cast_column(image_column, Image(decode=False))
     except (AttributeError, ImportError, ValueError):
         view = dataset
-    checked = 0
+    checked = labelled = 0
     for index in range(len(dataset)) if indices is None else indices:
-        check_example(view[int(index)], int(index), image_column, label_column, label_converter, proposal_column, split)
+        row = view[int(index)]
+        labelled += check_example(row, int(index), image_column, label_column, label_converter, proposal_column, split)
         checked += 1
-    return checked
+    return checked, labelled
 
 
 # ------------------------------------------------------------------------------------------------------------------
