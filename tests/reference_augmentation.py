@@ -1,11 +1,13 @@
 """The released training augmentation (detectron2's `ResizeShortestEdge`, absolute `RandomCrop`, `RandomFlip`, then
 bottom/right padding to the crop size with 128 / 255), step by step: the reference `maft_hf.training.data`'s
-`sample_augmentation` / `apply_augmentation` are tested against (same random draws, in the same order)."""
+`sample_augmentation` / `apply_augmentation` are tested against (same random draws, in the same order), and the
+release's colour jitter with OpenCV's colour conversions (`ColorAugSSD`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -148,3 +150,87 @@ def train_transform(
     image, label = random_crop(image, label, crop_size, generator)
     image, label = random_horizontal_flip(image, label, flip_prob, generator)
     return pad_to_size(image, label, crop_size)
+
+
+# ---- The release's colour jitter: detectron2's ColorAugSSDTransform (projects/PointRend), with OpenCV's 8-bit
+# ---- BGR <-> HSV conversions written out from its source (color_hsv.simd.hpp), in numpy.
+
+
+def opencv_bgr2hsv(image):
+    """`cv2.cvtColor(image, cv2.COLOR_BGR2HSV)` for uint8 `(H, W, 3)` BGR: `RGB2HSV_b` (integer tables, shift 12)."""
+    b, g, r = (image[..., i].astype(np.int64) for i in range(3))
+    v, vmin = np.maximum(np.maximum(b, g), r), np.minimum(np.minimum(b, g), r)
+    diff = v - vmin
+    sdiv = np.array([0] + [round((255 << 12) / (1.0 * i)) for i in range(1, 256)])
+    hdiv = np.array([0] + [round((180 << 12) / (6.0 * i)) for i in range(1, 256)])
+    vr, vg = np.where(v == r, -1, 0), np.where(v == g, -1, 0)
+    s = (diff * sdiv[v] + (1 << 11)) >> 12
+    h = (vr & (g - b)) + (~vr & ((vg & (b - r + 2 * diff)) + (~vg & (r - g + 4 * diff))))
+    h = (h * hdiv[diff] + (1 << 11)) >> 12
+    h += np.where(h < 0, 180, 0)
+    return np.stack([h, s, v], -1).astype(np.uint8)
+
+
+def opencv_hsv2bgr(hsv):
+    """`cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)` as its vectorised `HSV2RGB_simd` computes it: float32, `1 - s * h`
+    fused (one rounding, as the compiled library), truncated to uint8."""
+    f32 = np.float32
+    h = hsv[..., 0].astype(f32) * (f32(6.0) / f32(180))
+    s, v = (hsv[..., i].astype(f32) * (f32(1.0) / f32(255)) for i in (1, 2))
+    pre = np.trunc(h)
+    h = h - pre
+    tab0, tab1 = v, v * (f32(1) - s)
+    tab2 = v * (1 - s.astype(np.float64) * h).astype(f32)
+    tab3 = v * (1 - s.astype(np.float64) * (f32(1) - h)).astype(f32)
+    sector = pre - f32(6) * np.trunc(pre * (f32(1) / f32(6)))
+    b = np.select([sector < 2, sector == 2, sector <= 4], [tab1, tab3, tab0], tab2)
+    g = np.select([sector < 1, sector <= 2, sector == 3], [tab3, tab0, tab2], tab1)
+    r = np.select([sector < 1, sector == 1, sector <= 3, sector == 4], [tab0, tab2, tab1, tab3], tab0)
+    return np.clip(np.trunc(np.stack([b, g, r], -1) * f32(255)), 0, 255).astype(np.uint8)
+
+
+class ColorAugSSD:
+    """`ColorAugSSDTransform(img_format)` with its random draws given: `brightness` (beta) / `contrast` /
+    `saturation` (alpha) / `hue` (delta), None where its coin said no, and the order coin `contrast_first`."""
+
+    def __init__(self, img_format, brightness, contrast, saturation, hue, contrast_first):
+        self.is_rgb = img_format == "RGB"
+        self.draws = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue}
+        self.contrast_first = contrast_first
+
+    def apply_image(self, img):
+        if self.is_rgb:
+            img = img[:, :, [2, 1, 0]]
+        img = self.brightness(img)
+        if self.contrast_first:
+            img = self.hue(self.saturation(self.contrast(img)))
+        else:
+            img = self.contrast(self.hue(self.saturation(img)))
+        if self.is_rgb:
+            img = img[:, :, [2, 1, 0]]
+        return img
+
+    def convert(self, img, alpha=1, beta=0):
+        img = img.astype(np.float32) * alpha + beta
+        img = np.clip(img, 0, 255)
+        return img.astype(np.uint8)
+
+    def brightness(self, img):
+        return img if self.draws["brightness"] is None else self.convert(img, beta=self.draws["brightness"])
+
+    def contrast(self, img):
+        return img if self.draws["contrast"] is None else self.convert(img, alpha=self.draws["contrast"])
+
+    def saturation(self, img):
+        if self.draws["saturation"] is None:
+            return img
+        img = opencv_bgr2hsv(img)
+        img[:, :, 1] = self.convert(img[:, :, 1], alpha=self.draws["saturation"])
+        return opencv_hsv2bgr(img)
+
+    def hue(self, img):
+        if self.draws["hue"] is None:
+            return img
+        img = opencv_bgr2hsv(img)
+        img[:, :, 0] = (img[:, :, 0].astype(int) + self.draws["hue"]) % 180
+        return opencv_hsv2bgr(img)

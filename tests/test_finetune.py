@@ -29,7 +29,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from reference_augmentation import train_transform
+from reference_augmentation import ColorAugSSD, opencv_bgr2hsv, opencv_hsv2bgr, train_transform
 from safetensors.torch import load_file
 
 from maft_hf.data import save_synthetic_dataset
@@ -42,6 +42,7 @@ from maft_hf.training import (
     StepBatchSampler,
     TrainingExamples,
     apply_augmentation,
+    apply_color_jitter,
     average_ranks,
     collate,
     find_latest_checkpoint,
@@ -52,6 +53,7 @@ from maft_hf.training import (
     rank_correlation_eval,
     resolve_vocabulary,
     sample_augmentation,
+    sample_color_jitter,
     save_checkpoint,
     spearman_correlation,
     training_step,
@@ -412,6 +414,86 @@ def test_bad_input_fails_before_training(assets, tmp_path, case, extra, message,
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Loss normalisation: global (default) vs per device (the release)
+# ---------------------------------------------------------------------------------------------------------------
+
+CLASS_COUNTS = (1, 2, 6, 7)  # classes in the images at stream positions 0..3
+
+
+@pytest.fixture(scope="module")
+def class_count_data(tmp_path_factory, assets):
+    """4 images of 32 px whose labels hold 1, 2, 6 and 7 of 8 classes, stored so that stream positions 0..3 (the
+    first step's global batch at seed 0) are those images in this order; and each image's (sum, count) of the
+    mask-aware loss with the starting model, grid:2 proposals, as a run computes them."""
+    from maft_hf.inference.semantic_map import classify_proposals
+    from maft_hf.inference.text_classifier import build_text_classifier
+    from maft_hf.proposals.grid import GridProposals
+    from maft_hf.training import mask_aware_loss_sum
+
+    order = [StepBatchSampler(4, 2, 1).index_at(position) for position in range(4)]
+    generator = np.random.default_rng(0)
+    images, labels = [None] * 4, [None] * 4
+    for position, classes in enumerate(CLASS_COUNTS):
+        labels[order[position]] = np.repeat(np.arange(32)[None] * classes // 32, 32, 0)  # vertical stripes
+        images[order[position]] = generator.integers(0, 256, (32, 32, 3))
+    root = tmp_path_factory.mktemp("class-counts")
+    path = _save_dict(root / "data", {"train": {"image": list(map(_pil, images)), "label": list(map(_pil, labels))}})
+    model, processor = load_model_and_processor(assets.model)
+    vocabulary = [f"class{c}" for c in range(8)]
+    classifier = build_text_classifier(model, processor.tokenizer, vocabulary)
+    terms = []
+    with torch.no_grad():
+        for position in range(4):
+            image = torch.from_numpy(images[order[position]].astype(np.uint8)).permute(2, 0, 1)
+            masks = GridProposals(2)([image])[0].masks[None].float()
+            pixel_values = torch.nn.functional.interpolate(
+                (image[None].float() / 255 - torch.tensor(processor.image_processor.image_mean).view(1, 3, 1, 1))
+                / torch.tensor(processor.image_processor.image_std).view(1, 3, 1, 1),
+                size=(32, 32), mode="bilinear", align_corners=False,
+            )  # fmt: skip
+            logits = classify_proposals(model, pixel_values, masks, classifier)
+            label = torch.from_numpy(labels[order[position]])[None]
+            total, count = mask_aware_loss_sum(logits.float(), masks, label)
+            terms.append((float(total), int(count)))
+    assert [count for _, count in terms] == [4 * c for c in CLASS_COUNTS]
+    return SimpleNamespace(path=path, vocabulary=",".join(vocabulary), terms=terms)
+
+
+def _normalisation_args(assets, class_count_data, output, *extra):
+    args = _script_args(assets, output, "--max_train_steps", "1", "--per_device_train_batch_size", "2",
+                        "--crop_size", "32", "--short_side", "32", "--flip_prob", "0", "--distillation_weight", "0",
+                        "--vocabulary", class_count_data.vocabulary, *extra, proposals="grid:2")  # fmt: skip
+    args[args.index("--dataset_path") + 1] = class_count_data.path
+    return args
+
+
+def _by_hand(terms):
+    """Global mean over all entries, and the mean of the two halves' means (positions 0-1 and 2-3)."""
+    (s0, c0), (s1, c1), (s2, c2), (s3, c3) = terms
+    return (s0 + s1 + s2 + s3) / (c0 + c1 + c2 + c3), ((s0 + s1) / (c0 + c1) + (s2 + s3) / (c2 + c3)) / 2
+
+
+def test_per_device_normalisation_averages_micro_batch_means(assets, class_count_data, tmp_path, reset_accelerate):
+    global_mean, mean_of_means = _by_hand(class_count_data.terms)
+    assert abs(global_mean - mean_of_means) > 50 * LOSS_TOLERANCE  # the two normalisations differ here
+    script = _load_script()
+    for name, expected in (("global", global_mean), ("per_device", mean_of_means)):
+        out = tmp_path / name  # 1 process, 2 micro-batches of 2: positions 0-1, then 2-3
+        extra = ["--gradient_accumulation_steps", "2", "--loss_normalization", name]
+        script.main(_normalisation_args(assets, class_count_data, out, *extra))
+        assert _losses(out)[0]["loss"] == pytest.approx(expected, rel=1e-5, abs=0)
+
+
+@pytest.mark.slow
+def test_per_device_normalisation_on_two_processes_is_the_release(assets, class_count_data, tmp_path):
+    global_mean, mean_of_means = _by_hand(class_count_data.terms)  # process 0: positions 0-1, process 1: 2-3
+    for name, expected in (("global", global_mean), ("per_device", mean_of_means)):
+        out = tmp_path / name
+        _launch(_normalisation_args(assets, class_count_data, out, "--loss_normalization", name), num_processes=2)
+        assert _losses(out)[0]["loss"] == pytest.approx(expected, rel=1e-5, abs=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Nothing lost: a run owns its folder; resuming continues the same run; nothing to learn is refused
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -521,6 +603,52 @@ def test_augmentation_matches_train_transform_and_moves_masks_with_labels(short_
         assert agree.sum() > 0.95 * inside.sum()
         assert (got_masks[:, ~inside] == 0).all()  # padding: no proposal there
     assert flips == {True, False}
+
+
+def test_ssd_color_jitter_is_the_released_transform():
+    image = torch.randint(0, 256, (3, 19, 45), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    image[:, :3] = torch.tensor([0, 255, 128], dtype=torch.uint8)[:, None, None]  # saturated and grey pixels too
+    image[:, 3:5] = 255
+    seen = set()
+    for seed in range(40):
+        params = sample_color_jitter(torch.Generator().manual_seed(seed))
+        draws = {name: getattr(params, name) for name in ("brightness", "contrast", "saturation", "hue")}
+        release = ColorAugSSD("RGB", **draws, contrast_first=params.contrast_first)
+        expected = release.apply_image(image.permute(1, 2, 0).numpy())
+        assert np.array_equal(apply_color_jitter(image, params).permute(1, 2, 0).numpy(), expected)
+        seen |= {(name, value is None) for name, value in draws.items()} | {("order", params.contrast_first)}
+        assert params.brightness is None or -32 <= params.brightness <= 32
+        assert all(v is None or 0.5 <= v <= 1.5 for v in (params.contrast, params.saturation))
+        assert params.hue is None or -18 <= params.hue <= 18
+    assert len(seen) == 10  # every step both skipped and applied, both orders
+    strong = ColorAugSSD("RGB", None, None, 1.5, 18, True).apply_image(image.permute(1, 2, 0).numpy())
+    assert not np.array_equal(strong, image.permute(1, 2, 0).numpy())  # the reference does change colours
+
+
+def test_reference_colour_conversions_are_opencv():
+    cv2 = pytest.importorskip("cv2")
+    grid = np.stack(np.meshgrid(np.arange(180), np.arange(256), np.arange(0, 256, 5), indexing="ij"), -1)
+    hsv = grid.reshape(-1, 32, 3).astype(np.uint8)  # rows of 32 pixels: OpenCV's vectorised path throughout
+    assert np.array_equal(opencv_hsv2bgr(hsv), cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR))
+    bgr = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(opencv_bgr2hsv(bgr), cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV))
+
+
+def test_color_jitter_is_seeded_per_example_and_keeps_the_geometry(assets):
+    from datasets import load_from_disk
+
+    data = load_from_disk(assets.dataset)["train"]
+    converter = LabelConverter(resolve_vocabulary(None, data))
+    plain = TrainingExamples(data, converter, AugmentationConfig(crop_size=72, short_side=56), seed=4)
+    jittered = TrainingExamples(data, converter, AugmentationConfig(72, 56, color_jitter="ssd"), seed=4)
+    changed = 0
+    for position in range(8):
+        a, b = plain[(position, 3)], jittered[(position, 3)]
+        assert torch.equal(a["label"], b["label"])  # same crop and flip
+        assert torch.equal(b["image"], jittered[(position, 3)]["image"])  # same position, same colours
+        assert (b["image"][:, 56:] == 128).all()  # padding is not jittered
+        changed += not torch.equal(a["image"], b["image"])
+    assert changed >= 4
 
 
 def test_step_sampler_splits_global_batches_and_resumes():

@@ -94,6 +94,12 @@ def _add_data_arguments(parser) -> None:
     aug.add_argument("--max_size", type=int, default=2560, help="Cap on the long side after resizing.")
     aug.add_argument("--flip_prob", type=float, default=0.5, help="Probability of a horizontal flip.")
     aug.add_argument(
+        "--color_jitter",
+        default="none",
+        choices=["none", "ssd"],
+        help="'ssd': detectron2's ColorAugSSDTransform as the release uses it (brightness, contrast, saturation, hue).",
+    )
+    aug.add_argument(
         "--proposal_generator",
         default=None,
         help="Frozen proposal source run on each crop: 'mask2former:<id>', 'oneformer:<id>', 'universal:<id>', "
@@ -118,6 +124,13 @@ def _add_training_arguments(parser) -> None:
     optim.add_argument("--lr_power", type=float, default=0.9, help="Power of the poly schedule.")
     optim.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warmup steps.")
     optim.add_argument("--distillation_weight", type=float, default=0.1, help="lambda of L_dis (paper: 1; 0 = off).")
+    optim.add_argument(
+        "--loss_normalization",
+        default="global",
+        choices=["global", "per_device"],
+        help="'global': means over the global batch (any split gives the same step); 'per_device': each device's "
+        "means, averaged over devices by DDP (the release).",
+    )
     optim.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerator precision.")
     optim.add_argument("--seed", type=int, default=0, help="Seed of the data order, augmentation and initial RNG.")
     run = parser.add_argument_group("run, checkpoints, tracking, hub")
@@ -354,7 +367,7 @@ def batches(args, accelerator, train, converter, start_step):
     """Iterator over this process's collated micro-batches from `start_step` on."""
     from maft_hf.training.data import AugmentationConfig, StepBatchSampler, TrainingExamples, collate
 
-    augmentation = AugmentationConfig(args.crop_size, args.short_side, args.max_size, args.flip_prob)
+    augmentation = AugmentationConfig(args.crop_size, args.short_side, args.max_size, args.flip_prob, args.color_jitter)
     examples = TrainingExamples(train, converter, augmentation, args.seed, args.image_column, args.label_column,
                                 args.proposal_column)  # fmt: skip
     sampler = StepBatchSampler(
@@ -368,29 +381,38 @@ def batches(args, accelerator, train, converter, start_step):
 
 
 def optimizer_step(args, accelerator, parts, micro_batches) -> dict:
-    """One optimizer step over this process's micro-batches (normalised over the global batch); returns its record."""
+    """One optimizer step over this process's micro-batches; returns its record. `--loss_normalization global`: both
+    terms normalised over the global batch; `per_device` (the release): each micro-batch's means, averaged over
+    micro-steps here and over processes by DDP's gradient averaging."""
     from maft_hf.training.losses import mask_aware_entry_count
     from maft_hf.training.objective import training_step
 
-    num_classes = len(args.training_vocabulary)
-    local_count = sum(
-        mask_aware_entry_count(b["labels"], num_classes, b["proposal_valid_mask"], args.ignore_index)
-        for b in micro_batches
-    )
-    global_count = accelerator.reduce(torch.as_tensor(local_count, device=accelerator.device).double(), "sum")
-    mask_aware_normalizer = max(float(global_count), 1.0)
-    distillation_normalizer = float(args.global_batch_size * num_classes)
+    num_classes, parts_per_step = len(args.training_vocabulary), accelerator.num_processes * len(micro_batches)
+    per_device = args.loss_normalization == "per_device"
+    if per_device:
+        options, denominators = {"loss_scale": 1.0 / len(micro_batches)}, (parts_per_step, parts_per_step)
+    else:
+        count = sum(
+            mask_aware_entry_count(b["labels"], num_classes, b["proposal_valid_mask"], args.ignore_index)
+            for b in micro_batches
+        )
+        count = max(float(accelerator.reduce(torch.as_tensor(count, device=accelerator.device).double(), "sum")), 1.0)
+        denominators = (count, float(args.global_batch_size * num_classes))
+        options = {"mask_aware_normalizer": denominators[0], "distillation_normalizer": denominators[1]}
+        options["loss_scale"] = accelerator.num_processes
     sums = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     for index, batch in enumerate(micro_batches):
         with nullcontext() if index == len(micro_batches) - 1 else accelerator.no_sync(parts.student):
             out = training_step(
                 parts.student, parts.teacher, batch, parts.text_classifier, args.distillation_weight,
-                ignore_index=args.ignore_index, mask_aware_normalizer=mask_aware_normalizer,
-                distillation_normalizer=distillation_normalizer, loss_scale=accelerator.num_processes,
-                autocast=accelerator.autocast,
+                ignore_index=args.ignore_index, autocast=accelerator.autocast, **options,
             )  # fmt: skip
             accelerator.backward(out.loss)
-        sums += torch.stack([out.mask_aware_sum.double(), out.distillation_sum.double()])
+        if per_device:
+            terms = [out.mask_aware_loss, out.distillation_loss if out.distillation_count else out.distillation_sum]
+        else:
+            terms = [out.mask_aware_sum, out.distillation_sum]
+        sums += torch.stack([term.double() for term in terms])
     if args.max_grad_norm > 0:
         accelerator.clip_grad_norm_([p for p in parts.student.parameters() if p.requires_grad], args.max_grad_norm)
     learning_rate = parts.optimizer.param_groups[0]["lr"]
@@ -398,8 +420,8 @@ def optimizer_step(args, accelerator, parts, micro_batches) -> dict:
     parts.scheduler.step()
     parts.optimizer.zero_grad(set_to_none=True)
     sums = accelerator.reduce(sums, "sum")
-    mask_aware = float(sums[0]) / mask_aware_normalizer
-    distillation = float(sums[1]) / distillation_normalizer if parts.teacher is not None else None
+    mask_aware = float(sums[0]) / denominators[0]
+    distillation = float(sums[1]) / denominators[1] if parts.teacher is not None else None
     total = mask_aware + (args.distillation_weight * distillation if distillation is not None else 0.0)
     return {"loss": total, "mask_aware_loss": mask_aware, "distillation_loss": distillation,
             "learning_rate": learning_rate}  # fmt: skip

@@ -12,7 +12,8 @@ import importlib
 
 _MODULES = {
     ".data": [
-        "LABEL_MAPPINGS", "AugmentationConfig", "AugmentationParams", "LabelConverter", "StepBatchSampler",
+        "COLOR_JITTERS", "LABEL_MAPPINGS", "AugmentationConfig", "AugmentationParams", "ColorJitterParams",
+        "LabelConverter", "StepBatchSampler", "apply_color_jitter", "sample_color_jitter",
         "TrainingExamples", "apply_augmentation", "check_columns", "check_example", "collate", "derived_seed",
         "example_generator", "generate_proposals", "image_to_tensor", "label_to_array",
         "load_training_proposal_generator", "prepare_batch", "proposals_from_column", "resolve_unseen_classes",
@@ -23,8 +24,9 @@ _MODULES = {
         "poly_lr_scheduler", "training_step",
     ],
     ".checkpoints": [
-        "CHECKPOINT_PREFIX", "LOSSES_FILE", "RESULTS_FILE", "TRAINING_STATE_FILE", "find_latest_checkpoint",
-        "load_training_state", "prune_checkpoints", "remove_stale_temporaries", "save_checkpoint",
+        "CHECKPOINT_PREFIX", "LOSSES_FILE", "RESULTS_FILE", "RUN_FILE", "TRAINING_STATE_FILE", "changed_settings",
+        "clear_run_folder", "complete_checkpoints", "find_latest_checkpoint", "load_training_state", "plan_run",
+        "prune_checkpoints", "remove_stale_temporaries", "run_artifacts", "run_id", "run_settings", "save_checkpoint",
     ],
     ".diagnostics": ["average_ranks", "rank_correlation_eval", "spearman_correlation"],
     ".losses": [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -271,15 +271,117 @@ def validate_training_dataset(
 # ------------------------------------------------------------------------------------------------------------------
 
 
+COLOR_JITTERS = ("none", "ssd")
+
+
 @dataclass(frozen=True)
 class AugmentationConfig:
     """Training augmentation (defaults: the released recipe at 640 px, single scale). `short_side` may be a tuple to
-    draw from (`RELEASED_SHORT_SIDES`: the released multi-scale choice)."""
+    draw from (`RELEASED_SHORT_SIDES`: the released multi-scale choice); `color_jitter="ssd"` is the release's
+    detectron2 `ColorAugSSDTransform` ([`sample_color_jitter`])."""
 
     crop_size: int = 640
     short_side: int | tuple[int, ...] = 640
     max_size: int | None = RELEASED_MAX_SIZE
     flip_prob: float = 0.5
+    color_jitter: str = "none"
+
+
+@dataclass(frozen=True)
+class ColorJitterParams:
+    """The random choices of detectron2's `ColorAugSSDTransform` for one image: brightness offset, contrast and
+    saturation factors, hue shift (None = that step skipped), and whether contrast comes first."""
+
+    brightness: float | None
+    contrast: float | None
+    saturation: float | None
+    hue: int | None
+    contrast_first: bool
+
+
+def sample_color_jitter(generator: torch.Generator | None = None) -> ColorJitterParams:
+    """Draws of `ColorAugSSDTransform` (defaults as released: brightness +-32, contrast and saturation 0.5..1.5, hue
+    +-18 of OpenCV's 180), in its order: brightness coin (and offset), order coin, then each step's coin (and value)
+    in application order."""
+
+    def coin() -> bool:
+        return bool(torch.randint(2, (1,), generator=generator).item())
+
+    def uniform(low: float, high: float) -> float:
+        return low + (high - low) * float(torch.rand((), dtype=torch.float64, generator=generator))
+
+    brightness = uniform(-32, 32) if coin() else None
+    contrast_first = coin()
+    draws = {}
+    for step in ("contrast", "saturation", "hue") if contrast_first else ("saturation", "hue", "contrast"):
+        if coin():
+            draws[step] = (
+                int(torch.randint(-18, 19, (1,), generator=generator).item()) if step == "hue" else uniform(0.5, 1.5)
+            )
+    return ColorJitterParams(
+        brightness, draws.get("contrast"), draws.get("saturation"), draws.get("hue"), contrast_first
+    )
+
+
+def _convert(values: torch.Tensor, alpha: float = 1.0, beta: float = 0.0) -> torch.Tensor:
+    """detectron2's `convert`: float32 `values * alpha + beta`, clipped to [0, 255], truncated to uint8."""
+    alpha, beta = torch.tensor(alpha, dtype=torch.float32), torch.tensor(beta, dtype=torch.float32)
+    return (values.float() * alpha + beta).clamp(0, 255).to(torch.uint8)
+
+
+def _rgb_to_hsv(image: torch.Tensor) -> torch.Tensor:
+    """OpenCV's 8-bit RGB -> HSV (`cvtColor`, H in [0, 180)): integer arithmetic with its rounded division tables."""
+    r, g, b = image.long().unbind(0)
+    v, vmin = torch.maximum(torch.maximum(r, g), b), torch.minimum(torch.minimum(r, g), b)
+    diff = v - vmin
+    steps = torch.arange(256, dtype=torch.float64).clamp(min=1)
+    sdiv = ((255 << 12) / steps).round().long()
+    hdiv = ((180 << 12) / (6 * steps)).round().long()
+    sdiv[0] = hdiv[0] = 0
+    s = (diff * sdiv[v] + (1 << 11)) >> 12
+    h = torch.where(v == r, g - b, torch.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
+    h = (h * hdiv[diff] + (1 << 11)) >> 12
+    return torch.stack([torch.where(h < 0, h + 180, h), s, v]).to(torch.uint8)
+
+
+def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """OpenCV's 8-bit HSV -> RGB as its vectorised path computes it (float32, truncated to uint8); bit-identical to
+    `cv2.cvtColor(..., COLOR_HSV2BGR)` of opencv-python 5.0 on every HSV triple, except its last `H * W mod 32`
+    pixels (its scalar tail rounds instead of truncating: at most 1 level)."""
+    h = hsv[0].float() * torch.tensor(6.0 / 180, dtype=torch.float32)
+    s, v = (hsv[1:].float() * torch.tensor(1.0 / 255, dtype=torch.float32)).unbind(0)
+    sector = h.trunc()
+    h = h - sector
+    sector = sector - 6 * (sector * torch.tensor(1.0 / 6, dtype=torch.float32)).trunc()
+    fused = s.double()  # OpenCV's build fuses `1 - s * h` (one rounding): exact in float64, then float32
+    tab = torch.stack([v, v * (1 - s), v * (1 - fused * h).float(), v * (1 - fused * (1 - h)).float()])
+    order = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]])  # rows r, g, b by sector
+    rgb = tab.gather(0, order[:, sector.long()])
+    return (rgb * 255).trunc().clamp(0, 255).to(torch.uint8)
+
+
+def apply_color_jitter(image: torch.Tensor, params: ColorJitterParams) -> torch.Tensor:
+    """`ColorAugSSDTransform.apply_image` on a uint8 RGB `(3, H, W)` image (the release's `INPUT.FORMAT: RGB`: it
+    swaps to BGR for OpenCV and back, so saturation and hue act on the true colours, as here)."""
+    if params.brightness is not None:
+        image = _convert(image, beta=params.brightness)
+
+    def contrast(x):
+        return x if params.contrast is None else _convert(x, alpha=params.contrast)
+
+    def saturation(x):
+        if params.saturation is None:
+            return x
+        hsv = _rgb_to_hsv(x)
+        return _hsv_to_rgb(torch.stack([hsv[0], _convert(hsv[1], alpha=params.saturation), hsv[2]]))
+
+    def hue(x):
+        if params.hue is None:
+            return x
+        hsv = _rgb_to_hsv(x)
+        return _hsv_to_rgb(torch.stack([((hsv[0].long() + params.hue) % 180).to(torch.uint8), hsv[1], hsv[2]]))
+
+    return hue(saturation(contrast(image))) if params.contrast_first else contrast(hue(saturation(image)))
 
 
 @dataclass(frozen=True)
@@ -293,6 +395,7 @@ class AugmentationParams:
     crop_width: int
     flip: bool
     pad_size: int
+    color: ColorJitterParams | None = None
 
 
 def sample_augmentation(
@@ -313,8 +416,10 @@ def sample_augmentation(
     return AugmentationParams(tuple(resized), top, left, crop_h, crop_w, flip, config.crop_size)
 
 
-def _crop_flip_pad(tensor: torch.Tensor, params: AugmentationParams, pad_value: float) -> torch.Tensor:
+def _crop_flip_pad(tensor: torch.Tensor, params: AugmentationParams, pad_value: float, color=None) -> torch.Tensor:
     tensor = tensor[..., params.top : params.top + params.crop_height, params.left : params.left + params.crop_width]
+    if color is not None:  # after the crop, before flip and padding, as released
+        tensor = apply_color_jitter(tensor, color)
     if params.flip:
         tensor = tensor.flip(-1)
     padding = (0, params.pad_size - tensor.shape[-1], 0, params.pad_size - tensor.shape[-2])
@@ -330,7 +435,7 @@ def apply_augmentation(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Resize, crop, flip and pad (bottom/right) `image` uint8 `(3, H, W)` (bilinear, pad 128), `label` `(H, W)`
     (nearest, pad `ignore_index`) and optional `proposal_masks` `(N, H, W)` (bilinear, pad 0) -> size `pad_size`."""
-    image = _crop_flip_pad(resize_image(image, params.resized_size), params, IMAGE_PAD_VALUE)
+    image = _crop_flip_pad(resize_image(image, params.resized_size), params, IMAGE_PAD_VALUE, params.color)
     label = _crop_flip_pad(resize_label(label, params.resized_size), params, ignore_index)
     if proposal_masks is not None:
         masks = proposal_masks.float()
@@ -349,9 +454,10 @@ def derived_seed(*entropy: int) -> int:
     return int(np.random.SeedSequence([int(value) for value in entropy]).generate_state(1, dtype=np.uint64)[0])
 
 
-def example_generator(seed: int, position: int) -> torch.Generator:
-    """The `torch.Generator` of the augmentation of stream position `position` (see [`StepBatchSampler`])."""
-    return torch.Generator().manual_seed(derived_seed(seed, 0, position))
+def example_generator(seed: int, position: int, stream: int = 0) -> torch.Generator:
+    """The `torch.Generator` of the augmentation of stream position `position` (see [`StepBatchSampler`]): `stream`
+    0 draws the geometry, 2 the colour jitter."""
+    return torch.Generator().manual_seed(derived_seed(seed, stream, position))
 
 
 class TrainingExamples(torch.utils.data.Dataset):
@@ -399,6 +505,8 @@ class TrainingExamples(torch.utils.data.Dataset):
         if self.proposal_column is not None:
             masks = proposals_from_column(row[self.proposal_column], tuple(image.shape[-2:]))
         params = sample_augmentation(*image.shape[-2:], self.augmentation, example_generator(self.seed, position))
+        if self.augmentation.color_jitter == "ssd":
+            params = replace(params, color=sample_color_jitter(example_generator(self.seed, position, 2)))
         image, label, masks = apply_augmentation(params, image, label, masks, self.label_converter.ignore_index)
         item = {"image": image, "label": label, "position": position, "index": index}
         if masks is not None:
