@@ -30,6 +30,7 @@ import torch
 from accelerate.logging import get_logger
 
 logger = get_logger("maft_hf.finetune")  # logs on the main process only (after the Accelerator exists)
+STREAM_CHECKED_EXAMPLES = 100  # --streaming: examples checked (and held-out examples read) by default
 
 
 def _short_side(value: str):
@@ -60,6 +61,12 @@ def _add_data_arguments(parser) -> None:
     data.add_argument("--dataset_config_name", default=None, help="Configuration name for load_dataset.")
     data.add_argument("--dataset_path", default=None, help="A Dataset(Dict).save_to_disk directory (load_from_disk).")
     data.add_argument("--train_split", default="train", help="Split to train on.")
+    data.add_argument(
+        "--streaming",
+        action="store_true",
+        help="Read the training split as a stream (datasets IterableDataset): nothing is downloaded or indexed first; "
+        "resume stays exact (see docs/training.md).",
+    )
     data.add_argument("--eval_split", default=None, help="Held-out split of the rank-correlation diagnostic.")
     data.add_argument("--max_eval_samples", type=int, default=None, help="Use the first N examples of --eval_split.")
     data.add_argument("--max_train_samples", type=int, default=None, help="Train on the first N examples.")
@@ -172,6 +179,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--checkpointing_steps must be >= 1, got {args.checkpointing_steps}.")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}.")
+    if args.streaming and args.dataloader_num_workers:
+        parser.error(
+            "--streaming reads the stream in the training process: every process reads it whole and in order, which "
+            "exact resume needs (a DataLoader worker would get only a shard of it); use --dataloader_num_workers 0."
+        )
     if args.overwrite_output_dir and args.resume_from_checkpoint:
         parser.error("--overwrite_output_dir clears the checkpoints --resume_from_checkpoint would resume; give one.")
     return args
@@ -237,13 +249,24 @@ def load_data(args, accelerator):
     if args.dataset_path is not None:
         raw = datasets.load_from_disk(args.dataset_path)
     else:
-        raw = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
+        raw = datasets.load_dataset(
+            args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir, streaming=args.streaming
+        )
     train = select_split(raw, args.train_split)
-    if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
     held_out = select_split(raw, args.eval_split, allow_unsplit=False) if args.eval_split else None
-    if held_out is not None and args.max_eval_samples is not None:
-        held_out = held_out.select(range(min(args.max_eval_samples, len(held_out))))
+    stream = None
+    if args.streaming:  # checks and the held-out split read the first examples of the streams
+        train = train if isinstance(train, datasets.IterableDataset) else train.to_iterable_dataset()
+        train = train if args.max_train_samples is None else train.take(args.max_train_samples)
+        stream, train = train, list(train.take(args.max_checked_examples or STREAM_CHECKED_EXAMPLES))
+        if held_out is not None:
+            held_out = held_out if isinstance(held_out, datasets.IterableDataset) else held_out.to_iterable_dataset()
+            held_out = list(held_out.take(args.max_eval_samples or STREAM_CHECKED_EXAMPLES))
+    else:
+        if args.max_train_samples is not None:
+            train = train.select(range(min(args.max_train_samples, len(train))))
+        if held_out is not None and args.max_eval_samples is not None:
+            held_out = held_out.select(range(min(args.max_eval_samples, len(held_out))))
     class_names = resolve_vocabulary(args.vocabulary, raw, args.label_mapping)
     unseen_ids = resolve_unseen_classes(args.unseen_classes, class_names) if args.zero_shot else []
     converter = LabelConverter(class_names, args.label_mapping, unseen_ids, args.ignore_index)
@@ -266,7 +289,7 @@ def load_data(args, accelerator):
     if held_out is not None:
         validate_training_dataset(held_out, *columns, split=args.eval_split, indices=range(0))
     logger.info("Checked %d training examples of split %r.", limit, args.train_split)
-    return train, held_out, converter
+    return stream if args.streaming else train, held_out, converter
 
 
 def build(args, accelerator, local_files_only):
@@ -365,19 +388,23 @@ def start_run(args, accelerator, parts, checkpoint) -> tuple[int, list]:
 
 def batches(args, accelerator, train, converter, start_step):
     """Iterator over this process's collated micro-batches from `start_step` on."""
-    from maft_hf.training.data import AugmentationConfig, StepBatchSampler, TrainingExamples, collate
+    from maft_hf.training.data import AugmentationConfig, StepBatchSampler, StreamingExamples, TrainingExamples, collate
 
     augmentation = AugmentationConfig(args.crop_size, args.short_side, args.max_size, args.flip_prob, args.color_jitter)
     examples = TrainingExamples(train, converter, augmentation, args.seed, args.image_column, args.label_column,
                                 args.proposal_column)  # fmt: skip
-    sampler = StepBatchSampler(
-        len(examples), args.per_device_train_batch_size, args.max_train_steps, accelerator.num_processes,
-        accelerator.process_index, args.gradient_accumulation_steps, min(start_step, args.max_train_steps), args.seed,
+    sampler = StepBatchSampler(  # with --streaming, only its layout of the steps is used
+        1 if args.streaming else len(examples), args.per_device_train_batch_size, args.max_train_steps,
+        accelerator.num_processes, accelerator.process_index, args.gradient_accumulation_steps,
+        min(start_step, args.max_train_steps), args.seed,
     )  # fmt: skip
-    loader = torch.utils.data.DataLoader(
-        examples, batch_sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers
+    if args.streaming:
+        return iter(StreamingExamples(examples, sampler))
+    return iter(
+        torch.utils.data.DataLoader(
+            examples, batch_sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers
+        )
     )
-    return iter(loader)
 
 
 def optimizer_step(args, accelerator, parts, micro_batches) -> dict:

@@ -180,6 +180,17 @@ def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
     return proposals_from_user_masks(masks, image_size=image_size).masks
 
 
+def _open_cell(value):
+    """An undecoded image cell (`{"bytes", "path"}` of `Image(decode=False)`) as a PIL image; anything else as is."""
+    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
+        from PIL import Image
+
+        with Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]) as image:
+            image.load()
+            return image.copy()
+    return value
+
+
 def _image_size_of(value) -> tuple[int, int]:
     """`(H, W)` of an image cell, without decoding the pixels when the cell allows it."""
     if hasattr(value, "size") and hasattr(value, "mode") and not callable(value.size):
@@ -195,6 +206,8 @@ def _image_size_of(value) -> tuple[int, int]:
 def check_columns(dataset, columns: dict[str, str | None], split: str) -> None:
     """Raise a `ValueError` naming each missing column (`{flag: column}`, None = not used)."""
     names = getattr(dataset, "column_names", None)
+    if names is None and isinstance(dataset, list) and dataset:  # rows read from a stream
+        names = list(dataset[0])
     if names is None:  # a stream that does not know its columns: checked on the first example
         return
     missing = {flag: name for flag, name in columns.items() if name is not None and name not in names}
@@ -495,8 +508,8 @@ class TrainingExamples(torch.utils.data.Dataset):
 
     def example(self, row: dict, position: int, index: int) -> dict:
         """The augmented item of `row` at stream `position`."""
-        image = image_to_tensor(row[self.image_column])
-        label = torch.from_numpy(self.label_converter(label_to_array(row[self.label_column])))
+        image = image_to_tensor(_open_cell(row[self.image_column]))
+        label = torch.from_numpy(self.label_converter(label_to_array(_open_cell(row[self.label_column]))))
         if tuple(label.shape) != tuple(image.shape[-2:]):
             raise ValueError(
                 f"Example {index}: image {tuple(image.shape[-2:])} and label {tuple(label.shape)} differ in size."
@@ -572,6 +585,54 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return (self.max_steps - self.start_step) * self.gradient_accumulation_steps
+
+
+class StreamingExamples(torch.utils.data.IterableDataset):
+    """This process's collated micro-batches from a `datasets.IterableDataset`, from `start_step` to `max_steps`.
+
+    Every process (and DataLoader worker) reads the same stream in the same order: passes over the dataset shuffled
+    with a seeded buffer (`shuffle(seed, buffer_size)`, `set_epoch(pass)`), position `p` = the `p`-th example read.
+    Step `s` uses positions `[s * G, (s + 1) * G)` split as [`StepBatchSampler`] splits them, and position `p` seeds
+    the augmentation. So the data of a step depends only on the seed, the step and `G`, and a resumed run is exact:
+    it reads (without training on) the `start_step * G` examples already used, provided the stream's source has not
+    changed. It runs in the training process (a DataLoader worker would read only its shard of the stream).
+    """
+
+    def __init__(self, examples: TrainingExamples, sampler: StepBatchSampler, buffer_size: int = 1000):
+        """`examples`: a [`TrainingExamples`] over the stream (it augments); `sampler`: the batch layout."""
+        from datasets import Image
+
+        stream = examples.dataset
+        for column in (examples.image_column, examples.label_column):
+            if isinstance((stream.features or {}).get(column), Image):  # decode only the examples this process uses
+                stream = stream.cast_column(column, Image(decode=False))
+        self.stream = stream.shuffle(seed=derived_seed(examples.seed, 3) % 2**32, buffer_size=buffer_size)
+        self.examples, self.sampler = examples, sampler
+
+    def _rows(self, skip: int):
+        position, epoch = 0, 0
+        while True:
+            self.stream.set_epoch(epoch)
+            start = position
+            for row in self.stream:
+                if position >= skip:
+                    yield position, row
+                position += 1
+            if position == start:
+                raise ValueError("The training stream is empty: fine-tuning needs at least one example.")
+            epoch += 1
+
+    def __iter__(self):
+        sampler, size = self.sampler, self.sampler.global_batch_size
+        rows = self._rows(sampler.start_step * size)
+        for step in range(sampler.start_step, sampler.max_steps):
+            batch = dict(next(rows) for _ in range(size))
+            for micro_step in range(sampler.gradient_accumulation_steps):
+                positions = sampler.positions(step, micro_step)
+                yield collate([self.examples.example(batch[p], p, p) for p in positions])
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def collate(examples: Sequence[dict]) -> dict:
