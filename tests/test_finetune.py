@@ -799,6 +799,55 @@ def test_examples_collate_prepare_and_rank_correlation(assets):
         validate_training_dataset(data["train"], "image", "mask", converter)
 
 
+class VocabularyProposals:
+    """A fake generator that needs the vocabulary (as FreeSeg): grid proposals, and a record of each call."""
+
+    needs_vocabulary = True
+
+    def __init__(self):
+        from maft_hf.proposals.grid import GridProposals
+
+        self.grid, self.calls = GridProposals(2), []
+
+    def __call__(self, images, class_names=None, text_classifier=None):
+        self.calls.append((list(class_names), None if text_classifier is None else tuple(text_classifier.shape)))
+        return self.grid(images)
+
+
+def test_generators_that_need_the_vocabulary_get_it(assets, tmp_path, monkeypatch, reset_accelerate):
+    from maft_hf.training import data
+
+    fake = VocabularyProposals()
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    batch = {"images": images, "labels": torch.zeros(2, 16, 16, dtype=torch.long)}
+    prepared = prepare_batch(batch, 32, fake, class_names=["sky", "car"], text_classifier=torch.zeros(2, 16))
+    assert prepared["proposal_masks"].shape == (2, 4, 16, 16) and fake.calls == [(["sky", "car"], (2, 16))]
+    fake.calls.clear()
+    monkeypatch.setattr(data, "load_training_proposal_generator", lambda *args, **kwargs: fake)
+    metrics = _load_script().main(
+        _script_args(
+            assets,
+            tmp_path / "out",
+            "--max_train_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+            "--eval_split",
+            "test",
+            "--max_eval_samples",
+            "2",
+            "--zero_shot",
+            "--unseen_classes",
+            "car",
+            proposals="fake:0",
+        )  # fmt: skip
+    )
+    names = fake.calls[0][0]
+    assert "car" not in names and len(names) == 7  # the training vocabulary: 8 classes without the unseen one
+    assert fake.calls == [(names, (7, 16))] * (2 + 2 + 2)  # 2 held-out images before and after, 2 training steps
+    assert np.isfinite(metrics["rank_correlation_final"])
+
+
 def test_precomputed_proposal_column_is_augmented_with_the_image(tmp_path):
     from datasets import Array3D, Dataset, Features, Image
 

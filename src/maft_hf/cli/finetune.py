@@ -333,7 +333,7 @@ def evaluate(args, accelerator, parts, held_out, converter, name, metrics) -> No
             accelerator.unwrap_model(parts.student).model, held_out, parts.text_classifier, parts.generator,
             label_converter=converter, image_column=args.image_column, label_column=args.label_column,
             proposal_column=args.proposal_column, image_mean=image_processor.image_mean,
-            image_std=image_processor.image_std, ignore_index=args.ignore_index,
+            image_std=image_processor.image_std, ignore_index=args.ignore_index, class_names=args.training_vocabulary,
         )  # fmt: skip
         metrics[f"rank_correlation_{name}"] = result["spearman"]
         metrics[f"eval_mask_aware_loss_{name}"] = result["mask_aware_loss"]
@@ -472,7 +472,7 @@ def train(args, accelerator, parts, stream, start_step, history) -> list:
     for step in range(start_step, args.max_train_steps):
         micro_batches = [
             prepare_batch(next(stream), input_size, parts.generator, image_processor.image_mean,
-                          image_processor.image_std, accelerator.device)
+                          image_processor.image_std, accelerator.device, args.training_vocabulary, parts.text_classifier)
             for _ in range(args.gradient_accumulation_steps)
         ]  # fmt: skip
         record = {"step": step + 1, **optimizer_step(args, accelerator, parts, micro_batches)}

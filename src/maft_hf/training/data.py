@@ -666,13 +666,12 @@ def load_training_proposal_generator(
 
     kind, _ = parse_proposal_spec(spec)
     options = {}
-    if kind not in ("grid", "kmeans"):
-        if local_files_only is not None:
-            options["local_files_only"] = local_files_only
-        if num_proposals is not None:
-            options["max_proposals" if kind == "sam" else "num_proposals"] = num_proposals
-    elif num_proposals is not None:
-        raise ValueError(f"num_proposals does not apply to the weight-free proposal source {spec!r}.")
+    if kind not in ("grid", "kmeans") and local_files_only is not None:
+        options["local_files_only"] = local_files_only
+    if num_proposals is not None:
+        if kind not in ("mask2former", "oneformer", "universal", "sam"):
+            raise ValueError(f"num_proposals applies to universal-segmentation and SAM generators, not to {spec!r}.")
+        options["max_proposals" if kind == "sam" else "num_proposals"] = num_proposals
     generator = load_proposal_generator(spec, **options)
     model = getattr(generator, "model", None)
     if isinstance(model, nn.Module):
@@ -682,11 +681,16 @@ def load_training_proposal_generator(
     return generator
 
 
-def generate_proposals(proposal_generator, images: torch.Tensor) -> list[torch.Tensor]:
+def generate_proposals(
+    proposal_generator, images: torch.Tensor, class_names: Sequence[str] | None = None, text_classifier=None
+) -> list[torch.Tensor]:
     """Proposals `(N_i, S, S)` of training crops `images` (uint8 `(B, 3, S, S)`), without gradient. Universal
-    generators run on the crops as they are (`generate_prepared`), as the release does; others get the list of crops."""
+    generators run on the crops as they are (`generate_prepared`), as the release does; others get the list of crops,
+    and those with `needs_vocabulary` (FreeSeg) also the training vocabulary and its `(C, D)` text classifier."""
     with torch.no_grad():
-        if hasattr(proposal_generator, "generate_prepared"):
+        if getattr(proposal_generator, "needs_vocabulary", False):
+            proposals = proposal_generator(list(images), class_names=class_names, text_classifier=text_classifier)
+        elif hasattr(proposal_generator, "generate_prepared"):
             proposals = proposal_generator.generate_prepared(images)
         else:
             proposals = proposal_generator(list(images))
@@ -708,10 +712,12 @@ def prepare_batch(
     image_mean: Sequence[float] = CLIP_MEAN,
     image_std: Sequence[float] = CLIP_STD,
     device: torch.device | str | None = None,
+    class_names: Sequence[str] | None = None,
+    text_classifier: torch.Tensor | None = None,
 ) -> dict:
     """Model inputs of a [`collate`]d batch on `device`: `pixel_values (B, 3, s, s)` (`s = input_image_size`),
-    `proposal_masks (B, N, S, S)` (the batch's own, else from `proposal_generator`), `proposal_valid_mask (B, N)` and
-    `labels (B, S, S)`."""
+    `proposal_masks (B, N, S, S)` (the batch's own, else from `proposal_generator`, given `class_names` and
+    `text_classifier` when it needs the vocabulary), `proposal_valid_mask (B, N)` and `labels (B, S, S)`."""
     device = torch.device(device) if device is not None else batch["images"].device
     images = batch["images"].to(device)
     if "proposal_masks" in batch:
@@ -719,7 +725,8 @@ def prepare_batch(
     else:
         if proposal_generator is None:
             raise ValueError("The batch carries no proposals: pass a proposal_generator (or use a proposal column).")
-        masks, valid = pad_proposals([m.to(device) for m in generate_proposals(proposal_generator, images)])
+        proposals = generate_proposals(proposal_generator, images, class_names, text_classifier)
+        masks, valid = pad_proposals([m.to(device) for m in proposals])
     return {
         "pixel_values": to_clip_input(images, input_image_size, image_mean, image_std),
         "proposal_masks": masks,

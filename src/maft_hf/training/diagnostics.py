@@ -52,13 +52,14 @@ def rank_correlation_eval(
     image_std: Sequence[float] = CLIP_STD,
     max_samples: int | None = None,
     ignore_index: int = IGNORE_INDEX,
+    class_names: Sequence[str] | None = None,
 ) -> dict:
     """How well class scores rank proposals by their IoU with the ground truth, on held-out images at their own size.
 
     For every image and class `c` in its label map: Spearman's correlation over the image's proposals between
     `softmax(logits)[:, c]` and the soft IoU with the class map (rows where either is constant are skipped); also the
-    mask-aware loss over all (image, class, proposal) entries. Proposals come from `proposal_generator` or
-    `proposal_column`.
+    mask-aware loss over all (image, class, proposal) entries. Proposals come from `proposal_generator` (given
+    `class_names` and `text_classifier` when it needs the vocabulary) or `proposal_column`.
 
     Returns:
         `{"spearman", "mask_aware_loss", "num_rows", "num_images"}` (NaN where nothing counts).
@@ -82,7 +83,7 @@ def rank_correlation_eval(
             if proposal_column is not None:
                 masks = proposals_from_column(row[proposal_column], tuple(image.shape[-2:]))
             else:
-                masks = generate_proposals(proposal_generator, image[None])[0]
+                masks = generate_proposals(proposal_generator, image[None], class_names, text_classifier)[0]
             masks = masks.to(device)
             pixel_values = to_clip_input(image[None].to(device), size, image_mean, image_std)
             logits = classify_proposals(model, pixel_values, masks[None], text_classifier.to(device))[0]
