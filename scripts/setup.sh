@@ -11,4 +11,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,space,export]"
+bash scripts/setup_browser.sh || echo "setup.sh: no Chromium; the browser test will skip (CI makes it fail)" >&2  # for tests/test_space.py

@@ -1,6 +1,7 @@
 """Converting a plain CLIP checkpoint directory into a MAFT checkpoint."""
 
 import importlib
+import math
 import pathlib
 
 import pytest
@@ -72,4 +73,119 @@ def test_presets():
     b16 = CLIPConfig(vision_config={"patch_size": 16}).vision_config
     l14 = CLIPConfig(vision_config={"patch_size": 14, "num_hidden_layers": 24}).vision_config
     assert preset_for(b16) == {"input_image_size": 480, "mask_start_layer": 8}
-    assert preset_for(l14) == {"input_image_size": 476, "mask_start_layer": 16}
+    assert preset_for(l14) == {"input_image_size": 480, "mask_start_layer": 8}  # the release's forward
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ViT-L/14 as released: start layer 8, 480 px input of which the /14 patches read the top-left 476 px (34 x 34)
+# ---------------------------------------------------------------------------------------------------------------
+VIT_L_SHAPED = dict(
+    hidden_size=16, intermediate_size=32, num_hidden_layers=24, num_attention_heads=2, image_size=224, patch_size=14
+)
+
+
+def openai_visual(clip, layers):
+    """The OpenAI-layout image encoder of `clip`, as the release stores it, with perturbed ("fine-tuned") blocks."""
+    sd = {k: v.detach().clone() for k, v in clip.state_dict().items()}
+    v = "vision_model."
+    out = {
+        "conv1.weight": sd[v + "embeddings.patch_embedding.weight"],
+        "class_embedding": sd[v + "embeddings.class_embedding"],
+        "positional_embedding": sd[v + "embeddings.position_embedding.weight"],
+        "ln_pre.weight": sd[v + "pre_layrnorm.weight"],
+        "ln_pre.bias": sd[v + "pre_layrnorm.bias"],
+        "ln_post.weight": sd[v + "post_layernorm.weight"] + 0.1,
+        "ln_post.bias": sd[v + "post_layernorm.bias"],
+        "proj": sd["visual_projection.weight"].t().contiguous(),
+    }
+    g = torch.Generator().manual_seed(1)
+    for i in range(layers):
+        hf, oa = f"{v}encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            qkv = torch.cat([sd[hf + f"self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            out[oa + f"attn.in_proj_{kind}"] = qkv + 0.05 * torch.randn(qkv.shape, generator=g)
+            out[oa + f"attn.out_proj.{kind}"] = sd[hf + f"self_attn.out_proj.{kind}"]
+            out[oa + f"ln_1.{kind}"] = sd[hf + f"layer_norm1.{kind}"]
+            out[oa + f"ln_2.{kind}"] = sd[hf + f"layer_norm2.{kind}"]
+            out[oa + f"mlp.c_fc.{kind}"] = sd[hf + f"mlp.fc1.{kind}"]
+            out[oa + f"mlp.c_proj.{kind}"] = sd[hf + f"mlp.fc2.{kind}"]
+    return out
+
+
+def released_vit_l_forward(w, pixels, masks, heads, layers, start=8, side=480, patch=14):
+    """The release's IP-CLIP forward, written from its behaviour: squeeze to 480 px, 34 x 34 patches from the
+    top-left 476 px, position grid 16 -> 34 (bicubic, align_corners=True, class position kept), proposals resized
+    to 34 x 34 (bilinear, align_corners=False) and visible where >= 0.5, [CLS] copied before layer 8, copies see
+    themselves and their patches, patches see patches only; ln_post of the copies @ proj."""
+    import torch.nn.functional as F
+
+    grid = side // patch  # 34
+    assert pixels.shape[-1] == side
+    x = F.conv2d(pixels[..., : grid * patch, : grid * patch], w["conv1.weight"], stride=patch)
+    x = x.flatten(2).transpose(1, 2)
+    b, num_patches, d = x.shape
+    pos = w["positional_embedding"]
+    old = int(math.isqrt(pos.shape[0] - 1))
+    pos_grid = F.interpolate(
+        pos[1:].reshape(1, old, old, d).permute(0, 3, 1, 2), size=(grid, grid), mode="bicubic", align_corners=True
+    )
+    pos = torch.cat([pos[:1], pos_grid.permute(0, 2, 3, 1).reshape(-1, d)])
+    x = torch.cat([w["class_embedding"].expand(b, 1, d), x], 1) + pos
+    x = F.layer_norm(x, (d,), w["ln_pre.weight"], w["ln_pre.bias"])
+    n = masks.shape[1]
+    visible = F.interpolate(masks, size=(grid, grid), mode="bilinear", align_corners=False).flatten(2) >= 0.5
+    allowed = torch.zeros(b, n + num_patches, n + num_patches, dtype=torch.bool)
+    allowed[:, :n, :n] = torch.eye(n, dtype=torch.bool)
+    allowed[:, :n, n:] = visible
+    allowed[:, n:, n:] = True
+    bias = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))[:, None]
+    dh = d // heads
+    for i in range(layers):
+        if i == start:
+            x = torch.cat([x[:, :1].expand(b, n, d), x[:, 1:]], 1)
+        p = f"transformer.resblocks.{i}."
+        h = F.layer_norm(x, (d,), w[p + "ln_1.weight"], w[p + "ln_1.bias"])
+        q, k, v = (
+            t.reshape(b, -1, heads, dh).transpose(1, 2)
+            for t in (h @ w[p + "attn.in_proj_weight"].t() + w[p + "attn.in_proj_bias"]).split(d, -1)
+        )
+        scores = q @ k.transpose(-1, -2) / math.sqrt(dh) + (bias if i >= start else 0.0)
+        att = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, -1, d)
+        x = x + att @ w[p + "attn.out_proj.weight"].t() + w[p + "attn.out_proj.bias"]
+        h = F.layer_norm(x, (d,), w[p + "ln_2.weight"], w[p + "ln_2.bias"])
+        h = h @ w[p + "mlp.c_fc.weight"].t() + w[p + "mlp.c_fc.bias"]
+        x = x + (h * torch.sigmoid(1.702 * h)) @ w[p + "mlp.c_proj.weight"].t() + w[p + "mlp.c_proj.bias"]
+    return F.layer_norm(x[:, :n], (d,), w["ln_post.weight"], w["ln_post.bias"]) @ w["proj"]
+
+
+def test_released_vit_l14_conversion_equals_the_release_forward_at_480px(tmp_path):
+    from maft_hf.hub.official_checkpoint import convert_official_checkpoint
+
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(vision_config=VIT_L_SHAPED, text_config=TINY_TEXT, projection_dim=16))
+    clip.save_pretrained(tmp_path / "clip")
+    build_tiny_tokenizer(tmp_path / "clip")
+    weights = openai_visual(clip, 24)
+    release = {f"clip_adapter.clip_model.visual.{k}": t for k, t in weights.items()}
+    torch.save({"model": release}, tmp_path / "model_final.pth")
+
+    model, _ = convert_official_checkpoint(
+        tmp_path / "model_final.pth", str(tmp_path / "clip"), tmp_path / "maft", local_files_only=True
+    )
+    vision = model.config.vision_config
+    assert (vision.mask_start_layer, vision.input_image_size) == (8, 480)
+    assert AutoProcessor.from_pretrained(tmp_path / "maft").image_processor.size == 480
+    pixels, masks = torch.randn(2, 3, 480, 480), torch.rand(2, 5, 480, 480)
+    masks[0, 1] = 0.0  # an empty proposal sees only itself
+    with torch.no_grad():
+        expected = released_vit_l_forward(weights, pixels, masks, heads=2, layers=24)
+        ours = model.get_mask_features(pixels, masks).pooler_output
+        reloaded = AutoModel.from_pretrained(tmp_path / "maft").get_mask_features(pixels, masks).pooler_output
+    assert (ours - expected).abs().max() <= 1e-4
+    assert (reloaded - expected).abs().max() <= 1e-4
+    # the last 4 pixel rows and columns are not read, as in the release
+    shifted = pixels.clone()
+    shifted[..., 476:, :] = 5.0
+    shifted[..., :, 476:] = 5.0
+    with torch.no_grad():
+        torch.testing.assert_close(model.get_mask_features(shifted, masks).pooler_output, ours, atol=0, rtol=0)

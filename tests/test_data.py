@@ -251,3 +251,44 @@ def test_transform_errors():
         resize_shortest_edge(image, label.float())
     with pytest.raises(ValueError, match="0..255"):
         to_clip_input(torch.zeros(4, 8, 8))
+
+
+# ----------------------------------------------------------------------------------------------------- class names
+
+
+def _tiny(features=None, info=None):
+    from datasets import Dataset, Features, Image
+    from PIL import Image as PILImage
+
+    features = features or Features({"image": Image(), "label": Image()})
+    pixel = PILImage.new("L", (2, 2))
+    return Dataset.from_dict({"image": [pixel.convert("RGB")], "label": [pixel]}, features=features, info=info)
+
+
+def test_class_names_are_read_from_features_then_description_then_id2label(tmp_path):
+    import json
+
+    from maft_hf.data.labels import dataset_info_with_class_names, dataset_metadata, features_with_class_names
+
+    plain = _tiny()
+    assert get_class_names(plain) is None
+    # 1. the label feature (what prepare_* write now), also in a DatasetDict
+    stored = _tiny(features_with_class_names(plain.features, ["sky", "car"], benchmark={"ignore_index": 255}))
+    assert get_class_names(stored) == ["sky", "car"] and dataset_metadata(stored)["benchmark"] == {"ignore_index": 255}
+    assert plain.features["label"].id is None  # the input features are not modified
+    with pytest.raises(ValueError, match=r"no label column 'segmentation'; they have \['image', 'label'\]"):
+        features_with_class_names(plain.features, ["sky"], label_column="segmentation")
+    # 2. datasets written before: the description line
+    old = _tiny(plain.features, dataset_info_with_class_names(["road", "tree"], "old", plain.features))
+    assert get_class_names(old) == ["road", "tree"]
+    # 3. an id2label.json beside the saved data (or in a given folder); the stored names win over it
+    old.save_to_disk(str(tmp_path / "old"))
+    plain.save_to_disk(str(tmp_path / "plain"))
+    (tmp_path / "plain" / "id2label.json").write_text(json.dumps({"1": "water", "0": "grass"}))
+    (tmp_path / "old" / "id2label.json").write_text(json.dumps({"0": "ignored"}))
+    assert get_class_names(load_from_disk(str(tmp_path / "plain"))) == ["grass", "water"]
+    assert get_class_names(load_from_disk(str(tmp_path / "old"))) == ["road", "tree"]
+    assert get_class_names(plain, data_dir=tmp_path / "plain") == ["grass", "water"]
+    (tmp_path / "plain" / "id2label.json").write_text(json.dumps({"0": "grass", "2": "water"}))
+    with pytest.raises(ValueError, match=r"keys '0'..'C-1' \(id -> class name\), got \['0', '2'\]"):
+        get_class_names(plain, data_dir=tmp_path / "plain")

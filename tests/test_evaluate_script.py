@@ -16,10 +16,12 @@ import torch
 from maft_hf import MAFTProcessor, MaskAwareCLIPModel, segment
 from maft_hf.data.benchmarks import BENCHMARKS, benchmark_metadata
 from maft_hf.data.labels import dataset_info_with_class_names, get_class_names
+from maft_hf.data.labels import label_map_array as label_array
 from maft_hf.data.synthetic import save_synthetic_dataset
-from maft_hf.evaluation.loop import evaluate_segmentation, label_array
+from maft_hf.evaluation.loop import evaluate_segmentation
 from maft_hf.evaluation.metrics import harmonic_mean
 from maft_hf.evaluation.report import build_results_record, format_results_markdown, model_card_results
+from maft_hf.hub.loading import load_proposal_generator
 from maft_hf.testing import build_tiny_checkpoint, build_tiny_mask2former
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +136,7 @@ def test_one_and_two_processes_give_the_same_numbers(
     labels = np.stack([np.array(label) for label in test_split["label"]])
     assert one.sum() == (labels != 255).sum()
     model, processor = model_and_processor
-    generator = evaluate_script.build_generator(spec, {}, True, "cpu")
+    generator = load_proposal_generator(spec, {}, True, "cpu")
     expected = _reference_confusion(workspace, test_split, model, processor, generator, 0.7)
     np.testing.assert_array_equal(one, expected)
     assert single["run"]["ensemble_applied"] is (proposals == "mask2former")
@@ -355,3 +357,156 @@ def test_label_array_decodes_8_and_16_bit_maps():
     np.testing.assert_array_equal(label_array(Image.fromarray(np.uint8([[1, 255]]))), [[1, 255]])
     with pytest.raises(ValueError, match=r"single-channel \(H, W\) class-id maps, got shape \(2, 2, 3\)"):
         label_array(Image.new("RGB", (2, 2)))
+
+
+# ---- resumable runs ----------------------------------------------------------------------------------------------
+SLOW_RUNNER = """
+import sys, time
+import maft_hf.evaluation.loop as loop
+from maft_hf.cli.evaluate import main
+
+real_segment = loop.segment
+def slow_segment(*args, **kwargs):  # slow enough for the test to kill the run between two images
+    time.sleep(float(sys.argv[1]))
+    return real_segment(*args, **kwargs)
+loop.segment = slow_segment
+main(sys.argv[2:])
+"""
+
+
+def _launch(workspace, output_dir, processes, port, delay, *extra):
+    """Start the evaluate command (1 process, or 2 through `accelerate launch`) in its own process group."""
+    runner = Path(output_dir).parent / "slow_runner.py"
+    runner.write_text(SLOW_RUNNER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "CUDA_"))}
+    env.update(CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=str(ROOT / "src"))  # fmt: skip
+    launcher = [sys.executable]
+    if processes == 2:
+        launcher += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                     "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]  # fmt: skip
+    argv = [*_args(workspace, output_dir, "grid:2"), "--batch_size", "1", "--save_every", "1", *extra]
+    return subprocess.Popen(
+        [*launcher, str(runner), str(delay), *argv], env=env, cwd=ROOT, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _saved_count(path):
+    with np.load(path, allow_pickle=False) as saved:
+        return json.loads(saved["meta"].tobytes())["count"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes, port", [(1, 29571), (2, 29572)])
+def test_sigkill_midway_then_resume_gives_the_uninterrupted_result(workspace, tmp_path, processes, port):
+    import signal
+    import time
+
+    reference = evaluate_script.main(_args(workspace, tmp_path / "reference", "grid:2"))
+    out = tmp_path / "killed"
+    run = _launch(workspace, out, processes, port, 0.5)
+    files = [out / "progress" / f"process-{rank}-of-{processes}.npz" for rank in range(processes)]
+    deadline = time.monotonic() + 180
+    while not all(f.exists() for f in files):  # every process saved at least once
+        assert run.poll() is None, run.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no partial save appeared"
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=60)
+    assert not (out / "results.json").exists()
+    saved = {f.name: _saved_count(f) for f in files if f.exists()}
+    assert 0 < sum(saved.values()) < NUM_IMAGES, saved  # killed midway, after a save
+
+    if processes == 1:
+        import maft_hf.evaluation.loop as loop
+
+        calls = []
+        real_segment = loop.segment
+
+        def counting_segment(images, *args, **kwargs):
+            calls.append(len(images))
+            return real_segment(images, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(loop, "segment", counting_segment)
+            with pytest.raises(ValueError, match="belongs to another run.*ensemble_weight: saved 0.7, now 0.5"):
+                evaluate_script.main(_args(workspace, out, "grid:2", "--resume", "--ensemble_weight", "0.5"))
+            resumed = evaluate_script.main(_args(workspace, out, "grid:2", "--resume", "--save_every", "1"))
+        assert sum(calls) == NUM_IMAGES - saved["process-0-of-1.npz"]  # only the images not saved before the kill
+    else:
+        with pytest.raises(ValueError, match=r"Cannot resume with 1 process\(es\).*process-\d-of-2.npz"):
+            evaluate_script.main(_args(workspace, out, "grid:2", "--resume"))
+        rerun = _launch(workspace, out, 2, port, 0.0, "--resume")
+        output = rerun.communicate(timeout=240)[0]
+        assert rerun.returncode == 0, output[-5000:]
+        assert "Resuming process 0 after" in output
+        resumed = json.loads((out / "results.json").read_text())
+
+    np.testing.assert_array_equal(
+        np.load(out / "confusion_matrix.npy"), np.load(tmp_path / "reference" / "confusion_matrix.npy")
+    )
+    assert resumed["metrics"] == reference["metrics"] and resumed["per_class"] == reference["per_class"]
+    assert resumed["metrics"]["num_images"] == NUM_IMAGES
+
+
+def test_unwritable_output_dir_fails_before_any_image(workspace, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match=r"--output_dir .*a_file/out' is not a writable folder"):
+        evaluate_script.main(_args(workspace, blocker / "out", "grid:2"))
+
+
+def test_segment_kwargs_and_vocabulary_generators(test_split, model_and_processor, monkeypatch):
+    """Extra `segment()` keywords reach every call; a `needs_vocabulary` generator gets the class names and the
+    text classifier; the result equals the plain run."""
+    import maft_hf.evaluation.loop as loop
+    from maft_hf.proposals import load_proposal_generator as build
+
+    model, processor = model_and_processor
+    names = get_class_names(test_split)
+    grid = build("grid:2")
+    seen_kwargs, generator_calls = [], []
+
+    class VocabularyGenerator:
+        needs_vocabulary = True
+
+        def __call__(self, images, class_names, text_classifier):
+            generator_calls.append((list(class_names), tuple(text_classifier.shape)))
+            return grid(images)
+
+    real_segment = loop.segment
+
+    def recording_segment(*args, marker=None, **kwargs):
+        seen_kwargs.append(marker)
+        return real_segment(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "segment", recording_segment)
+    plain = evaluate_segmentation(model, processor, test_split, names, grid, batch_size=3, progress=False)
+    both = evaluate_segmentation(
+        model, processor, test_split, names, VocabularyGenerator(), batch_size=3, progress=False,
+        segment_kwargs={"marker": "released"},
+    )  # fmt: skip
+    assert seen_kwargs == [None] * 3 + ["released"] * 3  # 7 images in batches of 3
+    assert len(generator_calls) == NUM_IMAGES and generator_calls[0][0] == names
+    assert generator_calls[0][1][0] == len(names)
+    assert torch.equal(plain["confusion_matrix"].matrix, both["confusion_matrix"].matrix)
+
+
+def test_hub_style_dataset_reads_its_id2label_json(workspace, test_split, tmp_path):
+    """A dataset loaded with load_dataset that carries no names in its features finds the id2label.json uploaded
+    beside it, so no --vocabulary is needed."""
+    from datasets import Features, Image
+
+    folder = tmp_path / "hub"
+    plain = test_split.cast(Features({"image": Image(mode="RGB"), "label": Image(mode="L")}))
+    plain.to_parquet(str(folder / "data" / "validation-00000-of-00001.parquet"))
+    argv = _args(workspace, tmp_path / "out", "grid:2", "--dataset_name", str(folder))
+    argv = argv[: argv.index("--dataset_path")] + argv[argv.index("--split") + 2 :]
+    argv += ["--dataset_cache_dir", str(tmp_path / "cache")]
+    with pytest.raises(ValueError, match="stores no class names .* pass --vocabulary"):
+        evaluate_script.main(argv)
+    names = get_class_names(test_split)
+    (folder / "id2label.json").write_text(json.dumps({str(i): name for i, name in enumerate(names)}))
+    record = evaluate_script.main(argv)
+    assert record["per_class"]["names"] == names and record["metrics"]["num_images"] == NUM_IMAGES

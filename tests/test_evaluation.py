@@ -302,3 +302,25 @@ def test_evaluate_metric_loads_offline(tmp_path):
             assert results[key][name] == pytest.approx(expected[name]), (key, name)
     assert results["folder"]["excluded_classes"] == [3]
     assert METRIC_PATH.joinpath("mean_iou_maft.py").is_file()
+
+
+def test_progress_file_round_trip_and_refusals(tmp_path):
+    from maft_hf.evaluation.progress import ProgressFile
+
+    key = {"model": "m", "ignore_index": 255}
+    first = ProgressFile(tmp_path, 0, 1, key, save_every=2)
+    assert first.load() is None  # nothing saved: start from the first image
+    matrix = torch.tensor([[3, 1], [0, 2]])
+    assert not first.save(matrix, 1) and first.save(matrix, 2)  # saves when a multiple of save_every is crossed
+    assert not first.save(matrix, 3) and first.save(matrix, 3, {"with_scores": 1}, force=True)
+    loaded = ProgressFile(tmp_path, 0, 1, key, save_every=2).load()
+    assert loaded["count"] == 3 and loaded["extra"] == {"with_scores": 1}
+    np.testing.assert_array_equal(loaded["matrix"], matrix.numpy())
+    assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file, renamed
+    with pytest.raises(ValueError, match="belongs to another run \\(model: saved 'm', now 'other'\\)"):
+        ProgressFile(tmp_path, 0, 1, {**key, "model": "other"}, save_every=2).load()
+    with pytest.raises(ValueError, match=r"Cannot resume with 2 process\(es\).*\['process-0-of-1.npz'\]"):
+        ProgressFile(tmp_path, 1, 2, key, save_every=2).load()
+    (tmp_path / "process-0-of-1.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="Cannot read the saved progress"):
+        ProgressFile(tmp_path, 0, 1, key, save_every=2).load()

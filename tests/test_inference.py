@@ -62,9 +62,9 @@ def test_bool_and_half_masks():
     [
         dict(),
         dict(chunk_classes=1),
-        dict(chunk_classes=7, chunk_proposals=4),
-        dict(chunk_classes=50, chunk_proposals=1),
-        dict(chunk_classes=3, chunk_proposals=5, chunk_pixels=17),
+        dict(chunk_classes=7),
+        dict(chunk_classes=50),
+        dict(chunk_classes=3, chunk_pixels=17),
     ],
 )
 def test_chunked_equals_unchunked(chunks):
@@ -90,18 +90,69 @@ def test_semantic_map_does_not_build_the_full_scores():
 
 
 def test_input_errors():
-    with pytest.raises(ValueError, match="zero proposals"):
+    with pytest.raises(ValueError, match=r"same N >= 1.*\(0, 3\)"):
         semantic_scores(torch.zeros(0, 3), torch.zeros(0, 4, 4))
     with pytest.raises(ValueError, match=r"\(5, 3\).*\(4, 8, 8\)"):
         semantic_map(torch.zeros(5, 3), torch.zeros(4, 8, 8))
     with pytest.raises(ValueError, match=r"\(N, H, W\).*\(1, 4, 8, 8\)"):
         semantic_scores(torch.zeros(4, 3), torch.zeros(1, 4, 8, 8))
-    with pytest.raises(ValueError, match=r"\(N, C\)"):
-        semantic_map(torch.zeros(4), torch.zeros(4, 8, 8))
-    with pytest.raises(ValueError, match="C = 0"):
+    with pytest.raises(ValueError, match=r"C >= 1.*\(4, 0\)"):
         semantic_map(torch.zeros(4, 0), torch.zeros(4, 8, 8))
-    with pytest.raises(ValueError, match="chunk"):
-        semantic_map(torch.zeros(4, 3), torch.zeros(4, 8, 8), chunk_classes=0)
+
+
+def bilinear_reference(scores: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def agree_where_decided(result, scores, margin=1e-4):
+    """`result` equals `scores.argmax(0)` wherever the best class leads the second by more than `margin` (float
+    rounding may flip near-ties only), and nearly everywhere."""
+    top2 = scores.topk(2, dim=0).values
+    decided = (top2[0] - top2[1]) > margin
+    assert torch.equal(result[decided], scores.argmax(0)[decided])
+    assert decided.float().mean() > 0.99
+
+
+@pytest.mark.parametrize("size", [(45, 61), (7, 9), (128, 96)])
+def test_working_resolution_map_equals_the_map_of_resized_masks(size):
+    # masks at 16x20 standing for the image: the map equals the one of the masks resized to the image (linear resize)
+    logits, masks = 3 * torch.randn(6, 5), torch.rand(6, 16, 20)
+    full = bilinear_reference(masks, size)
+    reference = torch.einsum("nc,nhw->chw", logits.softmax(-1), full)
+    agree_where_decided(semantic_map(logits, masks, output_size=size), reference)
+
+
+def test_canvas_crop_then_resize():
+    # released sem_seg_postprocess: scores on a padded canvas, cropped to the image region, resized to the original
+    logits, masks = 3 * torch.randn(5, 4), torch.rand(5, 32, 64)
+    masks[:, 27:] = 0
+    masks[:, :, 50:] = 0
+    scores = torch.einsum("nc,nhw->chw", logits.softmax(-1), masks)[:, :27, :50]
+    reference = bilinear_reference(scores, (40, 75))
+    result = semantic_map(logits, masks, output_size=(40, 75), valid_size=(27, 50))
+    agree_where_decided(result, reference)
+
+
+@pytest.mark.parametrize("output_size", [None, (24, 30)])
+def test_unlabeled_pixels(output_size):
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    masks = torch.zeros(2, 12, 15)
+    masks[0, :, :5] = 1.0
+    masks[1, :, 5:10] = 0.3  # weight 0.3: below the threshold 0.5
+    size = output_size or (12, 15)
+    default = semantic_map(probs, masks, from_logits=False, output_size=output_size)
+    assert (default == 0).sum() > 0 and default.max() <= 1  # today's rule: uncovered pixels get class 0
+    result = semantic_map(probs, masks, from_logits=False, output_size=output_size, unlabeled_id=255)
+    total = bilinear_reference(masks, size).sum(0)
+    expected = torch.einsum("nc,nhw->chw", probs, bilinear_reference(masks, size)).argmax(0)
+    expected[total < 0.5] = 255
+    decided = (total - 0.5).abs() > 1e-4
+    assert torch.equal(result[decided], expected[decided])
+    assert (result == 255).any() and (result == 0).any()
+    lowered = semantic_map(
+        probs, masks, from_logits=False, output_size=output_size, unlabeled_id=7, unlabeled_threshold=0.2
+    )
+    assert not (lowered[:, : size[1] * 9 // 15 - 1] == 7).any()  # the 0.3 band now counts as covered
 
 
 def test_ensemble_equals_eq9_by_hand():
@@ -126,15 +177,10 @@ def test_ensemble_exponents_follow_the_paper():
     torch.testing.assert_close(result, torch.tensor([[0.5**0.3, 0.5**0.7]]))
 
 
-def test_ensemble_without_generator_is_identity_and_checks():
+def test_ensemble_without_generator_is_identity():
     clip = torch.rand(3, 4)
-    assert torch.equal(ensemble_class_scores(clip, None, torch.zeros(4, dtype=torch.bool)), clip)
-    with pytest.raises(ValueError, match=r"\(3, 4\).*\(3, 5\)"):
-        ensemble_class_scores(clip, torch.rand(3, 5), torch.zeros(4, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"\(4,\)"):
-        ensemble_class_scores(clip, torch.rand(3, 4), torch.zeros(3, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        ensemble_class_scores(clip, torch.rand(3, 4), torch.zeros(4, dtype=torch.bool), weight=1.5)
+    for formula in ("paper", "released"):
+        assert torch.equal(ensemble_class_scores(clip, None, torch.zeros(4, dtype=torch.bool), formula=formula), clip)
 
 
 def test_match_generator_scores_by_name():
@@ -146,8 +192,6 @@ def test_match_generator_scores_by_name():
     expected = torch.tensor([[0.4, 0.0, 0.3, 0.0], [0.4, 0.0, 0.2, 0.0]])  # building: max(building, edifice)
     torch.testing.assert_close(probs, expected)
     assert normalize_class_name(" Big   Tree, TREES ,") == {"big tree", "trees"}
-    with pytest.raises(ValueError, match="K = 4"):
-        match_generator_scores(scores, names[:3], vocabulary)
 
 
 @pytest.fixture
@@ -181,21 +225,8 @@ def test_classify_proposals_with_padding(tiny_model):
     torch.testing.assert_close(with_padding[:, :3], alone, atol=1e-5, rtol=1e-5)
 
 
-def test_classify_proposals_errors(tiny_model):
-    pixel_values, text = torch.randn(1, 3, 32, 32), torch.randn(4, 16)
-    with pytest.raises(ValueError, match="N = 0"):
-        classify_proposals(tiny_model, pixel_values, torch.zeros(1, 0, 32, 32), text)
-    with pytest.raises(ValueError, match="batch size 2"):
-        classify_proposals(tiny_model, pixel_values, torch.rand(2, 3, 32, 32), text)
-    with pytest.raises(ValueError, match=r"projection_dim=16.*\(4, 8\)"):
-        classify_proposals(tiny_model, pixel_values, torch.rand(1, 3, 32, 32), torch.randn(4, 8))
-    with pytest.raises(ValueError, match=r"\(B, N, H, W\)"):
-        classify_proposals(tiny_model, pixel_values, torch.rand(3, 32, 32), text)
-    with pytest.raises(ValueError, match=r"\(B, 3, S, S\)"):
-        classify_proposals(tiny_model, torch.randn(3, 32, 32), torch.rand(1, 3, 32, 32), text)
-
-
 def test_ensemble_weight_zero_means_no_ensemble():
     clip = torch.softmax(torch.randn(4, 3), -1)
     generator = torch.softmax(torch.randn(4, 3), -1)
     assert torch.equal(ensemble_class_scores(clip, generator, [True, False, True], weight=0.0), clip)
+    assert torch.equal(ensemble_class_scores(clip, generator, weight=0.0, formula="released"), clip)

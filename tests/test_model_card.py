@@ -52,6 +52,7 @@ def test_metadata_validates_and_model_index_parses_back():
     data = reparse(card)
     assert data["license"] == "apache-2.0"
     assert data["library_name"] == "transformers" and data["pipeline_tag"] == "image-segmentation"
+    assert data["inference"] is False  # hosted inference runs no checkpoint code
     assert data["tags"] == ["maft", "open-vocabulary-segmentation", "zero-shot-segmentation", "clip"]
     assert data["base_model"] == "openai/clip-vit-base-patch16" and data["datasets"] == ["coco_stuff_171"]
     name, evals = model_index_to_eval_results(data["model-index"])
@@ -89,7 +90,7 @@ def test_vit_l14_and_zero_shot_columns():
     rows = table_rows(card.text)
     assert rows["ade20k_150/mIoU"][3:] == [NOT_MEASURED, "32.0"]  # Tab. 6; no released ViT-L numbers
     assert rows["pascal_voc_20/mIoU"][3:] == [NOT_MEASURED, "92.1"]
-    assert "from layer 16 of 24" in card.text and "476 x 476 px" in card.text and "our documented choice" in card.text
+    assert "from layer 8 of 24" in card.text and "480 x 480 px" in card.text and "34 x 34 grid" in card.text
 
     zero = make_model_card("org/maft-zs", setting="zero_shot", results={"coco_stuff_zero_shot": {"mIoU_unseen": 49.0}})
     rows = table_rows(zero.text)
@@ -186,8 +187,11 @@ def test_committed_cards_parse_and_are_up_to_date(name):
 def test_usage_snippet_runs_against_a_tiny_checkpoint(tmp_path, monkeypatch):
     checkpoint = build_tiny_checkpoint(tmp_path / "tiny-maft")
     card = make_model_card("org/maft-vitb16")
-    (snippet,) = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
-    assert snippet.count('"org/maft-vitb16"') == 3
+    snippet, remote = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    assert (
+        snippet.count('"org/maft-vitb16"') == 3
+        and 'pipeline(model="org/maft-vitb16", trust_remote_code=True)' in remote
+    )
     monkeypatch.chdir(tmp_path)
     rng = torch.Generator().manual_seed(0)
     Image.fromarray(torch.randint(0, 256, (40, 56, 3), generator=rng, dtype=torch.uint8).numpy()).save("street.jpg")
@@ -196,6 +200,11 @@ def test_usage_snippet_runs_against_a_tiny_checkpoint(tmp_path, monkeypatch):
     assert namespace["segmentation"].shape == (40, 56)
     assert namespace["output"]["segmentation"].shape == (40, 56)
     assert int(namespace["segmentation"].max()) < len(namespace["vocabulary"])
+    exec(compile(remote.replace('"org/maft-vitb16"', repr(str(checkpoint))), "card-remote", "exec"), namespace)
+    assert namespace["output"]["segmentation"].shape == (40, 56) and namespace["output"]["class_names"] == [
+        "road",
+        "sky",
+    ]
 
 
 def test_script_writes_readme_into_a_checkpoint_and_to_stdout(tmp_path, capsys):

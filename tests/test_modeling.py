@@ -1,85 +1,27 @@
 """The IP-CLIP encoder against CLIP and against a reference written straight from paper Eq. 2-4."""
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_ipclip import build_mask_aware_attention_mask, full_sequence_layer, reference_mask_embeds
 from transformers import AutoConfig, AutoModel, CLIPModel, CLIPVisionModel
 
 from maft_hf import (
     MAFTConfig,
+    MAFTImageProcessor,
+    MAFTProcessor,
     MaskAwareCLIPModel,
     MaskAwareCLIPVisionConfig,
     MaskAwareCLIPVisionModel,
     pad_proposals,
     resize_position_embeddings,
 )
+from maft_hf.model.modeling_maft import validate_proposal_values
 from maft_hf.testing import tiny_maft_config, tiny_vision_config
 
 
 def vision_model(attn="sdpa", **overrides):
     return MaskAwareCLIPVisionModel._from_config(tiny_vision_config(**overrides), attn_implementation=attn).eval()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reference: one plain loop over the full sequence [N copies; P patches] with an explicit -inf bias (Eq. 2-4).
-def reference_layer(layer, x, bias):
-    """A CLIP encoder layer written out by hand. x: (B, S, D); bias: (B, S, S) with 0 / -inf."""
-    attn = layer.self_attn
-    heads, dim = attn.num_heads, attn.head_dim
-    h = F.layer_norm(x, x.shape[-1:], layer.layer_norm1.weight, layer.layer_norm1.bias, layer.layer_norm1.eps)
-    B, S, _ = h.shape
-
-    def split(t):
-        return t.view(B, S, heads, dim).transpose(1, 2)
-
-    q = split(F.linear(h, attn.q_proj.weight, attn.q_proj.bias))
-    k = split(F.linear(h, attn.k_proj.weight, attn.k_proj.bias))
-    v = split(F.linear(h, attn.v_proj.weight, attn.v_proj.bias))
-    scores = q @ k.transpose(-1, -2) / math.sqrt(dim)
-    if bias is not None:
-        scores = scores + bias[:, None]
-    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, S, -1)
-    x = x + F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
-    h = F.layer_norm(x, x.shape[-1:], layer.layer_norm2.weight, layer.layer_norm2.bias, layer.layer_norm2.eps)
-    h = F.linear(h, layer.mlp.fc1.weight, layer.mlp.fc1.bias)
-    h = h * torch.sigmoid(1.702 * h)  # quick_gelu
-    return x + F.linear(h, layer.mlp.fc2.weight, layer.mlp.fc2.bias)
-
-
-def reference_mask_embeds(model, pixel_values, masks):
-    """Eq. 2-4: copies see themselves and patches where M_n >= 0.5 (masks resized bilinearly); patches see patches."""
-    cfg = model.config
-    emb = model.embeddings
-    B = pixel_values.shape[0]
-    N = masks.shape[1]
-    gh, gw = pixel_values.shape[-2] // cfg.patch_size, pixel_values.shape[-1] // cfg.patch_size
-    patches = F.conv2d(pixel_values, emb.patch_embedding.weight, stride=cfg.patch_size).flatten(2).transpose(1, 2)
-    x = torch.cat([emb.class_embedding.expand(B, 1, -1), patches], 1)
-    pos = emb.position_embedding.weight
-    if (gh, gw) != (cfg.image_size // cfg.patch_size,) * 2:
-        side = int(math.sqrt(pos.shape[0] - 1))
-        grid = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=True)
-        pos = torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(gh * gw, -1)])
-    x = x + pos
-    x = model.pre_layrnorm(x)
-    P = gh * gw
-    small = F.interpolate(masks.float(), size=(gh, gw), mode="bilinear", align_corners=False).reshape(B, N, P)
-    bias = torch.full((B, N + P, N + P), float("-inf"))
-    for b in range(B):
-        for n in range(N):
-            bias[b, n, n] = 0.0
-            for p in range(P):
-                if small[b, n, p] >= cfg.mask_threshold:
-                    bias[b, n, N + p] = 0.0
-        bias[b, N:, N:] = 0.0
-    for i, layer in enumerate(model.encoder.layers):
-        if i == cfg.mask_start_layer:
-            x = torch.cat([x[:, :1].expand(B, N, -1), x[:, 1:]], 1)
-        x = reference_layer(layer, x, bias if i >= cfg.mask_start_layer else None)
-    return model.post_layernorm(x[:, :N]), x[:, N:]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -310,9 +252,6 @@ def test_plain_clip_checkpoint_loads_with_no_missing_keys(tmp_path):
         (torch.rand(2, 3, 32), r"\(batch, N, H, W\).*\(2, 3, 32\)"),
         (torch.rand(3, 2, 32, 32), "batch size 3 but pixel_values has batch size 2"),
         (torch.rand(2, 0, 32, 32), "N = 0"),
-        (torch.full((2, 1, 32, 32), float("nan")), "NaN"),
-        (torch.full((2, 1, 32, 32), 1.5), r"\[0, 1\].*1\.5"),
-        (-torch.rand(2, 1, 32, 32) - 0.1, r"\[0, 1\]"),
         (torch.ones(2, 1, 32, 32, dtype=torch.long), "float in \\[0, 1\\] or bool"),
     ],
 )
@@ -320,6 +259,29 @@ def test_bad_masks_raise_value_error(masks, match):
     model = vision_model()
     with pytest.raises(ValueError, match=match):
         model(torch.randn(2, 3, 32, 32), proposal_masks=masks)
+
+
+@pytest.mark.parametrize(
+    "masks,match",
+    [
+        (torch.full((1, 1, 32, 32), float("nan")), "NaN"),
+        (torch.full((1, 1, 32, 32), 1.5), r"\[0, 1\].*1\.5"),
+        (-torch.rand(1, 1, 32, 32) - 0.1, r"\[0, 1\]"),
+    ],
+)
+def test_mask_values_are_checked_at_the_processor_not_in_the_forward(masks, match, tiny_tokenizer):
+    with pytest.raises(ValueError, match=match):
+        validate_proposal_values(masks)
+    processor = MAFTProcessor(MAFTImageProcessor(size=32), tiny_tokenizer)
+    with pytest.raises(ValueError, match=match):
+        processor(images=torch.zeros(3, 32, 32, dtype=torch.uint8), proposal_masks=masks)
+    validate_proposal_values(torch.rand(1, 2, 8, 8))  # probabilities and bool pass
+    validate_proposal_values(torch.rand(1, 2, 8, 8) > 0.5)
+    # the forward reads no values (no host synchronisation): out-of-range masks go through, thresholded as given
+    model = vision_model()
+    x = torch.randn(1, 3, 32, 32)
+    ones = model(x, proposal_masks=torch.ones(1, 1, 32, 32)).mask_embeds
+    torch.testing.assert_close(model(x, proposal_masks=torch.full((1, 1, 32, 32), 1.5)).mask_embeds, ones)
 
 
 def test_bad_config_and_images_raise_value_error():
@@ -331,8 +293,10 @@ def test_bad_config_and_images_raise_value_error():
         tiny_vision_config(mask_threshold=0.0)
     with pytest.raises(ValueError, match="position_embedding_interpolation"):
         tiny_vision_config(position_embedding_interpolation="nearest")
-    with pytest.raises(ValueError, match="multiple of the patch size 8"):
-        vision_model()(torch.randn(1, 3, 36, 32), proposal_masks=torch.rand(1, 2, 36, 32))
+    with pytest.raises(ValueError, match="smaller than the patch size 8"):
+        vision_model()(torch.randn(1, 3, 6, 32), proposal_masks=torch.rand(1, 2, 6, 32))
+    with pytest.raises(ValueError, match="at least patch_size"):
+        tiny_vision_config(input_image_size=7)
     with pytest.raises(ValueError, match="proposal_valid_mask"):
         vision_model()(torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), torch.ones(1, 3, dtype=torch.bool))
 
@@ -347,13 +311,7 @@ def test_default_start_layer_is_eight_for_vit_b():
 @pytest.mark.parametrize("num_proposals", [1, 6, 40])
 def test_split_layer_equals_direct_full_sequence_form(attn, num_proposals):
     """The fast path (patch rows unmasked + copy rows masked) equals one masked call over the whole sequence."""
-    from maft_hf.model.modeling_maft import (
-        build_mask_aware_attention_mask,
-        copy_rows_mask,
-        full_sequence_layer,
-        mask_aware_layer,
-        to_backend_mask,
-    )
+    from maft_hf.model.modeling_maft import copy_rows_mask, mask_aware_layer, to_backend_mask
 
     model = vision_model(attn)
     layer = model.encoder.layers[2]
@@ -413,9 +371,29 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(plain[name], checkpointed[name], atol=1e-6, rtol=1e-5)
 
 
-def test_output_attentions_and_float_valid_mask_are_refused():
+def test_output_attentions_with_masks_and_float_valid_mask_are_refused():
     model = vision_model("eager")
-    with pytest.raises(ValueError, match="output_attentions"):
-        model(torch.randn(1, 3, 32, 32), output_attentions=True)
+    with pytest.raises(ValueError, match="output_attentions is not supported with proposal_masks"):
+        model(torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), output_attentions=True)
     with pytest.raises(ValueError, match="proposal_valid_mask must be bool"):
         model(torch.randn(1, 3, 32, 32), torch.rand(1, 2, 32, 32), torch.ones(1, 2))
+
+
+def test_labels_give_the_mask_aware_loss():
+    from maft_hf import maft_loss
+
+    model = MaskAwareCLIPModel(tiny_maft_config()).train()
+    x, masks = torch.randn(2, 3, 32, 32), torch.rand(2, 4, 32, 32)
+    valid = torch.tensor([[True, True, True, False], [True] * 4])
+    ids = torch.tensor([[0, 5, 6, 1], [0, 7, 1, 1], [0, 9, 9, 1]])
+    labels = torch.randint(0, 3, (2, 16, 16))
+    labels[0, :4] = 255
+    out = model(input_ids=ids, pixel_values=x, proposal_masks=masks, proposal_valid_mask=valid, labels=labels)
+    expected = maft_loss(out.logits_per_mask, masks, labels, proposal_valid_mask=valid).loss
+    assert out.loss.ndim == 0 and out["loss"] is out.loss and out.to_tuple()[0] is out.loss  # Trainer reads either
+    torch.testing.assert_close(out.loss, expected)
+    out.loss.backward()
+    assert model.vision_model.encoder.layers[-1].self_attn.q_proj.weight.grad.abs().sum() > 0
+    assert model(input_ids=ids, pixel_values=x, proposal_masks=masks).loss is None
+    with pytest.raises(ValueError, match="labels need proposal_masks"):
+        model(input_ids=ids, pixel_values=x, labels=labels)

@@ -18,7 +18,7 @@ from maft_hf.hub.official_checkpoint import convert_official_checkpoint, find_vi
 from maft_hf.testing import TINY_TEXT, TINY_VISION, build_tiny_tokenizer
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "convert_official_checkpoint.py"
-PREFIX = "clip_adapter.clip_model."  # the released FreeSeg + MAFT layout, inside {"model": ...}
+PREFIX = "clip_adapter.clip_model."  # a CLIP beside the segmenter, inside {"model": ...}
 LAYERS, HEADS = TINY_VISION["num_hidden_layers"], TINY_VISION["num_attention_heads"]
 
 
@@ -227,6 +227,18 @@ def test_frozen_teacher_copy_is_skipped_and_ambiguity_needs_a_prefix(clip_dir, t
     )
     assert report.prefix == "model.second.visual."
     assert torch.equal(model.state_dict()["visual_projection.weight"], other["second.visual.proj"].t())
+
+
+def test_released_layout_takes_the_fine_tuned_ipclip_encoder(clip_dir, tmp_path):
+    """The release: fine-tuned `model.IPCLIP.`, frozen copies at `model.T.` (teacher) and the segmenter's CLIP."""
+    source, clip = clip_dir
+    base, tuned = openai_visual_from_clip(clip), fine_tune(openai_visual_from_clip(clip))
+    extra = {"IPCLIP." + k: v for k, v in tuned.items()} | {"T." + k: v.clone() for k, v in base.items()}
+    path = save_release(tmp_path / "release.pth", base, openai_text_from_clip(clip), extra=extra)
+    model, report = convert_official_checkpoint(path, str(source), tmp_path / "out", local_files_only=True)
+    assert report.prefix == "model.IPCLIP." and len(report.candidates) == 3
+    assert torch.equal(model.state_dict()["visual_projection.weight"], tuned["proj"].t())
+    assert report.text_tower_max_abs_diff == 0.0 and report.frozen_changed == []
 
 
 def test_checkpoint_without_clip_image_encoder_is_refused(clip_dir, tmp_path):

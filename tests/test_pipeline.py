@@ -179,6 +179,13 @@ def test_transformers_pipeline_matches_segment(checkpoint):
     single = pipe(images[0], candidate_labels=NAMES, templates=TEMPLATES, proposal_masks=LABELS)
     assert torch.equal(single["segmentation"], expected[0]["segmentation"])
 
+    options = dict(templates=TEMPLATES, preprocessing="released", ensemble_formula="released", unlabeled_id=9)
+    released = pipe(images[1], candidate_labels=NAMES, **options)
+    (want,) = segment(images[1], NAMES, model, processor, UserMaskProposals(LABELS), **options)
+    assert torch.equal(released["segmentation"], want["segmentation"])
+    torch.testing.assert_close(released["scores"], want["scores"])
+    assert not torch.allclose(want["scores"], expected[1]["scores"])  # the released input differs from the direct one
+
 
 def test_transformers_pipeline_errors(checkpoint):
     from transformers import pipeline
@@ -192,5 +199,56 @@ def test_transformers_pipeline_errors(checkpoint):
         pipe(image, candidate_labels=NAMES)
     with pytest.raises(ValueError, match="duplicate"):
         pipe(image, candidate_labels=["a", "a"], proposal_generator="grid:2")
-    with pytest.raises(ValueError, match="one image at a time"):
-        pipe([image, image], candidate_labels=NAMES, proposal_generator="grid:2", batch_size=2)
+
+
+def test_working_resolution_proposals_give_the_map_of_the_resized_masks(model, processor):
+    # Proposals at 24x18 standing for a 200x150 image (Proposals.image_size): the map is the one of the masks resized
+    # to the image (bilinear, align_corners=False), computed block by block.
+    image = random_image(200, 150, seed=3)
+    low = F.interpolate(torch.rand(6, 1, 4, 3) * 8 - 4, size=(24, 18), mode="bilinear")[:, 0].sigmoid()
+    full = F.interpolate(low[None], size=(200, 150), mode="bilinear", align_corners=False)[0]
+    text = torch.randn(len(NAMES), 16, generator=torch.Generator().manual_seed(0))
+    (new,) = segment(
+        image,
+        NAMES,
+        model,
+        processor,
+        proposals=[Proposals(masks=low, image_size=(200, 150))],
+        text_classifier=text,
+        ensemble_weight=None,
+    )
+    (old,) = segment(image, NAMES, model, processor, proposals=[Proposals(masks=full)], text_classifier=text)
+    scores = torch.einsum("nc,nhw->chw", old["scores"], full)
+    top2 = scores.topk(2, dim=0).values
+    decided = (top2[0] - top2[1]) > 1e-4
+    assert decided.float().mean() > 0.99
+    assert torch.equal(new["segmentation"][decided], old["segmentation"][decided])
+    with pytest.raises(ValueError, match=r"cover the image's size \(H, W\) = \(200, 150\).*\(20, 15\)"):
+        segment(
+            image, NAMES, model, processor, proposals=[Proposals(masks=low, image_size=(20, 15))], text_classifier=text
+        )
+
+
+def test_unlabeled_id_through_segment_and_the_pipeline_keywords(model, processor):
+    image = random_image(20, 30, seed=4)
+    masks = torch.zeros(2, 20, 30)
+    masks[0, :, :10], masks[1, :, 10:20] = 1.0, 1.0  # the right third is covered by no proposal
+    text = torch.randn(len(NAMES), 16, generator=torch.Generator().manual_seed(1))
+    kwargs = dict(proposals=[Proposals(masks=masks)], text_classifier=text)
+    (default,) = segment(image, NAMES, model, processor, **kwargs)
+    (marked,) = segment(image, NAMES, model, processor, unlabeled_id=255, **kwargs)
+    assert (default["segmentation"][:, 20:] == 0).all()  # documented default: uncovered pixels get class 0
+    assert (marked["segmentation"][:, 20:] == 255).all()
+    assert torch.equal(marked["segmentation"][:, :20], default["segmentation"][:, :20])
+
+
+def test_proposal_values_are_checked_where_they_enter(model, processor):
+    image = random_image(8, 8)
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\], got values in \[-3, 3\]"):
+        segment(
+            image,
+            NAMES,
+            model,
+            processor,
+            proposals=[Proposals(masks=torch.full((2, 8, 8), 3.0) * torch.tensor([1.0, -1.0]).view(2, 1, 1))],
+        )

@@ -351,3 +351,70 @@ def test_cli_errors_and_push_to_hub(script, tmp_path, monkeypatch):
     )  # fmt: skip
     assert pushed == [("user/ade20k-150-maft", 1)]
     assert sorted(uploaded) == ["benchmark.json", "id2label.json"]
+
+
+# ---------------------------------------------------------------------------------------------------- no pickle code
+
+
+class _RunsCode:
+    """What a tampered pickle does: `__reduce__` makes unpickling call os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_ade20k_index_pickle_is_read_as_plain_data_only(script, tmp_path):
+    names = ["x"] * 3000
+    for entry in ADE_TABLE[:3]:
+        names[entry["id"] - 1] = entry["name"]
+    # the official index: a dict of lists and NumPy arrays (object arrays of names, numeric arrays)
+    index = {"objectnames": np.array(names, dtype=object), "wordnet_found": np.ones(3000, dtype=bool),
+             "objectPresence": np.zeros((3000, 2), dtype=np.uint16), "filename": ["ADE_val_00000001.jpg"]}  # fmt: skip
+    expected = {2978: vocab_lines("ade20k_847").index("wall"), 312: 1, 14: 94}
+    for protocol in (2, 4, 5):
+        (tmp_path / "index_ade20k.pkl").write_bytes(pickle.dumps(index, protocol=protocol))
+        assert load_ade20k_847_id_map(tmp_path / "index_ade20k.pkl") == expected, protocol
+
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"objectnames": names, "payload": _RunsCode(marker)}))
+    with pytest.raises(ValueError, match=r"not a plain-data ADE20K index pickle: refused to load \w+\.system"):
+        load_ade20k_847_id_map(evil)
+    (tmp_path / "release" / "ade").mkdir(parents=True)
+    with pytest.raises(ValueError, match="refused to load"):
+        run(script, tmp_path, "--benchmark", "ade20k_847", "--ade847_id_map", str(evil))
+    assert not marker.exists()  # nothing in the file ran
+    (tmp_path / "not_an_index.pkl").write_bytes(pickle.dumps(["a", "list"]))
+    with pytest.raises(ValueError, match="'objectnames'"):
+        load_ade20k_847_id_map(tmp_path / "not_an_index.pkl")
+
+
+# ---------------------------------------------------------------------------------------------------- class names
+
+
+def test_class_names_survive_parquet_and_the_hub_card(script, tmp_path):
+    """The names live in the label feature, so a parquet export loaded with load_dataset (what push_to_hub uploads)
+    and the features YAML of the Hub card keep them; the old description place is no longer needed."""
+    import datasets
+
+    from maft_hf.data.labels import dataset_metadata
+
+    base = tmp_path / "release" / "ade" / "ADEChallengeData2016"
+    write_jpeg(base / "images" / "validation" / "ADE_val_00000001.jpg", 2, 2)
+    write_png(base / "annotations" / "validation" / "ADE_val_00000001.png", np.ones((2, 2), dtype=np.uint8))
+    dataset = run(script, tmp_path, "--benchmark", "ade20k_150")[0]["validation"]
+    names = vocab_lines("ade20k_150")
+    assert dataset.info.description.startswith("A-150") and "maft_hf_class_names" not in dataset.info.description
+
+    dataset.to_parquet(str(tmp_path / "hub" / "data" / "validation-00000-of-00001.parquet"))
+    loaded = datasets.load_dataset(str(tmp_path / "hub"), split="validation", cache_dir=str(tmp_path / "cache"))
+    assert get_class_names(loaded) == names
+    assert dataset_metadata(loaded)["benchmark"]["ignore_index"] == 255
+    card_features = datasets.Features._from_yaml_list(dataset.features._to_yaml_list())
+    rebuilt = datasets.Dataset.from_dict({k: [] for k in card_features}, features=card_features)
+    assert get_class_names(rebuilt) == names

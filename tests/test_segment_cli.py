@@ -256,7 +256,7 @@ def test_bad_options(tiny_checkpoint, tmp_path):
     assert "Unknown proposal source" in bad_run(
         tiny_checkpoint, tmp_path, [SCENE], "--vocabulary", "sky", "--proposals", "detr:x"
     )
-    assert "Cannot load the MAFT checkpoint" in bad_run(tmp_path / "no-checkpoint", tmp_path, [SCENE], *common)
+    assert "does not exist" in bad_run(tmp_path / "no-checkpoint", tmp_path, [SCENE], *common)
     with pytest.raises(SystemExit):  # argparse: exactly one of --proposals / --masks
         run_cli(tiny_checkpoint, [SCENE], tmp_path / "out", "--vocabulary", "sky")
 

@@ -15,17 +15,18 @@ from .inference.text_classifier import TextClassifierCache, build_text_classifie
 from .inference.visualization import overlay, save_overlay
 from .inference.vocabulary import available_vocabularies, load_prompt_templates, load_vocabulary
 from .model.configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
+from .model.images import load_image
 from .model.modeling_maft import (
     MAFTOutput,
     MaskAwareCLIPModel,
     MaskAwareCLIPVisionModel,
+    MaskAwareCLIPVisionModelWithProjection,
     MaskAwareCLIPVisionOutput,
-    build_mask_aware_attention_mask,
     pad_proposals,
     proposals_to_patch_visibility,
     resize_position_embeddings,
 )
-from .model.processing_maft import MAFTImageProcessor, MAFTProcessor, load_image, register_processors
+from .model.processing_maft import MAFTImageProcessor, MAFTProcessor, register_processors
 from .proposals import ProposalGenerator, Proposals, load_proposal_generator
 from .training.freezing import FREEZE_POLICIES, apply_freeze_policy, parameter_groups
 from .training.losses import maft_loss, mask_aware_loss, self_distillation_loss, soft_iou
@@ -79,12 +80,12 @@ __all__ = [
     "MaskAwareCLIPVisionConfig",
     "MaskAwareCLIPModel",
     "MaskAwareCLIPVisionModel",
+    "MaskAwareCLIPVisionModelWithProjection",
     "MaskAwareCLIPVisionOutput",
     "MAFTOutput",
     "MAFTImageProcessor",
     "MAFTProcessor",
     "load_image",
-    "build_mask_aware_attention_mask",
     "pad_proposals",
     "proposals_to_patch_visibility",
     "resize_position_embeddings",

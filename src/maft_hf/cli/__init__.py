@@ -19,6 +19,8 @@ COMMANDS = {
     "convert_clip_checkpoint": "a CLIP checkpoint -> a MAFT starting checkpoint with processor files",
     "convert_official_checkpoint": "the authors' released .pth -> a MAFT checkpoint",
     "make_model_card": "write a Hub model card (README.md) for a checkpoint",
+    "reproduce_paper": "the released checkpoints -> the paper's tables, in one command",
+    "export_onnx": "export the mask-aware image encoder to ONNX (dynamic number of proposals) and check it",
 }
 
 

@@ -4,8 +4,9 @@ OpenAI CLIP names) into a MAFT checkpoint directory (safetensors, config, proces
     python scripts/convert_official_checkpoint.py \\
         --checkpoint maft_vitb16_coco_stuff.pth --clip openai/clip-vit-base-patch16 --output_dir maft-vitb16
 
-The image encoder's prefix inside the file (e.g. `model.clip_adapter.clip_model.visual.`) is found automatically;
-the text tower, config and tokenizer come from `--clip`, the CLIP checkpoint the model was fine-tuned from. Every
+The fine-tuned image encoder's prefix inside the file (`model.IPCLIP.` in the release; the frozen copies of the
+original CLIP at `model.T.` and `model.clip_adapter.clip_model.visual.` are skipped) is found automatically; the text
+tower, config and tokenizer come from `--clip`, the CLIP checkpoint the model was fine-tuned from. Every
 tensor of the encoder is used exactly once, shapes are checked against the CLIP config and the converted model is
 compared with a forward of the source weights before anything is written. The file is read with
 `torch.load(weights_only=True)`; `--unsafe_pickle` allows a full unpickle (it can run code: trusted files only).
@@ -14,8 +15,13 @@ compared with a forward of the source weights before anything is written. The fi
 import argparse
 import json
 import logging
+import os
 
 from maft_hf.hub.official_checkpoint import convert_official_checkpoint
+from maft_hf.proposals.factory import parse_proposal_options
+from maft_hf.proposals.freeseg import save_freeseg_generator
+
+logger = logging.getLogger("maft_hf.convert_official_checkpoint")
 
 
 def parse_args(argv=None):
@@ -23,7 +29,24 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", required=True, help="The released MAFT checkpoint (.pth or .safetensors).")
     parser.add_argument("--clip", required=True, help="Hub id or directory of the CLIPModel it was fine-tuned from.")
     parser.add_argument("--output_dir", required=True, help="Where to write the MAFT checkpoint.")
-    parser.add_argument("--prefix", default=None, help="Prefix of the image encoder (default: found automatically).")
+    parser.add_argument(
+        "--freeseg_output_dir",
+        default=None,
+        help="Where to write the FreeSeg proposal generator the release ships in the same file (default: "
+        "<output_dir>/freeseg; use it as --proposals freeseg:<folder>).",
+    )
+    parser.add_argument(
+        "--freeseg_option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a FreeSeg config value the tensors do not determine (e.g. res5_dilation=2), repeatable.",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=None,
+        help="Prefix of the fine-tuned image encoder, e.g. model.IPCLIP. (default: found automatically).",
+    )
     parser.add_argument("--mask_start_layer", type=int, default=None, help="Override the preset start layer.")
     parser.add_argument("--input_image_size", type=int, default=None, help="Override the preset input size (px).")
     parser.add_argument("--local_files_only", action="store_true", help="Do not use the network.")
@@ -59,6 +82,13 @@ def main(argv=None):
         hub_model_id=args.hub_model_id,
         token=args.hub_token,
     )
+    freeseg_dir = args.freeseg_output_dir or os.path.join(args.output_dir, "freeseg")
+    try:
+        overrides = parse_proposal_options(args.freeseg_option)
+        save_freeseg_generator(args.checkpoint, freeseg_dir, unsafe_pickle=args.unsafe_pickle, **overrides)
+        print(f"Wrote the FreeSeg proposal generator to {freeseg_dir} (use --proposals freeseg:{freeseg_dir})")
+    except ValueError as err:  # the IP-CLIP part stands on its own
+        logger.warning("No FreeSeg proposal generator converted: %s", err)
     if args.report_json:
         with open(args.report_json, "w") as f:
             json.dump(vars(report), f, indent=2)

@@ -1,37 +1,19 @@
-"""Evaluate a MAFT checkpoint on a semantic-segmentation benchmark and report the numbers of paper Tables 1 and 3.
+"""Evaluate a MAFT checkpoint on a semantic-segmentation benchmark and report the numbers of paper Tables 1 and 3
+(`maft-evaluate`; the guide is docs/evaluation.md).
 
-Data: `--benchmark NAME` (one of `maft_hf.data.benchmarks.BENCHMARKS`: vocabulary, ignore index, unseen classes and
-the paper's numbers come with it) reading the dataset that `scripts/prepare_benchmark.py` wrote (`--dataset_path`,
-default `data/<NAME>`) or a Hub dataset (`--dataset_name`); or any dataset with `--dataset_path` / `--dataset_name`
-plus `--split`, `--vocabulary` (default: the class names stored in the dataset), `--unseen_classes`, `--ignore_index`.
-Label maps hold class ids at the image's size (label id i = class i of the vocabulary), the ignore index elsewhere.
+Data: `--benchmark NAME` (vocabulary, ignore index, unseen classes and the paper's numbers come with it) reading the
+folder `maft-prepare-benchmark` wrote (`--dataset_path`, default `data/<NAME>`) or a Hub dataset (`--dataset_name`);
+or any dataset with `--vocabulary` (default: the class names stored in the dataset or its id2label.json),
+`--unseen_classes`, `--ignore_index`. Proposals: `--proposals mask2former:<ckpt>` / `oneformer:<ckpt>` (Eq. 9
+ensemble with `--ensemble_weight`, 0 = off as the released inference), `sam:<ckpt>` or `grid:<k>` (smoke tests).
 
-Proposals: `--proposals mask2former:<ckpt>` / `oneformer:<ckpt>` (their class scores join MAFT's through the Eq. 9
-ensemble, `--ensemble_weight`, default 0.7; 0 = off, as the authors' released inference), `sam:<ckpt>`, or `grid:<k>`
-(no weights; a smoke test only). Proposals are computed one image at a time, so the numbers depend neither on
-`--batch_size` nor on the number of processes.
+Outputs in `--output_dir`: `results.json`, `confusion_matrix.npy` (rows = ground truth), `results.md` (layout of
+paper Tab. 1 / Tab. 3). Every process saves its partial matrix to `<output_dir>/progress/` every `--save_every`
+images; `--resume` continues a killed run with exactly the result of an uninterrupted one (same number of
+processes). `--combine_results a/results.json b/results.json` only writes one table for several runs.
 
-Outputs in `--output_dir` (written by the main process): `results.json` (settings, scores in percent, per-class IoU,
-the paper's numbers), `confusion_matrix.npy` (int64, rows = ground truth, columns = predictions) and `results.md`
-(a table in the layout of paper Tab. 1 for zero-shot runs and Tab. 3 for the open-vocabulary benchmarks, the paper's
-numbers beside ours). `--update_model_card README.md` merges the scores into a model card made by
-`maft_hf.hub.model_card` (model-index metadata the Hub understands). `--combine_results a/results.json b/results.json`
-only writes one `results.md` for several runs (e.g. the five benchmarks of Tab. 3 in one table).
-
-Several processes: `accelerate launch --multi_gpu --num_processes 8 scripts/evaluate.py ...` gives each process a
-disjoint shard (no sample repeated) and sums the confusion matrices, so the numbers equal a single-process run. On
-CPU add `--cpu` to the script's arguments and still use `--multi_gpu` for the launcher (`accelerate launch --cpu
---num_processes 2` silently runs one process).
-
-Examples:
-
-    python scripts/evaluate.py --model org/maft-vitb16 --benchmark ade20k_150 --dataset_path data/ade20k_150 \\
-        --proposals mask2former:org/freeseg-proposals --output_dir eval/ade20k_150
-    accelerate launch --multi_gpu --num_processes 4 scripts/evaluate.py --model ./maft-vitb16 --offline \\
-        --benchmark coco_stuff_zero_shot --proposals mask2former:./mask2former-coco --output_dir eval/coco_zs
-    python scripts/evaluate.py --model ./tiny --dataset_path data/synthetic --split test --proposals grid:4 \\
-        --output_dir eval/synthetic
-    python scripts/evaluate.py --combine_results eval/*/results.json --output_dir eval
+Several processes: `accelerate launch --multi_gpu --num_processes 8 -m maft_hf.cli evaluate ...` (on CPU add
+`--cpu` to the command and keep `--multi_gpu`: `accelerate launch --cpu --num_processes 2` runs one process).
 """
 
 from __future__ import annotations
@@ -95,6 +77,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Lambda of paper Eq. 9 with the proposal model's class scores (mask2former/oneformer only); 0 = off, "
         "as the released inference.",
     )
+    parser.add_argument(
+        "--preprocessing",
+        choices=("direct", "released"),
+        default=None,
+        help="'released': the authors' test-time path (short side 640, pad to 32, maps on the padded canvas), the "
+        "default for registered benchmarks; 'direct': the image squeezed to the model's input (other datasets).",
+    )
+    parser.add_argument(
+        "--ensemble_formula",
+        choices=("paper", "released"),
+        default="paper",
+        help="Eq. 9 as the paper writes it, or as the released code computes it (docs/inference.md).",
+    )
     parser.add_argument("--batch_size", type=int, default=4, help="Images per MAFT forward pass, per process.")
     parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N images.")
     parser.add_argument("--offline", action="store_true", help="Use local files and the Hub cache only.")
@@ -109,6 +104,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="RESULTS_JSON",
         help="Only write one results.md for these results.json files (no evaluation).",
     )
+    parser.add_argument(
+        "--save_every", type=int, default=50, help="Save each process's partial results every N images (default 50)."
+    )
+    parser.add_argument("--resume", action="store_true", help="Continue from the progress saved in --output_dir.")
     parser.add_argument("--no_progress", action="store_true", help="No progress bar.")
     parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
@@ -127,6 +126,8 @@ def check_args(args: argparse.Namespace) -> None:
             "Give --benchmark, or --dataset_path / --dataset_name (plus --vocabulary for a dataset "
             "that stores no class names)."
         )
+    if args.save_every < 1:
+        raise ValueError(f"--save_every must be >= 1, got {args.save_every}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}.")
     if args.max_samples is not None and args.max_samples < 1:
@@ -139,20 +140,6 @@ def check_args(args: argparse.Namespace) -> None:
         card = Path(args.update_model_card)
         if not (card.is_file() or (card / "README.md").is_file()):
             raise ValueError(f"--update_model_card {str(card)!r}: no such model card (a README.md or its folder).")
-
-
-def parse_unseen_classes(value: str | None) -> list[int | str] | None:
-    """`"cow,giraffe"` -> names, `"3,7"` -> ids, or a shipped vocabulary name / file of names."""
-    if value is None:
-        return None
-    from maft_hf.inference.vocabulary import available_vocabularies, load_vocabulary
-
-    if value in available_vocabularies() or os.path.isfile(value):
-        return load_vocabulary(value)
-    items = [part.strip() for part in value.split(",") if part.strip()]
-    if not items:
-        raise ValueError(f"--unseen_classes {value!r} names no class.")
-    return [int(item) if item.isdigit() else item for item in items]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,80 +195,67 @@ def load_eval_dataset(args: argparse.Namespace, accelerator) -> tuple:
     return loaded, path, args.split
 
 
+def _hub_id2label_folder(args: argparse.Namespace) -> str | None:
+    """The folder holding the `id2label.json` of `--dataset_name` (a local folder, or the file from the Hub)."""
+    if args.dataset_name is None:
+        return args.dataset_path
+    if os.path.isdir(args.dataset_name):
+        return args.dataset_name
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(args.dataset_name, "id2label.json", repo_type="dataset", local_files_only=args.offline)
+        return os.path.dirname(path)
+    except Exception as err:  # noqa: BLE001 - an optional file: without it the error below asks for --vocabulary
+        logger.debug("No id2label.json for %s: %s", args.dataset_name, err)
+        return None
+
+
 def resolve_settings(args: argparse.Namespace, dataset) -> dict:
     """Benchmark, vocabulary, ignore index and unseen classes of the run, each checked against the others."""
     from maft_hf.data.benchmarks import BENCHMARKS
-    from maft_hf.data.labels import get_class_names
-    from maft_hf.evaluation.loop import dataset_benchmark_metadata
-    from maft_hf.inference.outputs import parse_vocabulary_argument
+    from maft_hf.data.labels import dataset_metadata, get_class_names
+    from maft_hf.inference.vocabulary import parse_vocabulary_argument, unseen_class_ids
 
-    metadata = dataset_benchmark_metadata(dataset) or {}
-    benchmark = args.benchmark or (metadata.get("benchmark") if metadata.get("benchmark") in BENCHMARKS else None)
+    stored = (dataset_metadata(dataset).get("benchmark") or {}).get("benchmark")
+    benchmark = args.benchmark or (stored if stored in BENCHMARKS else None)
     spec = BENCHMARKS[benchmark] if benchmark else None
     if args.vocabulary is not None:
         names = parse_vocabulary_argument(args.vocabulary)
     elif spec is not None:
         names = spec.class_names()
     else:
-        names = get_class_names(dataset)
+        names = get_class_names(dataset) or get_class_names(dataset, _hub_id2label_folder(args))
         if names is None:
-            raise ValueError("The dataset stores no class names: pass --vocabulary (label id i = line / name i).")
+            raise ValueError(
+                "The dataset stores no class names (in its features, description or an id2label.json beside it): "
+                "pass --vocabulary (label id i = line / name i)."
+            )
     if spec is not None and len(names) != spec.num_classes:
         raise ValueError(
             f"--vocabulary has {len(names)} classes but the {benchmark} benchmark has {spec.num_classes} "
             f"(its vocabulary is {spec.vocabulary!r})."
         )
-    if args.ignore_index is not None:
-        ignore_index = args.ignore_index
-        if spec is not None and ignore_index != spec.ignore_index:
-            raise ValueError(
-                f"--ignore_index {ignore_index} differs from the {benchmark} benchmark's ignore index "
-                f"{spec.ignore_index}."
-            )
-    else:
-        ignore_index = spec.ignore_index if spec is not None else 255
+    ignore_index = args.ignore_index if args.ignore_index is not None else (spec.ignore_index if spec else 255)
+    if spec is not None and ignore_index != spec.ignore_index:
+        raise ValueError(
+            f"--ignore_index {ignore_index} differs from the {benchmark} benchmark's ignore index {spec.ignore_index}."
+        )
+    unseen = (spec.unseen_classes() or None) if spec is not None else None
     if args.unseen_classes is not None:
-        unseen = parse_unseen_classes(args.unseen_classes)
-    elif spec is not None and spec.unseen_classes():
-        unseen = spec.unseen_classes()
-    else:
-        unseen = None
+        unseen = unseen_class_ids(args.unseen_classes, names)
     return {"benchmark": benchmark, "class_names": names, "ignore_index": ignore_index, "unseen_classes": unseen}
-
-
-def load_model(name: str, offline: bool):
-    from maft_hf import MAFTProcessor, MaskAwareCLIPModel
-
-    try:
-        model = MaskAwareCLIPModel.from_pretrained(name, local_files_only=offline)
-        processor = MAFTProcessor.from_pretrained(name, local_files_only=offline)
-    except OSError as err:
-        raise ValueError(f"Cannot load the MAFT checkpoint {name!r}: {err}") from err
-    return model.eval(), processor
-
-
-def build_generator(spec: str, options: dict, offline: bool, device):
-    from maft_hf.proposals import load_proposal_generator
-    from maft_hf.proposals.factory import parse_proposal_spec
-
-    kind, _ = parse_proposal_spec(spec)
-    if kind != "grid":
-        options = {"device": device, **({"local_files_only": True} if offline else {}), **options}
-    try:
-        return load_proposal_generator(spec, **options)
-    except OSError as err:
-        raise ValueError(f"Cannot load the proposal generator {spec!r}: {err}") from err
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs
 # ---------------------------------------------------------------------------------------------------------------
 def write_markdown(output_dir: str | os.PathLike, records) -> Path:
+    from maft_hf.evaluation.progress import check_writable, write_atomic
     from maft_hf.evaluation.report import format_results_markdown
 
-    path = Path(output_dir) / "results.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(format_results_markdown(records), encoding="utf-8")
+    path = check_writable(output_dir) / "results.md"
+    write_atomic(path, format_results_markdown(records))
     return path
 
 
@@ -297,12 +271,17 @@ def combine_results(paths: list[str], output_dir: str) -> list[dict]:
 
 
 def write_outputs(args: argparse.Namespace, results: dict, record: dict) -> None:
+    import io
+
     import numpy as np
 
+    from maft_hf.evaluation.progress import write_atomic
+
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    np.save(output_dir / "confusion_matrix.npy", results["confusion_matrix"].matrix.numpy())
+    buffer = io.BytesIO()
+    np.save(buffer, results["confusion_matrix"].matrix.numpy())
+    write_atomic(output_dir / "confusion_matrix.npy", buffer.getvalue())
+    write_atomic(output_dir / "results.json", json.dumps(record, indent=2) + "\n")
     write_markdown(output_dir, [record])
     if args.update_model_card is not None:
         update_card(args.update_model_card, record, args.proposals)
@@ -334,27 +313,29 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     args = parse_args(argv)
     check_args(args)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.log_level)
     if args.combine_results:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.log_level)
         return combine_results(args.combine_results, args.output_dir)
 
     from accelerate import Accelerator
 
     from maft_hf.evaluation.loop import evaluate_segmentation
+    from maft_hf.evaluation.progress import check_writable
     from maft_hf.evaluation.report import build_results_record
+    from maft_hf.hub.loading import load_model_and_processor, load_proposal_generator
     from maft_hf.proposals.factory import parse_proposal_options
 
+    check_writable(args.output_dir)  # before any data or model is loaded
     accelerator = Accelerator(cpu=args.cpu)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=args.log_level if accelerator.is_main_process else "ERROR",
-    )
+    if not accelerator.is_main_process:
+        logging.getLogger().setLevel("ERROR")
     dataset, dataset_description, split = load_eval_dataset(args, accelerator)
     settings = resolve_settings(args, dataset)
-    model, processor = load_model(args.model, args.offline)
-    generator = build_generator(
-        args.proposals, parse_proposal_options(args.proposal_option), args.offline, accelerator.device
-    )
+    model, processor = load_model_and_processor(args.model, args.offline, allow_clip=False)
+    options = parse_proposal_options(args.proposal_option)
+    preprocessing = args.preprocessing or ("released" if settings["benchmark"] else "direct")
+    segment_kwargs = {"preprocessing": preprocessing, "ensemble_formula": args.ensemble_formula}
+    generator = load_proposal_generator(args.proposals, options, args.offline, accelerator.device)
     logger.info(
         "%s: %s classes, ignore %s, %d process(es) on %s",
         dataset_description,
@@ -379,7 +360,13 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
         max_samples=args.max_samples,
         cache=args.cache_dir,
         progress=not args.no_progress,
-    )
+        progress_dir=os.path.join(args.output_dir, "progress"),
+        save_every=args.save_every,
+        resume=args.resume,
+        segment_kwargs=segment_kwargs,
+        run_key={"model": args.model, "dataset": dataset_description, "split": split, "proposals": args.proposals,
+                 "proposal_options": sorted(args.proposal_option)},
+    )  # fmt: skip
     record = build_results_record(
         results,
         model=args.model,
@@ -390,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
         class_names=settings["class_names"],
         benchmark=settings["benchmark"],
         ignore_index=settings["ignore_index"],
-        extra={"batch_size": args.batch_size, "max_samples": args.max_samples},
+        extra={"batch_size": args.batch_size, "max_samples": args.max_samples, **segment_kwargs},
     )
     if accelerator.is_main_process:
         write_outputs(args, results, record)

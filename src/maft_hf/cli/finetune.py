@@ -294,7 +294,7 @@ def load_data(args, accelerator):
 
 def build(args, accelerator, local_files_only):
     """Models, optimizer, scheduler and proposal generator, prepared by accelerate."""
-    from maft_hf.hub.conversion import load_model_and_processor
+    from maft_hf.hub.loading import load_model_and_processor
     from maft_hf.inference.text_classifier import build_text_classifier
     from maft_hf.training.data import load_training_proposal_generator
     from maft_hf.training.freezing import apply_freeze_policy, parameter_groups

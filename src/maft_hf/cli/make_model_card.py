@@ -15,6 +15,7 @@ JSON file or a JSON string (`--compute` also plain text). Results are percentage
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -40,18 +41,12 @@ def count_parameters(checkpoint_dir) -> int | None:
     """Number of parameters in the checkpoint's safetensors files (read from their headers, nothing loaded)."""
     from safetensors import safe_open
 
-    files = [f for f in sorted(os.listdir(checkpoint_dir)) if f.endswith(".safetensors")]
-    if not files:
-        return None
+    files = [os.path.join(checkpoint_dir, f) for f in sorted(os.listdir(checkpoint_dir)) if f.endswith(".safetensors")]
     total = 0
-    for name in files:
-        with safe_open(os.path.join(checkpoint_dir, name), framework="pt") as f:
-            for key in f.keys():
-                numel = 1
-                for size in f.get_slice(key).get_shape():
-                    numel *= size
-                total += numel
-    return total
+    for path in files:
+        with safe_open(path, framework="pt") as f:
+            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+    return total if files else None
 
 
 def parse_args(argv=None):
@@ -85,13 +80,8 @@ def main(argv=None):
 
         config = MAFTConfig.from_pretrained(args.checkpoint_dir)
         num_parameters = count_parameters(args.checkpoint_dir)
-    base_model = args.base_model
-    if base_model is None:
-        base_model = {
-            "vit-b16": "openai/clip-vit-base-patch16",
-            "vit-l14": "openai/clip-vit-large-patch14",
-            "vit-b32": "openai/clip-vit-base-patch32",
-        }.get(args.backbone or "vit-b16")
+    clip = {"vit-b16": "base-patch16", "vit-l14": "large-patch14", "vit-b32": "base-patch32"}
+    base_model = args.base_model or f"openai/clip-vit-{clip[args.backbone or 'vit-b16']}"
     card = make_model_card(
         model_id=args.model_id,
         base_model=base_model,

@@ -1,52 +1,21 @@
-"""Convert an official benchmark release into a `datasets` dataset for MAFT evaluation.
+"""Convert an official benchmark release into a `datasets` dataset for MAFT evaluation (`maft-prepare-benchmark`).
 
-One script for the seven benchmarks of `maft_hf.data.benchmarks.BENCHMARKS`; the label conversion of each is the one
-of the released MAFT `datasets/prepare_*.py` scripts (see that module). Output: a `DatasetDict` with one split
-(`validation` by default) and columns
+Output: a `DatasetDict` with one split (`validation` by default), columns `image` (the original JPEG; A-847 resized
+to a short side of 512 as the official script does), `label` (lossless PNG of the converted ids, 8-bit with ignore
+255 or 16-bit with ignore 65535 for ade20k_847 / pascal_context_459) and `file_name`. The class names and the
+benchmark's metadata are stored in the label feature (they survive `push_to_hub` and parquet); `id2label.json` and
+`benchmark.json` are written beside the data too. COCO-Stuff and VOC images whose converted map is all ignore are
+dropped, as officially; `coco_stuff_zero_shot --split train` also ignores the 15 unseen classes.
 
-* `image`: the original JPEG bytes (A-847: resized to a short side of 512 when longer and saved again as JPEG with
-  PIL's defaults, as the official script does), decoded as RGB;
-* `label`: lossless PNG of the converted ids: mode "L" (8-bit) with ignore 255, or 16-bit grayscale ("I;16") with
-  ignore 65535 for `ade20k_847` and `pascal_context_459`. Both decode (`np.array(example["label"])`) to exactly the
-  stored integers (uint8 / uint16): PNG round-trips 16-bit maps exactly, which a NumPy-array column would also do at a
-  much larger size;
-* `file_name`: the image id.
-
-The class names are in `info.description` (`maft_hf.data.get_class_names`), and `id2label.json` / `benchmark.json`
-(ignore index, number of classes, unseen classes, paper numbers) are written next to the data.
-
-Expected layouts under `--data_root` (the `DETECTRON2_DATASETS` folder of the MAFT README; `--split train` reads the
-corresponding training folders / lists):
-
-    coco_stuff_171, coco_stuff_zero_shot:
-        coco/val2017/*.jpg                          images (val2017.zip)
-        coco/stuffthingmaps/val2017/*.png           stuffthingmaps_trainval2017.zip (value = COCO id - 1)
-    ade20k_150:
-        ade/ADEChallengeData2016/images/validation/ADE_val_*.jpg
-        ade/ADEChallengeData2016/annotations/validation/ADE_val_*.png
-    ade20k_847 (the full ADE20K release, ADE20K_2021_17_01, registration needed):
-        ade/ADE20K_2021_17_01/images/ADE/validation/**/ADE_val_*.jpg   (scene sub-folders, any depth)
-        ade/ADE20K_2021_17_01/images/ADE/validation/**/ADE_val_*_seg.png
-        plus --ade847_id_map: the object id -> class table (json list of {"id", "name"} as in the official
-        ADE20K_SEM_SEG_FULL_CATEGORIES, a csv / tsv of `id, name` rows, or the release's index_ade20k.pkl)
-    pascal_context_59, pascal_context_459 (needs scipy to read .mat files: pip install scipy):
-        VOCdevkit/VOC2010/JPEGImages/*.jpg          VOCtrainval_03-May-2010.tar
-        VOCdevkit/VOC2010/ImageSets/Main/val.txt    the 5105 validation ids (or --split_file)
-        VOCdevkit/VOC2010/trainval/*.mat            PASCAL-Context trainval.tar.gz (LabelMap, 459-class ids)
-    pascal_voc_20:
-        VOCdevkit/VOC2012/JPEGImages/*.jpg          VOCtrainval_11-May-2012.tar
-        VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt
-        VOCdevkit/VOC2012/SegmentationClass/*.png   (or --label_dir .../SegmentationClassAug)
-
-COCO-Stuff and VOC images whose converted label map is all ignore are dropped, as the official scripts do.
-`coco_stuff_zero_shot --split train` also sets the 15 unseen classes to 255 (zero-shot training).
+ade20k_847 needs `--ade847_id_map`, the object id -> class table: a json / csv / tsv file, or the release's
+`index_ade20k.pkl`, which is read as plain data only (nothing in it is executed). PASCAL-Context needs scipy.
 
 Examples:
 
-    python scripts/prepare_benchmark.py --benchmark ade20k_150 --data_root datasets --output_dir data/ade20k_150
-    python scripts/prepare_benchmark.py --benchmark ade20k_847 --data_root datasets \\
+    maft-prepare-benchmark --benchmark ade20k_150 --data_root datasets --output_dir data/ade20k_150
+    maft-prepare-benchmark --benchmark ade20k_847 --data_root datasets \\
         --ade847_id_map ade20k_847_categories.json --output_dir data/ade20k_847
-    python scripts/prepare_benchmark.py --benchmark pascal_voc_20 --data_root datasets --max_images 16 \\
+    maft-prepare-benchmark --benchmark pascal_voc_20 --data_root datasets --max_images 16 \\
         --push_to_hub --hub_dataset_id user/pascal-voc-20-maft
 """
 
@@ -58,11 +27,17 @@ import os
 import tempfile
 from pathlib import Path
 
-from maft_hf.data.benchmarks import BENCHMARKS, SPLITS, benchmark_metadata, build_benchmark_dataset
+from maft_hf.data.benchmarks import BENCHMARKS, RELEASE_LAYOUTS, SPLITS, benchmark_metadata, build_benchmark_dataset
+from maft_hf.evaluation.progress import write_atomic
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    layouts = "\n\n".join(RELEASE_LAYOUTS.values())
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        epilog=f"Expected layouts under --data_root:\n\n{layouts}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS), help="Benchmark to convert.")
     parser.add_argument(
         "--data_root",
@@ -87,8 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--push_to_hub needs --hub_dataset_id.")
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max_images must be >= 1, got {args.max_images}.")
+    if not os.path.isdir(args.data_root):
+        parser.error(f"--data_root {args.data_root!r} is not a folder (it holds coco/, ade/, VOCdevkit/).")
     if args.benchmark == "ade20k_847" and args.ade847_id_map is None:
-        parser.error("ade20k_847 needs --ade847_id_map (see the docstring for its formats).")
+        parser.error("ade20k_847 needs --ade847_id_map (a json / csv / tsv id table or index_ade20k.pkl).")
+    if args.ade847_id_map is not None and not os.path.isfile(args.ade847_id_map):
+        parser.error(f"--ade847_id_map {args.ade847_id_map!r} is not a file.")
     return args
 
 
@@ -111,8 +90,8 @@ def _convert_and_write(args: argparse.Namespace, cache_dir: str):
     metadata = json.dumps(benchmark_metadata(args.benchmark), indent=2)
     if args.output_dir is not None:
         dataset_dict.save_to_disk(args.output_dir)
-        Path(args.output_dir, "id2label.json").write_text(id2label, encoding="utf-8")
-        Path(args.output_dir, "benchmark.json").write_text(metadata, encoding="utf-8")
+        write_atomic(Path(args.output_dir, "id2label.json"), id2label)
+        write_atomic(Path(args.output_dir, "benchmark.json"), metadata)
         print(f"Saved {len(dataset)} {args.benchmark} images ({args.split}) to {args.output_dir}")
     if args.push_to_hub:
         from huggingface_hub import HfApi

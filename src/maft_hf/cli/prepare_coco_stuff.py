@@ -1,22 +1,14 @@
 """Convert the official COCO-Stuff 2017 release into a `datasets.DatasetDict` for MAFT fine-tuning.
 
-Input layouts (under `--data_root`), checked in this order for each split `train2017` / `val2017`:
+Images: `images/<split>/*.jpg` (cocostuff repository layout), else `<split>/*.jpg` (COCO zips). Label maps (raw
+value = COCO id - 1, 255 unlabelled): `annotations/<split>/*.png`, else `stuffthingmaps_trainval2017/<split>/*.png`,
+else `stuffthingmaps/<split>/*.png` (detectron2 layout); `<split>` is `train2017` / `val2017`.
 
-* images: `images/<split>/*.jpg` (the cocostuff repository layout), else `<split>/*.jpg` (the COCO zip layout);
-* label maps (`stuffthingmaps_trainval2017.zip`, raw PNG value = COCO id - 1, 255 = unlabelled):
-  `annotations/<split>/*.png` (cocostuff repository layout), else `stuffthingmaps_trainval2017/<split>/*.png`
-  (the zip extracted in place), else `stuffthingmaps/<split>/*.png` (the detectron2 layout).
+Output: splits `train` and `validation`, columns `image` (the original JPEG bytes) and `label` (PNG, mode "L", ids
+0..170 of `vocab/coco_stuff_171.txt`, 255 = ignore, including the 11 unused raw ids). The 171 class names are stored
+in the label feature (they survive `push_to_hub` and parquet) and in `id2label.json` beside the data.
 
-Output: splits `"train"` (from train2017) and `"validation"` (from val2017), columns `"image"` (the original JPEG
-bytes, `datasets.Image`) and `"label"` (PNG, mode "L", contiguous ids 0..170 of `vocab/coco_stuff_171.txt`, 255 =
-ignore, including the 11 unused raw ids). The 171 class names are stored in `info.description` (read them with
-`maft_hf.data.get_class_names`) and written as `id2label.json` next to the data (and to the Hub repo with
-`--push_to_hub`).
-
-Example:
-
-    python scripts/prepare_coco_stuff.py --data_root /data/cocostuff --output_dir /data/coco_stuff_maft
-    python scripts/prepare_coco_stuff.py --data_root /data/cocostuff --max_images 8 --output_dir /tmp/coco_tiny
+    maft-prepare-coco-stuff --data_root /data/cocostuff --output_dir /data/coco_stuff_maft
 """
 
 from __future__ import annotations
@@ -30,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from maft_hf.data.labels import coco_stuff_lut, dataset_info_with_class_names, map_labels
+from maft_hf.data.labels import coco_stuff_lut, features_with_class_names, label_map_array, map_labels
+from maft_hf.evaluation.progress import write_atomic
 from maft_hf.inference.vocabulary import load_vocabulary
 
 SPLITS = {"train2017": "train", "val2017": "validation"}
@@ -101,12 +94,9 @@ def find_pairs(data_root: str | os.PathLike, split: str, max_images: int | None 
 
 def convert_label(label_path: str, lut: np.ndarray) -> bytes:
     """Read a raw stuffthingmaps PNG, map it with `lut`, return the PNG bytes of the contiguous-id map."""
-    with PILImage.open(label_path) as label:
-        raw = np.array(label)
-    if raw.ndim != 2:
-        raise ValueError(f"{label_path}: expected a single-channel label map, got shape {raw.shape}.")
+    raw = label_map_array({"path": label_path}, f"{label_path}: label maps")
     buffer = io.BytesIO()
-    PILImage.fromarray(map_labels(raw.astype(np.uint8), lut)).save(buffer, format="PNG")
+    PILImage.fromarray(map_labels(raw, lut, f"{label_path}: label map")).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -129,8 +119,8 @@ def _generate_shards(shards: list[list[tuple[str, str]]]):
 def build_dataset_dict(args: argparse.Namespace):
     from datasets import Dataset, DatasetDict, Features, Image
 
-    features = Features({"image": Image(mode="RGB"), "label": Image(mode="L")})
     class_names = load_vocabulary("coco_stuff_171")
+    features = features_with_class_names(Features({"image": Image(mode="RGB"), "label": Image(mode="L")}), class_names)
     splits = {}
     for split in args.splits:
         pairs = find_pairs(args.data_root, split, args.max_images)
@@ -146,7 +136,7 @@ def build_dataset_dict(args: argparse.Namespace):
             num_proc=num_proc,
             cache_dir=args.cache_dir,
         )
-        dataset.info.description = dataset_info_with_class_names(class_names, DESCRIPTION).description
+        dataset.info.description = DESCRIPTION
         splits[SPLITS[split]] = dataset
     return DatasetDict(splits), class_names
 
@@ -158,7 +148,7 @@ def main(argv: list[str] | None = None):
     id2label = json.dumps({str(i): name for i, name in enumerate(class_names)}, indent=2)
     if args.output_dir is not None:
         dataset_dict.save_to_disk(args.output_dir)
-        Path(args.output_dir, "id2label.json").write_text(id2label, encoding="utf-8")
+        write_atomic(Path(args.output_dir, "id2label.json"), id2label)
         print(f"Saved {', '.join(f'{k}: {len(v)}' for k, v in dataset_dict.items())} to {args.output_dir}")
     if args.push_to_hub:
         from huggingface_hub import HfApi

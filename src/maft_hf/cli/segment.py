@@ -42,7 +42,8 @@ import logging
 import torch
 from tqdm.auto import tqdm
 
-from maft_hf import MAFTProcessor, MaskAwareCLIPModel, load_image
+from maft_hf import load_image
+from maft_hf.hub.loading import load_model_and_processor
 from maft_hf.inference.outputs import (
     find_images,
     find_mask_files,
@@ -113,15 +114,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError("--proposal_option applies to --proposals, not to --masks.")
 
 
-def load_model(name: str, offline: bool, device: torch.device):
-    try:
-        model = MaskAwareCLIPModel.from_pretrained(name, local_files_only=offline)
-        processor = MAFTProcessor.from_pretrained(name, local_files_only=offline)
-    except OSError as err:
-        raise ValueError(f"Cannot load the MAFT checkpoint {name!r}: {err}") from err
-    return model.to(device).eval(), processor
-
-
 def build_generator(spec: str, options: dict, offline: bool, device: torch.device):
     kind, _ = parse_proposal_spec(spec)
     if kind != "grid":
@@ -170,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     logger.info("%d images, %d classes, device %s", len(image_paths), len(names), device)
 
-    model, processor = load_model(args.model, args.offline, device)
+    model, processor = load_model_and_processor(args.model, args.offline, device=device, allow_clip=False)
     generator = None
     if args.proposals:
         generator = build_generator(args.proposals, parse_proposal_options(args.proposal_option), args.offline, device)

@@ -1,30 +1,14 @@
-"""The zero-shot and open-vocabulary benchmarks of MAFT: registry, label conversion of each official release, and
-conversion of a release into a `datasets` dataset.
-
-[`BENCHMARKS`] maps a benchmark name to a [`BenchmarkSpec`]: vocabulary, number of classes, ignore label (255 for the
-8-bit maps, 65535 for A-847 and PC-459), label bit depth, the seen / unseen split of the zero-shot COCO-Stuff setting,
-and the numbers the paper reports (FreeSeg + MAFT, ViT-B/16) for it.
-
-The label conversions reproduce the official `datasets/prepare_*.py` scripts of the released MAFT code (which come
-from Mask2Former / ODISE), one pure NumPy function per release:
-
-| benchmark | release label | conversion |
-|---|---|---|
-| `coco_stuff_*` | `stuffthingmaps` PNG, value = COCO id - 1 | 171 used values -> 0..170, rest -> 255 |
-| `ade20k_150` | `ADEChallengeData2016` PNG, 0 = other | 0 -> 255, v -> v - 1 |
-| `ade20k_847` | ADE20K full `*_seg.png`, object id = (R // 10) * 256 + G | id -> trainId by a table, rest -> 65535 |
-| `pascal_context_59` | PASCAL-Context `trainval/*.mat` `LabelMap` (459 ids) | 59 ids -> 0..58, rest -> 255 |
-| `pascal_context_459` | same `LabelMap`, 1..459, 0 = unlabelled | 0 -> 65535, v -> v - 1 |
-| `pascal_voc_20` | VOC2012 `SegmentationClass` PNG | 0 (background) -> 255, 1..20 -> 0..19, 255 stays |
-
-[`build_benchmark_dataset`] reads a release laid out as the MAFT `datasets/README.md` describes (see
-[`RELEASE_LAYOUTS`]) and returns a `datasets.Dataset` with columns `image` (the original JPEG bytes), `label`
-(lossless PNG: mode "L" for 8-bit maps, 16-bit grayscale "I;16" for A-847 / PC-459; both decode back to exactly the
-same integers) and `file_name`. `scripts/prepare_benchmark.py` is its command line.
+"""The benchmarks of MAFT ([`BENCHMARKS`]: vocabulary, ignore index, label bit depth, unseen classes, the paper's
+numbers) and the conversion of each official release into a `datasets.Dataset` ([`build_benchmark_dataset`], the
+`maft-prepare-benchmark` command). The label conversions are those of the released `datasets/prepare_*.py`
+scripts, one NumPy function per release (`convert_*`). Converted label maps are lossless PNGs: mode "L" (ignore 255)
+or 16-bit "I;16" (ignore 65535, A-847 and PC-459), which decode back to exactly the stored ids.
 """
 
 from __future__ import annotations
 
+import builtins
+import codecs
 import csv
 import hashlib
 import io
@@ -39,14 +23,21 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from maft_hf.data.labels import coco_stuff_lut, coco_stuff_unseen_ids, dataset_info_with_class_names, zero_shot_ignore
+from maft_hf.data.labels import (
+    coco_stuff_lut,
+    coco_stuff_unseen_ids,
+    features_with_class_names,
+    label_map_array,
+    map_labels,
+    zero_shot_ignore,
+)
 from maft_hf.inference.vocabulary import load_vocabulary
 
 logger = logging.getLogger(__name__)
 
 IGNORE_8BIT = 255
 IGNORE_16BIT = 65535
-CONVERSION_VERSION = "1"  # part of the dataset fingerprint: bump when a conversion changes
+CONVERSION_VERSION = "2"  # part of the dataset fingerprint: bump when a conversion changes
 
 SPLITS = ("validation", "train")
 
@@ -57,25 +48,11 @@ SPLITS = ("validation", "train")
 
 @dataclass(frozen=True, eq=False)
 class BenchmarkSpec:
-    """One evaluation benchmark.
-
-    Attributes:
-        name: registry key, e.g. `"ade20k_847"`.
-        display_name: the paper's name, e.g. `"A-847"`.
-        vocabulary: shipped vocabulary file (`maft_hf/vocab/<vocabulary>.txt`); line `i` = class id `i`.
-        num_classes: number of classes `C` (ids `0 .. C-1`).
-        ignore_index: label value that is not evaluated (255 or 65535).
-        label_bits: 8 or 16, the bit depth of the converted label maps.
-        setting: `"zero_shot"` (seen / unseen split) or `"open_vocabulary"`.
-        unseen_vocabulary: for zero-shot benchmarks, the shipped file naming the unseen classes.
-        drop_all_ignore: images whose converted map is all `ignore_index` are not written (official COCO and VOC
-            scripts), so not evaluated.
-        max_short_side: official resize of the release images (A-847: short side to 512 when longer).
-        paper_results: FreeSeg + MAFT, ViT-B/16, as the paper reports it (percent).
-        paper_results_source: where in the paper `paper_results` come from.
-        released_checkpoint_results: mIoU of the authors' released ViT-B/16 checkpoint (their README).
-        other_paper_results: further rows of the paper for the same benchmark, by a label naming table and setting.
-    """
+    """One evaluation benchmark: `vocabulary` is a shipped vocabulary (line `i` = class id `i`); `label_bits` 8
+    or 16; `setting` `"zero_shot"` or `"open_vocabulary"`; `drop_all_ignore`: images whose converted map is all
+    ignore are not written (official COCO and VOC scripts); `max_short_side`: the official resize (A-847);
+    `paper_results` (FreeSeg + MAFT, ViT-B/16, percent) with their `paper_results_source`,
+    `released_checkpoint_results` (authors' README) and `other_paper_results` (more rows of the paper)."""
 
     name: str
     display_name: str
@@ -249,57 +226,26 @@ def get_benchmark(name: str) -> BenchmarkSpec:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _integer_map(label: Any, what: str) -> np.ndarray:
-    array = np.asarray(label)
-    if array.dtype.kind not in "iu":
-        raise ValueError(f"{what} must be an integer label map, got dtype {array.dtype}.")
-    if array.ndim != 2:
-        raise ValueError(f"{what} must be a single-channel (H, W) map, got shape {array.shape}.")
-    return array
-
-
-def _apply_lut(values: np.ndarray, lut: np.ndarray, what: str) -> np.ndarray:
-    if values.size and (values.min() < 0 or values.max() >= len(lut)):
-        bad = np.unique(values[(values < 0) | (values >= len(lut))])
-        raise ValueError(f"{what} holds ids {bad[:20].tolist()} outside the release's range [0, {len(lut) - 1}].")
-    return lut[values]
+def _convert(raw: Any, lut: np.ndarray, what: str) -> np.ndarray:
+    return map_labels(label_map_array(raw, what), lut, what)
 
 
 def convert_coco_stuff(raw: Any) -> np.ndarray:
-    """COCO-Stuff `stuffthingmaps` PNG values -> contiguous ids (official `prepare_coco_stuff_sem_seg.py`).
-
-    Args:
-        raw: `(H, W)` integer map; value = COCO id - 1 (0..181), 255 = unlabelled.
-
-    Returns:
-        `(H, W)` uint8: the 171 used values -> 0..170 in increasing order, every other value (the 11 unused ids,
-        255) -> 255.
-    """
-    return _apply_lut(_integer_map(raw, "COCO-Stuff label"), coco_stuff_lut(IGNORE_8BIT), "COCO-Stuff label")
+    """COCO-Stuff `stuffthingmaps` (value = COCO id - 1, 255 unlabelled) -> uint8 ids: the 171 used values -> 0..170,
+    the rest -> 255 (official `prepare_coco_stuff_sem_seg.py`)."""
+    return _convert(raw, coco_stuff_lut(IGNORE_8BIT), "COCO-Stuff label")
 
 
 def convert_ade20k_150(raw: Any) -> np.ndarray:
-    """ADEChallengeData2016 PNG -> contiguous ids (official `prepare_ade20k_sem_seg.py`: `uint8(raw - 1)`).
-
-    Args:
-        raw: `(H, W)` integer map, 0 = "other", 1..150 = classes.
-
-    Returns:
-        `(H, W)` uint8: 0 -> 255, v -> v - 1. Values above 150 do not occur in the release and raise `ValueError`.
-    """
+    """ADEChallengeData2016 PNG (0 = other) -> uint8 ids: 0 -> 255, v -> v - 1 (official `prepare_ade20k_sem_seg.py`);
+    values above 150 raise `ValueError`."""
     lut = np.concatenate([[IGNORE_8BIT], np.arange(150)]).astype(np.uint8)
-    return _apply_lut(_integer_map(raw, "ADE20K-150 label"), lut, "ADE20K-150 label")
+    return _convert(raw, lut, "ADE20K-150 label")
 
 
 def ade20k_full_object_ids(seg_rgb: Any) -> np.ndarray:
-    """Object-class ids of an ADE20K full-release `*_seg.png`: `(R // 10) * 256 + G` (ADE20K toolkit `loadAde20K`).
-
-    Args:
-        seg_rgb: `(H, W, 3)` uint8 RGB array of the `_seg.png` (B encodes instances and is not used).
-
-    Returns:
-        `(H, W)` int32 object ids; 0 = unlabelled, otherwise `index in index_ade20k.pkl["objectnames"] + 1`.
-    """
+    """Object ids `(R // 10) * 256 + G` of an ADE20K full-release `*_seg.png` `(H, W, 3)` array (ADE20K toolkit
+    `loadAde20K`): 0 = unlabelled, else position in the index's `objectnames` + 1."""
     seg = np.asarray(seg_rgb)
     if seg.ndim != 3 or seg.shape[2] < 2:
         raise ValueError(f"expected an (H, W, 3) RGB _seg.png array, got shape {seg.shape}.")
@@ -308,16 +254,9 @@ def ade20k_full_object_ids(seg_rgb: Any) -> np.ndarray:
 
 
 def convert_ade20k_847(object_ids: Any, id_to_train_id: Mapping[int, int]) -> np.ndarray:
-    """ADE20K full object ids -> A-847 train ids (official `prepare_ade20k_full_sem_seg.py`).
-
-    Args:
-        object_ids: `(H, W)` integer map from [`ade20k_full_object_ids`].
-        id_to_train_id: ADE object id -> train id 0..846 (see [`load_ade20k_847_id_map`]).
-
-    Returns:
-        `(H, W)` uint16; ids missing from the table (and 0, unlabelled) -> 65535.
-    """
-    ids = _integer_map(object_ids, "ADE20K object-id map")
+    """ADE20K object ids -> uint16 A-847 train ids through `id_to_train_id` ([`load_ade20k_847_id_map`]); other
+    ids (and 0) -> 65535 (official `prepare_ade20k_full_sem_seg.py`)."""
+    ids = label_map_array(object_ids, "ADE20K object-id map")
     out = np.full(ids.shape, IGNORE_16BIT, dtype=np.uint16)
     for object_id in np.unique(ids):
         train_id = id_to_train_id.get(int(object_id))
@@ -326,17 +265,64 @@ def convert_ade20k_847(object_ids: Any, id_to_train_id: Mapping[int, int]) -> np
     return out
 
 
+class _IndexUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: the containers pickle builds itself and NumPy arrays; any other global (a
+    function, a class: what a malicious pickle calls) is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str):
+        if (module.split(".")[-1], name) in _SAFE_GLOBALS and module.split(".")[0] == "numpy":
+            return _SAFE_GLOBALS[module.split(".")[-1], name]()
+        if (module, name) in _SAFE_BUILTINS:
+            return _SAFE_BUILTINS[module, name]
+        raise pickle.UnpicklingError(
+            f"refused to load {module}.{name}: only plain data (dict, list, str, numbers, NumPy arrays) is read."
+        )
+
+
+def _numpy_core(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(f"numpy._core.{module}")
+    except ImportError:  # NumPy 1.x
+        return importlib.import_module(f"numpy.core.{module}")
+
+
+_SAFE_GLOBALS = {
+    ("multiarray", "_reconstruct"): lambda: _numpy_core("multiarray")._reconstruct,
+    ("multiarray", "scalar"): lambda: _numpy_core("multiarray").scalar,
+    ("numeric", "_frombuffer"): lambda: _numpy_core("numeric")._frombuffer,
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+}
+_SAFE_BUILTINS = {
+    (module, name): getattr(builtins, name)
+    for module in ("builtins", "__builtin__")  # the latter in protocol 0-2 (and Python 2) pickles
+    for name in ("set", "frozenset", "complex", "bytearray")
+}
+_SAFE_BUILTINS["_codecs", "encode"] = codecs.encode  # how protocol 2 stores bytes (a str encoded as latin-1)
+
+
+def load_ade20k_index(path: str | os.PathLike) -> dict:
+    """The release's `index_ade20k.pkl` (a dict of lists and NumPy arrays: `objectnames`, `wordnet_*`, ...), read
+    with an unpickler that builds plain data only, so a tampered file cannot run code; it must hold `objectnames`."""
+    try:
+        with open(path, "rb") as f:
+            index = _IndexUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a plain-data ADE20K index pickle: {err}") from err
+    if not isinstance(index, Mapping) or "objectnames" not in index:
+        raise ValueError(f"{path}: expected the ADE20K index (a dict with an 'objectnames' list).")
+    return dict(index)
+
+
 def _read_id_name_rows(path: Path) -> list[tuple[int, str, int | None]]:
     """(object id, name, train id or None) rows of an ADE20K id table file."""
     suffix = path.suffix.lower()
     rows: list[tuple[int, str, int | None]] = []
     if suffix == ".pkl":
-        with open(path, "rb") as f:
-            index = pickle.load(f)  # the official index_ade20k.pkl of ADE20K_2021_17_01 (trusted local file)
-        names = index["objectnames"] if isinstance(index, Mapping) else None
-        if names is None:
-            raise ValueError(f"{path}: expected the ADE20K index pickle with an 'objectnames' list.")
-        return [(i + 1, str(name), None) for i, name in enumerate(names)]
+        index = load_ade20k_index(path)
+        return [(i + 1, str(name), None) for i, name in enumerate(index["objectnames"])]
     if suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, Mapping):
@@ -360,23 +346,14 @@ def _read_id_name_rows(path: Path) -> list[tuple[int, str, int | None]]:
 
 
 def load_ade20k_847_id_map(path: str | os.PathLike, class_names: Sequence[str] | None = None) -> dict[int, int]:
-    """The ADE20K object id -> A-847 train id table, built from a local id/name file matched to our 847 names.
+    """The ADE20K object id -> A-847 train id table, read from a local file and matched to our 847 names.
 
-    The official table is `ADE20K_SEM_SEG_FULL_CATEGORIES` (`{"name", "id", "trainId"}` for each of the 847 classes,
-    ODISE / MAFT `register_ade20k.py`), where `id` is the value of `(R // 10) * 256 + G` in the `_seg.png`. It is not
-    part of any download, so it is read from a file here. Accepted formats:
-
-    * `.json`: a list of `{"id": int, "name": str}` objects (optionally with `"trainId"`, then checked against the
-      name), i.e. the official category list dumped with `json.dump`; or a `{"<id>": "<name>"}` object;
-    * `.csv` (comma, quote names that contain commas) or `.tsv` / `.txt` (tab): rows `id, name[, trainId]`, an
-      optional header row;
-    * `.pkl`: the release's `index_ade20k.pkl`; object id = position in `objectnames` + 1 (0 is unlabelled, as in
-      the ADE20K toolkit). Its names must equal ours exactly for a class to be mapped.
-
-    Each row whose name (stripped) is one of the 847 names maps its id to that name's line number; other rows are
-    skipped. Two ids with the same class name raise `ValueError` (the official table is one-to-one); class names
-    that no row names are logged, and their pixels become 65535 like every unmapped id.
-    """
+    The official table (`ADE20K_SEM_SEG_FULL_CATEGORIES` of ODISE / MAFT `register_ade20k.py`) is in no download.
+    Accepted: `.json` (a list of `{"id", "name"[, "trainId"]}` or an `{"<id>": "<name>"}` object), `.csv` / `.tsv` /
+    `.txt` rows `id, name[, trainId]` (optional header), or the release's `index_ade20k.pkl` (object id = position
+    in `objectnames` + 1), read by [`load_ade20k_index`], which never runs code from the file. Rows whose name is
+    not one of the 847 are skipped; two ids for one name raise `ValueError`; names no row names are logged (their
+    pixels become 65535)."""
     names = list(class_names) if class_names is not None else BENCHMARKS["ade20k_847"].class_names()
     train_id_of_name = {name: i for i, name in enumerate(names)}
     table: dict[int, int] = {}
@@ -412,16 +389,9 @@ PASCAL_CONTEXT_59_ALIASES = {"diningtable": "table"}
 
 
 def pascal_context_59_ids() -> np.ndarray:
-    """The 60-entry id table of the official PC-59 conversion: 0 (background) and the 59 classes' 459-scheme ids.
-
-    Derived from the shipped vocabularies: each of the 59 names is looked up in the 459-class list (1-based id =
-    line + 1; `PASCAL_CONTEXT_59_ALIASES` for "diningtable" -> "table"), then sorted. Sorting keeps the order of the
-    59-class list, so class `k` of PC-59 is entry `k + 1`. This equals the `_mapping` array of the Detail-API script
-    `prepare_pascal_ctx_sem_seg.py` (the tests check it against that list).
-
-    Returns:
-        `(60,)` int64, increasing, starting with 0.
-    """
+    """The 60 increasing ids of the official PC-59 conversion: 0 (background) and the 459-scheme id (line + 1 in the
+    459-class list, "diningtable" -> "table") of each of the 59 classes, which equals the `_mapping` of the official
+    script (checked by the tests)."""
     names_59 = BENCHMARKS["pascal_context_59"].class_names()
     names_459 = BENCHMARKS["pascal_context_459"].class_names()
     ids = []
@@ -436,35 +406,18 @@ def pascal_context_59_ids() -> np.ndarray:
 
 
 def convert_pascal_context_59(label_map: Any) -> np.ndarray:
-    """PASCAL-Context 459-scheme ids -> PC-59 ids (official `prepare_pascal_ctx_sem_seg.py`).
-
-    The official script reads the mask of the Detail API (`trainval_merged.json`, values: 0 and the 59 classes'
-    459-scheme ids) and maps it through the sorted 60-id table ([`pascal_context_59_ids`]), then subtracts 1 in uint8
-    so that background becomes 255. Here the input is the `LabelMap` of the release's `.mat` files (the same
-    459-scheme ids); ids of the other 400 classes are background too.
-
-    Args:
-        label_map: `(H, W)` integer map with values 0..459.
-
-    Returns:
-        `(H, W)` uint8: the 59 classes -> 0..58, everything else -> 255.
-    """
+    """PASCAL-Context 459-scheme ids -> uint8 PC-59 ids: the 59 classes -> 0..58, everything else -> 255 (official
+    `prepare_pascal_ctx_sem_seg.py`, which reads the same ids from the Detail API and subtracts 1 in uint8)."""
     lut = np.full(460, IGNORE_8BIT, dtype=np.uint8)
     lut[pascal_context_59_ids()[1:]] = np.arange(59, dtype=np.uint8)
-    return _apply_lut(_integer_map(label_map, "PASCAL-Context label"), lut, "PASCAL-Context label")
+    return _convert(label_map, lut, "PASCAL-Context label")
 
 
 def convert_pascal_context_459(label_map: Any) -> np.ndarray:
-    """PASCAL-Context `LabelMap` -> PC-459 ids (official `prepare_pascal_ctx_full_sem_seg.py`).
-
-    Args:
-        label_map: `(H, W)` integer map, 1..459 = classes, 0 = unlabelled.
-
-    Returns:
-        `(H, W)` uint16: 0 -> 65535, v -> v - 1.
-    """
+    """PASCAL-Context `LabelMap` (1..459, 0 = unlabelled) -> uint16 ids: 0 -> 65535, v -> v - 1
+    (official `prepare_pascal_ctx_full_sem_seg.py`)."""
     lut = np.concatenate([[IGNORE_16BIT], np.arange(459)]).astype(np.uint16)
-    return _apply_lut(_integer_map(label_map, "PASCAL-Context label"), lut, "PASCAL-Context label")
+    return _convert(label_map, lut, "PASCAL-Context label")
 
 
 def read_pascal_context_mat(path: str | os.PathLike) -> np.ndarray:
@@ -483,18 +436,11 @@ def read_pascal_context_mat(path: str | os.PathLike) -> np.ndarray:
 
 
 def convert_pascal_voc_20(raw: Any) -> np.ndarray:
-    """VOC2012 `SegmentationClass` PNG (palette indices) -> PAS-20 ids (official `prepare_voc_sem_seg.py`).
-
-    Args:
-        raw: `(H, W)` integer map: 0 = background, 1..20 = classes, 255 = boundary / void.
-
-    Returns:
-        `(H, W)` uint8: 0 -> 255, v -> v - 1 for 1..20, every other value -> 255 (no background class: PAS-20 is
-        evaluated on the 20 object classes only).
-    """
+    """VOC2012 `SegmentationClass` palette indices -> uint8 ids: 1..20 -> 0..19, everything else (background 0,
+    void 255) -> 255, since PAS-20 is evaluated on the 20 object classes (official `prepare_voc_sem_seg.py`)."""
     lut = np.full(256, IGNORE_8BIT, dtype=np.uint8)
     lut[1:21] = np.arange(20, dtype=np.uint8)
-    return _apply_lut(_integer_map(raw, "VOC label"), lut, "VOC label")
+    return _convert(raw, lut, "VOC label")
 
 
 def is_all_ignore(label: np.ndarray, ignore_index: int) -> bool:
@@ -600,15 +546,9 @@ def find_release_samples(
     split_file: str | os.PathLike | None = None,
     label_dir: str | os.PathLike | None = None,
 ) -> list[ReleaseSample]:
-    """The images of one split of a release, sorted by file name (see [`RELEASE_LAYOUTS`] for the layouts).
-
-    Args:
-        name: benchmark name (a key of [`BENCHMARKS`]).
-        data_root: the folder holding `coco/`, `ade/`, `VOCdevkit/` (the `DETECTRON2_DATASETS` folder of MAFT).
-        split: `"validation"` (what the benchmarks evaluate) or `"train"`.
-        split_file: PASCAL-Context / VOC only: a list of image ids replacing the default `ImageSets` list.
-        label_dir: VOC only: the label folder (default `VOC2012/SegmentationClass`).
-    """
+    """The images of one split of a release, sorted by file name ([`RELEASE_LAYOUTS`]). `data_root` holds `coco/`,
+    `ade/`, `VOCdevkit/`; `split_file` (PASCAL-Context / VOC) replaces the `ImageSets` list; `label_dir` (VOC) the
+    label folder."""
     get_benchmark(name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
@@ -669,11 +609,7 @@ def _read_png(path: Path) -> np.ndarray:
 def convert_release_label(
     name: str, label_path: str | os.PathLike, split: str = "validation", ade847_id_map: Mapping[int, int] | None = None
 ) -> np.ndarray:
-    """Read one release label file and convert it to the benchmark's ids (`(H, W)`, uint8 or uint16).
-
-    For `coco_stuff_zero_shot` with `split="train"`, the unseen classes also become 255 (zero-shot training never
-    sees them; evaluation keeps all 171 classes and reports seen / unseen mIoU).
-    """
+    """One release label file converted to the benchmark's ids (`coco_stuff_zero_shot` train: unseen -> 255)."""
     path = Path(label_path)
     if name.startswith("coco_stuff"):
         label = convert_coco_stuff(_read_png(path))
@@ -801,20 +737,11 @@ def build_benchmark_dataset(
     label_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
 ):
-    """Convert one split of an official release into a `datasets.Dataset`.
+    """One split of an official release as a `datasets.Dataset` with columns `image`, `label`, `file_name`.
 
-    Args:
-        name: benchmark name (a key of [`BENCHMARKS`]).
-        data_root: folder holding the releases as in [`RELEASE_LAYOUTS`].
-        split: `"validation"` or `"train"`.
-        max_images: keep only the first `N` images (by file name) that survive the all-ignore filter.
-        ade847_id_map: A-847 only: the id table or a path for [`load_ade20k_847_id_map`].
-        split_file, label_dir: see [`find_release_samples`].
-        cache_dir: `datasets` cache folder for the Arrow files (default: the `datasets` cache).
-
-    Returns:
-        `datasets.Dataset` with columns `image`, `label`, `file_name` ([`benchmark_features`]); its
-        `info.description` carries the class names (`maft_hf.data.get_class_names`) and [`benchmark_metadata`].
+    `max_images` keeps the first N images (by file name) that survive the all-ignore filter; `ade847_id_map` is the
+    A-847 table or a file for [`load_ade20k_847_id_map`]; `cache_dir` is the `datasets` cache of the Arrow files.
+    The label feature carries the class names and [`benchmark_metadata`] ([`~maft_hf.data.labels.get_class_names`]).
     """
     import datasets
 
@@ -827,7 +754,9 @@ def build_benchmark_dataset(
         if not isinstance(ade847_id_map, Mapping):
             ade847_id_map = load_ade20k_847_id_map(ade847_id_map, spec.class_names())
     samples = find_release_samples(name, data_root, split, split_file=split_file, label_dir=label_dir)
-    features = benchmark_features(name)
+    features = features_with_class_names(
+        benchmark_features(name), spec.class_names(), benchmark=benchmark_metadata(name)
+    )
     dataset = datasets.Dataset.from_generator(
         _generate_examples,
         features=features,
@@ -841,8 +770,7 @@ def build_benchmark_dataset(
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         fingerprint=_fingerprint(name, split, samples, max_images, ade847_id_map),
     )
-    description = f"{spec.display_name} ({split}) for MAFT.\nmaft_hf_benchmark={json.dumps(benchmark_metadata(name))}"
-    dataset.info.description = dataset_info_with_class_names(spec.class_names(), description).description
+    dataset.info.description = f"{spec.display_name} ({split}) for MAFT."
     return dataset
 
 

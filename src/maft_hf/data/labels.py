@@ -1,137 +1,142 @@
-"""Label-id conventions: class vocabularies, the COCO-Stuff raw-to-contiguous mapping, zero-shot ignoring and checks.
+"""Label maps and the class names a dataset carries: the one home for both.
 
-COCO-Stuff (see `vocab/README.md`): a raw `stuffthingmaps` PNG value is the 1-based COCO id minus 1, i.e. 0..181, of
-which 11 values are unused (`COCO_STUFF_UNUSED_RAW_IDS`); the remaining 171 values map in increasing order to the
-contiguous ids 0..170 of `vocab/coco_stuff_171.txt`; every other value (255 = unlabelled, the unused ids) becomes 255.
-
-Datasets written by this package carry their class names in `DatasetInfo.description` (see
-[`dataset_info_with_class_names`] and [`get_class_names`]).
+* [`label_map_array`] decodes any stored label map (PIL image, array, tensor, `{"bytes"/"path"}` cell) to `(H, W)`
+  integer ids; [`map_labels`] applies a lookup table (every release conversion is one); [`coco_stuff_lut`] is the
+  COCO-Stuff one: raw `stuffthingmaps` value (COCO id - 1, 0..181) -> contiguous ids 0..170 of
+  `vocab/coco_stuff_171.txt`, the 11 unused values and 255 -> 255.
+* Class names are stored in the label feature's `id` as JSON ([`features_with_class_names`]): unlike
+  `DatasetInfo.description` it survives `save_to_disk`, `to_parquet`, `push_to_hub` and `load_dataset`.
+  [`get_class_names`] reads it, then the older description line ([`dataset_info_with_class_names`]), then an
+  `id2label.json` beside the data.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from importlib import resources
+import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..inference.vocabulary import load_vocabulary
+from ..inference.vocabulary import load_vocabulary, unseen_class_indices
 
 IGNORE_INDEX = 255
 COCO_STUFF_NUM_RAW_IDS = 182
 COCO_STUFF_UNUSED_RAW_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
-CLASS_NAMES_MARKER = "maft_hf_class_names="
-
-
-def _unseen_table_rows() -> list[list[str]]:
-    text = (resources.files("maft_hf") / "vocab" / "coco_stuff_unseen_15.txt").read_text(encoding="utf-8")
-    return [line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+CLASS_NAMES_MARKER = "maft_hf_class_names="  # description line of datasets written before features metadata
+BENCHMARK_MARKER = "maft_hf_benchmark="
+METADATA_KEY = "maft_hf"  # {"maft_hf": {"class_names": [...], "benchmark": {...}}} in a feature's `id`
+ID2LABEL_FILE = "id2label.json"
 
 
 def coco_stuff_lut(ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """Lookup table from raw COCO-Stuff `stuffthingmaps` values to contiguous ids.
-
-    Returns:
-        `(256,)` uint8 array (uint16 when `ignore_index > 255`): `lut[raw]` is the contiguous id 0..170 for the 171 used raw values (0..181 minus
-        `COCO_STUFF_UNUSED_RAW_IDS`, in increasing order) and `ignore_index` for every other value.
-    """
-    used = [v for v in range(COCO_STUFF_NUM_RAW_IDS) if v not in COCO_STUFF_UNUSED_RAW_IDS]
-    names = load_vocabulary("coco_stuff_171")
-    if len(used) != len(names):
-        raise ValueError(f"COCO-Stuff has {len(names)} class names but {len(used)} used raw ids.")
-    dtype = np.uint8 if 0 <= ignore_index <= 255 else np.uint16
+    """`(256,)` lookup table raw COCO-Stuff value -> contiguous id (uint8, or uint16 when `ignore_index > 255`)."""
     if not 0 <= ignore_index <= 65535:
         raise ValueError(f"ignore_index must be in [0, 65535], got {ignore_index}.")
+    used = [v for v in range(COCO_STUFF_NUM_RAW_IDS) if v not in COCO_STUFF_UNUSED_RAW_IDS]
+    if len(used) != len(load_vocabulary("coco_stuff_171")):
+        raise ValueError(f"COCO-Stuff has {len(used)} used raw ids but not as many class names.")
+    dtype = np.uint8 if ignore_index <= 255 else np.uint16
     lut = np.full(256, ignore_index, dtype=dtype)
     lut[used] = np.arange(len(used), dtype=dtype)
     return lut
 
 
 def coco_stuff_unseen_ids() -> list[int]:
-    """Contiguous ids (0..170) of the 15 unseen classes of the zero-shot COCO-Stuff split (paper Tab. 1).
+    """Contiguous ids of the 15 unseen classes of the zero-shot COCO-Stuff split (paper Tab. 1)."""
+    return unseen_class_indices("coco_stuff")
 
-    Read from `vocab/coco_stuff_unseen_15.txt` (the same ids as `maft_hf.inference.vocabulary.unseen_class_indices()`); each
-    row's raw PNG value and name are checked against [`coco_stuff_lut`] and `coco_stuff_171.txt`.
+
+def label_map_array(label: Any, what: str = "Label maps") -> np.ndarray:
+    """A label map (PIL image, array, tensor, nested list or a `{"bytes"}` / `{"path"}` cell) as `(H, W)` integer ids.
+
+    8-bit ("L", "P") maps decode to uint8 and 16-bit ("I;16") ones to uint16, exactly the stored ids; a trailing
+    channel of size 1 is dropped. Raises a `ValueError` for non-integer values and other shapes.
     """
-    lut = coco_stuff_lut()
-    names = load_vocabulary("coco_stuff_171")
-    ids = []
-    for row in _unseen_table_rows():
-        index, _coco_id, raw, name = (column.strip() for column in row)
-        index, raw = int(index), int(raw)
-        if lut[raw] != index or names[index] != name:
-            raise ValueError(f"Inconsistent unseen-class row {row}: lut[{raw}]={lut[raw]}, name {names[index]!r}.")
-        ids.append(index)
-    return ids
+    from PIL import Image
+
+    if isinstance(label, dict) and (label.get("bytes") is not None or label.get("path")):
+        source = io.BytesIO(label["bytes"]) if label.get("bytes") is not None else label["path"]
+        with Image.open(source) as opened:
+            label = opened.copy()
+    mode = getattr(label, "mode", None)
+    array = np.asarray(label.detach().cpu() if isinstance(label, torch.Tensor) else label)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.dtype.kind not in "iub":
+        raise ValueError(f"{what} must hold integer class ids, got dtype {array.dtype}.")
+    if array.ndim != 2:
+        raise ValueError(
+            f"{what} must be single-channel (H, W) class-id maps, got shape {array.shape}"
+            f"{f' (PIL mode {mode!r})' if mode else ''}; a colour (palette-rendered) annotation must be converted to "
+            "class ids first (maft-prepare-benchmark)."
+        )
+    return array
 
 
-def map_labels(label_array, lut):
-    """Map every value `v` of a label map to `lut[v]`.
+def map_labels(label_array, lut, what: str = "label map"):
+    """`lut[v]` for every value `v` of an integer label map (NumPy in, NumPy out; torch in, torch out, same device).
 
-    Args:
-        label_array: integer `np.ndarray` or `torch.Tensor` of any shape (e.g. `(H, W)` raw PNG values).
-        lut: 1-D `np.ndarray` or `torch.Tensor`; `len(lut)` must exceed the largest value in `label_array`.
-
-    Returns:
-        Same type (numpy in, numpy out; torch in, torch out, on the input's device) and shape, dtype of `lut`.
-    """
+    Raises a `ValueError` naming the values outside `[0, len(lut))`."""
     is_torch = isinstance(label_array, torch.Tensor)
     values = label_array.detach().cpu().numpy() if is_torch else np.asarray(label_array)
     table = lut.detach().cpu().numpy() if isinstance(lut, torch.Tensor) else np.asarray(lut)
     if table.ndim != 1:
         raise ValueError(f"lut must be 1-D, got shape {table.shape}.")
     if values.dtype.kind not in "iu":
-        raise ValueError(f"label_array must hold integers, got dtype {values.dtype}.")
-    if values.size and (values.min() < 0 or values.max() >= len(table)):
-        raise ValueError(
-            f"label values must lie in [0, {len(table) - 1}] for a lut of {len(table)} entries, got values in "
-            f"[{values.min()}, {values.max()}]."
-        )
+        raise ValueError(f"{what} must hold integers, got dtype {values.dtype}.")
+    outside = (values < 0) | (values >= len(table))
+    if outside.any():
+        bad = np.unique(values[outside])[:20].tolist()
+        raise ValueError(f"{what} holds ids {bad} outside the lookup table's range [0, {len(table) - 1}].")
     mapped = table[values]
-    if is_torch:
-        return torch.from_numpy(np.ascontiguousarray(mapped)).to(label_array.device)
-    return mapped
+    return torch.from_numpy(np.ascontiguousarray(mapped)).to(label_array.device) if is_torch else mapped
 
 
 def zero_shot_ignore(labels, unseen_ids, ignore_index: int = IGNORE_INDEX):
-    """Replace the pixels of unseen classes by `ignore_index` (zero-shot training: unseen classes never supervise).
-
-    Args:
-        labels: integer `np.ndarray` or `torch.Tensor` of class ids, any shape.
-        unseen_ids: iterable of class ids to hide.
-        ignore_index: value written on those pixels.
-
-    Returns:
-        A new array/tensor of the same type, shape and dtype.
-    """
+    """A copy of `labels` (array or tensor) with the pixels of the unseen classes set to `ignore_index`."""
     unseen = sorted({int(i) for i in unseen_ids})
     if isinstance(labels, torch.Tensor):
         hidden = torch.isin(labels, torch.tensor(unseen, dtype=labels.dtype, device=labels.device))
         return labels.masked_fill(hidden, ignore_index)
-    labels = np.asarray(labels)
-    out = labels.copy()
-    out[np.isin(labels, unseen)] = ignore_index
+    out = np.array(labels, copy=True)
+    out[np.isin(out, unseen)] = ignore_index
     return out
 
 
 def check_label_ids(labels, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
     """Raise a `ValueError` naming every id of `labels` outside `[0, num_classes)` other than `ignore_index`."""
     values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    present = np.unique(values)
-    bad = [v.item() for v in present if v != ignore_index and not 0 <= v < num_classes]
+    bad = [v.item() for v in np.unique(values) if v != ignore_index and not 0 <= v < num_classes]
     if bad:
-        shown = bad[:20]
         raise ValueError(
             f"Label ids must lie in [0, {num_classes - 1}] or be the ignore index {ignore_index}; found "
-            f"{len(bad)} other id(s): {shown}{' ...' if len(bad) > 20 else ''}."
+            f"{len(bad)} other id(s): {bad[:20]}{' ...' if len(bad) > 20 else ''}."
         )
 
 
-def dataset_info_with_class_names(class_names, description: str = "", features=None):
-    """A `datasets.DatasetInfo` whose description records `class_names` (read back with [`get_class_names`]).
+# ---------------------------------------------------------------------------------------------------------------
+# Class names stored with a dataset
+# ---------------------------------------------------------------------------------------------------------------
+def features_with_class_names(features, class_names, label_column: str = "label", benchmark: dict | None = None):
+    """A copy of `features` whose `label_column` feature carries the class names (and benchmark metadata) in its
+    `id`, as JSON. Read back with [`get_class_names`] / [`dataset_metadata`], also after a parquet or Hub round
+    trip."""
+    import copy
 
-    `features` must be given (and equal to the dataset's) when the info is passed to `Dataset.from_dict`."""
+    if label_column not in features:
+        raise ValueError(f"The features have no label column {label_column!r}; they have {list(features)}.")
+    out = copy.deepcopy(features)
+    stored = {"class_names": list(class_names), **({"benchmark": benchmark} if benchmark else {})}
+    out[label_column].id = json.dumps({METADATA_KEY: stored})
+    return out
+
+
+def dataset_info_with_class_names(class_names, description: str = "", features=None):
+    """A `datasets.DatasetInfo` whose description records `class_names` (the older place, still read)."""
     from datasets import DatasetInfo
 
     text = description.rstrip()
@@ -139,28 +144,79 @@ def dataset_info_with_class_names(class_names, description: str = "", features=N
     return DatasetInfo(description=text, features=features)
 
 
-def get_class_names(dataset) -> list[str] | None:
-    """Class names stored by [`dataset_info_with_class_names`] in a `Dataset` (or the first split of a
-    `DatasetDict`), or None when the dataset carries none."""
+def _first_split(dataset):
+    if getattr(dataset, "info", None) is None and hasattr(dataset, "values"):  # a DatasetDict
+        return next(iter(dataset.values()), None)
+    return dataset
+
+
+def dataset_metadata(dataset) -> dict:
+    """What a dataset says about itself: `{"class_names": [...], "benchmark": {...}}` (either may be missing).
+
+    Read from a feature's `id` (written by [`features_with_class_names`]), else from the description lines of
+    older datasets."""
+    dataset = _first_split(dataset)
+    found: dict = {}
+    for feature in (getattr(dataset, "features", None) or {}).values():
+        try:
+            stored = json.loads(getattr(feature, "id", None) or "null")
+        except json.JSONDecodeError:
+            continue
+        if isinstance(stored, dict) and isinstance(stored.get(METADATA_KEY), dict):
+            found = dict(stored[METADATA_KEY])
+            break
     info = getattr(dataset, "info", None)
-    if info is None and hasattr(dataset, "values"):
-        splits = list(dataset.values())
-        info = splits[0].info if splits else None
-    description = (info.description or "") if info is not None else ""
-    for line in description.splitlines():
-        if line.startswith(CLASS_NAMES_MARKER):
-            return json.loads(line[len(CLASS_NAMES_MARKER) :])
+    for line in ((info.description or "") if info is not None else "").splitlines():
+        for key, marker in (("class_names", CLASS_NAMES_MARKER), ("benchmark", BENCHMARK_MARKER)):
+            if line.startswith(marker) and key not in found:
+                found[key] = json.loads(line[len(marker) :])
+    return found
+
+
+def read_id2label(path: str | os.PathLike) -> list[str]:
+    """Class names from an `id2label.json` (`{"0": name, ..., "C-1": name}`), checked."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"Cannot read {path}: {err}") from err
+    expected = [str(i) for i in range(len(data))] if isinstance(data, dict) else None
+    if expected is None or sorted(data, key=lambda k: (len(k), k)) != expected:
+        shown = list(data)[:5] if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path}: expected a JSON object with the keys '0'..'C-1' (id -> class name), got {shown}.")
+    return load_vocabulary([data[key] for key in expected])
+
+
+def get_class_names(dataset, data_dir: str | os.PathLike | None = None) -> list[str] | None:
+    """The class names of a `Dataset` / `IterableDataset` (or the first split of a `DatasetDict`), or None.
+
+    Looked up in this order: the label feature's metadata ([`features_with_class_names`]), the description of
+    datasets written by older versions, an `id2label.json` in `data_dir` or beside the dataset's Arrow files (the
+    folder `save_to_disk` wrote).
+    """
+    names = dataset_metadata(dataset).get("class_names")
+    if names is not None:
+        return list(names)
+    folders = [Path(data_dir)] if data_dir is not None else []
+    for cache in getattr(_first_split(dataset), "cache_files", None) or []:
+        folders += [Path(cache["filename"]).parent, Path(cache["filename"]).parent.parent]
+    for folder in folders:
+        if (folder / ID2LABEL_FILE).is_file():
+            return read_id2label(folder / ID2LABEL_FILE)
     return None
 
 
 __all__ = [
-    "IGNORE_INDEX",
     "COCO_STUFF_UNUSED_RAW_IDS",
+    "IGNORE_INDEX",
+    "check_label_ids",
     "coco_stuff_lut",
     "coco_stuff_unseen_ids",
-    "map_labels",
-    "zero_shot_ignore",
-    "check_label_ids",
     "dataset_info_with_class_names",
+    "dataset_metadata",
+    "features_with_class_names",
     "get_class_names",
+    "label_map_array",
+    "map_labels",
+    "read_id2label",
+    "zero_shot_ignore",
 ]

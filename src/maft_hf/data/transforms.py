@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..model.images import shortest_edge_size  # noqa: F401  (re-exported: detectron2's ResizeShortestEdge size)
 from ..model.processing_maft import to_clip_input  # noqa: F401  (re-exported: the one CLIP input transform)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -24,19 +25,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_PAD_VALUE = 128
 RELEASED_SHORT_SIDES = (320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960)
 RELEASED_MAX_SIZE = 2560
-
-
-def shortest_edge_size(
-    height: int, width: int, short_side: int, max_size: int | None = RELEASED_MAX_SIZE
-) -> tuple[int, int]:
-    """Output `(height, width)` of detectron2's `ResizeShortestEdge`: short side -> `short_side`, long side capped at
-    `max_size`, rounded to the nearest integer."""
-    scale = short_side / min(height, width)
-    new_h, new_w = height * scale, width * scale
-    if max_size is not None and max(new_h, new_w) > max_size:
-        shrink = max_size / max(new_h, new_w)
-        new_h, new_w = new_h * shrink, new_w * shrink
-    return int(new_h + 0.5), int(new_w + 0.5)
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

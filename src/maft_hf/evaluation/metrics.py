@@ -1,25 +1,12 @@
 """Semantic-segmentation metrics of the MAFT benchmarks: an exact confusion matrix and the scores derived from it.
 
-[`ConfusionMatrix`] accumulates `(ground truth, prediction)` pixel counts with `torch.bincount` (int64, exact, any
-number of images, mergeable across workers and processes). [`compute_segmentation_metrics`] turns it into the numbers
-the paper reports, with the conventions of detectron2 v0.6 `SemSegEvaluator` (the version the released MAFT code
-installs), which produced every number of paper Tab. 1 and 3:
-
-* pixels whose ground truth is the ignore label are skipped, whatever was predicted there;
-* IoU of class `c` = `TP / (GT + PRED - TP)`, summed over the whole evaluation set (not averaged per image);
-* a class absent from **both** the ground truth and the predictions of the whole set is excluded from every mean
-  (its IoU is `nan`, and the result says how many and which classes were excluded). This matters for A-847 and
-  PC-459, where many classes never occur in the validation images. A class that is predicted but absent from the
-  ground truth has IoU 0 and counts in the mean (detectron2 v0.6: `sum(iou[gt > 0]) / sum((gt + pred) > 0)`);
-* mean class accuracy averages `TP / GT` over the classes present in the ground truth; pixel accuracy is
-  `sum(TP) / sum(GT)`; fwIoU weights each present class's IoU by its share of ground-truth pixels;
-* zero-shot splits: mIoU over the seen classes, over the unseen classes (same exclusion rule inside each group), and
-  their harmonic mean `hIoU = 2 * seen * unseen / (seen + unseen)` (paper section 5.1).
-
-All IoUs and accuracies are returned **in percent** (0-100), as the paper and detectron2 report them.
-
-[`load_metric`] returns the same computation as an `evaluate` metric (`mean_iou_maft`, shipped inside this package so
-that it loads without the network).
+[`ConfusionMatrix`] accumulates `(ground truth, prediction)` pixel counts (int64, exact, mergeable across processes).
+[`compute_segmentation_metrics`] follows detectron2 v0.6 `SemSegEvaluator`, which produced paper Tab. 1 and 3: ignored
+pixels are skipped; IoU = `TP / (GT + PRED - TP)` over the whole set; a class absent from both the ground truth and
+the predictions of the whole set is left out of every mean (reported; this matters for A-847 and PC-459), one that is
+predicted but absent counts with IoU 0; mAcc averages `TP / GT` over present classes; zero-shot splits add the seen
+and unseen mIoU and their harmonic mean hIoU. Everything is in percent. [`load_metric`] is the same computation as an
+`evaluate` metric shipped in this package (`mean_iou_maft`, loads offline).
 """
 
 from __future__ import annotations
@@ -33,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..inference.vocabulary import unseen_class_ids
 
 METRIC_NAME = "mean_iou_maft"
 METRIC_PATH = Path(__file__).resolve().parent / METRIC_NAME
@@ -53,20 +42,9 @@ def _as_index_tensor(values: Any, what: str) -> torch.Tensor:
 
 
 class ConfusionMatrix:
-    """Exact pixel confusion matrix of a semantic-segmentation evaluation.
-
-    `matrix[g, p]` (int64, `(num_classes, num_classes)`) counts the pixels whose ground truth is class `g` and whose
-    prediction is class `p`; rows are ground truth, columns are predictions. Pixels whose ground truth equals
-    `ignore_index` are not counted.
-
-    Args:
-        num_classes (`int`): number of classes `C`; valid class ids are `0 .. C-1`.
-        ignore_index (`int` or `None`, defaults to 255): ground-truth value to skip (255 for the 8-bit benchmarks,
-            65535 for A-847 and PC-459). `None` skips nothing.
-        device (`torch.device` or `str`, defaults to CPU): where the matrix lives (the inputs of [`update`] are moved
-            there).
-
-    Example:
+    """Exact pixel confusion matrix: `matrix[g, p]` (int64, `(C, C)`) counts the pixels of ground truth `g`
+    predicted as `p`; pixels whose ground truth is `ignore_index` (255, or 65535 for A-847 / PC-459; None: none)
+    are not counted.
 
     ```python
     >>> import torch
@@ -120,20 +98,9 @@ class ConfusionMatrix:
             )
 
     def update(self, predictions: Any, references: Any) -> ConfusionMatrix:
-        """Add the pixels of one image `(H, W)` or of a batch `(B, H, W)`.
-
-        Args:
-            predictions: predicted class ids, `(H, W)` or `(B, H, W)`, integers in `[0, C)` (tensor, NumPy array or
-                anything `np.asarray` accepts). Values at ignored pixels are not looked at.
-            references: ground-truth class ids, same shape, integers in `[0, C)` or `ignore_index`.
-
-        Returns:
-            `self`, so that calls chain.
-
-        Raises:
-            ValueError: different shapes, not 2 or 3 dimensions, non-integer dtypes, or a reference / prediction id
-                outside `[0, C)` (the offending ids are listed).
-        """
+        """Add the pixels of one `(H, W)` map or a `(B, H, W)` batch of predicted and reference class ids
+        (tensors or arrays); returns `self`. Different shapes, non-integer dtypes and ids outside `[0, C)` (other
+        than the ignore index in the references) raise `ValueError`, naming the ids."""
         preds = _as_index_tensor(predictions, "predictions").to(self.matrix.device)
         refs = _as_index_tensor(references, "references").to(self.matrix.device)
         if preds.shape != refs.shape:
@@ -184,13 +151,8 @@ class ConfusionMatrix:
         return self
 
     def reduce(self, accelerator: Any) -> ConfusionMatrix:
-        """Sum the matrices of all processes of an `accelerate.Accelerator` (a new matrix, on CPU, on every process).
-
-        Every process must call it (it is a collective). The sum is exact (int64). Shard the evaluation set without
-        duplicates: an accelerate-prepared data loader with `even_batches=True` (the default) repeats samples to fill
-        the last batch, and they would be counted twice; use `Accelerator(even_batches=False)` or split the indices
-        yourself (`accelerator.split_between_processes`).
-        """
+        """The sum of the matrices of all processes (a collective: every process calls it; a new CPU matrix).
+        Shard without duplicates (`Accelerator.split_between_processes`): padded batches would count twice."""
         summed = accelerator.reduce(self.matrix.to(accelerator.device), reduction="sum")
         out = ConfusionMatrix(self.num_classes, self.ignore_index)
         out.matrix = summed.to(device="cpu", dtype=torch.int64)
@@ -207,23 +169,6 @@ class ConfusionMatrix:
             f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
             f"pixels={int(self.matrix.sum())})"
         )
-
-
-def _resolve_class_ids(classes: Iterable[int | str], num_classes: int, class_names: Sequence[str] | None) -> list[int]:
-    ids = []
-    for item in classes:
-        if isinstance(item, str):
-            if class_names is None:
-                raise ValueError(f"unseen class {item!r} is given by name but no class_names were passed.")
-            if item not in class_names:
-                raise ValueError(f"unseen class {item!r} is not one of the {len(class_names)} class names.")
-            ids.append(list(class_names).index(item))
-        else:
-            index = int(item)
-            if not 0 <= index < num_classes:
-                raise ValueError(f"unseen class id {index} is outside [0, {num_classes}).")
-            ids.append(index)
-    return sorted(set(ids))
 
 
 def _mean_over(values: torch.Tensor, selected: torch.Tensor) -> float:
@@ -246,27 +191,13 @@ def compute_segmentation_metrics(
     class_names: Sequence[str] | None = None,
     unseen_classes: Iterable[int | str] | None = None,
 ) -> dict[str, Any]:
-    """Scores of a confusion matrix, in percent, with detectron2 v0.6 `SemSegEvaluator` conventions.
+    """Scores of a confusion matrix (or its `(C, C)` counts), in percent, detectron2 v0.6 conventions.
 
-    Args:
-        confusion: a [`ConfusionMatrix`] or its `(C, C)` counts (rows = ground truth, columns = predictions).
-        class_names (`Sequence[str]`, *optional*): the `C` class names; adds `excluded_class_names` and allows
-            `unseen_classes` by name.
-        unseen_classes (*optional*): ids (or names) of the unseen classes of a zero-shot split, e.g. the 15 of
-            COCO-Stuff; all other classes are the seen ones. Adds `mIoU_seen`, `mIoU_unseen` and `hIoU`.
-
-    Returns:
-        `dict` with
-        - `mIoU`, `fwIoU`, `mAcc`, `pAcc` (`float`, percent; `nan` when nothing was counted);
-        - `per_class_iou`, `per_class_accuracy` (`list[float]` of length `C`, percent; `nan` where undefined:
-          IoU of a class absent from ground truth and predictions, accuracy of a class absent from ground truth);
-        - `num_classes`, `num_evaluated_classes`, `num_excluded_classes` and `excluded_classes` (ids of the classes
-          absent from both ground truth and predictions, left out of every mean), `excluded_class_names` if names
-          were given;
-        - with `unseen_classes`: `mIoU_seen`, `mIoU_unseen`, `hIoU`, `num_evaluated_seen_classes`,
-          `num_evaluated_unseen_classes`, `unseen_classes` (sorted ids).
-
-    Example:
+    Returns `mIoU`, `fwIoU`, `mAcc`, `pAcc`, `per_class_iou`, `per_class_accuracy` (`nan` where undefined),
+    `num_classes`, `num_evaluated_classes`, `num_excluded_classes`, `excluded_classes` (absent from ground truth and
+    predictions; `excluded_class_names` with `class_names`), and with `unseen_classes` (ids, or names with
+    `class_names`) `mIoU_seen`, `mIoU_unseen`, `hIoU`, `num_evaluated_seen_classes`, `num_evaluated_unseen_classes`,
+    `unseen_classes`.
 
     ```python
     >>> import torch
@@ -318,7 +249,7 @@ def compute_segmentation_metrics(
         results["excluded_class_names"] = [class_names[i] for i in excluded]
 
     if unseen_classes is not None:
-        unseen_ids = _resolve_class_ids(unseen_classes, num_classes, class_names)
+        unseen_ids = unseen_class_ids(unseen_classes, class_names, num_classes)
         unseen = torch.zeros(num_classes, dtype=torch.bool)
         unseen[unseen_ids] = True
         seen_miou = _mean_over(iou, evaluated & ~unseen)
@@ -337,24 +268,9 @@ def compute_segmentation_metrics(
 
 
 def load_metric(**kwargs: Any):
-    """The `mean_iou_maft` metric as an `evaluate.EvaluationModule`, loaded from this package (no network needed).
-
-    `evaluate.load(path)` copies the shipped module file to its modules cache (`HF_MODULES_CACHE`) and imports it; the
-    module imports `maft_hf.evaluation.metrics` absolutely, so `maft_hf` must be installed (it is, as a package or editable).
-    Keyword arguments go to `evaluate.load` (e.g. `experiment_id`, `keep_in_memory`).
-
-    Example:
-
-    ```python
-    >>> import numpy as np
-    >>> from maft_hf.evaluation.metrics import load_metric
-    >>> metric = load_metric(keep_in_memory=True)
-    >>> out = metric.compute(predictions=[np.array([[0, 1]])], references=[np.array([[0, 1]])],
-    ...                      num_labels=2, ignore_index=255)
-    >>> out["mIoU"]
-    100.0
-    ```
-    """
+    """The `mean_iou_maft` metric as an `evaluate.EvaluationModule`, loaded from this package (no network
+    needed; `maft_hf` must be installed, since `evaluate` copies the module and imports it). Keyword arguments go to
+    `evaluate.load`."""
     import evaluate  # imported here: it pulls in `datasets`, which most users of this module do not need
 
     return evaluate.load(os.fspath(METRIC_PATH), **kwargs)

@@ -1,17 +1,7 @@
-"""Evaluation reports: the `results.json` record of a run and Markdown tables in the layout of paper Tables 1 and 3.
-
-A record ([`build_results_record`]) holds the run's settings, the scores of
-[`~maft_hf.evaluation.loop.evaluate_segmentation`] (percent, `null` where undefined), the per-class IoU and, for a
-registered benchmark ([`~maft_hf.data.benchmarks.BENCHMARKS`]), the numbers the paper and the authors' released
-checkpoint report. [`format_results_markdown`] turns one or several records into:
-
-* zero-shot runs (unseen classes given): seen mIoU | unseen mIoU | hIoU (| mIoU), paper Tab. 1;
-* the five open-vocabulary benchmarks: A-847 | A-150 | PC-459 | PC-59 | PAS-20, paper Tab. 3, one row per
-  (model, proposals, ensemble) setting;
-* any other dataset: mIoU | mAcc | pAcc | fwIoU;
-
-each with the paper's rows above ours, followed by a details table of every run.
-"""
+"""Evaluation reports: the `results.json` record of a run ([`build_results_record`]: settings, scores in percent,
+per-class IoU, the paper's numbers for a registered benchmark) and Markdown tables ([`format_results_markdown`]) in
+the layout of paper Tab. 1 (zero-shot: seen / unseen mIoU, hIoU), Tab. 3 (the five open-vocabulary benchmarks) or
+mIoU / mAcc / pAcc / fwIoU for other datasets, the paper's rows above ours, then a details table."""
 
 from __future__ import annotations
 
@@ -55,21 +45,11 @@ def build_results_record(
     ignore_index: int | None = 255,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready record of one evaluation run (what `scripts/evaluate.py` writes to `results.json`).
+    """The JSON-ready record of one run: `{"version", "run", "metrics", "per_class", "paper"}`.
 
-    Args:
-        results: the dict of [`~maft_hf.evaluation.loop.evaluate_segmentation`] (its `confusion_matrix` is left out:
-            the script saves it as `confusion_matrix.npy`).
-        model, dataset, split, proposals, ensemble_weight: the run's settings, as given.
-        class_names: the vocabulary (label id `i` = `class_names[i]`).
-        benchmark: a key of `BENCHMARKS`: adds the paper's numbers for it.
-        ignore_index: the label value that was not evaluated.
-        extra: more settings to record under `"run"` (batch size, max samples, ...).
-
-    Returns:
-        `{"version", "run", "metrics", "per_class", "paper"}`; `metrics` holds the scalar scores (percent) and the
-        counts, `per_class` the names, IoU and accuracy of every class (`None` where undefined).
-    """
+    `results` is the dict of [`~maft_hf.evaluation.loop.evaluate_segmentation`] (its confusion matrix is saved
+    separately); `benchmark` (a key of `BENCHMARKS`) adds the paper's numbers; `extra` goes under `"run"`.
+    Undefined scores (NaN) become `null`."""
     run = {
         "model": model,
         "benchmark": benchmark,
@@ -245,18 +225,7 @@ def _details_table(records) -> list[str]:
 
 
 def format_results_markdown(records: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
-    """Markdown tables of one or several [`build_results_record`] records, paper numbers beside ours.
-
-    Example:
-
-    ```python
-    >>> print(format_results_markdown(record))  # doctest: +SKIP
-    ### Open-vocabulary semantic segmentation, trained on COCO-Stuff (layout of paper Tab. 3; mIoU in %)
-
-    | Method | A-847 | A-150 | PC-459 | PC-59 | PAS-20 |
-    ...
-    ```
-    """
+    """Markdown tables of one or several [`build_results_record`] records, the paper's numbers beside ours."""
     records = [records] if isinstance(records, Mapping) else list(records)
     if not records:
         raise ValueError("No results to format: pass at least one results record.")

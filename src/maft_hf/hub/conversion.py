@@ -16,30 +16,29 @@ from ..model.configuration_maft import MAFTConfig
 logger = logging.getLogger(__name__)
 
 # Settings of the released models. ViT-B/16: paper section 5.1 (480x480 CLIP input) and Tab. 4e (start layer 8).
-# ViT-L/14 (paper Tab. 6) states neither: we keep the same relative depth (16 of 24 layers) and the grid a 480 px
-# input gives with 14 px patches (34 x 34 patches = 476 px). Both are documented choices, not released facts.
+# ViT-L/14: the release builds IP-CLIP with `build_clip_model(name, cfg.MODEL.START_LAYERS)`, which lands in the
+# `frozen` slot of `build_clip_model(model_name, frozen=True, start_layers=8)`: its mask attention starts at layer 8,
+# and its input is squeezed to 480 x 480 like ViT-B/16, of which the /14 patch convolution reads a 34 x 34 grid (the
+# top-left 476 px). ViT-B/32 and other shapes: the same 480 px input, mask attention from 2/3 of the depth.
 PRESETS = {
     "vit-b16": {"patch_size": 16, "num_hidden_layers": 12, "input_image_size": 480, "mask_start_layer": 8},
     "vit-b32": {"patch_size": 32, "num_hidden_layers": 12, "input_image_size": 480, "mask_start_layer": 8},
-    "vit-l14": {"patch_size": 14, "num_hidden_layers": 24, "input_image_size": 476, "mask_start_layer": 16},
+    "vit-l14": {"patch_size": 14, "num_hidden_layers": 24, "input_image_size": 480, "mask_start_layer": 8},
 }
 
 
 def preset_for(vision_config) -> dict:
     """The MAFT settings (`input_image_size`, `mask_start_layer`) for a CLIP vision config.
 
-    Known shapes take the `PRESETS` entry; any other keeps its size rounded down to a multiple of the patch size
-    at 480 px and starts masking at 2/3 of the depth.
+    Known shapes take the `PRESETS` entry; any other runs at 480 px (the floor patch grid, as the release) and
+    starts masking at 2/3 of the depth.
     """
+    shape = (vision_config.patch_size, vision_config.num_hidden_layers)
     for preset in PRESETS.values():
-        if (vision_config.patch_size, vision_config.num_hidden_layers) == (
-            preset["patch_size"],
-            preset["num_hidden_layers"],
-        ):
+        if shape == (preset["patch_size"], preset["num_hidden_layers"]):
             return {k: preset[k] for k in ("input_image_size", "mask_start_layer")}
-    patch = vision_config.patch_size
     return {
-        "input_image_size": max(patch, (480 // patch) * patch),
+        "input_image_size": max(vision_config.patch_size, 480),
         "mask_start_layer": 2 * vision_config.num_hidden_layers // 3,
     }
 
@@ -112,38 +111,6 @@ def load_clip_as_maft(
     return model, processor
 
 
-def load_model_and_processor(
-    name_or_path: str,
-    local_files_only: bool | None = None,
-    mask_start_layer: int | None = None,
-    input_image_size: int | None = None,
-):
-    """`(MaskAwareCLIPModel, MAFTProcessor)` of a MAFT checkpoint, or of a plain CLIP checkpoint converted in memory
-    ([`load_clip_as_maft`]; `mask_start_layer` / `input_image_size` override its preset)."""
-    from transformers import PretrainedConfig
-
-    from ..model.modeling_maft import MaskAwareCLIPModel
-    from ..model.processing_maft import MAFTProcessor
-
-    options = pretrained_options(local_files_only)
-    model_type = PretrainedConfig.get_config_dict(name_or_path, **options)[0].get("model_type")
-    if model_type == "maft":
-        if mask_start_layer is not None or input_image_size is not None:
-            raise ValueError(
-                "mask_start_layer / input_image_size overrides apply to plain CLIP checkpoints only; "
-                f"{name_or_path!r} is already a MAFT checkpoint."
-            )
-        return MaskAwareCLIPModel.from_pretrained(name_or_path, **options), MAFTProcessor.from_pretrained(
-            name_or_path, **options
-        )
-    if model_type != "clip":
-        raise ValueError(
-            f"--model_name_or_path must be a MAFT (model_type 'maft') or CLIP (model_type 'clip') checkpoint; "
-            f"{name_or_path!r} has model_type {model_type!r}."
-        )
-    return load_clip_as_maft(name_or_path, mask_start_layer, input_image_size, local_files_only)
-
-
 def convert_clip_checkpoint(
     clip_name_or_path: str,
     output_dir: str | os.PathLike,
@@ -154,38 +121,26 @@ def convert_clip_checkpoint(
     hub_model_id: str | None = None,
     token: str | None = None,
 ):
-    """Convert a CLIP checkpoint into a MAFT checkpoint directory (safetensors, config, processor files).
-
-    Args:
-        clip_name_or_path: Hub id (e.g. `"openai/clip-vit-base-patch16"`) or local directory of a `CLIPModel`.
-        output_dir: where to write the MAFT checkpoint.
-        mask_start_layer / input_image_size: override the preset (see [`preset_for`]).
-        local_files_only: never touch the network (also implied by `HF_HUB_OFFLINE=1`).
-
-    Returns:
-        The converted `MaskAwareCLIPModel`.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.hub.conversion import convert_clip_checkpoint
-    >>> model = convert_clip_checkpoint("openai/clip-vit-base-patch16", "maft-vitb16-init")  # doctest: +SKIP
-    ```"""
+    """Convert a CLIP checkpoint (Hub id such as `"openai/clip-vit-base-patch16"`, or a local `CLIPModel` directory)
+    into a MAFT checkpoint directory (safetensors, config, code, processor files) with [`load_clip_as_maft`];
+    returns the converted `MaskAwareCLIPModel`. `push_to_hub` uploads the directory (default repo: its name)."""
     model, processor = load_clip_as_maft(clip_name_or_path, mask_start_layer, input_image_size, local_files_only)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     if push_to_hub:
-        repo = hub_model_id or os.path.basename(os.path.abspath(output_dir))
-        model.push_to_hub(repo, token=token)
-        processor.push_to_hub(repo, token=token)
+        upload_checkpoint(output_dir, hub_model_id, token, f"Convert {clip_name_or_path} to MAFT")
     return model
 
 
-__all__ = [
-    "PRESETS",
-    "preset_for",
-    "pretrained_options",
-    "load_clip_as_maft",
-    "load_model_and_processor",
-    "convert_clip_checkpoint",
-]
+def upload_checkpoint(folder: str | os.PathLike, repo_id: str | None, token: str | None, message: str) -> str:
+    """Create the Hub repository (default name: the folder's) and upload the checkpoint folder; returns the repo id."""
+    from huggingface_hub import HfApi
+
+    repo_id = repo_id or os.path.basename(os.path.abspath(folder))
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(folder_path=os.fspath(folder), repo_id=repo_id, commit_message=message)
+    return repo_id
+
+
+__all__ = ["PRESETS", "preset_for", "pretrained_options", "load_clip_as_maft", "convert_clip_checkpoint"]

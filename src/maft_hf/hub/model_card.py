@@ -1,15 +1,10 @@
 """Hub model cards for MAFT checkpoints: metadata, description, usage, training recipe, results beside the paper's.
 
-[`make_model_card`] renders the template `maft_hf/assets/model_card_template.md` into a `huggingface_hub.ModelCard` whose YAML metadata the Hub
-understands (license, `library_name`, `pipeline_tag`, tags, datasets, base model and a `model-index` built from
-`huggingface_hub.EvalResult`s). Only measured results enter the `model-index` and the "this checkpoint" column;
-benchmarks without a run are rendered "not yet measured". The paper's numbers come from
-[`maft_hf.data.benchmarks.BENCHMARKS`]. [`update_model_card_results`] merges new results into an existing card
-(used by `scripts/evaluate.py`).
-
-Results are given in percent, per benchmark of `BENCHMARKS` (or any other name), e.g.
-`{"ade20k_150": {"mIoU": 29.3}, "coco_stuff_zero_shot": {"mIoU_unseen": 50.1, "hIoU": 46.2}}`; a bare number means
-mIoU.
+[`make_model_card`] renders `maft_hf/assets/model_card_template.md` into a `huggingface_hub.ModelCard` with Hub
+metadata (license, `library_name`, `pipeline_tag`, tags, datasets, base model, a `model-index`). Only measured results
+enter the `model-index` and the "this checkpoint" column; the paper's columns come from
+[`maft_hf.data.benchmarks.BENCHMARKS`]. [`update_model_card_results`] merges new results into a card (`evaluate`).
+Results are percentages per benchmark, e.g. `{"ade20k_150": {"mIoU": 29.3}}`; a bare number means mIoU.
 """
 
 from __future__ import annotations
@@ -23,10 +18,19 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..model.hub_maft import CUSTOM_PIPELINES
+
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "assets" / "model_card_template.md"
+# The Hub task whose pipeline the checkpoint's config maps to our code (custom_pipelines): see docs/hub.md.
+(PIPELINE_TAG,) = CUSTOM_PIPELINES
 NOT_MEASURED = "not yet measured"
 NOT_REPORTED = "—"
 TAGS = ["maft", "open-vocabulary-segmentation", "zero-shot-segmentation", "clip"]
+BASE_MODELS = {
+    "vit-b16": "openai/clip-vit-base-patch16",
+    "vit-l14": "openai/clip-vit-large-patch14",
+    "vit-b32": "openai/clip-vit-base-patch32",
+}
 SETTINGS = ("open_vocabulary", "zero_shot")
 
 CITATION = """@inproceedings{jiao2023learning,
@@ -53,8 +57,9 @@ BACKBONES = {
         "paper_header": "Paper (FreeSeg + MAFT, ViT-L/14, Tab. 6)",
         "released": False,
         "source": (
-            "our documented choice: the paper (Tab. 6) gives neither resolution nor start layer for ViT-L/14; we use "
-            "the 34 x 34 patch grid nearest to 480 px (476 px) and the same relative depth as ViT-B (layer 16 of 24)"
+            "the released code, as run: the paper (Tab. 6) states neither, but the release builds ViT-L/14 IP-CLIP with "
+            "mask attention from layer 8 (its start-layer setting lands in another argument) on a 480 x 480 input, "
+            "of which the 14 px patches read a 34 x 34 grid (the top-left 476 px)"
         ),
     },
     "vit-b32": {
@@ -150,16 +155,11 @@ def _benchmarks() -> dict:
     return BENCHMARKS
 
 
-def normalize_benchmark(name: str) -> str:
-    """A benchmark name of `BENCHMARKS` from its key or display name (`"A-150"` -> `"ade20k_150"`); other names are
-    kept as given."""
-    benchmarks = _benchmarks()
-    if name in benchmarks:
-        return name
-    for key, spec in benchmarks.items():
-        if name.lower() in (spec.display_name.lower(), key.replace("_", "-")):
-            return key
-    return name
+def _benchmark_key(name: str) -> str:
+    """The `BENCHMARKS` key of a key or display name (`"A-150"` -> `"ade20k_150"`); other names are kept."""
+    names = {k: k for k in _benchmarks()}
+    names.update({n.lower(): k for k, spec in _benchmarks().items() for n in (spec.display_name, k.replace("_", "-"))})
+    return names.get(name, names.get(name.lower(), name))
 
 
 def normalize_results(results: Mapping | None) -> dict[str, dict[str, float]]:
@@ -173,7 +173,7 @@ def normalize_results(results: Mapping | None) -> dict[str, dict[str, float]]:
             continue
         if not isinstance(metrics, Mapping):
             metrics = {"mIoU": metrics}
-        key = normalize_benchmark(str(benchmark))
+        key = _benchmark_key(str(benchmark))
         for metric, value in metrics.items():
             if value is None:
                 continue
@@ -277,10 +277,10 @@ def render_results_section(
         ),
         '"not yet measured": no evaluation run of this checkpoint exists yet (numbers are never copied from the '
         f"paper); {NOT_REPORTED}: the paper reports no number.",
-        "Proposals used for this checkpoint's numbers: "
-        + (f"`{evaluation_proposals}`." if evaluation_proposals else "none yet (no run).")
-        + " The paper's numbers use FreeSeg's proposal generator; numbers with other proposals are not directly "
-        "comparable.",
+        "Proposals behind the numbers: this checkpoint's column, "
+        + (f"`{evaluation_proposals}`" if evaluation_proposals else "none yet (no run)")
+        + "; the paper's and the authors' released checkpoint's columns, FreeSeg's proposal generator (frozen, "
+        "trained on COCO-Stuff). Numbers with other proposals are not directly comparable.",
     ]
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
@@ -303,7 +303,7 @@ def render_training_section(
     if setting == "zero_shot":
         recipe["dataset"] = _ZERO_SHOT_DATASET
     other_backbone = backbone != "vit-b16"
-    if other_backbone and input_image_size is not None:
+    if other_backbone and input_image_size is not None and input_image_size != 480:
         recipe["input_image_size"] = f"{input_image_size} (our choice; the release uses 480 with ViT-B/16)"
     run = dict(training or {})
     keys = list(recipe) + [k for k in run if k not in recipe]
@@ -388,7 +388,7 @@ def render_template(template: str, values: Mapping[str, object]) -> str:
 
 def make_model_card(
     model_id: str = "maft-vitb16",
-    base_model: str = "openai/clip-vit-base-patch16",
+    base_model: str | None = "openai/clip-vit-base-patch16",
     results: Mapping | None = None,
     training: Mapping | None = None,
     datasets: list[str] | None = None,
@@ -405,102 +405,62 @@ def make_model_card(
     model_name: str | None = None,
     template_path: str | os.PathLike | None = None,
 ) -> ModelCard:
-    """Render the model card of a MAFT checkpoint.
+    """Render the model card of a MAFT checkpoint (`card.save("README.md")` writes it).
 
     Args:
         model_id: Hub id (or path) used in the usage snippet, e.g. `"your-org/maft-vitb16"`.
-        base_model: the CLIP checkpoint it was fine-tuned from (metadata `base_model`).
-        results: measured results in percent, `{benchmark: {metric: value}}` (see the module docstring). Only these
-            enter the `model-index`; missing ones are rendered `"not yet measured"`.
-        training: hyper-parameters of this checkpoint's fine-tuning run (keys as in `RELEASED_RECIPE`, others are
-            listed as given); None renders the released recipe with "not yet trained".
-        datasets: metadata `datasets` (training data); default: `["coco_stuff_171"]`, or `["coco_stuff_zero_shot"]`
-            for the zero-shot setting (the names of `maft_hf.data.benchmarks`).
+        base_model: the CLIP checkpoint it was fine-tuned from (metadata `base_model`; None when unknown).
+        results: measured results in percent, `{benchmark: {metric: value}}`; only these enter the `model-index`,
+            missing ones are rendered `"not yet measured"`.
+        training: hyper-parameters of this checkpoint's run (keys of `RELEASED_RECIPE`, others listed as given);
+            None renders the released recipe beside "not yet trained".
+        datasets: metadata `datasets`; default `["coco_stuff_171"]` (`["coco_stuff_zero_shot"]` for zero-shot).
         compute: hardware and time used (string or mapping); None renders "not yet measured".
-        setting: `"open_vocabulary"` (trained on COCO-Stuff 171, evaluated on A-847 / A-150 / PC-459 / PC-59 /
-            PAS-20) or `"zero_shot"` (156 seen / 15 unseen COCO-Stuff classes).
-        backbone: `"vit-b16"`, `"vit-l14"` or `"vit-b32"` (the paper columns); inferred from `config` or
-            `base_model` when None.
-        config: the checkpoint's `MAFTConfig`: gives input size, start layer and depth exactly.
-        input_image_size / mask_start_layer: override the preset's (see `maft_hf.hub.conversion.PRESETS`).
-        num_parameters: shown in the description; default "same as the base CLIP (no new parameters)".
+        setting: `"open_vocabulary"` or `"zero_shot"` (156 seen / 15 unseen COCO-Stuff classes).
+        backbone: `"vit-b16"`, `"vit-l14"` or `"vit-b32"` (the paper columns); inferred from `config` or `base_model`.
+        config: the checkpoint's `MAFTConfig` (input size, start layer and depth exactly).
+        input_image_size / mask_start_layer: override the preset's (`maft_hf.hub.conversion.PRESETS`).
+        num_parameters: shown in the description; default "same as the base CLIP".
         evaluation_proposals: the proposal generator of the measured results (stated under the table).
-        license: metadata license (the base CLIP's terms also apply, as the card says).
-        model_name: the title and `model-index` name (default: the last part of `model_id`).
-        template_path: a template other than the packaged `assets/model_card_template.md`.
-
-    Returns:
-        A `huggingface_hub.ModelCard`; `card.save("README.md")` writes it, `card.push_to_hub(repo_id)` uploads it.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.hub.model_card import make_model_card
-    >>> card = make_model_card("your-org/maft-vitb16", results={"ade20k_150": {"mIoU": 29.0}})
-    >>> card.data.pipeline_tag
-    'image-segmentation'
-    ```"""
+        license / model_name / template_path: metadata license, title (default: the last part of `model_id`), and a
+            template other than the packaged one.
+    """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}.")
-    from .conversion import PRESETS
-
     backbone = backbone or infer_backbone(base_model, config)
     if backbone is not None and backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {sorted(BACKBONES)} or None, got {backbone!r}.")
-    preset = dict(PRESETS.get(backbone or "", {}))
-    vision = getattr(config, "vision_config", None)
-    if vision is not None:
-        preset.update(
-            patch_size=vision.patch_size,
-            num_hidden_layers=vision.num_hidden_layers,
-            input_image_size=vision.input_image_size,
-            mask_start_layer=vision.mask_start_layer,
-        )
-    if input_image_size is not None:
-        preset["input_image_size"] = input_image_size
-    if mask_start_layer is not None:
-        preset["mask_start_layer"] = mask_start_layer
-    for key in ("patch_size", "num_hidden_layers", "input_image_size", "mask_start_layer"):
-        if key not in preset:
-            raise ValueError(
-                f"Cannot tell the model's {key} from base_model={base_model!r}: pass backbone= (one of "
-                f"{sorted(BACKBONES)}), config=, or input_image_size= and mask_start_layer=."
-            )
+    preset = _model_settings(backbone, config, input_image_size, mask_start_layer, base_model)
+    base_name = base_model or "an unrecorded CLIP checkpoint"
     measured = normalize_results(results)
     model_name = model_name or model_id.rstrip("/").split("/")[-1]
     info = BACKBONES.get(backbone or "", {"name": "CLIP", "source": "given explicitly"})
     overridden = input_image_size is not None or mask_start_layer is not None
     if datasets is None:
         datasets = ["coco_stuff_171"] if setting == "open_vocabulary" else ["coco_stuff_zero_shot"]
-
     card_data = ModelCardData(
         license=license,
         library_name="transformers",
-        pipeline_tag="image-segmentation",
+        pipeline_tag=PIPELINE_TAG,
+        inference=False,  # the Hub's hosted inference runs no checkpoint code, so no widget could work
         tags=list(TAGS),
         datasets=list(datasets) or None,
         base_model=base_model,
         model_name=model_name,
         eval_results=eval_results_from(measured) or None,
     )
-    setting_text = (
-        "open-vocabulary: fine-tuned on all 171 COCO-Stuff classes, evaluated on other datasets"
-        if setting == "open_vocabulary"
-        else "zero-shot: fine-tuned on the 156 seen COCO-Stuff classes, evaluated on the 15 unseen ones too"
-    )
-    summary = (
-        f"A MAFT (mask-aware fine-tuned) {info['name']} that classifies many mask proposals of an image in one "
-        f"forward pass, for open-vocabulary semantic segmentation. Fine-tuned from "
-        f"[`{base_model}`]({_hub_url(base_model)}) with the recipe of "
-        "[Learning Mask-aware CLIP Representations for Zero-Shot Segmentation]"
-        "(https://github.com/jiaosiyu1999/MAFT) (NeurIPS 2023), as implemented in `maft_hf`."
-    )
     values = {
         "card_data": card_data.to_yaml(),
         "model_name": model_name,
         "model_id": model_id,
-        "summary": summary,
-        "base_model": base_model,
+        "summary": (
+            f"A MAFT (mask-aware fine-tuned) {info['name']} that classifies many mask proposals of an image in one "
+            f"forward pass, for open-vocabulary semantic segmentation. Fine-tuned from "
+            f"[`{base_name}`]({_hub_url(base_model)}) with the recipe of "
+            "[Learning Mask-aware CLIP Representations for Zero-Shot Segmentation]"
+            "(https://github.com/jiaosiyu1999/MAFT) (NeurIPS 2023), as implemented in `maft_hf`."
+        ),
+        "base_model": base_name,
         "base_model_url": _hub_url(base_model),
         "backbone_name": info["name"],
         "parameters": f"{num_parameters:,}" if num_parameters else "same as the base CLIP (MAFT adds none)",
@@ -508,12 +468,17 @@ def make_model_card(
         "num_layers": preset["num_hidden_layers"],
         "input_image_size": preset["input_image_size"],
         "patch_size": preset["patch_size"],
-        "setting_description": setting_text,
+        "setting_description": (
+            "open-vocabulary: fine-tuned on all 171 COCO-Stuff classes, evaluated on other datasets"
+            if setting == "open_vocabulary"
+            else "zero-shot: fine-tuned on the 156 seen COCO-Stuff classes, evaluated on the 15 unseen ones too"
+        ),
         "preset_source": "set explicitly for this checkpoint" if overridden else info["source"],
         "training_section": render_training_section(training, setting, backbone, preset["input_image_size"]),
         "results_section": _results_block(measured, backbone, setting, evaluation_proposals),
         "compute_section": render_compute_section(compute),
         "citation": CITATION,
+        "pipeline_tag": PIPELINE_TAG,
     }
     path = Path(template_path) if template_path is not None else TEMPLATE_PATH
     if not path.is_file():
@@ -524,7 +489,43 @@ def make_model_card(
     return ModelCard(render_template(path.read_text(encoding="utf-8"), values))
 
 
+def model_card_for(model, model_id: str) -> ModelCard:
+    """The card of a model as it is (settings and parameter count read from it), for `push_to_hub`."""
+    backbone = infer_backbone(config=model.config)
+    return make_model_card(
+        model_id,
+        BASE_MODELS.get(backbone),
+        backbone=backbone,
+        config=model.config,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+    )
+
+
+def _model_settings(backbone, config, input_image_size, mask_start_layer, base_model) -> dict:
+    """Patch size, depth, input size and start layer: the backbone's preset, the config's values, the overrides."""
+    from .conversion import PRESETS
+
+    preset = dict(PRESETS.get(backbone or "", {}))
+    vision = getattr(config, "vision_config", None)
+    if vision is not None:
+        keys = ("patch_size", "num_hidden_layers", "input_image_size", "mask_start_layer")
+        preset.update({key: getattr(vision, key) for key in keys})
+    if input_image_size is not None:
+        preset["input_image_size"] = input_image_size
+    if mask_start_layer is not None:
+        preset["mask_start_layer"] = mask_start_layer
+    for key in ("patch_size", "num_hidden_layers", "input_image_size", "mask_start_layer"):
+        if key not in preset:
+            raise ValueError(
+                f"Cannot tell the model's {key} from base_model={base_model!r}: pass backbone= (one of "
+                f"{sorted(BACKBONES)}), config=, or input_image_size= and mask_start_layer=."
+            )
+    return preset
+
+
 def _hub_url(model_id: str) -> str:
+    if model_id is None:
+        return "https://huggingface.co/openai"
     return f"https://huggingface.co/{model_id}" if re.fullmatch(r"[\w.-]+/[\w.-]+", model_id) else model_id
 
 
@@ -629,18 +630,10 @@ def write_model_card(output_dir: str | os.PathLike, args, metrics: Mapping | Non
 
 __all__ = [
     "BACKBONES",
-    "CITATION",
     "NOT_MEASURED",
     "RELEASED_RECIPE",
     "TEMPLATE_PATH",
-    "eval_results_from",
-    "infer_backbone",
     "make_model_card",
-    "normalize_results",
-    "paper_columns",
-    "render_results_section",
-    "render_training_section",
-    "results_from_eval_results",
     "update_model_card_results",
     "write_model_card",
 ]

@@ -1,28 +1,23 @@
 """Convert a checkpoint of the authors' released MAFT models into a MAFT checkpoint directory.
 
-The release is a PyTorch pickle (detectron2 style, `{"model": state_dict, ...}`) whose fine-tuned CLIP image encoder
-uses OpenAI CLIP's names under some prefix (e.g. `clip_adapter.clip_model.visual.`). Only the image encoder is
-fine-tuned by MAFT; the text tower, the config and the tokenizer come from the CLIP checkpoint the model was
-fine-tuned from (a transformers `CLIPModel` directory or Hub id).
+The release is a PyTorch pickle (detectron2 style, `{"model": state_dict, ...}`) holding CLIP image encoders in
+OpenAI CLIP's names: the fine-tuned one at `model.IPCLIP.` and frozen copies of the original CLIP (the
+self-distillation teacher `model.T.`, the `model.clip_adapter.clip_model.visual.` of the segmenter). Copies equal to
+the base CLIP are skipped when the prefix is chosen automatically. MAFT fine-tunes only the image encoder: the text
+tower, the config and the tokenizer come from the CLIP checkpoint it was fine-tuned from (`CLIPModel` dir or Hub id).
 
-OpenAI name (under `<prefix>`)                           | transformers name
--------------------------------------------------------- | --------------------------------------------------------
-`conv1.weight` `(D, 3, p, p)`                            | `vision_model.embeddings.patch_embedding.weight`
-`class_embedding` `(D,)`                                 | `vision_model.embeddings.class_embedding`
-`positional_embedding` `(1 + g*g, D)`                    | `vision_model.embeddings.position_embedding.weight`
-`ln_pre.{weight,bias}`                                   | `vision_model.pre_layrnorm.*`
-`transformer.resblocks.{i}.attn.in_proj_weight (3D, D)`  | `...layers.{i}.self_attn.{q,k,v}_proj.weight` (split)
-`transformer.resblocks.{i}.attn.in_proj_bias (3D,)`      | `...layers.{i}.self_attn.{q,k,v}_proj.bias` (split)
-`transformer.resblocks.{i}.attn.out_proj.*`              | `...layers.{i}.self_attn.out_proj.*`
-`transformer.resblocks.{i}.ln_1.*` / `ln_2.*`            | `...layers.{i}.layer_norm1.*` / `layer_norm2.*`
-`transformer.resblocks.{i}.mlp.c_fc.*` / `mlp.c_proj.*`  | `...layers.{i}.mlp.fc1.*` / `mlp.fc2.*`
-`ln_post.{weight,bias}`                                  | `vision_model.post_layernorm.*`
-`proj` `(D, P)`                                          | `visual_projection.weight` `(P, D)` (transposed)
+OpenAI name (under the prefix)                     | transformers name
+-------------------------------------------------- | ------------------------------------------------------------
+`conv1.weight`, `class_embedding`                  | `vision_model.embeddings.patch_embedding.weight`, `.class_embedding`
+`positional_embedding`, `ln_pre.*`, `ln_post.*`    | `...embeddings.position_embedding.weight`, `pre_layrnorm.*`, `post_layernorm.*`
+`transformer.resblocks.{i}.attn.in_proj_*`         | `...layers.{i}.self_attn.{q,k,v}_proj.*` (split in three)
+`...{i}.attn.out_proj.*`, `ln_1.*`, `ln_2.*`       | `...layers.{i}.self_attn.out_proj.*`, `layer_norm1.*`, `layer_norm2.*`
+`...{i}.mlp.c_fc.*`, `mlp.c_proj.*`                | `...layers.{i}.mlp.fc1.*`, `mlp.fc2.*`
+`proj` `(D, P)`                                    | `visual_projection.weight` `(P, D)` (transposed)
 
 The conversion is verified: every source tensor of the image encoder is used exactly once, every shape is checked
 against the CLIP config, and the converted model's image embeddings are compared with an independent forward of the
-source weights in the OpenAI layout ([`openai_visual_forward`], built on `torch.nn.functional`'s multi-head attention
-with the packed `in_proj`).
+source weights in the OpenAI layout ([`openai_visual_forward`]).
 """
 
 from __future__ import annotations
@@ -60,16 +55,10 @@ _STEM = {
     "ln_post.bias": "vision_model.post_layernorm.bias",
 }
 _BLOCK = {  # same layout on both sides
-    "attn.out_proj.weight": "self_attn.out_proj.weight",
-    "attn.out_proj.bias": "self_attn.out_proj.bias",
-    "ln_1.weight": "layer_norm1.weight",
-    "ln_1.bias": "layer_norm1.bias",
-    "mlp.c_fc.weight": "mlp.fc1.weight",
-    "mlp.c_fc.bias": "mlp.fc1.bias",
-    "mlp.c_proj.weight": "mlp.fc2.weight",
-    "mlp.c_proj.bias": "mlp.fc2.bias",
-    "ln_2.weight": "layer_norm2.weight",
-    "ln_2.bias": "layer_norm2.bias",
+    f"{src}.{kind}": f"{dst}.{kind}"
+    for src, dst in [("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("mlp.c_fc", "mlp.fc1")]
+    + [("mlp.c_proj", "mlp.fc2"), ("ln_2", "layer_norm2")]
+    for kind in ("weight", "bias")
 }
 _IN_PROJ = {"attn.in_proj_weight": "weight", "attn.in_proj_bias": "bias"}  # packed q, k, v (nn.MultiheadAttention)
 _TEXT_STEM = {
@@ -91,11 +80,7 @@ _FROZEN_HF = re.compile(
 # Reading the source
 # ---------------------------------------------------------------------------------------------------------------
 def flatten_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor of a nested checkpoint (dicts within dicts), keyed by its dotted path.
-
-    NumPy arrays (some detectron2 checkpoints store them) become tensors; other leaves (iteration counters, strings,
-    optimizer lists) are skipped.
-    """
+    """Every tensor (or NumPy array, as a tensor) of a nested checkpoint, keyed by its dotted path."""
     out: dict[str, torch.Tensor] = {}
     if isinstance(obj, Mapping):
         for key, value in obj.items():
@@ -110,10 +95,9 @@ def flatten_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
 def load_source_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Load a released checkpoint (`.pth`/`.pt`/`.pkl` pickle or `.safetensors`) as a flat `{dotted key: tensor}`.
 
-    `torch.save` files are read with `torch.load(weights_only=True)` (tensors, containers and NumPy arrays only),
-    plain pickles (detectron2 `.pkl`) with an unpickler that rebuilds only containers and NumPy arrays; neither can
-    run code. A file that needs more (custom classes) raises `ValueError` unless `unsafe_pickle=True`, which runs
-    the full unpickler after a warning: only do that for a file you trust.
+    `torch.save` files are read with `torch.load(weights_only=True)`, plain pickles (detectron2 `.pkl`) with an
+    unpickler that rebuilds only containers and NumPy arrays; neither can run code. A file that needs more raises
+    `ValueError` unless `unsafe_pickle=True`, which runs the full unpickler after a warning (trusted files only).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -164,8 +148,8 @@ def _numpy_array_globals() -> list:
 
 
 def _safe_load(path: str):
-    """`torch.load(weights_only=True)` allowing NumPy arrays; for plain pickles that it cannot read (detectron2
-    model-zoo `.pkl`), an unpickler that rebuilds only containers and NumPy arrays. Raises `UnpicklingError`."""
+    """`torch.load(weights_only=True)` allowing NumPy arrays, or for plain pickles an unpickler of containers and
+    NumPy arrays only. Raises `UnpicklingError` for anything else."""
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # plain pickles: handled below
@@ -173,40 +157,33 @@ def _safe_load(path: str):
     except pickle.UnpicklingError:
         if zipfile.is_zipfile(path):
             raise
-        with open(path, "rb") as f:
-            try:
-                return _ArraysOnlyUnpickler(f).load()
-            except Exception as err:  # noqa: BLE001 - any failure here means "not a plain safe pickle"
-                raise pickle.UnpicklingError(str(err)) from err
+    allowed = {("numpy", getattr(g, "__name__", None)): g for g in _numpy_array_globals()}
+    allowed["collections", "OrderedDict"] = OrderedDict
 
+    class ArraysOnly(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module.split(".")[0], name) in allowed:
+                return allowed[module.split(".")[0], name]
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed by the safe loader")
 
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """An unpickler that rebuilds only containers and NumPy arrays; any other class raises `UnpicklingError`."""
-
-    def find_class(self, module, name):
-        if module == "collections" and name == "OrderedDict":
-            return OrderedDict
-        for allowed in _numpy_array_globals():
-            if getattr(allowed, "__name__", None) == name and module.split(".")[0] == "numpy":
-                return allowed
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed by the safe loader")
+    with open(path, "rb") as f:
+        try:
+            return ArraysOnly(f).load()
+        except Exception as err:  # noqa: BLE001 - any failure here means "not a plain safe pickle"
+            raise pickle.UnpicklingError(str(err)) from err
 
 
 def find_visual_prefixes(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     """Every prefix under which `state_dict` holds an OpenAI-layout CLIP image encoder (`conv1.weight`,
     `class_embedding` and `positional_embedding` side by side), those under `model.` / `state_dict.` first."""
-    prefixes = []
-    for key in state_dict:
-        if key == ANCHOR_KEYS[0] or key.endswith("." + ANCHOR_KEYS[0]):
-            prefix = key[: -len(ANCHOR_KEYS[0])]
-            if all(prefix + anchor in state_dict for anchor in ANCHOR_KEYS):
-                prefixes.append(prefix)
-
-    def rank(prefix):
-        head = prefix.split(".", 1)[0]
-        return (PREFERRED_CONTAINERS.index(head) if head in PREFERRED_CONTAINERS else len(PREFERRED_CONTAINERS), prefix)
-
-    return sorted(prefixes, key=rank)
+    prefixes = [
+        key[: -len(ANCHOR_KEYS[0])]
+        for key in state_dict
+        if (key == ANCHOR_KEYS[0] or key.endswith("." + ANCHOR_KEYS[0]))
+        and all(key[: -len(ANCHOR_KEYS[0])] + anchor in state_dict for anchor in ANCHOR_KEYS)
+    ]
+    order = {name: i for i, name in enumerate(PREFERRED_CONTAINERS)}
+    return sorted(prefixes, key=lambda p: (order.get(p.split(".", 1)[0], len(order)), p))
 
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -218,33 +195,14 @@ def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[st
 # The mapping
 # ---------------------------------------------------------------------------------------------------------------
 def expected_openai_visual_shapes(vision_config, projection_dim: int) -> dict[str, tuple[int, ...]]:
-    """OpenAI name -> shape of every tensor of a CLIP image encoder with this transformers vision config.
-
-    `D = hidden_size`, `I = intermediate_size`, `p = patch_size`, `g = image_size // p`, `P = projection_dim`.
-    """
+    """OpenAI name -> shape of every tensor of a CLIP image encoder with this transformers vision config."""
     d, i, p = vision_config.hidden_size, vision_config.intermediate_size, vision_config.patch_size
     g = vision_config.image_size // p
-    shapes = {
-        "conv1.weight": (d, vision_config.num_channels, p, p),
-        "class_embedding": (d,),
-        "positional_embedding": (1 + g * g, d),
-        "ln_pre.weight": (d,),
-        "ln_pre.bias": (d,),
-    }
-    block = {
-        "attn.in_proj_weight": (3 * d, d),
-        "attn.in_proj_bias": (3 * d,),
-        "attn.out_proj.weight": (d, d),
-        "attn.out_proj.bias": (d,),
-        "ln_1.weight": (d,),
-        "ln_1.bias": (d,),
-        "mlp.c_fc.weight": (i, d),
-        "mlp.c_fc.bias": (i,),
-        "mlp.c_proj.weight": (d, i),
-        "mlp.c_proj.bias": (d,),
-        "ln_2.weight": (d,),
-        "ln_2.bias": (d,),
-    }
+    shapes = {"conv1.weight": (d, vision_config.num_channels, p, p), "class_embedding": (d,)}
+    shapes.update({"positional_embedding": (1 + g * g, d), "ln_pre.weight": (d,), "ln_pre.bias": (d,)})
+    block = {name: (d,) for name in _BLOCK}  # layer norms and biases
+    block.update({"attn.out_proj.weight": (d, d), "mlp.c_fc.weight": (i, d), "mlp.c_fc.bias": (i,)})
+    block.update({"mlp.c_proj.weight": (d, i), "attn.in_proj_weight": (3 * d, d), "attn.in_proj_bias": (3 * d,)})
     for layer in range(vision_config.num_hidden_layers):
         shapes.update({f"transformer.resblocks.{layer}.{name}": shape for name, shape in block.items()})
     shapes.update({"ln_post.weight": (d,), "ln_post.bias": (d,), "proj": (d, projection_dim)})
@@ -256,14 +214,26 @@ def _layer_count(names) -> int:
     return max(indices) + 1 if indices else 0
 
 
+def _squeeze_position(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    # Some exports keep the position embedding as (1, 1 + g*g, D); the release layout is (1 + g*g, D).
+    if name == "positional_embedding" and tensor.ndim == 3 and tensor.shape[0] == 1:
+        return tensor[0]
+    return tensor
+
+
+def _preview(items, limit: int = 12) -> str:
+    items = list(items)
+    return ", ".join(items[:limit]) + (f" ... and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def check_openai_visual(
     source: Mapping[str, torch.Tensor], vision_config, projection_dim: int, allow_unused: bool = False
 ) -> list[str]:
     """Check an OpenAI-layout image encoder (prefix stripped) against a CLIP vision config.
 
-    Returns the names of `source` that are not part of the encoder (only when `allow_unused=True`; otherwise they
-    raise). Raises `ValueError` listing every missing tensor, every shape that does not match the config (with the
-    expected and the found shape) and, unless allowed, every unused tensor.
+    Returns the names of `source` outside the encoder (only when `allow_unused=True`; otherwise they raise). Raises
+    `ValueError` listing every missing tensor, every shape that does not match (expected and found) and, unless
+    allowed, every unused tensor.
     """
     expected = expected_openai_visual_shapes(vision_config, projection_dim)
     problems = []
@@ -304,17 +274,19 @@ def check_openai_visual(
     return unused
 
 
-def _squeeze_position(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    # Some exports keep the position embedding as (1, 1 + g*g, D); the release layout is (1 + g*g, D).
-    if name == "positional_embedding" and tensor.ndim == 3 and tensor.shape[0] == 1:
-        return tensor[0]
-    return tensor
-
-
-def _preview(items, limit: int = 12) -> str:
-    items = list(items)
-    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
+def _map_blocks(source, num_layers: int, prefix: str, take) -> dict[str, torch.Tensor]:
+    """The transformer blocks of an OpenAI tower under transformers names `prefix.layers.{i}.*`; `take(name)` reads a
+    source tensor (or returns None for an absent one, which is skipped)."""
+    out = {}
+    for layer in range(num_layers):
+        src, dst = f"transformer.resblocks.{layer}.", f"{prefix}.layers.{layer}."
+        for name, target in _BLOCK.items():
+            out[dst + target] = take(src + name)
+        for name, kind in _IN_PROJ.items():
+            packed = take(src + name)
+            for proj, tensor in zip("qkv", packed.chunk(3, dim=0) if packed is not None else (None,) * 3):
+                out[f"{dst}self_attn.{proj}_proj.{kind}"] = None if tensor is None else tensor.contiguous()
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def openai_visual_to_transformers(
@@ -322,26 +294,17 @@ def openai_visual_to_transformers(
 ) -> tuple[dict[str, torch.Tensor], Counter]:
     """Map an OpenAI-layout image encoder (prefix stripped, already checked) to transformers CLIP names.
 
-    Returns the transformers state dict (`vision_model.*`, `visual_projection.weight`) in `dtype` and a `Counter` of
-    how often each source name was read (every used name exactly once).
+    Returns the state dict (`vision_model.*`, `visual_projection.weight`) in `dtype` and a `Counter` of how often each
+    source name was read (every used name exactly once).
     """
     used: Counter = Counter()
-    out: dict[str, torch.Tensor] = {}
 
     def take(name):
         used[name] += 1
         return _squeeze_position(name, source[name]).to(dtype)
 
-    for name, target in _STEM.items():
-        out[target] = take(name)
-    for layer in range(num_layers):
-        src, dst = f"transformer.resblocks.{layer}.", f"vision_model.encoder.layers.{layer}."
-        for name, target in _BLOCK.items():
-            out[dst + target] = take(src + name)
-        for name, kind in _IN_PROJ.items():
-            q, k, v = take(src + name).chunk(3, dim=0)
-            for proj, tensor in zip(("q_proj", "k_proj", "v_proj"), (q, k, v)):
-                out[f"{dst}self_attn.{proj}.{kind}"] = tensor.contiguous()
+    out = {target: take(name) for name, target in _STEM.items()}
+    out.update(_map_blocks(source, num_layers, "vision_model.encoder", take))
     out["visual_projection.weight"] = take("proj").t().contiguous()
     return out, used
 
@@ -349,38 +312,39 @@ def openai_visual_to_transformers(
 def openai_text_to_transformers(
     source: Mapping[str, torch.Tensor], num_layers: int, dtype: torch.dtype = torch.float32
 ) -> dict[str, torch.Tensor]:
-    """Map an OpenAI-layout text tower (CLIP root prefix stripped) to transformers names; names that are absent are
-    skipped. Used only to compare a released text tower with the base CLIP's (MAFT keeps it frozen)."""
-    out: dict[str, torch.Tensor] = {}
-    for name, target in _TEXT_STEM.items():
-        if name in source:
-            out[target] = source[name].to(dtype)
-    if "text_projection" in source:
-        out["text_projection.weight"] = source["text_projection"].to(dtype).t()
+    """Map an OpenAI-layout text tower (CLIP root prefix stripped) to transformers names, skipping absent names. Used
+    only to compare a released text tower with the base CLIP's (MAFT keeps it frozen)."""
+
+    def take(name):
+        return source[name].to(dtype) if name in source else None
+
+    out = {target: take(name) for name, target in _TEXT_STEM.items()}
+    out["text_projection.weight"] = take("text_projection").t() if "text_projection" in source else None
+    out.update(_map_blocks(source, num_layers, "text_model.encoder", take))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def transformers_visual_to_openai(state_dict: Mapping[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """Inverse of [`openai_visual_to_transformers`] (for comparing with a base CLIP)."""
+    out = {name: state_dict[target] for name, target in _STEM.items()}
     for layer in range(num_layers):
-        src, dst = f"transformer.resblocks.{layer}.", f"text_model.encoder.layers.{layer}."
-        for name, target in _BLOCK.items():
-            if src + name in source:
-                out[dst + target] = source[src + name].to(dtype)
+        src, dst = f"transformer.resblocks.{layer}.", f"vision_model.encoder.layers.{layer}."
+        out.update({src + name: state_dict[dst + target] for name, target in _BLOCK.items()})
         for name, kind in _IN_PROJ.items():
-            if src + name in source:
-                for proj, tensor in zip(("q_proj", "k_proj", "v_proj"), source[src + name].to(dtype).chunk(3)):
-                    out[f"{dst}self_attn.{proj}.{kind}"] = tensor
+            out[src + name] = torch.cat([state_dict[f"{dst}self_attn.{p}_proj.{kind}"] for p in "qkv"], dim=0)
+    out["proj"] = state_dict["visual_projection.weight"].t()
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Independent forward of the source weights (OpenAI layout) for verification
-# ---------------------------------------------------------------------------------------------------------------
 def openai_visual_forward(
     source: Mapping[str, torch.Tensor], pixel_values: torch.Tensor, num_heads: int, activation=None, eps: float = 1e-5
 ) -> torch.Tensor:
     """Image embeddings `(batch, P)` of an OpenAI-layout CLIP image encoder, computed directly from its tensors.
 
-    `x = conv1(pixels)`; prepend `class_embedding`; add `positional_embedding`; `ln_pre`; for each resblock
-    `x += attn(ln_1(x))` with the packed `in_proj` (`torch.nn.functional.multi_head_attention_forward`) and
-    `x += c_proj(act(c_fc(ln_2(x))))`; `ln_post(x[:, 0]) @ proj`. `pixel_values (batch, 3, S, S)` must be at the
-    encoder's native size; `activation` defaults to OpenAI's QuickGELU (`x * sigmoid(1.702 x)`).
+    `x = conv1(pixels)`; prepend `class_embedding`; add `positional_embedding`; `ln_pre`; per resblock
+    `x += attn(ln_1(x))` with the packed `in_proj` (`F.multi_head_attention_forward`) and
+    `x += c_proj(act(c_fc(ln_2(x))))`; `ln_post(x[:, 0]) @ proj`. `pixel_values (batch, 3, S, S)` at the encoder's
+    native size; `activation` defaults to OpenAI's QuickGELU (`x * sigmoid(1.702 x)`).
     """
     act = activation or (lambda t: t * torch.sigmoid(1.702 * t))
     w = {k: v.float() for k, v in source.items()}
@@ -394,19 +358,8 @@ def openai_visual_forward(
         b = f"transformer.resblocks.{layer}."
         h = F.layer_norm(x, (d,), w[b + "ln_1.weight"], w[b + "ln_1.bias"], eps).transpose(0, 1)  # (L, B, D)
         attn, _ = F.multi_head_attention_forward(
-            h,
-            h,
-            h,
-            d,
-            num_heads,
-            w[b + "attn.in_proj_weight"],
-            w[b + "attn.in_proj_bias"],
-            None,
-            None,
-            False,
-            0.0,
-            w[b + "attn.out_proj.weight"],
-            w[b + "attn.out_proj.bias"],
+            *(h, h, h, d, num_heads, w[b + "attn.in_proj_weight"], w[b + "attn.in_proj_bias"], None, None, False, 0.0),
+            *(w[b + "attn.out_proj.weight"], w[b + "attn.out_proj.bias"]),
             training=False,
             need_weights=False,
         )
@@ -425,17 +378,15 @@ class OfficialConversionReport:
     """What the conversion read, wrote and checked.
 
     Attributes:
-        prefix: the prefix of the image encoder in the source (e.g. `"model.clip_adapter.clip_model.visual."`).
+        prefix: the prefix of the fine-tuned image encoder in the source (e.g. `"model.IPCLIP."`).
         candidates: every prefix holding an OpenAI-layout image encoder.
         used: source names (prefix stripped) mapped, each exactly once.
         unused: names under `prefix` that the mapping skipped (only with `allow_unused`).
         outside_encoder: number of source tensors outside the image encoder (proposal generator, text tower, ...).
         source_dtypes: dtypes found in the encoder (converted to float32).
-        changed_from_base: transformers names whose values differ from the base CLIP (MAFT trains attention and
-            layer norms).
+        changed_from_base: transformers names whose values differ from the base CLIP.
         frozen_changed: of those, names the released fine-tuning keeps frozen (should be empty).
-        text_tower_max_abs_diff: for a source that also stores the text tower, its largest difference from the base
-            CLIP's text tower (MAFT keeps it frozen, so 0 for the right base); None when absent.
+        text_tower_max_abs_diff: for a source storing a CLIP text tower, its largest difference from the base CLIP's (MAFT keeps it frozen, so 0 for the right base); None when absent.
         verify_max_abs_diff: largest difference between the converted model's image embeddings and
             [`openai_visual_forward`] on the source weights; None when not verified.
     """
@@ -474,13 +425,12 @@ def select_visual_prefix(
     """Choose the prefix of the fine-tuned image encoder; returns `(prefix, candidates)`.
 
     With several candidates and no `prefix`, encoders whose `conv1`/attention tensors all equal the base CLIP's
-    (`base_visual`, OpenAI names; e.g. a frozen teacher copy for self-distillation) are dropped; if exactly one is
+    (`base_visual`, OpenAI names; frozen copies such as the self-distillation teacher) are dropped; if exactly one is
     left it is taken, otherwise `ValueError` lists the candidates.
     """
     candidates = find_visual_prefixes(state_dict)
     if prefix is not None:
-        if not prefix.endswith(".") and prefix:
-            prefix += "."
+        prefix = prefix if prefix.endswith(".") or not prefix else prefix + "."
         if not all(prefix + anchor in state_dict for anchor in ANCHOR_KEYS):
             raise ValueError(
                 f"No CLIP image encoder under prefix {prefix!r} (expected {prefix}conv1.weight, "
@@ -511,17 +461,45 @@ def _equals_base(source: Mapping[str, torch.Tensor], base: Mapping[str, torch.Te
     )
 
 
-def transformers_visual_to_openai(state_dict: Mapping[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """Inverse of [`openai_visual_to_transformers`] (for comparing with a base CLIP, and for tests)."""
-    out = {name: state_dict[target] for name, target in _STEM.items()}
-    for layer in range(num_layers):
-        src, dst = f"transformer.resblocks.{layer}.", f"vision_model.encoder.layers.{layer}."
-        for name, target in _BLOCK.items():
-            out[src + name] = state_dict[dst + target]
-        for name, kind in _IN_PROJ.items():
-            out[src + name] = torch.cat([state_dict[f"{dst}self_attn.{p}_proj.{kind}"] for p in "qkv"], dim=0)
-    out["proj"] = state_dict["visual_projection.weight"].t()
-    return out
+def _compare_text_tower(flat, config, base, clip_name_or_path: str) -> float | None:
+    """Largest difference between a text tower stored in the release (the CLIP beside the segmenter: its
+    `<root>token_embedding.weight`, where exactly one exists) and the base's; None when there is none."""
+    roots = [k[: -len("token_embedding.weight")] for k in flat if k.endswith("token_embedding.weight")]
+    if len(roots) != 1:
+        return None
+    text = openai_text_to_transformers(strip_prefix(flat, roots[0]), config.text_config.num_hidden_layers)
+    shared = [k for k in text if k in base and text[k].shape == base[k].shape]
+    if not shared:
+        return None
+    diff = max((text[k] - base[k]).abs().max().item() for k in shared)
+    if diff > 1e-6:
+        logger.warning(
+            "The checkpoint's text tower differs from %r's by up to %.3g; MAFT keeps the text tower frozen, so the "
+            "base is probably not the one it was fine-tuned from; the base's is used.",
+            clip_name_or_path,
+            diff,
+        )
+    return diff
+
+
+def _verify(model, encoder, vision, atol: float) -> float:
+    from transformers.activations import ACT2FN
+
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(2, vision.num_channels, vision.image_size, vision.image_size, generator=generator)
+    with torch.no_grad():
+        ours = model.get_image_features(pixel_values=pixels).pooler_output
+        reference = openai_visual_forward(
+            encoder, pixels, vision.num_attention_heads, ACT2FN[vision.hidden_act], vision.layer_norm_eps
+        )
+    diff = (ours - reference).abs().max().item()
+    if not diff <= atol:
+        raise ValueError(
+            f"The converted model's image embeddings differ from the OpenAI-layout forward of the source weights by "
+            f"{diff:.3g} (> atol {atol}); nothing was written."
+        )
+    return diff
 
 
 def convert_official_checkpoint(
@@ -544,131 +522,79 @@ def convert_official_checkpoint(
     """Convert a released MAFT checkpoint into a MAFT checkpoint directory (safetensors, config, processor files).
 
     Args:
-        checkpoint_path: the released `.pth` (or `.safetensors`) file.
-        clip_name_or_path: the transformers `CLIPModel` (Hub id or directory) it was fine-tuned from, e.g.
+        checkpoint_path: the released `.pth` (or `.pkl`, `.safetensors`) file.
+        clip_name_or_path: the transformers `CLIPModel` it was fine-tuned from (Hub id or directory), e.g.
             `"openai/clip-vit-base-patch16"`: gives the text tower, the config and the tokenizer.
         output_dir: where to write the MAFT checkpoint (written only after every check passed).
         prefix: the image encoder's prefix in the flattened checkpoint (found automatically when None).
         mask_start_layer / input_image_size: override the preset ([`~maft_hf.hub.conversion.preset_for`]).
         unsafe_pickle: allow `torch.load(weights_only=False)` for pickles that need it (runs code from the file).
         allow_unused: skip, instead of refusing, tensors under the prefix that the mapping does not know.
-        verify: compare the converted model's image embeddings at the native resolution with
-            [`openai_visual_forward`] on the source weights; `ValueError` when they differ by more than `atol`.
+        verify: compare the converted image embeddings with [`openai_visual_forward`] (`ValueError` above `atol`).
+        push_to_hub / hub_model_id / token: upload the written directory (default repo: the directory's name).
 
     Returns:
         `(model, report)`: the converted `MaskAwareCLIPModel` and an [`OfficialConversionReport`].
-
-    Example:
-
-    ```python
-    >>> from maft_hf.hub.official_checkpoint import convert_official_checkpoint
-    >>> model, report = convert_official_checkpoint(  # doctest: +SKIP
-    ...     "maft_vitb16_coco_stuff.pth", "openai/clip-vit-base-patch16", "maft-vitb16"
-    ... )
-    >>> print(report.summary())  # doctest: +SKIP
-    ```"""
+    """
     from transformers import CLIPConfig
-    from transformers.activations import ACT2FN
 
-    from .conversion import convert_clip_checkpoint
+    from .conversion import load_clip_as_maft, upload_checkpoint
 
     config = CLIPConfig.from_pretrained(clip_name_or_path, local_files_only=local_files_only)
     vision = config.vision_config
     flat = load_source_checkpoint(checkpoint_path, unsafe_pickle=unsafe_pickle)
-
     chosen = None
     if prefix is not None or len(find_visual_prefixes(flat)) <= 1:  # fail before loading the base weights
         chosen, candidates = select_visual_prefix(flat, prefix)
         check_openai_visual(strip_prefix(flat, chosen), vision, config.projection_dim, allow_unused=allow_unused)
 
-    with tempfile.TemporaryDirectory(prefix="maft_official_") as work:
-        model = convert_clip_checkpoint(
+    model, processor = load_clip_as_maft(clip_name_or_path, mask_start_layer, input_image_size, local_files_only)
+    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if chosen is None:
+        base_visual = transformers_visual_to_openai(base, vision.num_hidden_layers)
+        chosen, candidates = select_visual_prefix(flat, None, base_visual)
+    source = strip_prefix(flat, chosen)
+    unused = check_openai_visual(source, vision, config.projection_dim, allow_unused=allow_unused)
+    encoder = {k: v for k, v in source.items() if k not in set(unused)}
+    converted, used = openai_visual_to_transformers(encoder, vision.num_hidden_layers)
+    targets = {k for k in base if k.startswith("vision_model.") or k == "visual_projection.weight"}
+    if sorted(used) != sorted(encoder) or any(count != 1 for count in used.values()) or set(converted) != targets:
+        raise RuntimeError(f"internal error: tensors not mapped exactly once: {dict(used)}, {set(converted) ^ targets}")
+    result = model.load_state_dict(converted, strict=False)
+    if result.unexpected_keys or set(result.missing_keys) & targets:
+        raise RuntimeError(f"internal error while loading the converted weights: {result}")
+
+    changed = sorted(k for k in converted if not torch.equal(converted[k], base[k].to(converted[k].dtype)))
+    report = OfficialConversionReport(
+        prefix=chosen,
+        candidates=candidates,
+        used=sorted(used),
+        unused=unused,
+        outside_encoder=len(flat) - len(source),
+        source_dtypes=sorted({str(t.dtype).replace("torch.", "") for t in encoder.values()}),
+        changed_from_base=changed,
+        frozen_changed=[k for k in changed if _FROZEN_HF.match(k)],
+        text_tower_max_abs_diff=_compare_text_tower(flat, config, base, clip_name_or_path),
+    )
+    if not changed:
+        logger.warning("The converted image encoder equals the base CLIP's: is this a fine-tuned checkpoint?")
+    if report.frozen_changed:
+        logger.warning(
+            "Tensors that MAFT keeps frozen differ from the base CLIP (%s): check that %r is the checkpoint the model "
+            "was fine-tuned from.",
+            _preview(report.frozen_changed, 5),
             clip_name_or_path,
-            work,
-            mask_start_layer=mask_start_layer,
-            input_image_size=input_image_size,
-            local_files_only=local_files_only,
         )
-        base = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if chosen is None:
-            base_visual = transformers_visual_to_openai(base, vision.num_hidden_layers)
-            chosen, candidates = select_visual_prefix(flat, None, base_visual)
-        source = strip_prefix(flat, chosen)
-        unused = check_openai_visual(source, vision, config.projection_dim, allow_unused=allow_unused)
-        encoder = {k: v for k, v in source.items() if k not in set(unused)}
-        converted, used = openai_visual_to_transformers(encoder, vision.num_hidden_layers)
-        if sorted(used) != sorted(encoder) or any(count != 1 for count in used.values()):
-            raise RuntimeError(f"internal error: source tensors not used exactly once: {dict(used)}")
-        targets = {k for k in base if k.startswith("vision_model.") or k == "visual_projection.weight"}
-        if set(converted) != targets:
-            raise RuntimeError(f"internal error: mapped names differ from the model's: {set(converted) ^ targets}")
-        result = model.load_state_dict(converted, strict=False)
-        if result.unexpected_keys or set(result.missing_keys) & targets:
-            raise RuntimeError(f"internal error while loading the converted weights: {result}")
+    if verify:
+        report.verify_max_abs_diff = _verify(model, encoder, vision, atol)
 
-        changed = sorted(k for k in converted if not torch.equal(converted[k], base[k].to(converted[k].dtype)))
-        report = OfficialConversionReport(
-            prefix=chosen,
-            candidates=candidates,
-            used=sorted(used),
-            unused=unused,
-            outside_encoder=len(flat) - len(source),
-            source_dtypes=sorted({str(t.dtype).replace("torch.", "") for t in encoder.values()}),
-            changed_from_base=changed,
-            frozen_changed=[k for k in changed if _FROZEN_HF.match(k)],
-        )
-        if not changed:
-            logger.warning("The converted image encoder equals the base CLIP's: is this a fine-tuned checkpoint?")
-        if report.frozen_changed:
-            logger.warning(
-                "Tensors that MAFT keeps frozen differ from the base CLIP (%s): check that %r is the checkpoint the "
-                "model was fine-tuned from.",
-                _preview(report.frozen_changed, 5),
-                clip_name_or_path,
-            )
-        root = chosen[: -len("visual.")] if chosen.endswith("visual.") else None
-        if root is not None:
-            text = openai_text_to_transformers(strip_prefix(flat, root), config.text_config.num_hidden_layers)
-            shared = [k for k in text if k in base and text[k].shape == base[k].shape]
-            if shared:
-                report.text_tower_max_abs_diff = max((text[k] - base[k]).abs().max().item() for k in shared)
-                if report.text_tower_max_abs_diff > 1e-6:
-                    logger.warning(
-                        "The checkpoint's text tower differs from %r's by up to %.3g; MAFT keeps the text tower "
-                        "frozen, so the base is probably not the one it was fine-tuned from; the base's is used.",
-                        clip_name_or_path,
-                        report.text_tower_max_abs_diff,
-                    )
-
-        if verify:
-            model.eval()
-            generator = torch.Generator().manual_seed(0)
-            pixels = torch.randn(2, vision.num_channels, vision.image_size, vision.image_size, generator=generator)
-            with torch.no_grad():
-                ours = model.get_image_features(pixel_values=pixels).pooler_output
-                reference = openai_visual_forward(
-                    encoder, pixels, vision.num_attention_heads, ACT2FN[vision.hidden_act], vision.layer_norm_eps
-                )
-            report.verify_max_abs_diff = (ours - reference).abs().max().item()
-            if not report.verify_max_abs_diff <= atol:
-                raise ValueError(
-                    f"The converted model's image embeddings differ from the OpenAI-layout forward of the source "
-                    f"weights by {report.verify_max_abs_diff:.3g} (> atol {atol}); nothing was written."
-                )
-
+    with tempfile.TemporaryDirectory(prefix="maft_official_") as work:  # complete before anything is written
         model.save_pretrained(work)
+        processor.save_pretrained(work)
         os.makedirs(output_dir, exist_ok=True)
         shutil.copytree(work, output_dir, dirs_exist_ok=True)
-
     if push_to_hub:
-        from huggingface_hub import HfApi
-
-        repo = hub_model_id or os.path.basename(os.path.abspath(output_dir))
-        api = HfApi(token=token)
-        api.create_repo(repo, exist_ok=True)
-        api.upload_folder(
-            folder_path=os.fspath(output_dir), repo_id=repo, commit_message="Convert the released MAFT checkpoint"
-        )
+        upload_checkpoint(output_dir, hub_model_id, token, "Convert the released MAFT checkpoint")
     return model, report
 
 

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -30,9 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..model.processing_maft import load_image
+from ..model.images import load_image
 from .visualization import save_overlay
-from .vocabulary import available_vocabularies, load_vocabulary
+from .vocabulary import parse_vocabulary_argument  # noqa: F401  (re-exported: its home is vocabulary.py)
 
 logger = logging.getLogger(__name__)
 
@@ -44,43 +43,6 @@ MAX_UINT8_CLASSES = 255  # up to this many classes the map is 8-bit and 255 stay
 # ---------------------------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------------------------
-def parse_vocabulary_argument(value: str) -> list[str]:
-    """A vocabulary given on a command line: a shipped name, a text file, or comma-separated class names.
-
-    The value is split on commas **only** when it is neither a shipped vocabulary name
-    ([`~maft_hf.inference.vocabulary.available_vocabularies`]) nor an existing file, so `"cat,dog, puppy"` is three classes
-    `["cat", "dog", "puppy"]`. Class names with synonyms (`"dog, puppy"` as one class) therefore need a file, one class
-    per line. Raises `ValueError` for an empty value, a value that looks like a missing file (`*.txt` or a path
-    separator and no comma), empty names (`"cat,,dog"`) and duplicates.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.inference.outputs import parse_vocabulary_argument
-    >>> parse_vocabulary_argument("cat, dog,bird")
-    ['cat', 'dog', 'bird']
-    >>> len(parse_vocabulary_argument("ade20k_150"))
-    150
-    ```"""
-    if not isinstance(value, str):
-        raise ValueError(f"Expected the vocabulary as a string, got {type(value).__name__}.")
-    if value in available_vocabularies() or os.path.isfile(value):
-        return load_vocabulary(value)
-    if not value.strip(" ,\t\n"):
-        raise ValueError(
-            f"The vocabulary {value!r} is empty; give a shipped name ({', '.join(available_vocabularies())}), "
-            "a text file with one class per line, or comma-separated class names."
-        )
-    if "," not in value and (value.lower().endswith(".txt") or os.sep in value or "/" in value):
-        raise ValueError(f"The vocabulary file {value!r} does not exist.")
-    names = load_vocabulary([part.strip() for part in value.split(",")])
-    if len(names) == 1:
-        close = difflib.get_close_matches(names[0], available_vocabularies(), n=1)
-        hint = f" Did you mean the shipped vocabulary {close[0]!r}?" if close else ""
-        logger.warning("The vocabulary has a single class %r: every pixel will get it.%s", names[0], hint)
-    return names
-
-
 def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Expand image paths and folders into a list of image files.
 

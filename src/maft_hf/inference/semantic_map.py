@@ -2,12 +2,13 @@
 
 * [`classify_proposals`]: `exp(logit_scale) * cos(mask embedding, text embedding)`, `(B, N, C)`.
 * [`semantic_scores`]: `S[c, h, w] = sum_n A[n, c] * M[n, h, w]` with `A = softmax(logits)` over the `C` classes
-  (the MaskFormer rule of the released code), computed in class and proposal chunks.
-* [`semantic_map`]: `argmax_c S[c, h, w]` without ever holding the full `(C, H, W)` tensor: pixel blocks, each with
-  a running max / argmax over class chunks, so 847 classes x 300 proposals at 640x640 need about 0.1 GB on top of
-  the inputs instead of 1.3 GB (`scripts/benchmark_inference_memory.py`).
+  (the MaskFormer rule of the released code).
+* [`semantic_map`]: `argmax_c S[c, h, w]` in bounded memory (pixel or row blocks), at the masks' size or resized
+  to the image's (the released `sem_seg_postprocess`), optionally with an id for pixels no proposal covers.
 * [`ensemble_class_scores`] and [`match_generator_scores`]: the optional geometric ensemble of paper Eq. 9 with a
-  proposal generator's own class scores (the released inference uses none: ensemble weight 0).
+  proposal generator's own class scores, by the paper's formula or the released code's (docs/inference.md).
+
+Inputs are validated where they enter (`segment`, the pipeline, `Proposals`); these functions trust their shapes.
 """
 
 from __future__ import annotations
@@ -19,106 +20,87 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_ENSEMBLE_WEIGHT = 0.7  # lambda of paper Eq. 9 (the paper reports 0.6-0.8); the release uses no ensemble
+ENSEMBLE_FORMULAS = ("paper", "released")
+DEFAULT_CHUNK_ELEMENTS = 2**24  # elements of one float32 work buffer (64 MB)
 
-# Default size, in elements, of one class chunk of scores `(chunk_classes, H * W)` (64 MB in float32).
-DEFAULT_CHUNK_ELEMENTS = 2**24
 
-
-def _check_scores_and_masks(class_scores: torch.Tensor, masks: torch.Tensor) -> None:
-    if not isinstance(class_scores, torch.Tensor) or class_scores.ndim != 2:
-        got = tuple(class_scores.shape) if isinstance(class_scores, torch.Tensor) else type(class_scores).__name__
-        raise ValueError(f"class scores must be a (N, C) tensor, got {got}.")
-    if not isinstance(masks, torch.Tensor) or masks.ndim != 3:
-        got = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
-        raise ValueError(f"masks must be a (N, H, W) tensor, got {got}.")
-    if masks.shape[0] == 0 or class_scores.shape[0] == 0:
+def _probabilities(class_scores: torch.Tensor, masks: torch.Tensor, from_logits: bool) -> torch.Tensor:
+    if class_scores.ndim != 2 or masks.ndim != 3 or class_scores.shape[0] != masks.shape[0] or 0 in class_scores.shape:
         raise ValueError(
-            f"Got zero proposals (class scores {tuple(class_scores.shape)}, masks {tuple(masks.shape)}); "
-            "at least one proposal is required."
+            f"Expected class scores (N, C) and masks (N, H, W) with the same N >= 1 and C >= 1, got "
+            f"{tuple(class_scores.shape)} and {tuple(masks.shape)}."
         )
-    if class_scores.shape[0] != masks.shape[0]:
-        raise ValueError(
-            f"class scores and masks must have the same number of proposals N: class scores "
-            f"{tuple(class_scores.shape)} (N={class_scores.shape[0]}), masks {tuple(masks.shape)} (N={masks.shape[0]})."
-        )
-    if class_scores.shape[1] == 0:
-        raise ValueError(f"class scores have C = 0 classes, shape {tuple(class_scores.shape)}; expected C >= 1.")
-    if masks.shape[1] == 0 or masks.shape[2] == 0:
-        raise ValueError(f"masks have an empty spatial size {tuple(masks.shape[1:])}.")
-
-
-def _prepare(class_scores, masks, from_logits, chunk_classes, chunk_proposals):
-    _check_scores_and_masks(class_scores, masks)
-    num_proposals, num_classes = class_scores.shape
-    pixels = masks.shape[1] * masks.shape[2]
     scores = class_scores.to(device=masks.device, dtype=torch.float32)
-    probs = scores.softmax(dim=-1) if from_logits else scores
-    if chunk_classes is None:
-        chunk_classes = max(1, DEFAULT_CHUNK_ELEMENTS // pixels)
-    if chunk_proposals is None:
-        chunk_proposals = num_proposals
-    if chunk_classes < 1 or chunk_proposals < 1:
-        raise ValueError(
-            f"chunk sizes must be >= 1, got chunk_classes={chunk_classes}, chunk_proposals={chunk_proposals}."
-        )
-    flat_masks = masks.reshape(num_proposals, pixels)
-    if chunk_proposals >= num_proposals and flat_masks.dtype != torch.float32:
-        flat_masks = flat_masks.to(torch.float32)  # one conversion, reused by every class chunk
-    # (N, C) -> (C, N), so that a class chunk times the masks is one matrix product.
-    return probs.t().contiguous(), flat_masks, min(chunk_classes, num_classes), min(chunk_proposals, num_proposals)
-
-
-def _class_chunk_scores(probs_t, flat_masks, start, stop, chunk_proposals, out=None) -> torch.Tensor:
-    """`(stop - start, H * W)` = `probs_t[start:stop] @ flat_masks`, accumulated over proposal chunks in place."""
-    num_proposals = flat_masks.shape[0]
-    if out is None:
-        out = flat_masks.new_zeros((stop - start, flat_masks.shape[1]), dtype=torch.float32)
-    else:
-        out.zero_()
-    for first in range(0, num_proposals, chunk_proposals):
-        last = min(first + chunk_proposals, num_proposals)
-        out.addmm_(probs_t[start:stop, first:last], flat_masks[first:last].to(torch.float32))
-    return out
+    return scores.softmax(dim=-1) if from_logits else scores
 
 
 def semantic_scores(
-    class_scores: torch.Tensor,
-    masks: torch.Tensor,
-    from_logits: bool = True,
-    chunk_classes: int | None = None,
-    chunk_proposals: int | None = None,
+    class_scores: torch.Tensor, masks: torch.Tensor, from_logits: bool = True, chunk_classes: int | None = None
 ) -> torch.Tensor:
     """Per-pixel class scores `S[c, h, w] = sum_n A[n, c] * M[n, h, w]` (the MaskFormer semantic inference rule).
 
     Args:
-        class_scores: `(N, C)`: logits (`from_logits=True`, softmax over `C` is applied: `A = softmax(logits)`) or
-            already probabilities / ensembled scores (`from_logits=False`, used as `A` unchanged).
+        class_scores: `(N, C)` logits (`from_logits=True`: `A = softmax(logits)` over `C`) or already probabilities
+            / ensembled scores (`from_logits=False`, used as `A`).
         masks: `(N, H, W)` proposal probabilities in [0, 1] (float, half or bool), one image.
-        from_logits: whether `class_scores` are logits.
-        chunk_classes: classes per chunk; default: as many as fit `2**24` elements of `(chunk, H * W)`.
-        chunk_proposals: proposals per chunk (masks are converted to float32 one chunk at a time); default all.
+        chunk_classes: classes per matrix product; default: as many as fit a `2**24`-element buffer.
 
     Returns:
-        `(C, H, W)` float32 on `masks.device`. Chunking changes only the summation order (float rounding).
+        `(C, H, W)` float32 on `masks.device`.
 
     Example:
 
     ```python
     >>> import torch
     >>> from maft_hf.inference.semantic_map import semantic_scores
-    >>> logits, masks = torch.randn(3, 2), torch.rand(3, 4, 4)
-    >>> semantic_scores(logits, masks).shape
+    >>> semantic_scores(torch.randn(3, 2), torch.rand(3, 4, 4)).shape
     torch.Size([2, 4, 4])
     ```"""
-    probs_t, flat_masks, chunk_classes, chunk_proposals = _prepare(
-        class_scores, masks, from_logits, chunk_classes, chunk_proposals
-    )
-    num_classes = probs_t.shape[0]
-    out = flat_masks.new_empty((num_classes, flat_masks.shape[1]), dtype=torch.float32)
-    for start in range(0, num_classes, chunk_classes):
-        stop = min(start + chunk_classes, num_classes)
-        _class_chunk_scores(probs_t, flat_masks, start, stop, chunk_proposals, out=out[start:stop])
+    probs_t = _probabilities(class_scores, masks, from_logits).t()
+    num_classes, pixels = probs_t.shape[0], masks.shape[1] * masks.shape[2]
+    flat = masks.reshape(masks.shape[0], pixels).to(torch.float32)
+    chunk = chunk_classes or max(1, DEFAULT_CHUNK_ELEMENTS // max(pixels, 1))
+    out = flat.new_empty((num_classes, pixels))
+    for start in range(0, num_classes, chunk):
+        torch.mm(probs_t[start : start + chunk], flat, out=out[start : start + chunk])
     return out.reshape(num_classes, *masks.shape[1:])
+
+
+def _bilinear_taps(size_in: int, size_out: int, device) -> tuple[torch.Tensor, ...]:
+    """Source indices and weights of a 1-D bilinear resize `size_in -> size_out` (`align_corners=False`):
+    `out[i] = w0[i] * in[i0[i]] + w1[i] * in[i1[i]]`."""
+    source = ((torch.arange(size_out, device=device, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5).clamp(
+        min=0
+    )
+    i0 = source.floor().long().clamp(max=size_in - 1)
+    w1 = (source - i0).float()
+    return i0, (i0 + 1).clamp(max=size_in - 1), 1.0 - w1, w1
+
+
+def _resized_map(probs, masks, output_size, valid_size, unlabeled_id, unlabeled_threshold) -> torch.Tensor:
+    """Argmax of the scores of `masks[:, :h, :w]` resized bilinearly to `output_size`, one block of output rows at a
+    time: each block computes the scores of the source rows it needs, resizes them, and keeps only the argmax."""
+    (height, width), (crop_h, crop_w) = output_size, valid_size
+    y0, y1, wy0, wy1 = _bilinear_taps(crop_h, height, masks.device)
+    x0, x1, wx0, wx1 = _bilinear_taps(crop_w, width, masks.device)
+    channels = probs.shape[1] + (unlabeled_id is not None)  # the total mask weight rides along as one more row
+    rows_per_block = max(1, DEFAULT_CHUNK_ELEMENTS // (4 * channels * max(width, crop_w)))  # 16 MB blocks
+    result = torch.empty((height, width), dtype=torch.long, device=masks.device)
+    for top in range(0, height, rows_per_block):
+        bottom = min(top + rows_per_block, height)
+        first, last = int(y0[top]), int(y1[bottom - 1]) + 1
+        block = masks[:, first:last, :crop_w].to(torch.float32)
+        scores = torch.einsum("nc,nhw->chw", probs, block)
+        if unlabeled_id is not None:
+            scores = torch.cat([scores, block.sum(0, keepdim=True)])
+        ty0, ty1 = y0[top:bottom] - first, y1[top:bottom] - first
+        rows = scores[:, ty0] * wy0[top:bottom, None] + scores[:, ty1] * wy1[top:bottom, None]
+        resized = rows[:, :, x0] * wx0 + rows[:, :, x1] * wx1
+        labels = resized[: probs.shape[1]].argmax(0)
+        if unlabeled_id is not None:
+            labels[resized[-1] < unlabeled_threshold] = unlabeled_id
+        result[top:bottom] = labels
+    return result
 
 
 def semantic_map(
@@ -126,25 +108,36 @@ def semantic_map(
     masks: torch.Tensor,
     from_logits: bool = True,
     chunk_classes: int | None = None,
-    chunk_proposals: int | None = None,
     chunk_pixels: int | None = None,
+    *,
+    output_size: tuple[int, int] | None = None,
+    valid_size: tuple[int, int] | None = None,
+    unlabeled_id: int | None = None,
+    unlabeled_threshold: float = 0.5,
 ) -> torch.Tensor:
-    """`argmax_c` of [`semantic_scores`], `(H, W)` int64, without materialising the `(C, H, W)` scores.
+    """`argmax_c S[c, h, w]` of [`semantic_scores`], `(H, W)` int64, in bounded memory.
 
-    Works on blocks of `chunk_pixels` pixels: for each block it computes the `(pixels, classes)` scores one class
-    chunk at a time (`masks_block^T @ A[:, chunk]`, summed over proposal chunks) and keeps a running maximum and its
-    class index over the class chunks. Peak extra memory is one `(chunk_pixels, chunk_classes)` float32 buffer plus
-    the `(H * W)` result; the masks are converted to float32 one pixel block at a time. Ties go to the lowest class
-    index, as with `torch.argmax` over the full tensor.
+    Masks at the output size (the default): pixel blocks of `chunk_pixels`, each scored one class chunk at a time
+    with a running max (ties go to the lowest class, as `torch.argmax`); the masks are converted to float32 one
+    block at a time. Masks at another resolution (a working resolution, or the padded canvas of the released path):
+    the scores are formed at the masks' resolution, cropped to `valid_size` (the image region, top-left) and resized
+    bilinearly (`align_corners=False`, detectron2's `sem_seg_postprocess`) to `output_size`, one block of output
+    rows at a time. Since the resize is linear, this is the map of the masks resized to `output_size` (up to float
+    rounding). Memory never holds `N x H x W` or `C x H x W` at the output size.
 
     Args:
         class_scores, masks, from_logits: as [`semantic_scores`].
-        chunk_classes: classes per chunk; default all `C` (one matrix product per pixel block).
-        chunk_proposals: proposals per chunk; default all.
-        chunk_pixels: pixels per block; default `2**24 // chunk_classes` (a 64 MB buffer).
+        chunk_classes / chunk_pixels: classes per chunk (default all) and pixels per block (default `2**24 //
+            chunk_classes`) of the same-size path.
+        output_size: `(H, W)` of the map; default the masks' size.
+        valid_size: `(h, w)` region of the masks that covers the image; default the whole masks.
+        unlabeled_id: when set, pixels whose total mask weight `sum_n M[n, h, w]` is below `unlabeled_threshold`
+            (no proposal covers them) get this id. Default None: every pixel gets its argmax class, so pixels that no
+            proposal covers (all scores 0) get class 0.
+        unlabeled_threshold: see `unlabeled_id`.
 
     Returns:
-        `(H, W)` `torch.LongTensor` of class ids in `[0, C)` on `masks.device`.
+        `(H, W)` `torch.LongTensor` of class ids in `[0, C)` (or `unlabeled_id`) on `masks.device`.
 
     Example:
 
@@ -153,95 +146,81 @@ def semantic_map(
     >>> from maft_hf.inference.semantic_map import semantic_map
     >>> semantic_map(torch.randn(300, 847), torch.rand(300, 64, 64)).shape
     torch.Size([64, 64])
+    >>> semantic_map(torch.randn(300, 847), torch.rand(300, 64, 64), output_size=(500, 375)).shape
+    torch.Size([500, 375])
     ```"""
-    _check_scores_and_masks(class_scores, masks)
-    num_proposals, num_classes = class_scores.shape
-    pixels = masks.shape[1] * masks.shape[2]
-    scores = class_scores.to(device=masks.device, dtype=torch.float32)
-    probs = scores.softmax(dim=-1) if from_logits else scores
-    chunk_classes = num_classes if chunk_classes is None else chunk_classes
-    chunk_proposals = num_proposals if chunk_proposals is None else chunk_proposals
-    if min(chunk_classes, chunk_proposals, 1 if chunk_pixels is None else chunk_pixels) < 1:
-        raise ValueError(
-            f"chunk sizes must be >= 1, got chunk_classes={chunk_classes}, chunk_proposals={chunk_proposals}, "
-            f"chunk_pixels={chunk_pixels}."
-        )
-    if chunk_pixels is None:
-        chunk_pixels = max(1, DEFAULT_CHUNK_ELEMENTS // min(chunk_classes, num_classes))
-    chunk_classes, chunk_pixels = min(chunk_classes, num_classes), min(chunk_pixels, pixels)
-    flat_masks = masks.reshape(num_proposals, pixels)
-    result = torch.empty(pixels, dtype=torch.long, device=masks.device)
-    buffer = probs.new_empty((chunk_pixels, chunk_classes))
-    for first_pixel in range(0, pixels, chunk_pixels):
-        last_pixel = min(first_pixel + chunk_pixels, pixels)
-        block = flat_masks[:, first_pixel:last_pixel].to(torch.float32).t()  # (P, N)
-        best_value = best_index = None
+    probs = _probabilities(class_scores, masks, from_logits)
+    mask_size = tuple(masks.shape[1:])
+    output_size, valid_size = tuple(output_size or mask_size), tuple(valid_size or mask_size)
+    if output_size != mask_size or valid_size != mask_size:
+        return _resized_map(probs, masks, output_size, valid_size, unlabeled_id, unlabeled_threshold)
+    num_proposals, num_classes = probs.shape
+    chunk_classes = min(chunk_classes or num_classes, num_classes)
+    chunk_pixels = chunk_pixels or max(1, DEFAULT_CHUNK_ELEMENTS // chunk_classes)
+    flat_masks = masks.reshape(num_proposals, -1)
+    result = torch.empty(flat_masks.shape[1], dtype=torch.long, device=masks.device)
+    for first_pixel in range(0, flat_masks.shape[1], chunk_pixels):
+        block = flat_masks[:, first_pixel : first_pixel + chunk_pixels].to(torch.float32).t()  # (P, N)
+        best_value, best_index = None, None
         for start in range(0, num_classes, chunk_classes):
-            stop = min(start + chunk_classes, num_classes)
-            chunk = buffer[: block.shape[0], : stop - start].zero_()
-            for first in range(0, num_proposals, chunk_proposals):
-                last = min(first + chunk_proposals, num_proposals)
-                chunk.addmm_(block[:, first:last], probs[first:last, start:stop])
-            value, index = chunk.max(dim=1)
+            value, index = (block @ probs[:, start : start + chunk_classes]).max(dim=1)
             if best_value is None:
                 best_value, best_index = value, index
             else:
                 better = value > best_value  # strict: an earlier (lower) class keeps a tie
                 best_value = torch.where(better, value, best_value)
                 best_index = torch.where(better, index + start, best_index)
-        result[first_pixel:last_pixel] = best_index
-    return result.reshape(masks.shape[1:])
+        if unlabeled_id is not None:
+            best_index[block.sum(1) < unlabeled_threshold] = unlabeled_id
+        result[first_pixel : first_pixel + block.shape[0]] = best_index
+    return result.reshape(mask_size)
 
 
 def ensemble_class_scores(
     clip_probs: torch.Tensor,
     generator_probs: torch.Tensor | None,
-    seen: torch.Tensor | Sequence[bool],
-    weight: float = 0.7,
+    seen: torch.Tensor | Sequence[bool] | None = None,
+    weight: float = DEFAULT_ENSEMBLE_WEIGHT,
+    formula: str = "paper",
+    empty: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Geometric ensemble of paper Eq. 9 between CLIP's and the proposal generator's class probabilities.
+    """Geometric ensemble of CLIP's (`A_c`) and the proposal generator's (`A_p`) class probabilities, paper Eq. 9.
 
-    With `lambda = weight`, `A_p = generator_probs`, `A_c = clip_probs` (paper appendix A, Eq. 9):
+    `formula="paper"` (appendix A, Eq. 9; `lambda = weight`, the *generator's* exponent on seen classes):
 
         A[n, c] = A_p[n, c] ** lambda * A_c[n, c] ** (1 - lambda)   if c is seen (known to the generator)
         A[n, c] = A_c[n, c] ** lambda                                otherwise
 
-    so `lambda` is the exponent of the *generator* on seen classes and of *CLIP* on the others (the paper uses
-    0.6-0.8). The result is not renormalised (the paper multiplies it with the masks directly); pass it to
-    [`semantic_map`] with `from_logits=False`. Generator entries of unseen classes are ignored.
+    `formula="released"` (the authors' code for datasets without a trainable flag, i.e. all of theirs; `w = weight`,
+    *CLIP's* exponent, for every class):
+
+        A[n, c] = A_p[n, c] ** (1 - w) * A_c[n, c] ** w,   with A_c[n, :] = 1 for proposals n that are `empty`
+
+    where the release's `A_p` is a softmax over `K + 1` with the void column dropped afterwards. The result is not
+    renormalised; pass it to [`semantic_map`] with `from_logits=False`.
 
     Args:
         clip_probs: `(N, C)` softmax probabilities of MAFT over the vocabulary.
-        generator_probs: `(N, C)` probabilities of the generator mapped onto the vocabulary (see
-            [`match_generator_scores`]), or None: then `clip_probs` is returned unchanged (no ensemble, which is
-            the released inference).
-        seen: `(C,)` bool, True for classes the generator was trained on.
-        weight: `lambda` in [0, 1]; `0` also means no ensemble (taken literally, Eq. 9 with `lambda = 0` would give
-            every unseen class a score of 1).
+        generator_probs: `(N, C)` generator probabilities on the vocabulary ([`match_generator_scores`]), or None:
+            then `clip_probs` is returned unchanged (no ensemble, the released evaluation).
+        seen: `(C,)` bool, classes the generator was trained on (`"paper"` only).
+        weight: in [0, 1]; `0` means no ensemble under both formulas (`clip_probs` returned).
+        formula: `"paper"` or `"released"`.
+        empty: `(N,)` bool, proposals with no mask pixel above 0.5 (`"released"` only; default none).
 
     Returns:
-        `(N, C)` float32 ensembled scores.
+        `(N, C)` float32 scores.
     """
-    if not isinstance(clip_probs, torch.Tensor) or clip_probs.ndim != 2:
-        got = tuple(clip_probs.shape) if isinstance(clip_probs, torch.Tensor) else type(clip_probs).__name__
-        raise ValueError(f"clip_probs must be a (N, C) tensor, got {got}.")
-    if not 0.0 <= float(weight) <= 1.0:
-        raise ValueError(f"The ensemble weight lambda must be in [0, 1], got {weight}.")
     if generator_probs is None or float(weight) == 0.0:
-        return clip_probs  # no ensemble (lambda = 0 would otherwise give every unseen class a score of 1)
-    if tuple(generator_probs.shape) != tuple(clip_probs.shape):
-        raise ValueError(
-            f"generator_probs must have the shape of clip_probs (N, C) = {tuple(clip_probs.shape)}, "
-            f"got {tuple(generator_probs.shape)}."
-        )
+        return clip_probs
+    clip_probs, generator_probs = clip_probs.float(), generator_probs.to(clip_probs.device, torch.float32)
+    if formula == "released":
+        if empty is not None:
+            clip_probs = torch.where(empty.to(clip_probs.device)[:, None], torch.ones_like(clip_probs), clip_probs)
+        return generator_probs.pow(1.0 - weight) * clip_probs.pow(weight)
     seen = torch.as_tensor(seen, dtype=torch.bool, device=clip_probs.device)
-    if tuple(seen.shape) != (clip_probs.shape[1],):
-        raise ValueError(f"seen must be a (C,) = ({clip_probs.shape[1]},) bool tensor, got shape {tuple(seen.shape)}.")
-    clip_probs = clip_probs.float()
-    generator_probs = generator_probs.to(device=clip_probs.device, dtype=torch.float32)
     seen_scores = generator_probs.pow(weight) * clip_probs.pow(1.0 - weight)
-    unseen_scores = clip_probs.pow(weight)
-    return torch.where(seen.unsqueeze(0), seen_scores, unseen_scores)
+    return torch.where(seen[None], seen_scores, clip_probs.pow(weight))
 
 
 def normalize_class_name(name: str) -> set[str]:
@@ -268,16 +247,6 @@ def match_generator_scores(
     Returns:
         `(probs (N, C) float32, seen (C,) bool)`, ready for [`ensemble_class_scores`].
     """
-    if not isinstance(generator_scores, torch.Tensor) or generator_scores.ndim != 2:
-        got = tuple(generator_scores.shape) if isinstance(generator_scores, torch.Tensor) else type(generator_scores)
-        raise ValueError(f"generator_scores must be a (N, K) tensor, got {got}.")
-    if len(generator_names) != generator_scores.shape[1]:
-        raise ValueError(
-            f"generator_names must name the K = {generator_scores.shape[1]} columns of generator_scores, "
-            f"got {len(generator_names)} names."
-        )
-    if len(vocabulary) == 0:
-        raise ValueError("The vocabulary is empty; at least one class name is required.")
     synonym_to_columns: dict[str, list[int]] = {}
     for column, name in enumerate(generator_names):
         for synonym in normalize_class_name(name):
@@ -315,26 +284,6 @@ def classify_proposals(
         `(B, N, C)` float logits; `softmax(-1)` gives `A` of paper Eq. 1. Gradients flow unless the caller
         disables them (wrap in `torch.no_grad()` for inference).
     """
-    if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-        got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
-        raise ValueError(f"pixel_values must be (B, 3, S, S), got {got}.")
-    if not isinstance(proposal_masks, torch.Tensor) or proposal_masks.ndim != 4:
-        got = tuple(proposal_masks.shape) if isinstance(proposal_masks, torch.Tensor) else type(proposal_masks).__name__
-        raise ValueError(f"proposal_masks must be (B, N, H, W), got {got}.")
-    if proposal_masks.shape[0] != pixel_values.shape[0]:
-        raise ValueError(
-            f"proposal_masks has batch size {proposal_masks.shape[0]} but pixel_values has {pixel_values.shape[0]}."
-        )
-    if proposal_masks.shape[1] == 0:
-        raise ValueError(f"proposal_masks has N = 0 proposals (shape {tuple(proposal_masks.shape)}); need N >= 1.")
-    projection_dim = model.config.projection_dim
-    if not isinstance(text_classifier, torch.Tensor) or text_classifier.ndim != 2:
-        got = tuple(text_classifier.shape) if isinstance(text_classifier, torch.Tensor) else type(text_classifier)
-        raise ValueError(f"text_classifier must be (C, projection_dim={projection_dim}), got {got}.")
-    if text_classifier.shape[1] != projection_dim or text_classifier.shape[0] == 0:
-        raise ValueError(
-            f"text_classifier must be (C >= 1, projection_dim={projection_dim}), got {tuple(text_classifier.shape)}."
-        )
     features = model.get_mask_features(pixel_values, proposal_masks, proposal_valid_mask=proposal_valid_mask)
     mask_embeds = F.normalize(features.pooler_output, dim=-1)
     text_embeds = F.normalize(text_classifier.to(device=mask_embeds.device, dtype=mask_embeds.dtype), dim=-1)

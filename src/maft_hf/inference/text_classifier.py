@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -152,7 +153,13 @@ class TextClassifierCache:
         if self.cache_dir is not None and os.path.isfile(self._path(key)):
             from safetensors.torch import load_file
 
-            tensor = load_file(self._path(key))["text_classifier"]
+            try:
+                tensor = load_file(self._path(key))["text_classifier"]
+            except Exception as err:  # noqa: BLE001 - a damaged entry is a miss: it is recomputed and rewritten
+                warnings.warn(
+                    f"Ignoring the damaged text-classifier cache file {self._path(key)} ({err}).", stacklevel=2
+                )
+                return None
             self._remember(key, tensor)
             return tensor
         return None

@@ -16,9 +16,13 @@ synonyms), so command-line tools that take `"cat,dog"` must split it themselves 
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
+
+logger = logging.getLogger(__name__)
 
 VOCAB_DIRECTORY = "vocab"  # package data directory inside `maft_hf`
 
@@ -212,6 +216,84 @@ def load_vocabulary(spec: str | os.PathLike | Sequence[str]) -> list[str]:
     )
 
 
+def parse_vocabulary_argument(value: str) -> list[str]:
+    """A vocabulary given on a command line: a shipped name, a text file, or comma-separated class names.
+
+    The value is split on commas **only** when it is neither a shipped vocabulary name nor an existing file, so
+    `"cat,dog, puppy"` is three classes; names with synonyms (`"dog, puppy"` as one class) need a file. Raises
+    `ValueError` for an empty value, a value that looks like a missing file (`*.txt` or a path separator and no
+    comma), empty names (`"cat,,dog"`) and duplicates.
+
+    Example:
+
+    ```python
+    >>> from maft_hf.inference.vocabulary import parse_vocabulary_argument
+    >>> parse_vocabulary_argument("cat, dog,bird")
+    ['cat', 'dog', 'bird']
+    >>> len(parse_vocabulary_argument("ade20k_150"))
+    150
+    ```"""
+    if not isinstance(value, str):
+        raise ValueError(f"Expected the vocabulary as a string, got {type(value).__name__}.")
+    if value in available_vocabularies() or os.path.isfile(value):
+        return load_vocabulary(value)
+    if not value.strip(" ,\t\n"):
+        raise ValueError(
+            f"The vocabulary {value!r} is empty; give a shipped name ({', '.join(available_vocabularies())}), "
+            "a text file with one class per line, or comma-separated class names."
+        )
+    if "," not in value and (value.lower().endswith((".txt", ".csv")) or os.sep in value or "/" in value):
+        raise ValueError(f"The vocabulary file {value!r} does not exist.")
+    names = load_vocabulary([part.strip() for part in value.split(",")])
+    if len(names) == 1:
+        close = difflib.get_close_matches(names[0], available_vocabularies(), n=1)
+        hint = f" Did you mean the shipped vocabulary {close[0]!r}?" if close else ""
+        logger.warning("The vocabulary has a single class %r: every pixel will get it.%s", names[0], hint)
+    return names
+
+
+def unseen_class_ids(
+    spec: str | Iterable[int | str], class_names: Sequence[str] | None, num_classes: int | None = None
+) -> list[int]:
+    """Sorted ids (into `class_names`) of the unseen classes of a zero-shot split.
+
+    `spec` is a command-line value (a shipped vocabulary name or file of names, or comma-separated names and / or
+    ids: `"cow,giraffe"`, `"3,7"`) or an iterable of names and ids. Names match exactly, else case-insensitively.
+    Raises `ValueError` naming the classes that are not in the vocabulary and ids outside `[0, C)`.
+    """
+    if isinstance(spec, str):
+        if spec in available_vocabularies() or os.path.isfile(spec):
+            items: list = load_vocabulary(spec)
+        else:
+            items = [int(part) if part.isdigit() else part for part in (p.strip() for p in spec.split(",")) if part]
+            if not items:
+                raise ValueError(f"The unseen classes {spec!r} name no class.")
+    else:
+        items = list(spec)
+    count = len(class_names) if class_names is not None else num_classes
+    exact = {name: i for i, name in enumerate(class_names or [])}
+    folded = {name.lower(): i for i, name in enumerate(class_names or [])}
+    ids, missing = set(), []
+    for item in items:
+        if isinstance(item, str):
+            if class_names is None:
+                raise ValueError(f"unseen class {item!r} is given by name but no class_names were passed.")
+            index = exact.get(item.strip(), folded.get(item.strip().lower()))
+            if index is None:
+                missing.append(item)
+            else:
+                ids.add(index)
+        elif count is not None and not 0 <= int(item) < count:
+            raise ValueError(f"unseen class id {int(item)} is outside [0, {count}).")
+        else:
+            ids.add(int(item))
+    if missing:
+        raise ValueError(
+            f"Unseen classes {missing} are not in the vocabulary of {count} classes (e.g. {list(class_names)[:5]})."
+        )
+    return sorted(ids)
+
+
 def load_prompt_templates() -> list[str]:
     """The 14 prompt templates of the released MAFT code, verbatim (some have no final period).
 
@@ -246,9 +328,11 @@ __all__ = [
     "available_vocabularies",
     "load_vocabulary",
     "load_prompt_templates",
+    "parse_vocabulary_argument",
     "parse_vocabulary_lines",
     "read_vocabulary_file",
     "unseen_class_indices",
+    "unseen_class_ids",
     "validate_templates",
     "validate_vocabulary",
 ]

@@ -23,8 +23,11 @@ class MaskAwareCLIPVisionConfig(CLIPVisionConfig):
         A patch is visible to a proposal's [CLS] copy where the proposal, bilinearly resized to the patch grid
         (`align_corners=False`), is `>= mask_threshold`. Must lie in `(0, 1]`.
     input_image_size (`int`, *optional*):
-        Side of the square images the model is run at (480 for MAFT ViT-B/16). The processor resizes to it and
-        the position embeddings of the `image_size` grid are resized to it on the fly. Defaults to `image_size`.
+        Side of the square images the model is run at (480 for the released MAFT ViT-B/16 and ViT-L/14). The
+        processor resizes to it and the position embeddings of the `image_size` grid are resized on the fly to its
+        patch grid, `input_image_size // patch_size` a side: like the release, a size that is not a multiple of
+        the patch size leaves its last `input_image_size % patch_size` pixel rows and columns unread (ViT-L/14 at
+        480 px reads a 34 x 34 grid from the top-left 476 px). Defaults to `image_size`.
     position_embedding_interpolation (`str`, *optional*, defaults to `"maft"`):
         How position embeddings are resized when the input is not `image_size`: `"maft"` (bicubic,
         `align_corners=True`, class position kept, as the released MAFT code) or `"hf"` (transformers'
@@ -72,9 +75,9 @@ class MaskAwareCLIPVisionConfig(CLIPVisionConfig):
                 f"position_embedding_interpolation must be one of {POSITION_EMBEDDING_MODES}, "
                 f"got {self.position_embedding_interpolation!r}."
             )
-        if self.input_image_size % self.patch_size != 0:
+        if self.input_image_size < self.patch_size:
             raise ValueError(
-                f"input_image_size ({self.input_image_size}) must be a multiple of patch_size ({self.patch_size})."
+                f"input_image_size ({self.input_image_size}) must be at least patch_size ({self.patch_size})."
             )
 
 

@@ -12,25 +12,27 @@ Layers before `L` are transformers' own `CLIPEncoderLayer` modules, run unchange
 back-end of the config ("eager" or "sdpa"), split in two calls that compute exactly the masked full-sequence
 attention: the patches attend to the patches with no mask at all, and only the `N` copy rows carry a mask,
 `(batch, 1, N, N + P)`, boolean for SDPA. Nothing `(N + P) x (N + P)` is built, and the last layer skips the patch
-rows when their states are not returned. [`full_sequence_layer`] is the direct form (one masked call over the
-whole sequence, as the released code) and the tests hold the two equal. Parameter names are CLIP's, so a CLIP
+rows when their states are not returned. The tests hold this equal to the direct form (one masked call over the
+whole sequence, as the released code; `tests/reference_ipclip.py`). Parameter names are CLIP's, so a CLIP
 checkpoint loads with no missing or unexpected keys.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel, CLIPVisionModel
+from transformers import CLIPModel, CLIPVisionModel, CLIPVisionModelWithProjection
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.clip.modeling_clip import eager_attention_forward
+from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings, CLIPVisionModelOutput, eager_attention_forward
 from transformers.utils import ModelOutput
 
 from .configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
+from .hub_maft import MAFTHubMixin
 
 SUPPORTED_ATTENTION = ("eager", "sdpa")
 
@@ -62,6 +64,8 @@ class MAFTOutput(ModelOutput):
     r"""
     Output of [`MaskAwareCLIPModel`] when called with `proposal_masks`.
 
+    loss (`torch.FloatTensor` of shape `()`, *optional*):
+        The mask-aware loss (paper Eq. 5-7), only when `labels` are given.
     logits_per_mask (`torch.FloatTensor` of shape `(batch_size, N, num_texts)`):
         `exp(logit_scale) * cos(mask_embeds, text_embeds)`; `exp(logit_scale)` is 100 for OpenAI CLIP weights.
         Softmax over the last dimension gives the class scores of paper Eq. 1.
@@ -75,6 +79,7 @@ class MAFTOutput(ModelOutput):
         Output of the text tower.
     """
 
+    loss: torch.FloatTensor | None = None
     logits_per_mask: torch.FloatTensor | None = None
     mask_embeds: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
@@ -133,30 +138,9 @@ def proposals_to_patch_visibility(
     return (masks >= threshold).reshape(batch, num_proposals, -1)
 
 
-def build_mask_aware_attention_mask(patch_visibility: torch.Tensor) -> torch.Tensor:
-    """The boolean attention rule of paper Eq. 2-4 over the sequence `[N copies, P patches]`.
-
-    Args:
-        patch_visibility: `(batch, N, P)` bool, True where copy `n` may see patch `p`.
-
-    Returns:
-        `(batch, 1, N + P, N + P)` bool, True = attend: copy `n` sees itself and its visible patches; patches
-        see all patches and no copy.
-    """
-    batch, num_copies, num_patches = patch_visibility.shape
-    device = patch_visibility.device
-    patch_rows = torch.cat(
-        [
-            torch.zeros(num_patches, num_copies, dtype=torch.bool, device=device),
-            torch.ones(num_patches, num_patches, dtype=torch.bool, device=device),
-        ],
-        dim=-1,
-    ).expand(batch, 1, -1, -1)
-    return torch.cat([copy_rows_mask(patch_visibility), patch_rows], dim=2)
-
-
 def copy_rows_mask(patch_visibility: torch.Tensor) -> torch.Tensor:
-    """The copy rows of [`build_mask_aware_attention_mask`]: `(batch, 1, N, N + P)` bool, True = attend."""
+    """The copy rows of the rule of paper Eq. 2-4: `(batch, 1, N, N + P)` bool, True = attend: copy `n` sees itself
+    and the patches where `patch_visibility[:, n]` is True, never another copy."""
     batch, num_copies, _ = patch_visibility.shape
     eye = torch.eye(num_copies, dtype=torch.bool, device=patch_visibility.device).expand(batch, -1, -1)
     return torch.cat([eye, patch_visibility], dim=-1).unsqueeze(1)
@@ -209,12 +193,6 @@ def mask_aware_layer(
     return hidden + layer.mlp(layer.layer_norm2(hidden))
 
 
-def full_sequence_layer(layer: nn.Module, hidden_states: torch.Tensor, full_mask: torch.Tensor) -> torch.Tensor:
-    """The direct form: `layer(hidden_states, full_mask)` with the `(batch, 1, N + P, N + P)` mask of
-    [`build_mask_aware_attention_mask`] in the back-end's format. Kept as the reference of [`mask_aware_layer`]."""
-    return layer(hidden_states, full_mask)
-
-
 def to_backend_mask(mask: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
     """Convert a boolean attention mask (True = attend) to the format the attention back-end expects."""
     if attn_implementation == "sdpa":
@@ -231,7 +209,8 @@ def to_backend_mask(mask: torch.Tensor, attn_implementation: str, dtype: torch.d
 def check_proposal_masks(
     proposal_masks: torch.Tensor, batch_size: int, proposal_valid_mask: torch.Tensor | None = None
 ) -> None:
-    """Raise a `ValueError` that names what was expected and what arrived, for malformed proposals."""
+    """Raise a `ValueError` for proposals of the wrong type, shape or dtype. Reads no values, so it costs no host
+    synchronisation and traces; the values are checked at the edges by [`validate_proposal_values`]."""
     if not isinstance(proposal_masks, torch.Tensor):
         raise ValueError(
             f"proposal_masks must be a torch.Tensor of shape (batch, N, H, W), got {type(proposal_masks)}."
@@ -244,21 +223,15 @@ def check_proposal_masks(
         raise ValueError(
             f"proposal_masks has batch size {proposal_masks.shape[0]} but pixel_values has batch size {batch_size}."
         )
-    if proposal_masks.shape[1] == 0:
-        raise ValueError("proposal_masks has N = 0 proposals; at least one proposal per image is required.")
+    # a check that also holds when N is a symbolic size (torch.export, torch.compile with `mark_unbacked`)
+    torch._check_value(
+        proposal_masks.shape[1] != 0,
+        lambda: "proposal_masks has N = 0 proposals; at least one proposal per image is required.",
+    )
     if proposal_masks.shape[2] == 0 or proposal_masks.shape[3] == 0:
         raise ValueError(f"proposal_masks has an empty spatial size {tuple(proposal_masks.shape[2:])}.")
-    if proposal_masks.dtype != torch.bool:
-        if not proposal_masks.is_floating_point():
-            raise ValueError(f"proposal_masks must be float in [0, 1] or bool, got dtype {proposal_masks.dtype}.")
-        low, high = (v.item() for v in torch.aminmax(proposal_masks))  # one pass; NaN propagates to both
-        if low != low or high != high:
-            raise ValueError("proposal_masks contains NaN values; expected probabilities in [0, 1].")
-        if low < 0 or high > 1:
-            raise ValueError(
-                f"proposal_masks must hold probabilities in [0, 1], got values in [{low:.4g}, {high:.4g}]. "
-                "Apply a sigmoid to mask logits first."
-            )
+    if proposal_masks.dtype != torch.bool and not proposal_masks.is_floating_point():
+        raise ValueError(f"proposal_masks must be float in [0, 1] or bool, got dtype {proposal_masks.dtype}.")
     if proposal_valid_mask is not None and proposal_valid_mask.is_floating_point():
         raise ValueError(
             f"proposal_valid_mask must be bool (True = real proposal), got dtype {proposal_valid_mask.dtype}."
@@ -267,6 +240,26 @@ def check_proposal_masks(
         raise ValueError(
             f"proposal_valid_mask must have shape (batch, N) = {tuple(proposal_masks.shape[:2])}, "
             f"got {tuple(proposal_valid_mask.shape)}."
+        )
+
+
+def validate_proposal_values(proposal_masks: torch.Tensor) -> None:
+    """Raise a `ValueError` when float proposals hold NaN or values outside [0, 1] (e.g. logits).
+
+    This reads the values (one host synchronisation), so the model's forward does not call it: the processor
+    ([`~maft_hf.MAFTProcessor`]) and the proposal sources do, where the proposals enter.
+    """
+    if not isinstance(proposal_masks, torch.Tensor) or proposal_masks.dtype == torch.bool:
+        return
+    if proposal_masks.numel() == 0 or not proposal_masks.is_floating_point():
+        return
+    low, high = (v.item() for v in torch.aminmax(proposal_masks))  # one pass; NaN propagates to both
+    if low != low or high != high:
+        raise ValueError("proposal_masks contains NaN values; expected probabilities in [0, 1].")
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"proposal_masks must hold probabilities in [0, 1], got values in [{low:.4g}, {high:.4g}]. "
+            "Apply a sigmoid to mask logits first."
         )
 
 
@@ -295,12 +288,61 @@ def pad_proposals(masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     return padded, valid
 
 
-class MaskAwareCLIPVisionModel(CLIPVisionModel):
+class MaskAwareCLIPVisionEmbeddings(CLIPVisionEmbeddings):
+    """CLIP's vision embeddings (same parameters) for inputs of any size, as the released MAFT code runs them.
+
+    The patch grid is `floor(height / patch_size) x floor(width / patch_size)`: the strided patch convolution reads
+    the top-left `grid * patch_size` pixels and ignores the last `size % patch_size` rows and columns (the released
+    ViT-L/14 reads a 34 x 34 grid from its 480 px input). When the input is not `image_size`, the position
+    embeddings are resized to that grid with `config.position_embedding_interpolation` (`interpolate_pos_encoding`
+    `None`, the default, decides this from the size; `False` keeps CLIP's strict size check).
+    """
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None) -> torch.Tensor:
+        height, width = pixel_values.shape[-2:]
+        if height < self.patch_size or width < self.patch_size:
+            raise ValueError(f"Image size {height}x{width} is smaller than the patch size {self.patch_size}.")
+        same_size = height == self.image_size and width == self.image_size
+        if interpolate_pos_encoding is None:
+            interpolate_pos_encoding = not same_size
+        if same_size or not interpolate_pos_encoding or self.config.position_embedding_interpolation == "hf":
+            return super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(pixel_values.shape[0], 1, -1)
+        grid = (height // self.patch_size, width // self.patch_size)
+        positions = resize_position_embeddings(self.position_embedding.weight, grid)
+        return torch.cat([cls, patches], dim=1) + positions.unsqueeze(0)
+
+
+class EagerOrSdpaAttention:
+    """Refuses, when the model is built or loaded, attention back-ends other than `"eager"` and `"sdpa"`.
+
+    The mask-aware layers hand the back-end a mask of the `N` copy rows, `(batch, 1, N, N + P)`, additive for eager
+    and boolean for SDPA; flash-attention kernels take no such mask and flex attention would need a `BlockMask`.
+    """
+
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, *args, **kwargs):
+        if attn_implementation is not None and attn_implementation not in SUPPORTED_ATTENTION:
+            raise ValueError(
+                f"{type(self).__name__} supports attn_implementation in {SUPPORTED_ATTENTION}, got "
+                f"{attn_implementation!r}: its mask-aware layers pass the attention back-end a mask of the proposal "
+                "rows, which only those two take. Load it with attn_implementation='sdpa' (default) or 'eager'."
+            )
+        return super()._check_and_adjust_attn_implementation(attn_implementation, *args, **kwargs)
+
+
+class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
     r"""
     The IP-CLIP image encoder of MAFT: a `CLIPVisionModel` that classifies `N` mask proposals in one pass.
 
-    Without `proposal_masks` it computes exactly what `CLIPVisionModel` computes with the same weights. With
-    `proposal_masks (batch, N, H, W)` it returns `mask_embeds (batch, N, hidden_size)`.
+    Without `proposal_masks` it is `CLIPVisionModel.forward` with the same weights (hidden states, attentions,
+    tuple outputs and all), except that inputs other than `image_size` resize the position embeddings
+    automatically (see [`MaskAwareCLIPVisionEmbeddings`]). With `proposal_masks (batch, N, H, W)` it returns
+    `mask_embeds (batch, N, hidden_size)`.
 
     Example:
 
@@ -321,36 +363,14 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
 
     config: MaskAwareCLIPVisionConfig
     config_class = MaskAwareCLIPVisionConfig
+    _no_split_modules = CLIPVisionModel._no_split_modules + ["MaskAwareCLIPVisionEmbeddings"]
 
     def __init__(self, config: MaskAwareCLIPVisionConfig):
         super().__init__(config)
         config.validate_mask_fields()
-
-    # ----------------------------------------------------------------------------------------------------------
-    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None) -> torch.Tensor:
-        """Patch + class embeddings with position embeddings, `(batch, 1 + num_patches, hidden_size)`.
-
-        `interpolate_pos_encoding=None` resizes the position embeddings whenever the input is not `image_size`,
-        with the method of `config.position_embedding_interpolation`; `False` keeps CLIP's strict size check.
-        """
-        if pixel_values.ndim != 4:
-            raise ValueError(f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}.")
-        height, width = pixel_values.shape[-2:]
-        patch = self.config.patch_size
-        if height % patch or width % patch:
-            raise ValueError(
-                f"Image size {height}x{width} must be a multiple of the patch size {patch} in both dimensions."
-            )
-        same_size = height == self.config.image_size and width == self.config.image_size
-        if interpolate_pos_encoding is None:
-            interpolate_pos_encoding = not same_size
-        if self.config.position_embedding_interpolation == "hf" or not interpolate_pos_encoding or same_size:
-            return self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        emb = self.embeddings
-        patches = emb.patch_embedding(pixel_values.to(emb.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
-        cls = emb.class_embedding.expand(pixel_values.shape[0], 1, -1)
-        positions = resize_position_embeddings(emb.position_embedding.weight, (height // patch, width // patch))
-        return torch.cat([cls, patches], dim=1) + positions.unsqueeze(0)
+        embeddings = MaskAwareCLIPVisionEmbeddings(config)
+        embeddings.load_state_dict(self.embeddings.state_dict(), assign=True)  # CLIP's initial values
+        self.embeddings = embeddings
 
     def forward(
         self,
@@ -362,13 +382,15 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
         return_dict: bool | None = None,
         return_patch_tokens: bool = True,
         **kwargs,
-    ) -> MaskAwareCLIPVisionOutput | tuple:
+    ) -> MaskAwareCLIPVisionOutput | BaseModelOutputWithPooling | tuple:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
-                Normalised images; height and width multiples of the patch size.
+                Normalised images. A size that is not a multiple of the patch size uses the floor grid (see
+                [`MaskAwareCLIPVisionEmbeddings`]).
             proposal_masks (`torch.FloatTensor` or `torch.BoolTensor` of shape `(batch_size, N, H, W)`, *optional*):
-                Proposal probabilities in [0, 1] (or bool) at any resolution. `None` runs plain CLIP.
+                Proposal probabilities in [0, 1] (or bool) at any resolution. `None` runs plain CLIP. Values are not
+                read here (no host synchronisation); [`validate_proposal_values`] checks them at the edges.
             proposal_valid_mask (`torch.BoolTensor` of shape `(batch_size, N)`, *optional*):
                 False marks padding when images have different numbers of proposals (see [`pad_proposals`]).
                 Padded proposals are treated as all-zero masks; they never change the real ones.
@@ -380,65 +402,144 @@ class MaskAwareCLIPVisionModel(CLIPVisionModel):
                 With proposals, `False` skips the patch rows of the last layer (about 1/12 of the work of ViT-B)
                 since the mask embeddings do not need them; `last_hidden_state` then holds the `N` copies only.
         """
-        if pixel_values is None:
-            raise ValueError("pixel_values is required.")
-        if kwargs.pop("output_attentions", False) or self.config._output_attentions:
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
+            got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else pixel_values
+            raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {got}.")
+        if proposal_masks is None:
+            options = {"output_hidden_states": output_hidden_states, "return_dict": return_dict}
+            kwargs.update({k: v for k, v in options.items() if v is not None})
+            return super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        if kwargs.pop("output_attentions", None) or self.config.output_attentions:
             raise ValueError(
-                "output_attentions is not supported by MaskAwareCLIPVisionModel: its masked layers use a split "
-                "attention, and SDPA returns no weights. Use CLIPVisionModel with attn_implementation='eager'."
+                "output_attentions is not supported with proposal_masks: the mask-aware layers run the copy rows "
+                "and the patch rows as two attention calls and return no weights. Without proposal_masks the "
+                "model returns CLIP's attentions (attn_implementation='eager')."
             )
+        check_proposal_masks(proposal_masks, pixel_values.shape[0], proposal_valid_mask)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        hidden = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
-        hidden = self.pre_layrnorm(self.embed(pixel_values, interpolate_pos_encoding))
+        visibility = proposals_to_patch_visibility(
+            proposal_masks.to(pixel_values.device), grid, self.config.mask_threshold
+        )
+        if proposal_valid_mask is not None:
+            visibility = visibility & proposal_valid_mask.to(device=visibility.device, dtype=torch.bool)[..., None]
+        copy_mask = to_backend_mask(copy_rows_mask(visibility), self.config._attn_implementation, hidden.dtype)
+        hidden, all_hidden = self._encode_with_proposals(
+            hidden,
+            copy_mask,
+            proposal_masks.shape[1],
+            return_patch_tokens or output_hidden_states,
+            output_hidden_states,
+        )
+        mask_embeds = self.post_layernorm(hidden[:, : proposal_masks.shape[1]])
+        output = MaskAwareCLIPVisionOutput(
+            last_hidden_state=hidden, pooler_output=mask_embeds, hidden_states=all_hidden, mask_embeds=mask_embeds
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
 
-        start = self.config.mask_start_layer
-        num_copies = 0 if proposal_masks is None else proposal_masks.shape[1]
-        if proposal_masks is not None:
-            check_proposal_masks(proposal_masks, pixel_values.shape[0], proposal_valid_mask)
-            proposal_masks = proposal_masks.to(pixel_values.device)
-            visibility = proposals_to_patch_visibility(proposal_masks, grid, self.config.mask_threshold)
-            if proposal_valid_mask is not None:
-                visibility = visibility & proposal_valid_mask.to(device=visibility.device, dtype=torch.bool).unsqueeze(
-                    -1
-                )
-            copy_mask = to_backend_mask(copy_rows_mask(visibility), self.config._attn_implementation, hidden.dtype)
-        keep_last_patches = return_patch_tokens or output_hidden_states or not num_copies
-
+    def _encode_with_proposals(self, hidden, copy_mask, num_copies, keep_last_patches, output_hidden_states):
+        """The encoder layers with `num_copies` [CLS] copies from `mask_start_layer` on; returns the last hidden
+        states and, with `output_hidden_states`, the tuple of all of them."""
+        start, last = self.config.mask_start_layer, len(self.encoder.layers) - 1
         all_hidden = (hidden,) if output_hidden_states else None
-        last = len(self.encoder.layers) - 1
         for index, layer in enumerate(self.encoder.layers):
-            if num_copies and index >= start:
+            if index < start:
+                hidden = layer(hidden, None)
+            else:
                 if index == start:
                     hidden = torch.cat([hidden[:, :1].expand(-1, num_copies, -1), hidden[:, 1:]], dim=1)
                 keep = keep_last_patches or index < last
-                if getattr(layer, "gradient_checkpointing", False) and self.training:
+                if layer.gradient_checkpointing and self.training:
                     # the checkpoint function transformers' `activation_checkpointing_enable` gave the layer
                     hidden = layer._gradient_checkpointing_func(
                         mask_aware_layer, layer, hidden, num_copies, copy_mask, keep
                     )
                 else:
                     hidden = mask_aware_layer(layer, hidden, num_copies, copy_mask, keep)
-            else:
-                hidden = layer(hidden, None, **kwargs)
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden,)
+        return hidden, all_hidden
 
-        if num_copies:
-            mask_embeds = self.post_layernorm(hidden[:, :num_copies])
-            output = MaskAwareCLIPVisionOutput(
-                last_hidden_state=hidden, pooler_output=mask_embeds, hidden_states=all_hidden, mask_embeds=mask_embeds
-            )
-        else:
-            output = MaskAwareCLIPVisionOutput(
-                last_hidden_state=hidden, pooler_output=self.post_layernorm(hidden[:, 0]), hidden_states=all_hidden
-            )
+
+@dataclass
+class MaskAwareCLIPVisionModelOutput(CLIPVisionModelOutput):
+    r"""
+    Output of [`MaskAwareCLIPVisionModelWithProjection`]: `CLIPVisionModelOutput` plus `mask_embeds`.
+
+    image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`, *optional*):
+        Projected [CLS] embedding; only without proposals (with proposals the [CLS] token is replaced by copies).
+    mask_embeds (`torch.FloatTensor` of shape `(batch_size, N, projection_dim)`, *optional*):
+        Projected (not normalised) embedding of each proposal; only with proposals.
+    """
+
+    mask_embeds: torch.FloatTensor | None = None
+
+
+class MaskAwareCLIPVisionModelWithProjection(EagerOrSdpaAttention, CLIPVisionModelWithProjection):
+    r"""
+    The counterpart of `CLIPVisionModelWithProjection`: the IP-CLIP encoder and CLIP's visual projection. Without
+    `proposal_masks` it returns what `CLIPVisionModelWithProjection` returns (`image_embeds`); with them,
+    `mask_embeds (batch, N, projection_dim)`, one projected embedding per proposal.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from maft_hf import MaskAwareCLIPVisionModelWithProjection
+    >>> from maft_hf.testing import tiny_vision_config
+
+    >>> model = MaskAwareCLIPVisionModelWithProjection(tiny_vision_config(projection_dim=16)).eval()
+    >>> model(torch.randn(1, 3, 32, 32), proposal_masks=torch.rand(1, 5, 32, 32)).mask_embeds.shape
+    torch.Size([1, 5, 16])
+    ```"""
+
+    config: MaskAwareCLIPVisionConfig
+    config_class = MaskAwareCLIPVisionConfig
+    _no_split_modules = MaskAwareCLIPVisionModel._no_split_modules
+
+    def __init__(self, config: MaskAwareCLIPVisionConfig):
+        super().__init__(config)
+        self.vision_model = MaskAwareCLIPVisionModel._from_config(config)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        proposal_masks: torch.Tensor | None = None,
+        proposal_valid_mask: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        return_dict: bool | None = None,
+        return_patch_tokens: bool = True,
+        **kwargs,
+    ) -> MaskAwareCLIPVisionModelOutput | tuple:
+        r"""Without `proposal_masks`: `CLIPVisionModelWithProjection.forward`. With them: `mask_embeds`; see
+        [`MaskAwareCLIPVisionModel.forward`] for the arguments."""
+        if proposal_masks is None:
+            if return_dict is not None:
+                kwargs["return_dict"] = return_dict
+            return super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        outputs = self.vision_model(
+            pixel_values,
+            proposal_masks,
+            proposal_valid_mask,
+            interpolate_pos_encoding,
+            return_dict=True,
+            return_patch_tokens=return_patch_tokens,
+            **kwargs,
+        )
+        output = MaskAwareCLIPVisionModelOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            hidden_states=outputs.hidden_states,
+            mask_embeds=self.visual_projection(outputs.mask_embeds),
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
 
 
-class MaskAwareCLIPModel(CLIPModel):
+class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
     r"""
     CLIP with the mask-aware IP-CLIP image encoder: classifies `N` proposals against a vocabulary in one pass.
 
@@ -469,6 +570,7 @@ class MaskAwareCLIPModel(CLIPModel):
 
     config: MAFTConfig
     config_class = MAFTConfig
+    _no_split_modules = MaskAwareCLIPVisionModel._no_split_modules
 
     def __init__(self, config: MAFTConfig):
         super().__init__(config)
@@ -507,12 +609,11 @@ class MaskAwareCLIPModel(CLIPModel):
             **kwargs,
         )
         outputs.pooler_output = self.visual_projection(outputs.mask_embeds)
-        if return_dict is False:
-            return outputs.to_tuple()
-        return outputs
+        return outputs if return_dict is not False else outputs.to_tuple()
 
     def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None, **kwargs):
-        """As `CLIPModel.get_image_features`, resizing position embeddings automatically (see `embed`)."""
+        """As `CLIPModel.get_image_features`, resizing position embeddings automatically (see
+        [`MaskAwareCLIPVisionEmbeddings`])."""
         return super().get_image_features(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
 
     def forward(
@@ -523,6 +624,7 @@ class MaskAwareCLIPModel(CLIPModel):
         position_ids: torch.LongTensor | None = None,
         proposal_masks: torch.Tensor | None = None,
         proposal_valid_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
@@ -531,9 +633,16 @@ class MaskAwareCLIPModel(CLIPModel):
         r"""
         Without `proposal_masks`: exactly `CLIPModel.forward`. With `proposal_masks (batch, N, H, W)`: a
         [`MAFTOutput`] whose `logits_per_mask (batch, N, num_texts)` is `exp(logit_scale) * cosine` between every
-        proposal and every text.
+        proposal and every text (the texts are the class vocabulary, one prompt per class).
+
+        labels (`torch.LongTensor` of shape `(batch_size, H, W)`, *optional*):
+            Ground-truth class maps (ids into the texts, 255 = unlabelled), with `proposal_masks`: `loss` is then
+            the mask-aware loss of paper Eq. 5-7 (`maft_hf.training.losses.maft_loss` without its distillation
+            term, which needs the frozen teacher CLIP of the training loop).
         """
         if proposal_masks is None:
+            if labels is not None:
+                raise ValueError("labels need proposal_masks: the MAFT loss scores proposals against label maps.")
             return super().forward(
                 input_ids=input_ids,
                 pixel_values=pixel_values,
@@ -545,7 +654,7 @@ class MaskAwareCLIPModel(CLIPModel):
                 **kwargs,
             )
         if return_loss:
-            raise ValueError("return_loss is not defined with proposal_masks; use maft_hf's losses instead.")
+            raise ValueError("return_loss (CLIP's contrastive loss) is not defined with proposal_masks; pass labels.")
         vision_outputs = self.get_mask_features(
             pixel_values, proposal_masks, proposal_valid_mask, interpolate_pos_encoding, **kwargs
         )
@@ -555,7 +664,14 @@ class MaskAwareCLIPModel(CLIPModel):
         mask_embeds = F.normalize(vision_outputs.pooler_output, dim=-1)
         text_embeds = F.normalize(text_outputs.pooler_output, dim=-1)
         logits = self.logit_scale.exp() * mask_embeds @ text_embeds.t().to(mask_embeds.device)
+        loss = None
+        if labels is not None:
+            # imported by name, not by an import statement: transformers' remote-code loader imports every module
+            # named in one, and a remote-code copy of this file must load without the package
+            losses = importlib.import_module("maft_hf.training.losses")
+            loss = losses.maft_loss(logits, proposal_masks, labels, proposal_valid_mask=proposal_valid_mask).loss
         output = MAFTOutput(
+            loss=loss,
             logits_per_mask=logits,
             mask_embeds=mask_embeds,
             text_embeds=text_embeds,
@@ -566,16 +682,19 @@ class MaskAwareCLIPModel(CLIPModel):
 
 
 __all__ = [
+    "MaskAwareCLIPVisionEmbeddings",
     "MaskAwareCLIPVisionModel",
+    "MaskAwareCLIPVisionModelWithProjection",
     "MaskAwareCLIPModel",
     "MaskAwareCLIPVisionOutput",
+    "MaskAwareCLIPVisionModelOutput",
     "MAFTOutput",
     "resize_position_embeddings",
     "proposals_to_patch_visibility",
-    "build_mask_aware_attention_mask",
     "copy_rows_mask",
     "mask_aware_layer",
-    "full_sequence_layer",
     "to_backend_mask",
+    "check_proposal_masks",
+    "validate_proposal_values",
     "pad_proposals",
 ]

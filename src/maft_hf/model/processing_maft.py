@@ -1,17 +1,14 @@
 """Pre-processing for MAFT: images at the model's input size (no centre crop), class prompts, proposal masks.
 
-The released MAFT code normalises with CLIP's mean/std and resizes the whole image to 480x480 with bilinear
-interpolation (`align_corners=False`, no antialias) without keeping the aspect ratio. `MAFTImageProcessor` does
-exactly that in torch (no torchvision needed). Since the resize is linear with weights summing to one, normalising
-before or after it gives the same result.
+Two recipes (docs/inference.md): `"direct"` squeezes the whole image to the square model input; `"released"` is the
+authors' test-time path (ResizeShortestEdge 640 / 2560, normalise, zero-pad to a multiple of 32, squeeze the padded
+canvas). Both normalise with CLIP's mean/std and resize bilinearly (`align_corners=False`, no antialias), in torch.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -21,49 +18,10 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.processing_utils import ProcessorMixin
 
 from .configuration_maft import MAFTConfig
+from .images import image_to_tensor, load_image, load_images, shortest_edge_size
+from .modeling_maft import validate_proposal_values
 
-
-def load_image(image) -> Image.Image:
-    """Open a path or take a PIL image / array and return an RGB PIL image.
-
-    Grayscale, palette and RGBA images are converted to RGB (alpha dropped). Arrays and tensors hold raw pixels: uint8,
-    or floats in [0, 1] (scaled by 255) or in [0, 255] (rounded). Raises `ValueError` for unreadable files, arrays that
-    are not `(H, W)`, `(H, W, 3)` or `(H, W, 4)`, and values outside [0, 255] (e.g. already normalised images).
-    """
-    if isinstance(image, (str, os.PathLike)):
-        try:
-            with Image.open(image) as opened:
-                opened.load()
-                image = opened.copy()
-        except (OSError, ValueError) as err:
-            raise ValueError(f"Cannot read image file {os.fspath(image)!r}: {err}") from err
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
-            image = np.moveaxis(image, 0, -1)
-    if isinstance(image, np.ndarray):
-        if image.ndim == 3 and image.shape[-1] == 1:
-            image = image[..., 0]
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
-            raise ValueError(f"Expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}.")
-        if image.dtype == np.bool_:
-            image = image.astype(np.uint8) * 255
-        elif image.dtype != np.uint8:
-            low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
-            if low < 0 or high > 255 or low != low:
-                raise ValueError(
-                    f"Expected raw pixel values (uint8, or numbers in [0, 1] or [0, 255]), got values in "
-                    f"[{low:.4g}, {high:.4g}]; pass images before normalisation."
-                )
-            if np.issubdtype(image.dtype, np.floating) and high <= 1.0:
-                image = image * 255.0  # float images in [0, 1]
-            image = np.rint(image).astype(np.uint8)
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"Expected a path, PIL image, numpy array or tensor, got {type(image)}.")
-    if image.width == 0 or image.height == 0:
-        raise ValueError(f"Image has an empty size {image.size}.")
-    return image.convert("RGB") if image.mode != "RGB" else image
+PREPROCESSING_MODES = ("direct", "released")
 
 
 def to_clip_input(
@@ -99,13 +57,23 @@ def to_clip_input(
 
 class MAFTImageProcessor(BaseImageProcessor):
     r"""
-    Turns images into `pixel_values (batch, 3, size, size)` the way the released MAFT code does: scale to [0, 1],
-    normalise with CLIP's mean/std, resize bilinearly (`align_corners=False`) to `size x size` without keeping the
-    aspect ratio and without a centre crop. Proposal masks passed along are returned unchanged.
+    Turns images into `pixel_values (batch, 3, size, size)` by one of two recipes (`preprocessing`):
+
+    * `"direct"` (default): normalise with CLIP's mean/std and resize the whole image bilinearly
+      (`align_corners=False`, no antialias) to `size x size`, without keeping the aspect ratio or cropping. Any image
+      size; one channel at a time, so a huge image needs little memory beyond its own pixels.
+    * `"released"`: the authors' test-time path. detectron2's `ResizeShortestEdge(short_side, max_size)` (PIL
+      bilinear on uint8, sizes rounded as detectron2 does), normalise, zero-pad bottom/right to a multiple of
+      `size_divisor`, then squeeze the padded canvas to `size x size` (bilinear, `align_corners=False`). The output
+      also holds `resized_sizes (B, 2)` (the image region of the canvas) and `canvas_sizes (B, 2)`.
+
+    Proposal masks passed along are returned unchanged.
 
     Args:
         size (`int`, *optional*, defaults to 480): side of the square model input.
         image_mean / image_std (`list[float]`, *optional*): CLIP's by default.
+        preprocessing (`str`, *optional*, defaults to `"direct"`): the default recipe of calls.
+        short_side / max_size / size_divisor (`int`, *optional*, defaults to 640 / 2560 / 32): the released recipe.
 
     Example:
 
@@ -115,42 +83,92 @@ class MAFTImageProcessor(BaseImageProcessor):
     >>> processor = MAFTImageProcessor(size=480)
     >>> processor(Image.new("RGB", (640, 427)), return_tensors="pt")["pixel_values"].shape
     torch.Size([1, 3, 480, 480])
+    >>> processor(Image.new("RGB", (640, 427)), preprocessing="released")["canvas_sizes"].tolist()
+    [[640, 960]]
     ```"""
 
     model_input_names = ["pixel_values"]
 
-    def __init__(self, size: int = 480, image_mean=None, image_std=None, **kwargs):
+    def __init__(
+        self,
+        size: int = 480,
+        image_mean=None,
+        image_std=None,
+        preprocessing: str = "direct",
+        short_side: int = 640,
+        max_size: int = 2560,
+        size_divisor: int = 32,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if isinstance(size, dict):
             size = size.get("height", size.get("shortest_edge"))
         self.size = int(size)
         self.image_mean = list(image_mean if image_mean is not None else OPENAI_CLIP_MEAN)
         self.image_std = list(image_std if image_std is not None else OPENAI_CLIP_STD)
+        self.preprocessing = _check_preprocessing(preprocessing)
+        self.short_side, self.max_size, self.size_divisor = int(short_side), int(max_size), int(size_divisor)
 
-    def to_tensor(self, image) -> torch.Tensor:
-        """`(3, H, W)` float in [0, 1] from any image accepted by [`load_image`]."""
-        array = np.asarray(load_image(image), dtype=np.float32) / 255.0
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    def released_resize(self, image) -> Image.Image:
+        """The released `ResizeShortestEdge`: PIL bilinear on the uint8 RGB image, detectron2's output size."""
+        image = load_image(image)
+        height, width = shortest_edge_size(image.height, image.width, self.short_side, self.max_size)
+        return image.resize((width, height), Image.BILINEAR)
 
-    def normalize_and_resize(self, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
-        """`(B, 3, H, W)` in [0, 1] -> `(B, 3, size, size)` normalised, bilinear, `align_corners=False`
-        (the same function as the training batches, [`to_clip_input`])."""
-        return to_clip_input(images * 255.0, size or self.size, self.image_mean, self.image_std)
+    def _direct(self, image) -> torch.Tensor:
+        pixels = image_to_tensor(image)
+        return torch.cat([self._normalize_and_squeeze(pixels[c : c + 1], c) for c in range(3)])
 
-    def preprocess(self, images, proposal_masks=None, return_tensors="pt", **kwargs) -> BatchFeature:
-        """Prepare one image or a list of images (paths, PIL, numpy `(H, W[, C])`, tensors `(3, H, W)`)."""
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        if len(images) == 0:
-            raise ValueError("No images were given.")
-        pixel_values = torch.stack([self.normalize_and_resize(self.to_tensor(im)[None])[0] for im in images])
-        data = {"pixel_values": pixel_values}
+    def _normalize_and_squeeze(self, channels: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """`(k, H, W)` raw channels starting at channel `first` -> normalised, resized to `size x size` (as
+        [`to_clip_input`]: `(x - 255 mean) / (255 std)`, then bilinear `align_corners=False`)."""
+        stop = first + channels.shape[0]
+        mean = torch.tensor(self.image_mean, dtype=torch.float32)[first:stop].view(-1, 1, 1) * 255.0
+        std = torch.tensor(self.image_std, dtype=torch.float32)[first:stop].view(-1, 1, 1) * 255.0
+        pixels = channels.float().sub_(mean).div_(std)  # in place: one float copy of the channels
+        return F.interpolate(pixels[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+
+    def _released(self, image) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        resized = image_to_tensor(self.released_resize(image))
+        height, width = resized.shape[-2:]
+        canvas = (
+            -(-height // self.size_divisor) * self.size_divisor,
+            -(-width // self.size_divisor) * self.size_divisor,
+        )
+        mean = torch.tensor(self.image_mean, dtype=torch.float32).view(3, 1, 1) * 255.0
+        std = torch.tensor(self.image_std, dtype=torch.float32).view(3, 1, 1) * 255.0
+        padded = torch.zeros(3, *canvas)  # zero after normalisation
+        padded[:, :height, :width] = (resized.float() - mean) / std
+        pixels = F.interpolate(padded[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+        return pixels, (height, width), canvas
+
+    def preprocess(
+        self, images, proposal_masks=None, return_tensors="pt", preprocessing=None, **kwargs
+    ) -> BatchFeature:
+        """Prepare one image or a list of images (any input of [`~maft_hf.model.images.load_image`])."""
+        images = load_images(images)
+        if _check_preprocessing(preprocessing or self.preprocessing) == "released":
+            outputs = [self._released(image) for image in images]
+            data = {
+                "pixel_values": torch.stack([pixels for pixels, _, _ in outputs]),
+                "resized_sizes": torch.tensor([resized for _, resized, _ in outputs]),
+                "canvas_sizes": torch.tensor([canvas for _, _, canvas in outputs]),
+            }
+        else:
+            data = {"pixel_values": torch.stack([self._direct(image) for image in images])}
         if proposal_masks is not None:
+            validate_proposal_values(proposal_masks)  # the model reads no values (no host synchronisation)
             data["proposal_masks"] = proposal_masks
         return BatchFeature(data=data, tensor_type=None)
 
     def __call__(self, images, **kwargs) -> BatchFeature:
         return self.preprocess(images, **kwargs)
+
+
+def _check_preprocessing(name: str) -> str:
+    if name not in PREPROCESSING_MODES:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSING_MODES}, got {name!r}.")
+    return name
 
 
 class MAFTProcessor(ProcessorMixin):
@@ -168,12 +186,14 @@ class MAFTProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer)
 
-    def __call__(self, images=None, text: str | Sequence[str] | None = None, proposal_masks=None, **kwargs):
+    def __call__(
+        self, images=None, text: str | Sequence[str] | None = None, proposal_masks=None, preprocessing=None, **kwargs
+    ):
         if images is None and text is None:
             raise ValueError("MAFTProcessor needs images, text, or both.")
         data = {}
         if images is not None:
-            data.update(self.image_processor(images, proposal_masks=proposal_masks))
+            data.update(self.image_processor(images, proposal_masks=proposal_masks, preprocessing=preprocessing))
         if text is not None:
             data.update(self.tokenizer(text, padding=True, return_tensors="pt", **kwargs))
         return BatchFeature(data=data)
@@ -187,4 +207,4 @@ def register_processors() -> None:
     MAFTProcessor.register_for_auto_class("AutoProcessor")
 
 
-__all__ = ["MAFTImageProcessor", "MAFTProcessor", "load_image", "register_processors", "to_clip_input"]
+__all__ = ["MAFTImageProcessor", "MAFTProcessor", "register_processors", "to_clip_input"]

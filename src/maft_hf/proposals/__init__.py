@@ -17,14 +17,19 @@ class Proposals:
     """Proposals of one image.
 
     Attributes:
-        masks: `(N, H, W)` float probabilities in [0, 1] at the image's resolution (`H`, `W` of the image).
+        masks: `(N, h, w)` float probabilities in [0, 1], at the image's resolution or, with `image_size`, at a
+            working resolution.
         class_scores: `(N, K)` probabilities of the generator over its own `K` classes (no "void"), or None.
         class_names: the `K` class names `class_scores` refers to, or None.
+        image_size: `(H, W)` of the image when the masks are at a working resolution: they stand for the masks
+            resized bilinearly (`align_corners=False`) to the whole image, which `segment` does block by block
+            (bounded memory at any image size). None: the masks are at the image's size.
     """
 
     masks: torch.Tensor
     class_scores: torch.Tensor | None = None
     class_names: list[str] | None = field(default=None)
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self):
         if not isinstance(self.masks, torch.Tensor) or self.masks.ndim != 3:
@@ -52,8 +57,11 @@ class ProposalGenerator:
     """Base class of proposal sources: `generator(images) -> list[Proposals]`, one per image.
 
     `images` is a list of PIL images, `(H, W, 3)` uint8 numpy arrays, or `(3, H, W)` uint8 tensors; each returned
-    `Proposals.masks` has that image's `(H, W)`.
+    `Proposals.masks` has that image's `(H, W)`. Sources with `needs_vocabulary = True` (FreeSeg) also take
+    `class_names=` and `text_classifier=`.
     """
+
+    needs_vocabulary: bool = False
 
     def __call__(self, images) -> list[Proposals]:
         raise NotImplementedError
@@ -71,6 +79,7 @@ _LAZY_EXPORTS = {
     "UniversalSegmentationProposals": ".universal",
     "SAMProposals": ".sam",
     "load_proposal_generator": ".factory",
+    "FreeSegProposals": ".freeseg.generator",
 }
 __all__ += list(_LAZY_EXPORTS)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..model.images import image_to_tensor, load_images
 from . import ProposalGenerator, Proposals
-from ._images import as_image_list, to_uint8_chw
 
 
 def color_cluster_masks(
@@ -67,8 +67,8 @@ class ColorClusterProposals(ProposalGenerator):
 
     def __call__(self, images) -> list[Proposals]:
         return [
-            Proposals(masks=color_cluster_masks(to_uint8_chw(image), self.k, **self.kwargs))
-            for image in as_image_list(images)
+            Proposals(masks=color_cluster_masks(image_to_tensor(image), self.k, **self.kwargs))
+            for image in load_images(images)
         ]
 
 

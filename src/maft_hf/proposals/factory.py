@@ -6,6 +6,7 @@ Specs:
   checkpoint is of that model type;
 - `"universal:<id_or_path>"`: [`UniversalSegmentationProposals`] for any universal-segmentation checkpoint;
 - `"sam:<id_or_path>"`: [`SAMProposals`];
+- `"freeseg:<folder>"`: [`FreeSegProposals`], the released MAFT generator (needs the vocabulary at call time);
 - `"grid:<k>"`: [`GridProposals`], `k x k` soft blocks, no weights (offline demos);
 - `"kmeans:<k>"`: [`ColorClusterProposals`], `k` soft colour clusters, no weights (offline demos).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from . import ProposalGenerator
 
-SPEC_KINDS = ("mask2former", "oneformer", "universal", "sam", "grid", "kmeans")
+SPEC_KINDS = ("mask2former", "oneformer", "universal", "sam", "grid", "kmeans", "freeseg")
 
 
 def parse_proposal_spec(spec: str) -> tuple[str, str]:
@@ -77,6 +78,10 @@ def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
         from .sam import SAMProposals
 
         return SAMProposals(argument, **kwargs)
+    if kind == "freeseg":
+        from .freeseg.generator import FreeSegProposals
+
+        return FreeSegProposals(argument, **kwargs)
     if kind != "universal":  # check the model type from the config before loading any weights
         from transformers import AutoConfig
 

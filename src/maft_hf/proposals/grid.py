@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..model.images import load_images
 from . import ProposalGenerator, Proposals
-from ._images import as_image_list, image_size
 
 
 def _soft_intervals(k: int, size: int) -> torch.Tensor:
@@ -55,7 +55,7 @@ class GridProposals(ProposalGenerator):
         self.k = int(k)
 
     def __call__(self, images) -> list[Proposals]:
-        return [Proposals(masks=grid_masks(self.k, *image_size(image))) for image in as_image_list(images)]
+        return [Proposals(masks=grid_masks(self.k, image.height, image.width)) for image in load_images(images)]
 
 
 __all__ = ["GridProposals", "grid_masks"]

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from ..data.transforms import resize_image
 from ..hub.conversion import pretrained_options
+from ..model.images import image_to_tensor, load_images
 from . import ProposalGenerator, Proposals
-from ._images import IMAGENET_MEAN, IMAGENET_STD, as_image_list, normalize_and_pad, to_uint8_chw
+from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad
 from .universal import _try_load
 
 logger = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class SAMProposals(ProposalGenerator):
         Args:
             images: list of PIL images, `(H, W, 3)` uint8 arrays or `(3, H, W)` uint8 tensors (or a batch tensor).
         """
-        return [self._generate_one(to_uint8_chw(image)) for image in as_image_list(images)]
+        return [self._generate_one(image_to_tensor(image)) for image in load_images(images)]
 
 
 __all__ = ["SAMProposals", "box_iou", "box_nms", "masks_to_boxes", "point_grid", "stability_scores"]

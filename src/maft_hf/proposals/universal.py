@@ -28,19 +28,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers.image_transforms import get_size_with_aspect_ratio
 
 from ..data.transforms import resize_image
 from ..hub.conversion import pretrained_options
+from ..model.images import image_to_tensor, load_images
 from . import ProposalGenerator, Proposals
-from ._images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    as_image_list,
-    normalize_and_pad,
-    shortest_edge_size,
-    to_uint8_chw,
-    valid_size,
-)
+from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad, valid_size
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +206,8 @@ class UniversalSegmentationProposals(ProposalGenerator):
             new_h, new_w = int(size["height"]), int(size["width"])
         else:
             longest = size.get("longest_edge")
-            new_h, new_w = shortest_edge_size(
-                height, width, int(size.get("shortest_edge") or 800), None if longest is None else int(longest)
+            new_h, new_w = get_size_with_aspect_ratio(
+                (height, width), int(size.get("shortest_edge") or 800), None if longest is None else int(longest)
             )
         divisor = self._processor_setting("size_divisor", 32 if self.image_processor is None else 0)
         if divisor:
@@ -290,7 +284,7 @@ class UniversalSegmentationProposals(ProposalGenerator):
         Returns:
             one [`Proposals`] per image: `masks (N, H, W)`, `class_scores (N, K)`, `class_names (K)`.
         """
-        tensors = [to_uint8_chw(image) for image in as_image_list(images)]
+        tensors = [image_to_tensor(image) for image in load_images(images)]
         prepared = None
         if self.image_processor is not None and self.use_image_processor:
             prepared = self._processor_preprocess(tensors)
@@ -310,7 +304,9 @@ class UniversalSegmentationProposals(ProposalGenerator):
         Returns:
             one [`Proposals`] per image with `masks (N, H_i, W_i)`.
         """
-        images = as_image_list(images)
+        images = list(images)
+        if not images:
+            raise ValueError("generate_prepared needs at least one image.")
         for image in images:
             if (
                 not isinstance(image, torch.Tensor)

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..model.images import load_images
 from . import ProposalGenerator, Proposals
-from ._images import as_image_list
-from ._images import image_size as _image_size
 
 
 def _describe(value) -> str:
@@ -224,7 +223,7 @@ class UserMaskProposals(ProposalGenerator):
             images: list of PIL images, `(H, W, 3)` arrays or `(3, H, W)` tensors (or a `(B, 3, H, W)` tensor).
             masks: optional list with one mask set per image; without it the constructor's masks serve every image.
         """
-        images = as_image_list(images)
+        images = load_images(images)
         if masks is None:
             if self.masks is None:
                 raise ValueError("No masks: pass masks to UserMaskProposals(...) or to the call.")
@@ -232,7 +231,7 @@ class UserMaskProposals(ProposalGenerator):
         elif len(masks) != len(images):
             raise ValueError(f"Expected one mask set per image ({len(images)}), got {len(masks)}.")
         return [
-            proposals_from_user_masks(mask_set, image_size=_image_size(image), ignore_index=self.ignore_index)
+            proposals_from_user_masks(mask_set, image_size=(image.height, image.width), ignore_index=self.ignore_index)
             for image, mask_set in zip(images, masks)
         ]
 

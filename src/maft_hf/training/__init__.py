@@ -34,7 +34,7 @@ _MODULES = {
         "self_distillation_loss", "soft_iou",
     ],
     ".freezing": ["FREEZE_POLICIES", "apply_freeze_policy", "is_trainable", "parameter_groups"],
-    "..hub.conversion": ["load_model_and_processor"],
+    "..hub.loading": ["load_model_and_processor"],
     "..hub.model_card": ["write_model_card"],
 }  # fmt: skip
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}

@@ -3,8 +3,6 @@ sampler and batches (proposals at the training resolution, CLIP input at the mod
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -13,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.labels import IGNORE_INDEX, check_label_ids, coco_stuff_lut, get_class_names, map_labels
+from ..data.labels import IGNORE_INDEX, check_label_ids, coco_stuff_lut, get_class_names, label_map_array, map_labels
 from ..data.transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -24,7 +22,9 @@ from ..data.transforms import (
     shortest_edge_size,
     to_clip_input,
 )
-from ..inference.vocabulary import load_vocabulary
+from ..inference.vocabulary import load_vocabulary, parse_vocabulary_argument, unseen_class_ids
+from ..model.images import image_size as _image_size_of
+from ..model.images import image_to_tensor
 from ..model.modeling_maft import pad_proposals
 
 LABEL_MAPPINGS = ("none", "coco_stuff")
@@ -50,25 +50,12 @@ def resolve_vocabulary(spec: str | Sequence[str] | None, dataset=None, label_map
         return load_vocabulary(list(names))
     if isinstance(spec, (list, tuple)):
         return load_vocabulary(list(spec))
-    try:
-        return load_vocabulary(spec)
-    except ValueError:
-        if str(spec).lower().endswith((".txt", ".csv")) or os.sep in str(spec):
-            raise
-        return load_vocabulary([name for name in spec.split(",") if name.strip()])  # "sky,grass,car" or one name
+    return parse_vocabulary_argument(spec)
 
 
 def resolve_unseen_classes(spec: str | Sequence[str], class_names: Sequence[str]) -> list[int]:
     """Sorted indices into `class_names` of the unseen classes named by `spec` (every name must be there)."""
-    unseen = resolve_vocabulary(spec)
-    position = {name.lower(): index for index, name in enumerate(class_names)}
-    missing = [name for name in unseen if name.lower() not in position]
-    if missing:
-        raise ValueError(
-            f"Unseen classes {missing} are not in the training vocabulary of {len(class_names)} classes "
-            f"(e.g. {list(class_names)[:5]})."
-        )
-    return sorted(position[name.lower()] for name in unseen)
+    return unseen_class_ids(spec, class_names)
 
 
 class LabelConverter:
@@ -144,24 +131,9 @@ def select_split(dataset, split: str | None, allow_unsplit: bool = True):
     return dataset
 
 
-def image_to_tensor(image) -> torch.Tensor:
-    """A PIL image, path or array -> `(3, H, W)` uint8 RGB tensor."""
-    from ..model.processing_maft import load_image
-
-    return torch.from_numpy(np.asarray(load_image(image)).copy()).permute(2, 0, 1).contiguous()
-
-
 def label_to_array(label) -> np.ndarray:
-    """A PIL label map, array or nested list -> `(H, W)` integer array."""
-    values = np.asarray(label)
-    if values.ndim == 3 and values.shape[-1] == 1:
-        values = values[..., 0]
-    if values.ndim != 2:
-        mode = f" (mode {label.mode!r})" if hasattr(label, "mode") else ""
-        raise ValueError(
-            f"Label maps must be single-channel (H, W) integer maps, got an array of shape {values.shape}{mode}."
-        )
-    return values
+    """A label map (PIL image, array, nested list or undecoded cell) -> `(H, W)` integer array."""
+    return label_map_array(label)
 
 
 def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
@@ -178,29 +150,6 @@ def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
                 f"A proposal cell must be a stack of masks (N, H, W), got an array of shape {masks.shape}."
             )
     return proposals_from_user_masks(masks, image_size=image_size).masks
-
-
-def _open_cell(value):
-    """An undecoded image cell (`{"bytes", "path"}` of `Image(decode=False)`) as a PIL image; anything else as is."""
-    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-        from PIL import Image
-
-        with Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]) as image:
-            image.load()
-            return image.copy()
-    return value
-
-
-def _image_size_of(value) -> tuple[int, int]:
-    """`(H, W)` of an image cell, without decoding the pixels when the cell allows it."""
-    if hasattr(value, "size") and hasattr(value, "mode") and not callable(value.size):
-        return int(value.size[1]), int(value.size[0])
-    if isinstance(value, dict) and (value.get("bytes") or value.get("path")):  # Image(decode=False)
-        from PIL import Image
-
-        with Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]) as image:
-            return int(image.size[1]), int(image.size[0])
-    return tuple(image_to_tensor(value).shape[1:])
 
 
 def check_columns(dataset, columns: dict[str, str | None], split: str) -> None:
@@ -508,8 +457,8 @@ class TrainingExamples(torch.utils.data.Dataset):
 
     def example(self, row: dict, position: int, index: int) -> dict:
         """The augmented item of `row` at stream `position`."""
-        image = image_to_tensor(_open_cell(row[self.image_column]))
-        label = torch.from_numpy(self.label_converter(label_to_array(_open_cell(row[self.label_column]))))
+        image = image_to_tensor(row[self.image_column])
+        label = torch.from_numpy(self.label_converter(label_to_array(row[self.label_column])))
         if tuple(label.shape) != tuple(image.shape[-2:]):
             raise ValueError(
                 f"Example {index}: image {tuple(image.shape[-2:])} and label {tuple(label.shape)} differ in size."

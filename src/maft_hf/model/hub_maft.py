@@ -1,0 +1,93 @@
+"""What a MAFT checkpoint carries to the Hub: its segmentation pipeline, and the maft_hf model card.
+
+[`MAFTHubMixin`] is a base of `MaskAwareCLIPModel`. Its `save_pretrained` records the pipeline of `pipeline_maft.py`
+in `config.json` (`custom_pipelines`, task `"image-segmentation"`) and copies that file and the files it imports
+beside the weights, so `transformers.pipeline(model=<checkpoint>, trust_remote_code=True)` works without `maft_hf`.
+Its `push_to_hub` uploads the checkpoint with the maft_hf model card (`maft_hf.hub.model_card`) instead of
+transformers' generic one, unless the repository already has a card. This file travels with the checkpoint too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+PIPELINE_FILE = Path(__file__).with_name("pipeline_maft.py")
+CUSTOM_PIPELINES = {
+    "image-segmentation": {
+        "impl": "pipeline_maft.OpenVocabularySegmentationPipeline",
+        "pt": ["AutoModel"],
+        "type": "multimodal",
+    }
+}
+
+
+class MAFTHubMixin:
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the pipeline code and `custom_pipelines` (see the module doc).
+        `push_to_hub=True` then uploads through [`push_to_hub`] (`repo_id`, `token`, ... as keyword arguments)."""
+        hub_options = {
+            k: kwargs.pop(k) for k in ("repo_id", "token", "commit_message", "private", "create_pr") if k in kwargs
+        }
+        if PIPELINE_FILE.is_file():  # absent only in a copy of modeling_maft.py loaded without its pipeline file
+            from transformers.dynamic_module_utils import get_relative_import_files
+
+            self.config.custom_pipelines = {task: dict(info) for task, info in CUSTOM_PIPELINES.items()}
+            os.makedirs(save_directory, exist_ok=True)
+            for source in [PIPELINE_FILE, *map(Path, get_relative_import_files(PIPELINE_FILE))]:
+                shutil.copyfile(source, Path(save_directory) / source.name)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if push_to_hub:
+            repo_id = hub_options.pop("repo_id", Path(os.path.abspath(save_directory)).name)
+            return self.push_to_hub(repo_id, **hub_options)
+        return None
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str = "50GB",
+        tags: list[str] | None = None,
+    ):
+        """Upload the checkpoint (weights, config, code) in one commit, with the maft_hf model card as README.md
+        when the repository has none (transformers' generic card when `maft_hf` is not installed)."""
+        from huggingface_hub import HfApi, ModelCard
+        from transformers.utils.hub import create_and_tag_model_card
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        card = None
+        if not api.file_exists(repo_id, "README.md", token=token):
+            try:
+                from maft_hf.hub.model_card import model_card_for
+            except ImportError:  # the checkpoint's own copy of this file, without the package
+                pass
+            else:
+                card = model_card_for(self, repo_id)
+        card = card or create_and_tag_model_card(repo_id, tags, token=token)
+        if tags:
+            card.data.tags = list(dict.fromkeys([*(card.data.tags or []), *tags]))
+        with tempfile.TemporaryDirectory() as work:
+            self.save_pretrained(work, max_shard_size=max_shard_size)
+            ModelCard(str(card)).save(os.path.join(work, "README.md"))
+            return self._upload_modified_files(
+                work,
+                repo_id,
+                files_timestamps={},
+                commit_message=commit_message or "Upload MAFT model",
+                token=token,
+                create_pr=create_pr,
+                revision=revision,
+                commit_description=commit_description,
+            )
+
+
+__all__ = ["CUSTOM_PIPELINES", "MAFTHubMixin"]

@@ -1,0 +1,30 @@
+"""FreeSeg: the released MAFT models' proposal generator (DeepLab ResNet-101 + Mask2Former with text interaction).
+
+See `docs/freeseg.md`. `FreeSegModel` is the network, `FreeSegProposals` the proposal source (spec
+`"freeseg:<folder>"`), `convert_freeseg_state_dict` / `save_freeseg_generator` convert the released checkpoint.
+"""
+
+from __future__ import annotations
+
+_LAZY_EXPORTS = {
+    "FREESEG_PIXEL_MEAN": ".configuration_freeseg",
+    "FREESEG_PIXEL_STD": ".configuration_freeseg",
+    "FreeSegConfig": ".configuration_freeseg",
+    "FreeSegModel": ".modeling_freeseg",
+    "FreeSegOutput": ".modeling_freeseg",
+    "CanvasProposals": ".generator",
+    "FreeSegProposals": ".generator",
+    "load_freeseg_model": ".generator",
+    "convert_freeseg_state_dict": ".conversion",
+    "find_freeseg_prefix": ".conversion",
+    "save_freeseg_generator": ".conversion",
+}
+__all__ = list(_LAZY_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _LAZY_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

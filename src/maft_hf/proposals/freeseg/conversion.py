@@ -1,0 +1,261 @@
+"""Convert the FreeSeg generator inside a released MAFT checkpoint into a [`FreeSegModel`] folder.
+
+The released `.pth` (detectron2 style, usually `{"model": state_dict, ...}`) holds the whole MAFT model. The
+generator is every tensor under `backbone.` and `sem_seg_head.` plus the learned void text embedding
+`clip_adapter.non_object_embedding`; everything else (`clip_adapter.clip_model.*`, `IPCLIP.*`, `T.*`,
+`criterion.*`, ...) belongs to the CLIP part and is left to the IP-CLIP conversion.
+
+Released name                                                  | `FreeSegModel` name
+-------------------------------------------------------------- | ------------------------------------------------
+`backbone.{stem,res2..res5}.*`                                 | `backbone.*` (same layout)
+`sem_seg_head.pixel_decoder.input_proj.*`, `.mask_features.*`  | `pixel_decoder.*` (same)
+`sem_seg_head.pixel_decoder.transformer.level_embed`           | `pixel_decoder.level_embed`
+`sem_seg_head.pixel_decoder.transformer.encoder.layers.*`      | `pixel_decoder.encoder.layers.*`
+`sem_seg_head.pixel_decoder.adapter_{k}.*` / `layer_{k}.*`     | `pixel_decoder.lateral_convs.{k-1}.*` / `output_convs.{k-1}.*`
+`sem_seg_head.interaction.*`                                   | `interaction.*` (same)
+`sem_seg_head.predictor.*` (`static_query` read as `query_feat`) | `predictor.*` (same)
+`clip_adapter.non_object_embedding` `(1, D)`                   | `void_embedding`
+
+`*.num_batches_tracked` of the backbone's norms (present if the backbone was saved with trainable batch norms) carry
+no inference information and are skipped. Sizes are read from the tensors; what they cannot tell (attention heads,
+deformable points, dilations, GroupNorm groups, pixel mean/std, test sizes) comes from the released config, the
+[`FreeSegConfig`] defaults, or `config_overrides`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+import torch
+
+from .configuration_freeseg import FreeSegConfig
+
+GENERATOR_PREFIXES = ("backbone.", "sem_seg_head.")
+VOID_KEY = "clip_adapter.non_object_embedding"
+_ANCHOR = "backbone.stem.conv1.weight"
+_PIXEL_DECODER_RENAMES = (
+    (re.compile(r"^transformer\.level_embed$"), "level_embed"),
+    (re.compile(r"^transformer\.encoder\.layers\.(.+)$"), r"encoder.layers.\1"),
+    (re.compile(r"^adapter_(\d+)\.(.+)$"), None),  # lateral_convs.{k-1}
+    (re.compile(r"^layer_(\d+)\.(.+)$"), None),  # output_convs.{k-1}
+)
+
+
+def _flatten(obj, prefix: str = "") -> dict[str, torch.Tensor]:
+    out = {}
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+    elif isinstance(obj, torch.Tensor):
+        out[prefix[:-1]] = obj
+    elif type(obj).__module__ == "numpy" and hasattr(obj, "shape"):
+        out[prefix[:-1]] = torch.as_tensor(obj)
+    return out
+
+
+def find_freeseg_prefix(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The prefix (`""`, `"model."`, ...) under which a flat state dict holds the FreeSeg generator, or None."""
+    candidates = [key[: -len(_ANCHOR)] for key in state_dict if key == _ANCHOR or key.endswith("." + _ANCHOR)]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda prefix: (prefix not in ("", "model."), len(prefix)))
+
+
+def _rename(key: str) -> str | None:
+    """Released key (prefix stripped) -> `FreeSegModel` key; None when the key is not part of the generator."""
+    if key == VOID_KEY:
+        return "void_embedding"
+    if key.startswith("backbone."):
+        return key
+    if key.startswith("sem_seg_head.pixel_decoder."):
+        rest = key[len("sem_seg_head.pixel_decoder.") :]
+        for pattern, target in _PIXEL_DECODER_RENAMES:
+            match = pattern.match(rest)
+            if match is None:
+                continue
+            if target is not None:
+                return "pixel_decoder." + match.expand(target)
+            kind = "lateral_convs" if rest.startswith("adapter_") else "output_convs"
+            return f"pixel_decoder.{kind}.{int(match.group(1)) - 1}.{match.group(2)}"
+        return "pixel_decoder." + rest
+    if key.startswith("sem_seg_head.interaction."):
+        return "interaction." + key[len("sem_seg_head.interaction.") :]
+    if key.startswith("sem_seg_head.predictor."):
+        return "predictor." + key[len("sem_seg_head.predictor.") :].replace("static_query", "query_feat")
+    if key.startswith("sem_seg_head."):
+        return "sem_seg_head." + key[len("sem_seg_head.") :]  # unknown head tensor: reported as unexpected
+    return None
+
+
+def _count(source: Mapping[str, torch.Tensor], pattern: str) -> int:
+    regex = re.compile(pattern)
+    indices = {int(m.group(1)) for m in map(regex.match, source) if m}
+    return max(indices) + 1 if indices else 0
+
+
+def infer_freeseg_config(source: Mapping[str, torch.Tensor], **config_overrides) -> FreeSegConfig:
+    """A [`FreeSegConfig`] whose sizes are read from the renamed generator tensors (`FreeSegModel` names)."""
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in source:
+            raise ValueError(f"The checkpoint's generator has no tensor for {key!r}; cannot infer its size.")
+        return tuple(source[key].shape)
+
+    depths = [_count(source, rf"^backbone\.res{stage}\.(\d+)\.") for stage in range(2, 6)]
+    bottleneck = shape("backbone.res2.0.conv1.weight")[0]
+    groups = bottleneck // shape("backbone.res2.0.conv2.weight")[1]
+    class_layers = _count(source, r"^predictor\.class_embed\.layers\.(\d+)\.")
+    attention_weights = shape("pixel_decoder.encoder.layers.0.self_attn.attention_weights.weight")[0]
+    num_levels = shape("pixel_decoder.level_embed")[0]
+    heads = int(config_overrides.get("encoder_attention_heads", FreeSegConfig().encoder_attention_heads))
+    inferred = dict(
+        num_channels=shape("backbone.stem.conv1.weight")[1],
+        stem_out_channels=shape("backbone.stem.conv3.weight")[0],
+        depths=depths,
+        res2_out_channels=shape("backbone.res2.0.conv3.weight")[0],
+        width_per_group=bottleneck // groups,
+        num_groups=groups,
+        conv_dim=shape("pixel_decoder.mask_features.weight")[1],
+        mask_dim=shape("pixel_decoder.mask_features.weight")[0],
+        encoder_layers=_count(source, r"^pixel_decoder\.encoder\.layers\.(\d+)\."),
+        encoder_ffn_dim=shape("pixel_decoder.encoder.layers.0.linear1.weight")[0],
+        encoder_n_points=attention_weights // (heads * num_levels),
+        interaction_dim=shape("interaction.attn.q_proj.weight")[0],
+        interaction_layer_scale="interaction.gamma" in source,
+        hidden_dim=shape("predictor.query_feat.weight")[1],
+        num_queries=shape("predictor.query_feat.weight")[0],
+        decoder_layers=_count(source, r"^predictor\.transformer_ffn_layers\.(\d+)\."),
+        decoder_ffn_dim=shape("predictor.transformer_ffn_layers.0.linear1.weight")[0],
+        enforce_input_proj="predictor.input_proj.0.weight" in source,
+        text_dim=shape("void_embedding")[-1],
+        class_embed_layers=class_layers,
+        class_embed_hidden_dim=shape("predictor.class_embed.layers.0.weight")[0] if class_layers > 1 else 0,
+    )
+    if depths[-1] != 3 and "res5_multi_grid" not in config_overrides:
+        raise ValueError(
+            f"res5 has {depths[-1]} blocks; the released multi-grid [1, 2, 4] needs 3: pass res5_multi_grid=[...]."
+        )
+    if heads * num_levels * inferred["encoder_n_points"] != attention_weights:
+        raise ValueError(
+            f"The deformable attention has {attention_weights} attention weights, not a multiple of "
+            f"{heads} heads x {num_levels} levels: pass encoder_attention_heads=..."
+        )
+    return FreeSegConfig(**{**inferred, **config_overrides})
+
+
+def convert_freeseg_state_dict(
+    released_state_dict: Mapping, **config_overrides
+) -> tuple[FreeSegConfig, dict[str, torch.Tensor]]:
+    """The released MAFT checkpoint's generator -> `(FreeSegConfig, state dict of FreeSegModel)`.
+
+    Args:
+        released_state_dict: the loaded checkpoint: a flat state dict, or one nested under `model` (detectron2).
+        **config_overrides: [`FreeSegConfig`] fields the tensors cannot tell (defaults: the released config).
+
+    Every generator tensor (`backbone.*`, `sem_seg_head.*`, `clip_adapter.non_object_embedding`) is used exactly
+    once; other tensors (the CLIP part) are ignored.
+
+    Raises:
+        ValueError: the checkpoint has no generator weights (only the CLIP part), or generator tensors are missing,
+            unexpected or of the wrong shape (each named).
+    """
+    flat = _flatten(released_state_dict)
+    prefix = find_freeseg_prefix(flat)
+    if prefix is None:
+        heads = sorted({key.split(".", 1)[0] for key in flat})[:8]
+        raise ValueError(
+            "The checkpoint holds no FreeSeg generator weights (no backbone.* / sem_seg_head.* tensors, e.g. "
+            f"{_ANCHOR!r}); its top-level names are {heads}. Convert its IP-CLIP part alone, and take proposals "
+            "from another source."
+        )
+    source, skipped = {}, []
+    for key, tensor in flat.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :]
+        if not (name.startswith(GENERATOR_PREFIXES) or name == VOID_KEY):
+            continue
+        if name.startswith("backbone.") and name.endswith(".num_batches_tracked"):
+            skipped.append(name)
+            continue
+        target = _rename(name)
+        if target in source:
+            raise ValueError(f"Two released tensors map to {target!r} (the second is {name!r}).")
+        source[target] = tensor
+    if "void_embedding" not in source:
+        raise ValueError(f"The checkpoint has the generator but not its void text embedding {prefix + VOID_KEY!r}.")
+
+    config = infer_freeseg_config(source, **config_overrides)
+    from .modeling_freeseg import FreeSegModel
+
+    with torch.device("meta"):
+        expected = {key: tuple(value.shape) for key, value in FreeSegModel(config).state_dict().items()}
+    missing = sorted(set(expected) - set(source))
+    unexpected = sorted(set(source) - set(expected))
+    mismatched = sorted(
+        f"{key}: expected {expected[key]}, found {tuple(source[key].shape)}"
+        for key in set(expected) & set(source)
+        if tuple(source[key].shape) != expected[key]
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {_preview(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_preview(mismatched)}")
+    if problems:
+        raise ValueError("The checkpoint's FreeSeg generator does not match FreeSegModel: " + "; ".join(problems) + ".")
+    state_dict = {key: source[key].detach().clone().contiguous() for key in expected}
+    return config, state_dict
+
+
+def _preview(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def save_freeseg_generator(
+    released_checkpoint, output_dir: str | os.PathLike, unsafe_pickle: bool = False, **config_overrides
+) -> str:
+    """Write the generator of a released MAFT checkpoint as a `FreeSegModel` folder (`config.json` +
+    `model.safetensors`), loadable offline with `FreeSegModel.from_pretrained(output_dir)` or the proposal spec
+    `"freeseg:<output_dir>"`.
+
+    Args:
+        released_checkpoint: path of the released `.pth` (read safely, see
+            `maft_hf.hub.official_checkpoint.load_source_checkpoint`) or an already loaded state dict.
+        output_dir: the folder to write.
+        unsafe_pickle: passed to the checkpoint loader for pickles that hold more than tensors (trusted files only).
+        **config_overrides: see [`convert_freeseg_state_dict`].
+
+    Returns:
+        `output_dir` as a string.
+
+    Raises:
+        ValueError: see [`convert_freeseg_state_dict`] (e.g. a checkpoint without generator weights).
+    """
+    if isinstance(released_checkpoint, (str, os.PathLike)):
+        from ...hub.official_checkpoint import load_source_checkpoint
+
+        released_checkpoint = load_source_checkpoint(released_checkpoint, unsafe_pickle=unsafe_pickle)
+    config, state_dict = convert_freeseg_state_dict(released_checkpoint, **config_overrides)
+    from .modeling_freeseg import FreeSegModel
+
+    model = FreeSegModel(config)
+    model.load_state_dict(state_dict, strict=True)
+    output_dir = os.fspath(output_dir)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    return output_dir
+
+
+__all__ = [
+    "GENERATOR_PREFIXES",
+    "VOID_KEY",
+    "convert_freeseg_state_dict",
+    "find_freeseg_prefix",
+    "infer_freeseg_config",
+    "save_freeseg_generator",
+]

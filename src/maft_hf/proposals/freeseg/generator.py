@@ -1,0 +1,284 @@
+"""`FreeSegProposals`: the released MAFT models' own proposal source (spec `"freeseg:<folder>"`).
+
+FreeSeg's masks depend on the vocabulary: the text embeddings of the `K` classes (and the learned void embedding)
+enter the pixel features through the text interaction before the decoder runs. A call therefore needs the
+vocabulary: `generator(images, class_names=..., text_classifier=...)`. The class attribute `needs_vocabulary = True`
+tells callers to pass it.
+
+The class embeddings the release feeds the generator are MAFT's text classifier: the frozen CLIP ViT-B/16 text tower
+(`clip_adapter.clip_model`) over the same 14 prompt templates, each prompt embedding L2-normalised, averaged over
+the templates and normalised again (`maft_hf.inference.text_classifier.build_text_classifier`). Pass them as
+`text_classifier (K, D)`, or give the generator a text encoder (`set_text_encoder(clip_model, tokenizer)`) and only
+the class names.
+
+Release-exact input path (`MAFT.forward` at test time):
+
+1. `ResizeShortestEdge(640, max 2560)` (the long side capped), bilinear;
+2. normalise with the generator's pixel mean/std (0-255 scale), zero-pad bottom/right to a multiple of 32;
+3. forward; mask logits (1/4 resolution) upsampled to the padded size, bilinear `align_corners=True`, sigmoid;
+4. crop to the resized image; resize bilinearly (`align_corners=False`) to the original size, as detectron2's
+   `sem_seg_postprocess` does to MAFT's per-pixel scores (which are linear in the mask probabilities);
+5. class scores: softmax over `K + 1`, the void column dropped afterwards.
+
+Step 1 uses torch's antialiased bilinear resize (`maft_hf.data.transforms.resize_image`) where detectron2 uses PIL's
+bilinear filter on uint8 images: pixel values can differ by a grey level or two.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from ...data.transforms import resize_image, shortest_edge_size
+from ...model.images import image_to_tensor, load_images
+from .. import ProposalGenerator, Proposals
+from .._images import normalize_and_pad
+from .configuration_freeseg import FreeSegConfig
+from .modeling_freeseg import FreeSegModel
+
+_UPSAMPLE_CHUNK = 25  # queries upsampled to the padded input size at once (bounds memory)
+
+
+class CanvasProposals(NamedTuple):
+    """Proposals on the padded canvas of [`FreeSegProposals.propose_on_canvas`].
+
+    Attributes:
+        proposals: `masks (Q, Hp, Wp)` probabilities on the zero-padded canvas (no crop, no resize),
+            `class_scores (Q, K)`, `class_names`.
+        valid_size: `(H', W')`, the image region (top-left) of the canvas.
+    """
+
+    proposals: Proposals
+    valid_size: tuple[int, int]
+
+
+def load_freeseg_model(model_or_path, local_files_only: bool | None = None) -> FreeSegModel:
+    """`FreeSegModel.from_pretrained(path)` for a converted folder (or Hub id); a model instance is returned as is."""
+    if isinstance(model_or_path, FreeSegModel):
+        return model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from ...hub.conversion import pretrained_options
+
+        return FreeSegModel.from_pretrained(os.fspath(model_or_path), **pretrained_options(local_files_only))
+    raise ValueError(f"Expected a FreeSeg folder / Hub id or a FreeSegModel, got {type(model_or_path).__name__}.")
+
+
+def canvas_mask_probabilities(mask_logits: torch.Tensor, padded_size: tuple[int, int]) -> torch.Tensor:
+    """`(Q, h, w)` mask logits -> `(Q, Hp, Wp)` probabilities: bilinear `align_corners=True` upsampling, sigmoid
+    (MAFT's `mask_results`)."""
+    chunks = []
+    for start in range(0, mask_logits.shape[0], _UPSAMPLE_CHUNK):
+        logits = mask_logits[None, start : start + _UPSAMPLE_CHUNK].float()
+        chunks.append(F.interpolate(logits, size=tuple(padded_size), mode="bilinear", align_corners=True)[0].sigmoid())
+    return torch.cat(chunks)
+
+
+def image_mask_probabilities(
+    mask_logits: torch.Tensor, padded_size: tuple[int, int], valid_size: tuple[int, int], output_size: tuple[int, int]
+) -> torch.Tensor:
+    """`(Q, h, w)` mask logits -> `(Q, H, W)` probabilities at the original image size: upsample to the padded size
+    (`align_corners=True`), sigmoid, crop to `valid_size`, bilinear resize to `output_size` (`sem_seg_postprocess`)."""
+    chunks = []
+    for start in range(0, mask_logits.shape[0], _UPSAMPLE_CHUNK):
+        logits = mask_logits[None, start : start + _UPSAMPLE_CHUNK].float()
+        probs = F.interpolate(logits, size=tuple(padded_size), mode="bilinear", align_corners=True).sigmoid()
+        probs = probs[:, :, : valid_size[0], : valid_size[1]]
+        if tuple(probs.shape[-2:]) != tuple(output_size):
+            probs = F.interpolate(probs, size=tuple(output_size), mode="bilinear", align_corners=False)
+        chunks.append(probs[0])
+    return torch.cat(chunks)
+
+
+class FreeSegProposals(ProposalGenerator):
+    """Proposals (and class scores over the vocabulary) from the released FreeSeg generator.
+
+    Args:
+        model_or_path: a converted folder (see `save_freeseg_generator`) or Hub id, or a [`FreeSegModel`].
+        device: where the model runs (default: where its parameters are).
+        text_encoder: optional CLIP model with `get_text_features` (e.g. the MAFT model) used to embed class names
+            when no `text_classifier` is passed; `tokenizer` is its tokenizer.
+        tokenizer: the text encoder's tokenizer.
+        templates: prompt templates for the text encoder (default: the 14 released ones).
+        local_files_only: passed to `from_pretrained` (None leaves the Hub default, e.g. `HF_HUB_OFFLINE`).
+
+    Example:
+
+    ```python
+    >>> generator = load_proposal_generator("freeseg:./maft-converted/freeseg")  # doctest: +SKIP
+    >>> proposals = generator([image], class_names=names, text_classifier=classifier)[0]  # doctest: +SKIP
+    >>> proposals.masks.shape, proposals.class_scores.shape  # (100, H, W), (100, K)  # doctest: +SKIP
+    ```"""
+
+    needs_vocabulary = True
+
+    def __init__(
+        self,
+        model_or_path,
+        device=None,
+        *,
+        text_encoder=None,
+        tokenizer=None,
+        templates: Sequence[str] | None = None,
+        local_files_only: bool | None = None,
+    ):
+        self.model = load_freeseg_model(model_or_path, local_files_only).eval()
+        if device is not None:
+            self.model.to(device)
+        self.text_encoder = None
+        self.tokenizer = None
+        self.templates = None
+        self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        if text_encoder is not None or tokenizer is not None:
+            self.set_text_encoder(text_encoder, tokenizer, templates)
+
+    @property
+    def config(self) -> FreeSegConfig:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def set_text_encoder(self, text_encoder, tokenizer, templates: Sequence[str] | None = None) -> None:
+        """Embed class names with this CLIP text tower (`get_text_features`) and tokenizer when a call passes
+        `class_names` without `text_classifier` (`maft_hf.inference.text_classifier.build_text_classifier`)."""
+        if text_encoder is None or tokenizer is None:
+            raise ValueError("set_text_encoder needs both a text encoder (e.g. the MAFT/CLIP model) and its tokenizer.")
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.templates = None if templates is None else list(templates)
+        self._text_cache.clear()
+
+    # ---- vocabulary ------------------------------------------------------------------------------------------------
+
+    def _vocabulary(self, class_names, text_classifier) -> tuple[list[str], torch.Tensor]:
+        """`(class names, (K + 1, D) text features)` for a call."""
+        if text_classifier is None:
+            if class_names is None:
+                raise ValueError(
+                    "FreeSeg needs the vocabulary (its masks depend on the class text embeddings): pass "
+                    "class_names=[...] together with text_classifier=<(K, D) class embeddings of MAFT's text tower>, "
+                    "or set a text encoder first (generator.set_text_encoder(clip_model, tokenizer))."
+                )
+            class_names = [str(name) for name in class_names]
+            if self.text_encoder is None:
+                raise ValueError(
+                    "FreeSeg got class_names but no text_classifier and has no text encoder: pass "
+                    "text_classifier=build_text_classifier(model, tokenizer, class_names) or call "
+                    "generator.set_text_encoder(model, tokenizer)."
+                )
+            key = tuple(class_names)
+            if key not in self._text_cache:
+                from ...inference.text_classifier import build_text_classifier
+
+                self._text_cache[key] = build_text_classifier(
+                    self.text_encoder, self.tokenizer, class_names, templates=self.templates
+                )
+            text_classifier = self._text_cache[key]
+        if not isinstance(text_classifier, torch.Tensor) or text_classifier.ndim != 2:
+            raise ValueError(f"text_classifier must be a (K, D) tensor, got {getattr(text_classifier, 'shape', None)}.")
+        if text_classifier.shape[-1] != self.config.text_dim:
+            raise ValueError(
+                f"text_classifier has dimension {text_classifier.shape[-1]}, the generator expects {self.config.text_dim}."
+            )
+        if class_names is None:
+            class_names = [f"class_{index}" for index in range(text_classifier.shape[0])]
+        class_names = [str(name) for name in class_names]
+        if len(class_names) != text_classifier.shape[0]:
+            raise ValueError(
+                f"{len(class_names)} class names for a text_classifier of {text_classifier.shape[0]} rows."
+            )
+        dtype = next(self.model.parameters()).dtype
+        with torch.no_grad():
+            text_features = self.model.text_features_with_void(text_classifier.to(self.device, dtype))
+        return class_names, text_features
+
+    # ---- model -----------------------------------------------------------------------------------------------------
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """The test-time `ResizeShortestEdge` output size of an image (short side `test_short_side`, long side capped at
+        `test_max_size`, rounded as detectron2 does)."""
+        return shortest_edge_size(height, width, self.config.test_short_side, self.config.test_max_size)
+
+    @torch.no_grad()
+    def _forward(self, images: list[torch.Tensor], text_features: torch.Tensor):
+        """Normalise, zero-pad the batch to a multiple of `size_divisibility`, run the model."""
+        images = [image.to(self.device) for image in images]
+        pixel_values, _ = normalize_and_pad(
+            images,
+            self.config.pixel_mean,
+            self.config.pixel_std,
+            rescale_factor=1.0,
+            size_divisor=self.config.size_divisibility,
+        )
+        dtype = next(self.model.parameters()).dtype
+        outputs = self.model(pixel_values.to(dtype), text_features)
+        return outputs.mask_logits, outputs.class_logits, tuple(pixel_values.shape[-2:])
+
+    def __call__(self, images, class_names: Sequence[str] | None = None, text_classifier=None) -> list[Proposals]:
+        """Proposals at each image's original resolution, computed as the release does (module docstring).
+
+        Args:
+            images: list of PIL images, `(H, W, 3)` uint8 arrays or `(3, H, W)` uint8 tensors (or a batch tensor).
+            class_names: the `K` class names of the vocabulary.
+            text_classifier: `(K, D)` class embeddings of MAFT's text tower (rows L2-normalised); computed from
+                `class_names` with the text encoder when None.
+
+        Returns:
+            one [`Proposals`] per image: `masks (Q, H, W)` in [0, 1], `class_scores (Q, K)` (softmax over `K + 1`,
+            void dropped), `class_names`. Each image runs alone (batch 1, as the release evaluates), so the padding
+            of one image never changes another's proposals.
+        """
+        names, text_features = self._vocabulary(class_names, text_classifier)
+        results = []
+        for image in load_images(images):
+            image = image_to_tensor(image)
+            output_size = tuple(image.shape[-2:])
+            resized = resize_image(image, self.resized_size(*output_size))
+            mask_logits, class_logits, padded = self._forward([resized], text_features)
+            masks = image_mask_probabilities(mask_logits[0], padded, tuple(resized.shape[-2:]), output_size)
+            scores = class_logits[0].float().softmax(-1)[:, :-1]
+            results.append(Proposals(masks=masks, class_scores=scores, class_names=list(names)))
+        return results
+
+    def propose_on_canvas(
+        self, images, class_names: Sequence[str] | None = None, text_classifier=None
+    ) -> list[CanvasProposals]:
+        """Proposals on the zero-padded canvas, for images already at the working scale (the release-exact pipeline).
+
+        The images (e.g. resized with [`resized_size`] to the 640 scale, or 640x640 training crops) are normalised and
+        zero-padded together, bottom/right, to the batch's largest size rounded up to a multiple of
+        `size_divisibility` (detectron2's `ImageList.from_tensors`, as `MAFT.forward` batches them), and run in one
+        forward pass. The masks are MAFT's `mask_results`: logits upsampled to the canvas with `align_corners=True`,
+        sigmoid, no crop, no resize; IP-CLIP takes them with the equally padded CLIP image.
+
+        Args:
+            images: list of `(3, H', W')` uint8 tensors or `(H', W', 3)` uint8 arrays (or a batch tensor).
+            class_names, text_classifier: the vocabulary, as for `__call__`.
+
+        Returns:
+            one [`CanvasProposals`] per image: `proposals.masks (Q, Hp, Wp)` (the same canvas for the whole batch),
+            `proposals.class_scores (Q, K)`, and `valid_size (H', W')`, the image's region of the canvas.
+        """
+        names, text_features = self._vocabulary(class_names, text_classifier)
+        images = [image_to_tensor(image) for image in load_images(images)]
+        mask_logits, class_logits, padded = self._forward(images, text_features)
+        results = []
+        for index, image in enumerate(images):
+            masks = canvas_mask_probabilities(mask_logits[index], padded)
+            scores = class_logits[index].float().softmax(-1)[:, :-1]
+            proposals = Proposals(masks=masks, class_scores=scores, class_names=list(names))
+            results.append(CanvasProposals(proposals, (int(image.shape[-2]), int(image.shape[-1]))))
+        return results
+
+
+__all__ = [
+    "CanvasProposals",
+    "FreeSegProposals",
+    "canvas_mask_probabilities",
+    "image_mask_probabilities",
+    "load_freeseg_model",
+]
