@@ -13,7 +13,7 @@ from maft_hf import MAFTProcessor, MaskAwareCLIPModel
 from maft_hf.data import get_class_names, make_synthetic_dataset
 from maft_hf.evaluation.loop import evaluate_segmentation
 from maft_hf.inference.vocabulary import load_vocabulary
-from maft_hf.training.loop import load_training_proposal_generator
+from maft_hf.training import load_training_proposal_generator
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="org/maft-vitb16", help="MAFT checkpoint: Hub id or local directory.")

@@ -219,7 +219,7 @@ def peak_memory(args, argv, kind, n, batch):
 # --------------------------------------------------------------------------------------------------------------
 def training_throughput(args, size: str, batch: int, num_proposals: int, steps: int):
     """Images per second of full MAFT fine-tuning steps: student with proposals and without, frozen teacher,
-    mask-aware + self-distillation loss, backward, gradient clipping, AdamW (the work of `maft_hf.training.loop`)."""
+    mask-aware + self-distillation loss, backward, gradient clipping, AdamW (the work of `maft_hf.training`)."""
     from maft_hf import MAFTConfig, MaskAwareCLIPModel
     from maft_hf.training.freezing import apply_freeze_policy, parameter_groups
     from maft_hf.training.losses import mask_aware_loss, self_distillation_loss

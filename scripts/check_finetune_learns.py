@@ -4,7 +4,7 @@
 Builds the synthetic dataset (coloured-shape scenes), a tiny random MAFT checkpoint and (optionally) a tiny random
 Mask2Former in a work directory, runs `scripts/finetune.py` on them and prints, for the held-out test split, the
 mask-aware loss and the rank correlation between each proposal's class score and its IoU with that class (see
-`maft_hf.training.loop.rank_correlation_eval`) for the starting and the fine-tuned model, plus the training-loss trend.
+`maft_hf.training.diagnostics.rank_correlation_eval`) for the starting and the fine-tuned model, plus the training-loss trend.
 Exits with status 1 when the loss does not fall or the correlation does not rise.
 
     python scripts/check_finetune_learns.py                       # grid proposals, 60 steps

@@ -5,6 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import load_from_disk
+from reference_augmentation import (
+    pad_to_size,
+    random_crop,
+    random_horizontal_flip,
+    resize_shortest_edge,
+    train_transform,
+)
 
 from maft_hf.data import (
     COCO_STUFF_UNUSED_RAW_IDS,
@@ -16,13 +23,8 @@ from maft_hf.data import (
     make_synthetic_dataset,
     make_synthetic_splits,
     map_labels,
-    pad_to_size,
-    random_crop,
-    random_horizontal_flip,
-    resize_shortest_edge,
     save_synthetic_dataset,
     to_clip_input,
-    train_transform,
     zero_shot_ignore,
 )
 from maft_hf.inference.vocabulary import load_vocabulary, unseen_class_indices

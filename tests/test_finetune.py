@@ -1,4 +1,4 @@
-"""Mask-aware fine-tuning: the pieces of `maft_hf.training.loop` and `scripts/finetune.py` end to end.
+"""Mask-aware fine-tuning: the pieces of `maft_hf.training` and `scripts/finetune.py` end to end.
 
 End-to-end runs use a tiny random MAFT checkpoint, a tiny random Mask2Former (or grid proposals) and the synthetic
 dataset (64 px images, 64 px crops, 32 px CLIP input), all saved to temporary directories and loaded by path offline.
@@ -29,18 +29,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from reference_augmentation import ColorAugSSD, opencv_bgr2hsv, opencv_hsv2bgr, train_transform
 from safetensors.torch import load_file
 
-from maft_hf.data import save_synthetic_dataset, train_transform
+from maft_hf.data import save_synthetic_dataset
 from maft_hf.data.labels import coco_stuff_lut
 from maft_hf.testing import build_tiny_checkpoint, build_tiny_mask2former, build_tiny_tokenizer, tiny_maft_config
-from maft_hf.training.loop import (
+from maft_hf.training import (
     AugmentationConfig,
     LabelConverter,
     MaskAwareStudent,
     StepBatchSampler,
     TrainingExamples,
     apply_augmentation,
+    apply_color_jitter,
     average_ranks,
     collate,
     find_latest_checkpoint,
@@ -51,6 +53,7 @@ from maft_hf.training.loop import (
     rank_correlation_eval,
     resolve_vocabulary,
     sample_augmentation,
+    sample_color_jitter,
     save_checkpoint,
     spearman_correlation,
     training_step,
@@ -410,6 +413,148 @@ def test_bad_input_fails_before_training(assets, tmp_path, case, extra, message,
     assert not out.exists() or not any(out.iterdir())  # nothing trained, nothing written
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Loss normalisation: global (default) vs per device (the release)
+# ---------------------------------------------------------------------------------------------------------------
+
+CLASS_COUNTS = (1, 2, 6, 7)  # classes in the images at stream positions 0..3
+
+
+@pytest.fixture(scope="module")
+def class_count_data(tmp_path_factory, assets):
+    """4 images of 32 px whose labels hold 1, 2, 6 and 7 of 8 classes, stored so that stream positions 0..3 (the
+    first step's global batch at seed 0) are those images in this order; and each image's (sum, count) of the
+    mask-aware loss with the starting model, grid:2 proposals, as a run computes them."""
+    from maft_hf.inference.semantic_map import classify_proposals
+    from maft_hf.inference.text_classifier import build_text_classifier
+    from maft_hf.proposals.grid import GridProposals
+    from maft_hf.training import mask_aware_loss_sum
+
+    order = [StepBatchSampler(4, 2, 1).index_at(position) for position in range(4)]
+    generator = np.random.default_rng(0)
+    images, labels = [None] * 4, [None] * 4
+    for position, classes in enumerate(CLASS_COUNTS):
+        labels[order[position]] = np.repeat(np.arange(32)[None] * classes // 32, 32, 0)  # vertical stripes
+        images[order[position]] = generator.integers(0, 256, (32, 32, 3))
+    root = tmp_path_factory.mktemp("class-counts")
+    path = _save_dict(root / "data", {"train": {"image": list(map(_pil, images)), "label": list(map(_pil, labels))}})
+    model, processor = load_model_and_processor(assets.model)
+    vocabulary = [f"class{c}" for c in range(8)]
+    classifier = build_text_classifier(model, processor.tokenizer, vocabulary)
+    terms = []
+    with torch.no_grad():
+        for position in range(4):
+            image = torch.from_numpy(images[order[position]].astype(np.uint8)).permute(2, 0, 1)
+            masks = GridProposals(2)([image])[0].masks[None].float()
+            pixel_values = torch.nn.functional.interpolate(
+                (image[None].float() / 255 - torch.tensor(processor.image_processor.image_mean).view(1, 3, 1, 1))
+                / torch.tensor(processor.image_processor.image_std).view(1, 3, 1, 1),
+                size=(32, 32), mode="bilinear", align_corners=False,
+            )  # fmt: skip
+            logits = classify_proposals(model, pixel_values, masks, classifier)
+            label = torch.from_numpy(labels[order[position]])[None]
+            total, count = mask_aware_loss_sum(logits.float(), masks, label)
+            terms.append((float(total), int(count)))
+    assert [count for _, count in terms] == [4 * c for c in CLASS_COUNTS]
+    return SimpleNamespace(path=path, vocabulary=",".join(vocabulary), terms=terms)
+
+
+def _normalisation_args(assets, class_count_data, output, *extra):
+    args = _script_args(assets, output, "--max_train_steps", "1", "--per_device_train_batch_size", "2",
+                        "--crop_size", "32", "--short_side", "32", "--flip_prob", "0", "--distillation_weight", "0",
+                        "--vocabulary", class_count_data.vocabulary, *extra, proposals="grid:2")  # fmt: skip
+    args[args.index("--dataset_path") + 1] = class_count_data.path
+    return args
+
+
+def _by_hand(terms):
+    """Global mean over all entries, and the mean of the two halves' means (positions 0-1 and 2-3)."""
+    (s0, c0), (s1, c1), (s2, c2), (s3, c3) = terms
+    return (s0 + s1 + s2 + s3) / (c0 + c1 + c2 + c3), ((s0 + s1) / (c0 + c1) + (s2 + s3) / (c2 + c3)) / 2
+
+
+def test_per_device_normalisation_averages_micro_batch_means(assets, class_count_data, tmp_path, reset_accelerate):
+    global_mean, mean_of_means = _by_hand(class_count_data.terms)
+    assert abs(global_mean - mean_of_means) > 50 * LOSS_TOLERANCE  # the two normalisations differ here
+    script = _load_script()
+    for name, expected in (("global", global_mean), ("per_device", mean_of_means)):
+        out = tmp_path / name  # 1 process, 2 micro-batches of 2: positions 0-1, then 2-3
+        extra = ["--gradient_accumulation_steps", "2", "--loss_normalization", name]
+        script.main(_normalisation_args(assets, class_count_data, out, *extra))
+        assert _losses(out)[0]["loss"] == pytest.approx(expected, rel=1e-5, abs=0)
+
+
+@pytest.mark.slow
+def test_per_device_normalisation_on_two_processes_is_the_release(assets, class_count_data, tmp_path):
+    global_mean, mean_of_means = _by_hand(class_count_data.terms)  # process 0: positions 0-1, process 1: 2-3
+    for name, expected in (("global", global_mean), ("per_device", mean_of_means)):
+        out = tmp_path / name
+        _launch(_normalisation_args(assets, class_count_data, out, "--loss_normalization", name), num_processes=2)
+        assert _losses(out)[0]["loss"] == pytest.approx(expected, rel=1e-5, abs=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Nothing lost: a run owns its folder; resuming continues the same run; nothing to learn is refused
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _checkpoints(output_dir):
+    return sorted(p.name for p in Path(output_dir).iterdir() if p.name.startswith("step_"))
+
+
+def test_a_new_run_in_a_used_folder_is_refused_or_clears_it(assets, tmp_path, reset_accelerate):
+    script, out = _load_script(), tmp_path / "out"
+    first = _script_args(assets, out, "--per_device_train_batch_size", "2", "--max_train_steps", "2",
+                         "--checkpointing_steps", "1", proposals="grid:2")  # fmt: skip
+    script.main(first)
+    assert _checkpoints(out) == ["step_1", "step_2"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["learning_rate"] == 1e-3 and len(run["run_id"]) == 16
+    second = _script_args(assets, out, "--per_device_train_batch_size", "2", "--max_train_steps", "1",
+                          "--learning_rate", "5e-4", proposals="grid:2")  # fmt: skip
+    with pytest.raises(ValueError, match="holds another run's checkpoints or results \\(all_results.json, model"):
+        script.main(second)
+    assert _checkpoints(out) == ["step_1", "step_2"]  # untouched
+    for resume in ([], ["--resume_from_checkpoint", "latest"]):  # "latest" is not another run's checkpoint
+        with pytest.raises(ValueError, match="learning_rate: 0.001 -> 0.0005; max_train_steps: 2 -> 1"):
+            script.main([*second, *resume] if resume else [*second, "--resume_from_checkpoint", str(out / "step_1")])
+    script.main([*second, "--overwrite_output_dir"])
+    assert _checkpoints(out) == [] and len(_losses(out)) == 1  # the first run's checkpoints are gone
+    assert json.loads((out / "run.json").read_text())["settings"]["learning_rate"] == 5e-4
+
+
+def test_resume_refuses_changed_settings_unless_allowed(assets, tmp_path, reset_accelerate):
+    script, out = _load_script(), tmp_path / "out"
+    args = _script_args(assets, out, "--per_device_train_batch_size", "2", "--max_train_steps", "3",
+                        "--checkpointing_steps", "2", proposals="grid:2")  # fmt: skip
+    script.main(args)
+    reference = _losses(out)
+    (out / "model.safetensors").unlink()
+    script.main([*args, "--resume_from_checkpoint", "latest"])  # same settings: continues at step 2
+    assert [r["loss"] for r in _losses(out)] == [r["loss"] for r in reference]
+    changed = [*args[: args.index("--learning_rate") + 1], "1e-4", *args[args.index("--learning_rate") + 2 :]]
+    with pytest.raises(ValueError, match="other settings \\(learning_rate: 0.001 -> 0.0001\\)"):
+        script.main([*changed, "--resume_from_checkpoint", "latest"])
+    script.main([*changed, "--resume_from_checkpoint", "latest", "--allow_changed_settings"])
+    losses = _losses(out)
+    assert losses[:2] == reference[:2] and losses[2]["learning_rate"] != reference[2]["learning_rate"]
+
+
+@pytest.mark.parametrize("zero_shot", [False, True])
+def test_a_training_set_without_labelled_pixels_is_refused(assets, tmp_path, zero_shot, reset_accelerate):
+    label = np.full((32, 32), 255) if not zero_shot else np.ones((32, 32))  # unlabelled, or only the unseen "b"
+    data = _save_dict(
+        tmp_path / "data", {"train": {"image": [_pil(np.zeros((32, 32, 3)))] * 2, "label": [_pil(label)] * 2}}
+    )
+    out = tmp_path / "out"
+    args = _script_args(assets, out, "--max_train_steps", "1", "--vocabulary", "a,b", proposals="grid:2")
+    args[args.index("--dataset_path") + 1] = data
+    args += ["--zero_shot", "--unseen_classes", "b"] if zero_shot else []
+    with pytest.raises(ValueError, match="Every pixel of the 2 checked examples of split 'train' is unlabelled"):
+        _load_script().main(args)
+    assert not (out / "model.safetensors").exists()
+
+
 def test_validation_errors_in_process():
     from datasets import Dataset, Features, Image
 
@@ -429,6 +574,10 @@ def test_flag_conflicts_are_refused(assets, tmp_path):
         script.parse_args([*base, "--proposal_column", "proposals"])
     with pytest.raises(SystemExit):  # push without network
         script.parse_args([*base, "--offline", "--push_to_hub"])
+    with pytest.raises(SystemExit):  # a DataLoader worker would read only a shard of the stream
+        script.parse_args([*base, "--streaming", "--dataloader_num_workers", "2"])
+    with pytest.raises(SystemExit):  # clearing the folder and resuming from it
+        script.parse_args([*base, "--overwrite_output_dir", "--resume_from_checkpoint", "latest"])
     args = script.parse_args([*base, "--short_side", "released"])
     assert args.short_side[0] == 320 and len(args.short_side) > 1
 
@@ -458,6 +607,52 @@ def test_augmentation_matches_train_transform_and_moves_masks_with_labels(short_
         assert agree.sum() > 0.95 * inside.sum()
         assert (got_masks[:, ~inside] == 0).all()  # padding: no proposal there
     assert flips == {True, False}
+
+
+def test_ssd_color_jitter_is_the_released_transform():
+    image = torch.randint(0, 256, (3, 19, 45), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    image[:, :3] = torch.tensor([0, 255, 128], dtype=torch.uint8)[:, None, None]  # saturated and grey pixels too
+    image[:, 3:5] = 255
+    seen = set()
+    for seed in range(40):
+        params = sample_color_jitter(torch.Generator().manual_seed(seed))
+        draws = {name: getattr(params, name) for name in ("brightness", "contrast", "saturation", "hue")}
+        release = ColorAugSSD("RGB", **draws, contrast_first=params.contrast_first)
+        expected = release.apply_image(image.permute(1, 2, 0).numpy())
+        assert np.array_equal(apply_color_jitter(image, params).permute(1, 2, 0).numpy(), expected)
+        seen |= {(name, value is None) for name, value in draws.items()} | {("order", params.contrast_first)}
+        assert params.brightness is None or -32 <= params.brightness <= 32
+        assert all(v is None or 0.5 <= v <= 1.5 for v in (params.contrast, params.saturation))
+        assert params.hue is None or -18 <= params.hue <= 18
+    assert len(seen) == 10  # every step both skipped and applied, both orders
+    strong = ColorAugSSD("RGB", None, None, 1.5, 18, True).apply_image(image.permute(1, 2, 0).numpy())
+    assert not np.array_equal(strong, image.permute(1, 2, 0).numpy())  # the reference does change colours
+
+
+def test_reference_colour_conversions_are_opencv():
+    cv2 = pytest.importorskip("cv2")
+    grid = np.stack(np.meshgrid(np.arange(180), np.arange(256), np.arange(0, 256, 5), indexing="ij"), -1)
+    hsv = grid.reshape(-1, 32, 3).astype(np.uint8)  # rows of 32 pixels: OpenCV's vectorised path throughout
+    assert np.array_equal(opencv_hsv2bgr(hsv), cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR))
+    bgr = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(opencv_bgr2hsv(bgr), cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV))
+
+
+def test_color_jitter_is_seeded_per_example_and_keeps_the_geometry(assets):
+    from datasets import load_from_disk
+
+    data = load_from_disk(assets.dataset)["train"]
+    converter = LabelConverter(resolve_vocabulary(None, data))
+    plain = TrainingExamples(data, converter, AugmentationConfig(crop_size=72, short_side=56), seed=4)
+    jittered = TrainingExamples(data, converter, AugmentationConfig(72, 56, color_jitter="ssd"), seed=4)
+    changed = 0
+    for position in range(8):
+        a, b = plain[(position, 3)], jittered[(position, 3)]
+        assert torch.equal(a["label"], b["label"])  # same crop and flip
+        assert torch.equal(b["image"], jittered[(position, 3)]["image"])  # same position, same colours
+        assert (b["image"][:, 56:] == 128).all()  # padding is not jittered
+        changed += not torch.equal(a["image"], b["image"])
+    assert changed >= 4
 
 
 def test_step_sampler_splits_global_batches_and_resumes():
@@ -604,6 +799,55 @@ def test_examples_collate_prepare_and_rank_correlation(assets):
         validate_training_dataset(data["train"], "image", "mask", converter)
 
 
+class VocabularyProposals:
+    """A fake generator that needs the vocabulary (as FreeSeg): grid proposals, and a record of each call."""
+
+    needs_vocabulary = True
+
+    def __init__(self):
+        from maft_hf.proposals.grid import GridProposals
+
+        self.grid, self.calls = GridProposals(2), []
+
+    def __call__(self, images, class_names=None, text_classifier=None):
+        self.calls.append((list(class_names), None if text_classifier is None else tuple(text_classifier.shape)))
+        return self.grid(images)
+
+
+def test_generators_that_need_the_vocabulary_get_it(assets, tmp_path, monkeypatch, reset_accelerate):
+    from maft_hf.training import data
+
+    fake = VocabularyProposals()
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    batch = {"images": images, "labels": torch.zeros(2, 16, 16, dtype=torch.long)}
+    prepared = prepare_batch(batch, 32, fake, class_names=["sky", "car"], text_classifier=torch.zeros(2, 16))
+    assert prepared["proposal_masks"].shape == (2, 4, 16, 16) and fake.calls == [(["sky", "car"], (2, 16))]
+    fake.calls.clear()
+    monkeypatch.setattr(data, "load_training_proposal_generator", lambda *args, **kwargs: fake)
+    metrics = _load_script().main(
+        _script_args(
+            assets,
+            tmp_path / "out",
+            "--max_train_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+            "--eval_split",
+            "test",
+            "--max_eval_samples",
+            "2",
+            "--zero_shot",
+            "--unseen_classes",
+            "car",
+            proposals="fake:0",
+        )  # fmt: skip
+    )
+    names = fake.calls[0][0]
+    assert "car" not in names and len(names) == 7  # the training vocabulary: 8 classes without the unseen one
+    assert fake.calls == [(names, (7, 16))] * (2 + 2 + 2)  # 2 held-out images before and after, 2 training steps
+    assert np.isfinite(metrics["rank_correlation_final"])
+
+
 def test_precomputed_proposal_column_is_augmented_with_the_image(tmp_path):
     from datasets import Array3D, Dataset, Features, Image
 
@@ -615,7 +859,7 @@ def test_precomputed_proposal_column_is_augmented_with_the_image(tmp_path):
         {"image": [_pil(np.zeros((40, 40, 3)))], "label": [_pil(label)], "proposals": [stack]}, features=features
     )
     converter = LabelConverter(["left", "right"])
-    assert validate_training_dataset(data, "image", "label", converter, "proposals") == 1
+    assert validate_training_dataset(data, "image", "label", converter, "proposals") == (1, 1)
     augmentation = AugmentationConfig(crop_size=32, short_side=48)
     examples = TrainingExamples(data, converter, augmentation, proposal_column="proposals")
     for position in range(4):
@@ -682,3 +926,37 @@ def test_model_card_of_a_run(tmp_path):
     text = Path(path).read_text()
     assert 'from_pretrained("me/maft")' in text and "datasets:\n- me/coco" in text
     assert "| Learning rate | 1e-5 | 1e-5 |" in text and "| rank_correlation_final | — | 0.5 |" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --streaming: a local dataset read as an IterableDataset; resuming is exact
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_streaming_run_resumes_exactly(assets, tmp_path, reset_accelerate):
+    import shutil
+
+    script, out = _load_script(), tmp_path / "out"
+    args = _script_args(assets, out, "--streaming", "--max_train_samples", "6", "--per_device_train_batch_size", "2",
+                        "--gradient_accumulation_steps", "2", "--max_train_steps", "4", "--checkpointing_steps", "2",
+                        "--color_jitter", "ssd", "--eval_split", "test", "--max_eval_samples", "2",
+                        proposals="grid:2")  # fmt: skip
+    metrics = script.main(args)  # 16 examples of a 6-example stream: three passes, reshuffled
+    assert np.isfinite(metrics["rank_correlation_final"])
+    assert json.loads((out / "run.json").read_text())["settings"]["streaming"] is True
+    killed = tmp_path / "killed"  # the folder of a run killed after its step-2 checkpoint
+    killed.mkdir()
+    for name in ("run.json", "step_2"):
+        (shutil.copytree if name == "step_2" else shutil.copy)(out / name, killed / name)
+    resumed_args = list(args)
+    resumed_args[args.index("--output_dir") + 1] = str(killed)
+    script.main([*resumed_args, "--resume_from_checkpoint", "latest"])
+    reference, resumed = _losses(out), _losses(killed)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in reference]
+    final, expected = _weights(killed), _weights(out)
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    indexed = list(args)  # the same run without --streaming: another data order
+    indexed[args.index("--output_dir") + 1] = str(tmp_path / "indexed")
+    indexed.remove("--streaming")
+    script.main(indexed)
+    assert [r["loss"] for r in _losses(tmp_path / "indexed")] != [r["loss"] for r in reference]

@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from maft_hf.training.loop import mask_aware_entry_count, remove_stale_temporaries
-from maft_hf.training.losses import class_masks_from_labels
+from maft_hf.training.checkpoints import remove_stale_temporaries
+from maft_hf.training.losses import class_masks_from_labels, mask_aware_entry_count
 
 
 def test_entry_count_equals_present_classes_times_valid_proposals():

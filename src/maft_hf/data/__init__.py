@@ -26,12 +26,7 @@ from .transforms import (
     CLIP_STD,
     RELEASED_MAX_SIZE,
     RELEASED_SHORT_SIDES,
-    pad_to_size,
-    random_crop,
-    random_horizontal_flip,
-    resize_shortest_edge,
     to_clip_input,
-    train_transform,
 )
 
 __all__ = [
@@ -53,10 +48,5 @@ __all__ = [
     "CLIP_STD",
     "RELEASED_MAX_SIZE",
     "RELEASED_SHORT_SIDES",
-    "pad_to_size",
-    "random_crop",
-    "random_horizontal_flip",
-    "resize_shortest_edge",
     "to_clip_input",
-    "train_transform",
 ]

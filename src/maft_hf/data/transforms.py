@@ -3,22 +3,16 @@
 The released data mapper (detectron2 `MaskFormerSemanticDatasetMapper`) does, per training image:
 resize the short side (`ResizeShortestEdge`, long side capped at 2560), random crop 640x640 (smaller sides are kept
 whole), SSD colour jitter, random horizontal flip, then pad image and label at the bottom/right to 640x640 with 128
-and 255 ([`train_transform`] chains the same steps). The model then normalises with the CLIP mean/std and resizes
+and 255 (`maft_hf.training.data.apply_augmentation`). The model then normalises with the CLIP mean/std and resizes
 the 640x640 image to 480x480 bilinearly (`align_corners=False`) without keeping the aspect ratio
 ([`to_clip_input`]).
 
-Differences, all deliberate and documented: the short side defaults to 640 (`short_side` also accepts a list to
-sample from, e.g. `RELEASED_SHORT_SIDES`, the released multi-scale choice); no SSD colour jitter; resizing uses
-torch's bilinear with antialias (close to PIL's, which detectron2 uses for uint8 images) and `nearest-exact` for
+Differences: the short side defaults to 640 (`RELEASED_SHORT_SIDES` is the released multi-scale choice); resizing
+uses torch's bilinear with antialias (close to PIL's, which detectron2 uses for uint8 images) and `nearest-exact` for
 labels (PIL's nearest rule).
-
-All functions take an image `uint8 (3, H, W)` and a label map `(H, W)` (any integer dtype) and an optional seeded
-`torch.Generator` for reproducibility.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,27 +23,8 @@ from ..model.processing_maft import to_clip_input  # noqa: F401  (re-exported: t
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_PAD_VALUE = 128
-LABEL_PAD_VALUE = 255
 RELEASED_SHORT_SIDES = (320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960)
 RELEASED_MAX_SIZE = 2560
-
-
-def _check_pair(image: torch.Tensor, label: torch.Tensor | None) -> None:
-    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
-        raise ValueError(f"image must be a (3, H, W) tensor, got {shape}.")
-    if label is None:
-        return
-    if not isinstance(label, torch.Tensor) or label.ndim != 2:
-        shape = tuple(label.shape) if isinstance(label, torch.Tensor) else type(label)
-        raise ValueError(f"label must be a (H, W) tensor, got {shape}.")
-    if tuple(label.shape) != tuple(image.shape[-2:]):
-        raise ValueError(
-            f"image and label must have the same size; got image {tuple(image.shape[-2:])} and label "
-            f"{tuple(label.shape)}."
-        )
-    if label.is_floating_point():
-        raise ValueError(f"label must hold integer class ids, got dtype {label.dtype}.")
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -70,138 +45,14 @@ def resize_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.round().to(label.dtype)
 
 
-def _pick(values: int | Sequence[int], generator: torch.Generator | None) -> int:
-    if isinstance(values, int):
-        return values
-    values = list(values)
-    if not values:
-        raise ValueError("short_side must be an int or a non-empty sequence of ints.")
-    return int(values[torch.randint(len(values), (1,), generator=generator).item()])
-
-
-def resize_shortest_edge(
-    image: torch.Tensor,
-    label: torch.Tensor,
-    short_side: int | Sequence[int] = 640,
-    max_size: int | None = RELEASED_MAX_SIZE,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resize image (bilinear) and label (nearest) so that the short side is `short_side`.
-
-    Args:
-        image: `uint8 (3, H, W)`.
-        label: `(H, W)` integer ids.
-        short_side: target short side, or a sequence to draw one from uniformly (the released recipe uses
-            `RELEASED_SHORT_SIDES`).
-        max_size: cap on the long side (2560 as released), None for no cap.
-        generator: seeds the draw when `short_side` is a sequence.
-
-    Returns:
-        `(image (3, H', W'), label (H', W'))`.
-    """
-    _check_pair(image, label)
-    size = shortest_edge_size(image.shape[-2], image.shape[-1], _pick(short_side, generator), max_size)
-    return resize_image(image, size), resize_label(label, size)
-
-
-def random_crop(
-    image: torch.Tensor, label: torch.Tensor, crop_size: int = 640, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random crop of `min(H, crop_size) x min(W, crop_size)` (detectron2's absolute `RandomCrop`): sides shorter
-    than `crop_size` are kept whole. Use [`pad_to_size`] afterwards for a fixed `crop_size x crop_size` output.
-
-    Returns:
-        `(image (3, h, w), label (h, w))` with `h = min(H, crop_size)`, `w = min(W, crop_size)`.
-    """
-    _check_pair(image, label)
-    height, width = label.shape
-    crop_h, crop_w = min(height, crop_size), min(width, crop_size)
-    top = int(torch.randint(height - crop_h + 1, (1,), generator=generator).item())
-    left = int(torch.randint(width - crop_w + 1, (1,), generator=generator).item())
-    image = image[:, top : top + crop_h, left : left + crop_w]
-    label = label[top : top + crop_h, left : left + crop_w]
-    return image, label
-
-
-def pad_to_size(image: torch.Tensor, label: torch.Tensor, size: int = 640) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad at the bottom and right to `size x size`: image with 128, label with 255 (the released padding).
-
-    Raises:
-        ValueError: if the input is larger than `size`.
-    """
-    _check_pair(image, label)
-    height, width = label.shape
-    if height > size or width > size:
-        raise ValueError(f"Cannot pad a {height}x{width} image to {size}x{size}; crop it first.")
-    padding = (0, size - width, 0, size - height)
-    image = F.pad(image, padding, value=IMAGE_PAD_VALUE)
-    label = F.pad(label, padding, value=LABEL_PAD_VALUE)
-    return image, label
-
-
-def random_horizontal_flip(
-    image: torch.Tensor, label: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip image and label left-right together with probability `p`."""
-    _check_pair(image, label)
-    if torch.rand((), generator=generator).item() < p:
-        return image.flip(-1), label.flip(-1)
-    return image, label
-
-
-def train_transform(
-    image: torch.Tensor,
-    label: torch.Tensor,
-    short_side: int | Sequence[int] = 640,
-    crop_size: int = 640,
-    max_size: int | None = RELEASED_MAX_SIZE,
-    flip_prob: float = 0.5,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The released training augmentation (without colour jitter): resize short side, random crop, random flip,
-    then pad at the bottom/right to `crop_size` (in this order, as released: padding is never flipped).
-
-    Args:
-        image: `uint8 (3, H, W)`.
-        label: `(H, W)` integer ids (255 = ignore).
-        short_side: int, or a sequence to sample from (`RELEASED_SHORT_SIDES` for the released multi-scale recipe).
-        crop_size: side of the square output (640).
-        max_size: cap on the long side after resizing.
-        flip_prob: probability of a horizontal flip.
-        generator: a seeded `torch.Generator` for reproducible draws.
-
-    Returns:
-        `(image uint8 (3, crop_size, crop_size), label (crop_size, crop_size))`; padding is 128 / 255.
-
-    Example:
-
-    ```python
-    >>> g = torch.Generator().manual_seed(0)
-    >>> image, label = torch.zeros(3, 300, 400, dtype=torch.uint8), torch.zeros(300, 400, dtype=torch.uint8)
-    >>> out_image, out_label = train_transform(image, label, short_side=320, crop_size=384, generator=g)
-    >>> out_image.shape, out_label.shape
-    (torch.Size([3, 384, 384]), torch.Size([384, 384]))
-    ```"""
-    image, label = resize_shortest_edge(image, label, short_side, max_size, generator)
-    image, label = random_crop(image, label, crop_size, generator)
-    image, label = random_horizontal_flip(image, label, flip_prob, generator)
-    return pad_to_size(image, label, crop_size)
-
-
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "IMAGE_PAD_VALUE",
-    "LABEL_PAD_VALUE",
     "RELEASED_SHORT_SIDES",
     "RELEASED_MAX_SIZE",
     "shortest_edge_size",
     "resize_image",
     "resize_label",
-    "resize_shortest_edge",
-    "random_crop",
-    "pad_to_size",
-    "random_horizontal_flip",
-    "train_transform",
     "to_clip_input",
 ]

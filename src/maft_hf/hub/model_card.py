@@ -571,6 +571,63 @@ def update_model_card_results(
     return card
 
 
+def _training_column(values: dict, metrics: dict) -> dict:
+    """A fine-tuning run's column of the training table (keys of `RELEASED_RECIPE`)."""
+    dataset = values.get("dataset_name") or values.get("dataset_path")
+    vocabulary = list(values.get("training_vocabulary") or [])
+    proposals = values.get("proposal_generator") or f"precomputed column {values.get('proposal_column')!r}"
+    zero_shot = ", zero-shot: unseen classes ignored" if values.get("zero_shot") else ""
+    table = {
+        "dataset": f"{dataset} (split {values.get('train_split')}, {len(vocabulary)} classes{zero_shot})",
+        "proposal_generator": f"{proposals} (frozen)",
+        "max_train_steps": values.get("max_train_steps"),
+        "total_batch_size": values.get("global_batch_size"),
+        "optimizer": "AdamW",
+        "learning_rate": values.get("learning_rate"),
+        "weight_decay": f"{values.get('weight_decay')} (0 on norms)",
+        "lr_scheduler": f"poly (power {values.get('lr_power')}, {values.get('lr_warmup_steps') or 0} warmup steps)",
+        "max_grad_norm": values.get("max_grad_norm"),
+        "input_image_size": values.get("input_image_size"),
+        "mask_aware_loss_weight": 1.0,
+        "distillation_weight": values.get("distillation_weight"),
+        "trained_parameters": f"freeze policy {values.get('freeze_policy')!r}",
+        "precision": "fp32" if values.get("mixed_precision") in (None, "no") else values.get("mixed_precision"),
+        "seed": values.get("seed"),
+        "crop size / short side": f"{values.get('crop_size')} / {values.get('short_side')}",
+    }
+    for key, value in metrics.items():
+        name = key if key.startswith(("rank_", "train_")) else f"final {key}"
+        table[name] = round(value, 4) if isinstance(value, float) else value
+    return {k: v for k, v in table.items() if v is not None}
+
+
+def write_model_card(output_dir: str | os.PathLike, args, metrics: Mapping | None = None) -> str:
+    """Write `output_dir/README.md` for a fine-tuned checkpoint (after its `save_pretrained`); returns its path.
+
+    `args` is the fine-tuning `argparse.Namespace` or a dict of its fields (plus `training_vocabulary` and
+    `global_batch_size`); `metrics` (final loss, rank correlations) join the training table."""
+    values = dict(vars(args)) if not isinstance(args, Mapping) else dict(args)
+    output_dir = os.fspath(output_dir)
+    config = None
+    if os.path.isfile(os.path.join(output_dir, "config.json")):
+        from ..model.configuration_maft import MAFTConfig
+
+        config = MAFTConfig.from_pretrained(output_dir)
+        values.setdefault("input_image_size", config.vision_config.input_image_size)
+    dataset = values.get("dataset_name")
+    card = make_model_card(
+        model_id=values.get("hub_model_id") or os.path.basename(os.path.abspath(output_dir)),
+        base_model=values.get("model_name_or_path"),
+        training=_training_column(values, dict(metrics or {})),
+        datasets=[dataset] if dataset and not os.path.isdir(dataset) else [],
+        setting="zero_shot" if values.get("zero_shot") else "open_vocabulary",
+        config=config,
+    )
+    path = os.path.join(output_dir, "README.md")
+    card.save(path)
+    return path
+
+
 __all__ = [
     "BACKBONES",
     "NOT_MEASURED",
@@ -578,4 +635,5 @@ __all__ = [
     "TEMPLATE_PATH",
     "make_model_card",
     "update_model_card_results",
+    "write_model_card",
 ]

@@ -51,23 +51,8 @@ def is_trainable(name: str, policy: str = "released") -> bool:
 
 
 def apply_freeze_policy(model: nn.Module, policy: str = "released") -> dict:
-    """Set `requires_grad` on every parameter of `model` according to `policy` (see `FREEZE_POLICIES`).
-
-    Args:
-        model: a `MaskAwareCLIPModel` (or a `MaskAwareCLIPVisionModel`).
-        policy: `"released"`, `"paper"` or `"all"`.
-
-    Returns:
-        `dict(trainable=int, frozen=int, trainable_names=list[str])`: `trainable` and `frozen` count scalar
-        parameters (sums of `numel()`), `trainable_names` lists the trained parameter names in model order.
-
-    Example:
-
-    ```python
-    >>> summary = apply_freeze_policy(model, "released")
-    >>> summary["trainable_names"][0]
-    'vision_model.encoder.layers.0.self_attn.k_proj.weight'
-    ```"""
+    """Set `requires_grad` of every parameter by `policy`; returns `{"trainable": numel, "frozen": numel,
+    "trainable_names": [...]}` (names in model order)."""
     patterns = _policy_patterns(policy)
     trainable, frozen, names = 0, 0, []
     for name, param in model.named_parameters():
@@ -87,27 +72,9 @@ def apply_freeze_policy(model: nn.Module, policy: str = "released") -> dict:
 
 
 def parameter_groups(model: nn.Module, weight_decay: float = 1e-4) -> list[dict]:
-    """AdamW parameter groups over the trainable parameters of `model`.
-
-    Parameters of normalisation layers (`nn.LayerNorm`, `nn.GroupNorm`, batch norms: weights and biases) get weight
-    decay 0, as the released `WEIGHT_DECAY_NORM: 0.0`; every other trainable parameter, biases of linear layers
-    included (released `WEIGHT_DECAY_BIAS` unset, i.e. equal to `WEIGHT_DECAY`), gets `weight_decay`. Under the
-    released policy no embedding is trained, so the released `WEIGHT_DECAY_EMBED: 0.0` does not matter there; under
-    `"paper"`/`"all"` embeddings would be decayed (a deliberate simplification).
-
-    Args:
-        model: a model whose frozen parameters have `requires_grad=False` (call [`apply_freeze_policy`] first).
-        weight_decay: decay of the non-norm parameters (1e-4 as released).
-
-    Returns:
-        A list of `{"params": [...], "weight_decay": float}` dicts for `torch.optim.AdamW`; empty groups are omitted.
-
-    Example:
-
-    ```python
-    >>> apply_freeze_policy(model)
-    >>> optimizer = torch.optim.AdamW(parameter_groups(model), lr=1e-5)
-    ```"""
+    """AdamW parameter groups of the trainable parameters of `model` (after [`apply_freeze_policy`]): norm layers'
+    weights and biases get decay 0 (released `WEIGHT_DECAY_NORM: 0.0`), everything else `weight_decay` (biases too,
+    as released). Embeddings, untrained under "released", would be decayed under "paper"/"all" (a simplification)."""
     norm_types = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
     norm_params = set()
     for module in model.modules():

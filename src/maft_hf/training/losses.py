@@ -1,17 +1,8 @@
 """Training objectives of MAFT (paper section 4.2): mask-aware loss (Eq. 5-7) and self-distillation loss (Eq. 8).
 
-Both follow the authors' released code (see DESIGN.md section 2):
-
-* mask-aware loss: for every class present in an image's ground truth (ignore label excluded), the soft IoU between
-  each proposal and that class's binary map, min-max normalised over the proposals (eps `1e-8`) and detached, is the
-  SmoothL1 (beta 1) target of the softmax probability the model gives that class for each proposal; mean over all
-  (image, class, proposal) entries;
-* self-distillation loss: SmoothL1 (beta 1, mean) between the softmax class scores of the student's whole-image
-  embedding and those of a frozen copy of the original CLIP;
-* total `L = L_ma + lambda * L_dis`, `lambda = 0.1` as released (the paper writes 1).
-
-Unlike the release, the mask-aware loss works for a batch of one image and for batches without any labelled pixel,
-and supports padded proposals (`proposal_valid_mask`).
+Both follow the authors' released code; total `L = L_ma + lambda * L_dis`, lambda 0.1 as released (the paper writes
+1). Unlike the release, the mask-aware loss works for one image and for batches without a labelled pixel, and
+supports padded proposals (`proposal_valid_mask`).
 """
 
 from __future__ import annotations
@@ -28,25 +19,8 @@ PAPER_DISTILLATION_WEIGHT = 1.0
 
 
 def soft_iou(proposals: torch.Tensor, gt_class_masks: torch.Tensor) -> torch.Tensor:
-    """Soft IoU between every proposal and every ground-truth class map of the same image.
-
-    `iou = sum(p * g) / (sum(g) + sum(p) - sum(p * g) + 1e-7)`, summed over pixels.
-
-    Args:
-        proposals: `(B, N, H, W)` proposal probabilities in [0, 1].
-        gt_class_masks: `(B, K, H, W)` binary class maps (0/1, float or bool).
-
-    Returns:
-        `(B, K, N)` soft IoU of proposal `n` with class map `k`, computed in float32 (at least).
-
-    Example:
-
-    ```python
-    >>> p = torch.tensor([[[[1.0, 0.0]]]])  # B=1, N=1, H=1, W=2
-    >>> g = torch.tensor([[[[1.0, 1.0]]]])  # B=1, K=1
-    >>> soft_iou(p, g)  # 1 / (2 + 1 - 1)
-    tensor([[[0.5000]]])
-    ```"""
+    """Soft IoU `sum(p * g) / (sum(g) + sum(p) - sum(p * g) + 1e-7)` over pixels of every proposal `(B, N, H, W)`
+    with every class map `(B, K, H, W)` of the same image -> `(B, K, N)`, in float32 at least."""
     if proposals.ndim != 4 or gt_class_masks.ndim != 4:
         raise ValueError(
             f"soft_iou expects proposals (B, N, H, W) and gt_class_masks (B, K, H, W), got shapes "
@@ -78,32 +52,9 @@ def _check_label_range(labels: torch.Tensor, num_classes: int, ignore_index: int
 def class_masks_from_labels(
     labels: torch.Tensor, num_classes: int, ignore_index: int = 255
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The classes present in each image and their binary maps, padded to a common count.
-
-    Args:
-        labels: `(B, H, W)` integer class ids in `[0, num_classes)`, or `ignore_index`.
-        num_classes: number of classes `C` of the vocabulary; any other id (except `ignore_index`) is an error.
-        ignore_index: label of unlabelled pixels; it never becomes a class.
-
-    Returns:
-        A tuple `(class_ids, class_valid, class_masks)`:
-
-        - `class_ids (B, Kmax)` long: the present class ids of each image in increasing order, padded with 0;
-        - `class_valid (B, Kmax)` bool: False on padding;
-        - `class_masks (B, Kmax, H, W)` float32 0/1: `labels == class_id`, all zero on padding.
-
-        `Kmax` is the largest number of classes in one image of the batch (0 when no image has a labelled pixel).
-
-    Example:
-
-    ```python
-    >>> labels = torch.tensor([[[0, 2], [255, 2]], [[1, 1], [1, 1]]])
-    >>> ids, valid, masks = class_masks_from_labels(labels, num_classes=3)
-    >>> ids, valid
-    (tensor([[0, 2],
-            [1, 0]]), tensor([[ True,  True],
-            [ True, False]]))
-    ```"""
+    """The classes present in each image of `labels (B, H, W)` and their maps, padded to the largest count `Kmax`:
+    `class_ids (B, Kmax)` (increasing, padded with 0), `class_valid (B, Kmax)` and float32 0/1 `class_masks
+    (B, Kmax, H, W)` (zero on padding). `ignore_index` is never a class; other ids outside `[0, C)` are an error."""
     if labels.ndim != 3:
         raise ValueError(f"labels must have shape (B, H, W), got {tuple(labels.shape)}.")
     if labels.is_floating_point() or labels.dtype == torch.bool:
@@ -127,17 +78,8 @@ def class_masks_from_labels(
 
 
 def min_max_normalize(scores: torch.Tensor, valid: torch.Tensor | None = None, eps: float = MINMAX_EPS) -> torch.Tensor:
-    """`(s - min) / (max - min + eps)` over the last dimension, as the released code does.
-
-    Args:
-        scores: `(..., N)`.
-        valid: optional `(..., N)` bool; min and max are taken over valid entries only, and invalid entries are 0 in
-            the output.
-        eps: guard against a constant row: a row whose (valid) entries are all equal becomes all 0.
-
-    Returns:
-        Tensor of the shape of `scores`.
-    """
+    """`(s - min) / (max - min + eps)` over the last dimension, as released (a constant row becomes 0); with `valid`
+    `(..., N)` bool, min and max over valid entries only and invalid entries 0."""
     if valid is None:
         low = scores.min(dim=-1, keepdim=True).values
         high = scores.max(dim=-1, keepdim=True).values
@@ -153,52 +95,33 @@ def min_max_normalize(scores: torch.Tensor, valid: torch.Tensor | None = None, e
 
 
 def _zero_loss_like(tensor: torch.Tensor) -> torch.Tensor:
-    """A scalar 0 that is part of the graph of `tensor`, so `backward()` runs (giving zero gradients)."""
+    """A scalar 0 in the graph of `tensor`, so `backward()` runs (zero gradients)."""
     return tensor.sum() * 0.0
 
 
-def mask_aware_loss(
+def mask_aware_entry_count(
+    labels: torch.Tensor, num_classes: int, proposal_valid_mask: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
+    """Number of (image, present class, valid proposal) entries of the mask-aware loss, `sum_b K_b * N_b` (0-d
+    int64), from the labels alone: what a loop needs before the forward pass to normalise over a global batch."""
+    _check_label_range(labels, num_classes, ignore_index)
+    flat = labels.flatten(1).long()
+    bins = torch.where(flat == ignore_index, torch.full_like(flat, num_classes), flat)
+    present = torch.zeros(labels.shape[0], num_classes + 1, dtype=torch.bool, device=labels.device)
+    present.scatter_(1, bins, True)
+    classes = present[:, :num_classes].sum(1).to(proposal_valid_mask.device)
+    return (classes * proposal_valid_mask.sum(1)).sum()
+
+
+def mask_aware_loss_sum(
     mask_logits: torch.Tensor,
     proposals: torch.Tensor,
     labels: torch.Tensor,
     ignore_index: int = 255,
     proposal_valid_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Mask-aware loss `L_ma` (paper Eq. 5-7, as released).
-
-    For every image `b` and every class `c` present in `labels[b]` (except `ignore_index`):
-
-    - target `t[b, c, n]` = soft IoU (see [`soft_iou`]) of proposal `n` with the map `labels[b] == c`, min-max
-      normalised over the (valid) proposals of `(b, c)` with eps `1e-8`, and detached (no gradient reaches
-      `proposals`);
-    - prediction `a[b, c, n]` = `softmax(mask_logits[b, n])[c]`, softmax over the `C` vocabulary classes;
-    - loss = SmoothL1 (beta 1) between `a` and `t`, averaged over all (image, class, valid proposal) entries.
-
-    Args:
-        mask_logits: `(B, N, C)` classification logits of the proposals (`100 * cos` for MAFT).
-        proposals: `(B, N, H, W)` proposal probabilities in [0, 1] (sigmoid of the generator's mask logits) at the
-            training resolution. If `H, W` differ from those of `labels`, the proposals are resized bilinearly
-            (`align_corners=False`) to the label size, as the released `get_iou` does.
-        labels: `(B, H', W')` integer class ids in `[0, C)` or `ignore_index`. Padding pixels should carry
-            `ignore_index`; they still count in `sum(p)` of the IoU, as in the release.
-        ignore_index: label of unlabelled pixels.
-        proposal_valid_mask: optional `(B, N)` bool, False for padded proposals (see `pad_proposals`); those are
-            left out of both the min-max normalisation and the mean.
-
-    Returns:
-        Scalar loss. Edge cases: an image without any labelled pixel contributes nothing; when no image of the
-        batch has a labelled pixel the result is a 0 connected to `mask_logits` (so `backward()` works and gives
-        zero gradients). A (image, class) row whose proposals all have the same IoU gets target 0 everywhere (the
-        eps guard of the min-max normalisation), as in the release.
-
-    Example:
-
-    ```python
-    >>> logits = torch.randn(2, 5, 3, requires_grad=True)  # B=2 images, N=5 proposals, C=3 classes
-    >>> proposals = torch.rand(2, 5, 8, 8)
-    >>> labels = torch.randint(0, 3, (2, 8, 8))
-    >>> mask_aware_loss(logits, proposals, labels).backward()
-    ```"""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask-aware loss `L_ma` (paper Eq. 5-7, as released) as `(sum, count)` over its entries; see [`mask_aware_loss`]
+    (the mean, `sum / count`). `count` is a 0-d int64 tensor; `sum` is connected to `mask_logits` even when 0."""
     if mask_logits.ndim != 3:
         raise ValueError(f"mask_logits must have shape (B, N, C), got {tuple(mask_logits.shape)}.")
     if proposals.ndim != 4:
@@ -219,7 +142,7 @@ def mask_aware_loss(
 
     class_ids, class_valid, class_masks = class_masks_from_labels(labels, num_classes, ignore_index)
     if class_ids.shape[1] == 0:
-        return _zero_loss_like(mask_logits)
+        return _zero_loss_like(mask_logits), torch.zeros((), dtype=torch.long, device=mask_logits.device)
 
     with torch.no_grad():
         probs = proposals.detach().to(torch.promote_types(proposals.dtype, torch.float32))
@@ -236,27 +159,50 @@ def mask_aware_loss(
     entry_valid = class_valid.to(scores.device).unsqueeze(-1).expand(-1, -1, num_proposals)
     if proposal_valid_mask is not None:
         entry_valid = entry_valid & proposal_valid_mask.to(device=scores.device, dtype=torch.bool).unsqueeze(1)
-    count = entry_valid.sum()
-    if count == 0:
-        return _zero_loss_like(mask_logits)
     per_entry = F.smooth_l1_loss(selected, target.to(selected), reduction="none", beta=1.0)
-    return per_entry.masked_select(entry_valid).sum() / count
+    return per_entry.masked_select(entry_valid).sum(), entry_valid.sum()
+
+
+def mask_aware_loss(
+    mask_logits: torch.Tensor,
+    proposals: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = 255,
+    proposal_valid_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mask-aware loss `L_ma` (paper Eq. 5-7, as released), the mean over entries.
+
+    For every image `b` and class `c` present in `labels[b]` (except `ignore_index`): target `t[b, c, n]` = soft IoU
+    ([`soft_iou`]) of proposal `n` with `labels[b] == c`, min-max normalised over the valid proposals (eps `1e-8`),
+    detached; prediction `softmax(mask_logits[b, n])[c]`; SmoothL1 (beta 1), averaged over all (image, class, valid
+    proposal) entries.
+
+    Args:
+        mask_logits: `(B, N, C)` proposal logits (`100 * cos` for MAFT).
+        proposals: `(B, N, H, W)` probabilities in [0, 1]; resized bilinearly to the label size if it differs (as the
+            released `get_iou`). Padding pixels count in `sum(p)`, as released.
+        labels: `(B, H', W')` class ids in `[0, C)` or `ignore_index`.
+        proposal_valid_mask: optional `(B, N)` bool, False for padded proposals (left out of normalisation and mean).
+
+    Returns:
+        Scalar; a 0 connected to `mask_logits` when no image has a labelled pixel. A row whose proposals all have the
+        same IoU gets target 0 (the eps guard), as released.
+
+    Example:
+
+    ```python
+    >>> logits = torch.randn(2, 5, 3, requires_grad=True)  # B=2 images, N=5 proposals, C=3 classes
+    >>> proposals = torch.rand(2, 5, 8, 8)
+    >>> labels = torch.randint(0, 3, (2, 8, 8))
+    >>> mask_aware_loss(logits, proposals, labels).backward()
+    ```"""
+    total, count = mask_aware_loss_sum(mask_logits, proposals, labels, ignore_index, proposal_valid_mask)
+    return total / count.clamp(min=1)
 
 
 def self_distillation_loss(student_image_logits: torch.Tensor, teacher_image_logits: torch.Tensor) -> torch.Tensor:
-    """Self-distillation loss `L_dis` (paper Eq. 8, as released).
-
-    SmoothL1 (beta 1, mean over all `B * C` entries) between `softmax(student)` and `softmax(teacher)`, softmax over
-    the `C` classes. The teacher is detached.
-
-    Args:
-        student_image_logits: `(B, C)` logits (`100 * cos`) of the fine-tuned encoder's whole-image embedding,
-            computed without proposals.
-        teacher_image_logits: `(B, C)` the same from the frozen original CLIP.
-
-    Returns:
-        Scalar loss.
-    """
+    """Self-distillation loss `L_dis` (paper Eq. 8, as released): SmoothL1 (beta 1, mean over the `B * C` entries)
+    between `softmax(student)` and `softmax(teacher)` of the whole-image logits `(B, C)`; the teacher is detached."""
     if student_image_logits.ndim != 2 or student_image_logits.shape != teacher_image_logits.shape:
         raise ValueError(
             "student_image_logits and teacher_image_logits must both have shape (B, C), got "
@@ -269,19 +215,15 @@ def self_distillation_loss(student_image_logits: torch.Tensor, teacher_image_log
 
 @dataclass
 class MAFTLossOutput:
-    """The MAFT objective and its terms (all scalars).
-
-    Attributes:
-        loss: `mask_aware_loss + distillation_weight * distillation_loss`.
-        mask_aware_loss: `L_ma`.
-        distillation_loss: unweighted `L_dis` (None when no image logits were given).
-        distillation_weight: the `lambda` used.
-    """
+    """`loss = L_ma + lambda * L_dis` and its terms (scalars; `distillation_loss` unweighted, None without image
+    logits), with `L_ma` also as a sum over its entries and their number ([`mask_aware_loss_sum`])."""
 
     loss: torch.Tensor
     mask_aware_loss: torch.Tensor
     distillation_loss: torch.Tensor | None
     distillation_weight: float
+    mask_aware_sum: torch.Tensor | None = None
+    mask_aware_count: torch.Tensor | None = None
 
 
 def maft_loss(
@@ -294,38 +236,24 @@ def maft_loss(
     ignore_index: int = 255,
     proposal_valid_mask: torch.Tensor | None = None,
 ) -> MAFTLossOutput:
-    """Total MAFT loss `L = L_ma + lambda * L_dis`.
-
-    `distillation_weight` (lambda) defaults to 0.1, the value of the released config (`MODEL.dis_weight`); the paper
-    text says 1 (`PAPER_DISTILLATION_WEIGHT`). Without image logits (both None) the distillation term is skipped
-    (equivalent to lambda = 0).
-
-    Args:
-        mask_logits, proposals, labels, ignore_index, proposal_valid_mask: see [`mask_aware_loss`].
-        student_image_logits, teacher_image_logits: `(B, C)`, see [`self_distillation_loss`].
-        distillation_weight: lambda.
-
-    Returns:
-        [`MAFTLossOutput`].
-    """
+    """Total MAFT loss `L = L_ma + lambda * L_dis` ([`mask_aware_loss`], [`self_distillation_loss`]); lambda 0.1 as
+    released (`MODEL.dis_weight`; the paper says 1). Without image logits the distillation term is skipped."""
     if (student_image_logits is None) != (teacher_image_logits is None):
         raise ValueError("Pass both student_image_logits and teacher_image_logits, or neither.")
-    ma = mask_aware_loss(mask_logits, proposals, labels, ignore_index, proposal_valid_mask)
-    dis = None
-    total = ma
-    if student_image_logits is not None:
-        dis = self_distillation_loss(student_image_logits, teacher_image_logits)
-        total = ma + distillation_weight * dis
-    return MAFTLossOutput(
-        loss=total, mask_aware_loss=ma, distillation_loss=dis, distillation_weight=distillation_weight
-    )
+    ma_sum, ma_count = mask_aware_loss_sum(mask_logits, proposals, labels, ignore_index, proposal_valid_mask)
+    ma = ma_sum / ma_count.clamp(min=1)
+    dis = None if student_image_logits is None else self_distillation_loss(student_image_logits, teacher_image_logits)
+    total = ma if dis is None else ma + distillation_weight * dis
+    return MAFTLossOutput(total, ma, dis, distillation_weight, ma_sum, ma_count)
 
 
 __all__ = [
     "soft_iou",
     "class_masks_from_labels",
     "min_max_normalize",
+    "mask_aware_entry_count",
     "mask_aware_loss",
+    "mask_aware_loss_sum",
     "self_distillation_loss",
     "maft_loss",
     "MAFTLossOutput",

@@ -1,0 +1,164 @@
+"""The fine-tuning objective: student and teacher passes, the MAFT loss of a batch (Eq. 5-8) and the LR schedule."""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.labels import IGNORE_INDEX
+from ..inference.semantic_map import classify_proposals
+from .losses import maft_loss
+
+LOSS_NORMALIZATIONS = ("global", "per_device")
+
+
+def make_teacher(model: nn.Module) -> nn.Module:
+    """A frozen copy of `model` (eval mode, no gradients): the original CLIP of the self-distillation loss."""
+    teacher = copy.deepcopy(model).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def image_class_logits(model, pixel_values: torch.Tensor, text_classifier: torch.Tensor) -> torch.Tensor:
+    """Whole-image class logits `(B, C)`: `exp(logit_scale) * cos(image embedding, class embedding)` of
+    `pixel_values (B, 3, s, s)` against `text_classifier (C, D)`."""
+    features = model.get_image_features(pixel_values)
+    features = features if isinstance(features, torch.Tensor) else features.pooler_output
+    image_embeds = F.normalize(features, dim=-1)
+    text_embeds = F.normalize(text_classifier.to(device=image_embeds.device, dtype=image_embeds.dtype), dim=-1)
+    return model.logit_scale.exp() * image_embeds @ text_embeds.t()
+
+
+class MaskAwareStudent(nn.Module):
+    """The trained model as one module returning both logits MAFT's loss needs, so that DDP synchronises the
+    gradients of both passes; wrap the `MaskAwareCLIPModel` before `accelerator.prepare` (`student.model` is saved)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        proposal_masks: torch.Tensor,
+        text_classifier: torch.Tensor,
+        proposal_valid_mask: torch.Tensor | None = None,
+        with_image_logits: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns `(mask_logits (B, N, C), image_logits (B, C) or None)`."""
+        mask_logits = classify_proposals(self.model, pixel_values, proposal_masks, text_classifier, proposal_valid_mask)
+        image_logits = image_class_logits(self.model, pixel_values, text_classifier) if with_image_logits else None
+        return mask_logits, image_logits
+
+
+@dataclass
+class TrainingStepOutput:
+    """Result of [`training_step`]: `loss` to back-propagate; detached sums and entry counts of both terms over
+    this batch (`distillation_sum = L_dis * B * C`, count `B * C`, 0 without distillation)."""
+
+    loss: torch.Tensor
+    mask_aware_sum: torch.Tensor
+    mask_aware_count: torch.Tensor
+    distillation_sum: torch.Tensor
+    distillation_count: int = 0
+
+    @property
+    def mask_aware_loss(self) -> torch.Tensor:
+        return self.mask_aware_sum / self.mask_aware_count.clamp(min=1)
+
+    @property
+    def distillation_loss(self) -> torch.Tensor | None:
+        return self.distillation_sum / self.distillation_count if self.distillation_count else None
+
+
+def training_step(
+    student,
+    teacher,
+    batch: dict,
+    text_classifier: torch.Tensor,
+    distillation_weight: float = 0.1,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    mask_aware_normalizer: float | torch.Tensor | None = None,
+    distillation_normalizer: float | torch.Tensor | None = None,
+    loss_scale: float = 1.0,
+    autocast=None,
+) -> TrainingStepOutput:
+    """Forward pass and MAFT loss `L = L_ma + lambda * L_dis` of one batch (paper Eq. 5-8, as released).
+
+    By default both terms are means over this batch (the release: each device's mean). With `mask_aware_normalizer`
+    / `distillation_normalizer` (the entry counts of the whole global batch) the terms are this batch's sums divided
+    by those: summed over micro-batches and processes, the gradient is that of the global batch (with DDP's gradient
+    averaging, pass `loss_scale = num_processes`). `loss = loss_scale * (...)`.
+
+    Args:
+        student: a [`MaskAwareStudent`] (possibly prepared by accelerate) or a `MaskAwareCLIPModel`.
+        teacher: the frozen original model, or None when `distillation_weight` is 0.
+        batch: from `prepare_batch`: `pixel_values`, `proposal_masks`, `proposal_valid_mask`, `labels`.
+        text_classifier: `(C, projection_dim)`.
+        autocast: optional context manager factory for the teacher's pass (e.g. `accelerator.autocast`).
+    """
+    from ..model.modeling_maft import MaskAwareCLIPModel
+
+    if isinstance(student, MaskAwareCLIPModel):
+        student = MaskAwareStudent(student)
+    with_distillation = distillation_weight != 0
+    if with_distillation and teacher is None:
+        raise ValueError("A teacher is required when distillation_weight is not 0.")
+    normalized = mask_aware_normalizer is not None or distillation_normalizer is not None
+    if normalized and (mask_aware_normalizer is None or (with_distillation and distillation_normalizer is None)):
+        raise ValueError("Pass both mask_aware_normalizer and distillation_normalizer, or neither.")
+    mask_logits, student_logits = student(
+        batch["pixel_values"],
+        batch["proposal_masks"],
+        text_classifier,
+        batch["proposal_valid_mask"],
+        with_image_logits=with_distillation,
+    )
+    teacher_logits = None
+    if with_distillation:
+        with torch.no_grad(), autocast() if autocast is not None else nullcontext():
+            teacher_logits = image_class_logits(teacher, batch["pixel_values"], text_classifier)
+    terms = maft_loss(
+        mask_logits.float(),
+        batch["proposal_masks"],
+        batch["labels"],
+        None if student_logits is None else student_logits.float(),
+        None if teacher_logits is None else teacher_logits.float(),
+        distillation_weight=distillation_weight,
+        ignore_index=ignore_index,
+        proposal_valid_mask=batch["proposal_valid_mask"],
+    )
+    distillation_count = mask_logits.shape[0] * mask_logits.shape[-1] if with_distillation else 0
+    distillation_sum = terms.distillation_loss * distillation_count if with_distillation else None
+    if mask_aware_normalizer is None:
+        loss = terms.loss
+    else:
+        loss = terms.mask_aware_sum / mask_aware_normalizer
+        if with_distillation:
+            loss = loss + distillation_weight * distillation_sum / distillation_normalizer
+    zero = torch.zeros((), device=mask_logits.device)
+    return TrainingStepOutput(
+        loss=loss * loss_scale,
+        mask_aware_sum=terms.mask_aware_sum.detach(),
+        mask_aware_count=terms.mask_aware_count,
+        distillation_sum=zero if distillation_sum is None else distillation_sum.detach(),
+        distillation_count=distillation_count,
+    )
+
+
+def poly_lr_scheduler(optimizer, num_training_steps: int, power: float = 0.9, num_warmup_steps: int = 0):
+    """detectron2's `WarmupPolyLR` (the released schedule, no warmup factor): `lr * (1 - step / T) ** power` after an
+    optional linear warmup (`get_polynomial_decay_schedule_with_warmup`, `lr_end=0`); step once per optimizer step."""
+    from transformers import get_polynomial_decay_schedule_with_warmup
+
+    if num_training_steps < 1:
+        raise ValueError(f"num_training_steps must be >= 1, got {num_training_steps}.")
+    return get_polynomial_decay_schedule_with_warmup(
+        optimizer, num_warmup_steps, num_training_steps, lr_end=0.0, power=power
+    )
