@@ -128,3 +128,20 @@ def test_reproduce_paper_from_the_released_files(release, tmp_path, capsys):
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "eval").rglob("results.json")}
     reproduce.main(argv + options + ["--cpu"])
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "eval").rglob("results.json")} == before
+
+
+def test_fine_tuning_with_the_released_generator(tmp_path, monkeypatch):
+    from maft_hf.cli import finetune
+    from maft_hf.data import save_synthetic_dataset
+    from maft_hf.proposals.freeseg.testing import build_tiny_freeseg
+    from maft_hf.testing import build_tiny_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    build_tiny_checkpoint("maft")
+    build_tiny_freeseg("freeseg")
+    save_synthetic_dataset("data", 8, 4, image_size=48)
+    argv = ["--cpu", "--offline", "--model_name_or_path", "maft", "--dataset_path", "data", "--output_dir", "out"]
+    argv += ["--proposal_generator", "freeseg:freeseg", "--crop_size", "48", "--short_side", "48"]
+    results = finetune.main(argv + ["--per_device_train_batch_size", "2", "--max_train_steps", "3"])
+    assert results["train_steps"] == 3 and results["train_loss"] > 0
+    assert (tmp_path / "out" / "model.safetensors").is_file()
