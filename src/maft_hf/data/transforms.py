@@ -1,19 +1,8 @@
-"""Training augmentation of the released MAFT recipe and CLIP input preparation, as plain torch functions.
+"""The released MAFT training augmentation (detectron2 `MaskFormerSemanticDatasetMapper`) as torch functions on an
+image `uint8 (3, H, W)` and a label map `(H, W)`, with an optional seeded `torch.Generator`.
 
-The released data mapper (detectron2 `MaskFormerSemanticDatasetMapper`) does, per training image:
-resize the short side (`ResizeShortestEdge`, long side capped at 2560), random crop 640x640 (smaller sides are kept
-whole), SSD colour jitter, random horizontal flip, then pad image and label at the bottom/right to 640x640 with 128
-and 255 ([`train_transform`] chains the same steps). The model then normalises with the CLIP mean/std and resizes
-the 640x640 image to 480x480 bilinearly (`align_corners=False`) without keeping the aspect ratio
-([`to_clip_input`]).
-
-Differences, all deliberate and documented: the short side defaults to 640 (`short_side` also accepts a list to
-sample from, e.g. `RELEASED_SHORT_SIDES`, the released multi-scale choice); no SSD colour jitter; resizing uses
-torch's bilinear with antialias (close to PIL's, which detectron2 uses for uint8 images) and `nearest-exact` for
-labels (PIL's nearest rule).
-
-All functions take an image `uint8 (3, H, W)` and a label map `(H, W)` (any integer dtype) and an optional seeded
-`torch.Generator` for reproducibility.
+Deliberate differences: the short side defaults to 640 (`RELEASED_SHORT_SIDES` is the released multi-scale choice);
+no SSD colour jitter; torch's antialiased bilinear (close to PIL's) and `nearest-exact` labels (PIL's nearest rule).
 """
 
 from __future__ import annotations
@@ -23,8 +12,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..model.images import shortest_edge_size  # noqa: F401  (re-exported: detectron2's ResizeShortestEdge size)
-from ..model.processing_maft import to_clip_input  # noqa: F401  (re-exported: the one CLIP input transform)
+from ..model.images import shortest_edge_size
+from ..model.processing_maft import to_clip_input  # noqa: F401  (re-exported)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -86,19 +75,8 @@ def resize_shortest_edge(
     max_size: int | None = RELEASED_MAX_SIZE,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resize image (bilinear) and label (nearest) so that the short side is `short_side`.
-
-    Args:
-        image: `uint8 (3, H, W)`.
-        label: `(H, W)` integer ids.
-        short_side: target short side, or a sequence to draw one from uniformly (the released recipe uses
-            `RELEASED_SHORT_SIDES`).
-        max_size: cap on the long side (2560 as released), None for no cap.
-        generator: seeds the draw when `short_side` is a sequence.
-
-    Returns:
-        `(image (3, H', W'), label (H', W'))`.
-    """
+    """Resize image (bilinear) and label (nearest) to a short side of `short_side` (or one drawn from a sequence),
+    the long side capped at `max_size`."""
     _check_pair(image, label)
     size = shortest_edge_size(image.shape[-2], image.shape[-1], _pick(short_side, generator), max_size)
     return resize_image(image, size), resize_label(label, size)
@@ -107,36 +85,23 @@ def resize_shortest_edge(
 def random_crop(
     image: torch.Tensor, label: torch.Tensor, crop_size: int = 640, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random crop of `min(H, crop_size) x min(W, crop_size)` (detectron2's absolute `RandomCrop`): sides shorter
-    than `crop_size` are kept whole. Use [`pad_to_size`] afterwards for a fixed `crop_size x crop_size` output.
-
-    Returns:
-        `(image (3, h, w), label (h, w))` with `h = min(H, crop_size)`, `w = min(W, crop_size)`.
-    """
+    """Random crop of `min(H, crop_size) x min(W, crop_size)` (detectron2's absolute `RandomCrop`)."""
     _check_pair(image, label)
     height, width = label.shape
     crop_h, crop_w = min(height, crop_size), min(width, crop_size)
     top = int(torch.randint(height - crop_h + 1, (1,), generator=generator).item())
     left = int(torch.randint(width - crop_w + 1, (1,), generator=generator).item())
-    image = image[:, top : top + crop_h, left : left + crop_w]
-    label = label[top : top + crop_h, left : left + crop_w]
-    return image, label
+    return image[:, top : top + crop_h, left : left + crop_w], label[top : top + crop_h, left : left + crop_w]
 
 
 def pad_to_size(image: torch.Tensor, label: torch.Tensor, size: int = 640) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad at the bottom and right to `size x size`: image with 128, label with 255 (the released padding).
-
-    Raises:
-        ValueError: if the input is larger than `size`.
-    """
+    """Pad at the bottom and right to `size x size`: image with 128, label with 255 (the released padding)."""
     _check_pair(image, label)
     height, width = label.shape
     if height > size or width > size:
         raise ValueError(f"Cannot pad a {height}x{width} image to {size}x{size}; crop it first.")
     padding = (0, size - width, 0, size - height)
-    image = F.pad(image, padding, value=IMAGE_PAD_VALUE)
-    label = F.pad(label, padding, value=LABEL_PAD_VALUE)
-    return image, label
+    return F.pad(image, padding, value=IMAGE_PAD_VALUE), F.pad(label, padding, value=LABEL_PAD_VALUE)
 
 
 def random_horizontal_flip(
@@ -158,20 +123,8 @@ def train_transform(
     flip_prob: float = 0.5,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The released training augmentation (without colour jitter): resize short side, random crop, random flip,
-    then pad at the bottom/right to `crop_size` (in this order, as released: padding is never flipped).
-
-    Args:
-        image: `uint8 (3, H, W)`.
-        label: `(H, W)` integer ids (255 = ignore).
-        short_side: int, or a sequence to sample from (`RELEASED_SHORT_SIDES` for the released multi-scale recipe).
-        crop_size: side of the square output (640).
-        max_size: cap on the long side after resizing.
-        flip_prob: probability of a horizontal flip.
-        generator: a seeded `torch.Generator` for reproducible draws.
-
-    Returns:
-        `(image uint8 (3, crop_size, crop_size), label (crop_size, crop_size))`; padding is 128 / 255.
+    """The released training augmentation (without colour jitter): resize short side, random crop, random flip, pad
+    at the bottom/right to `crop_size` (in this order: padding is never flipped).
 
     Example:
 
@@ -186,22 +139,3 @@ def train_transform(
     image, label = random_crop(image, label, crop_size, generator)
     image, label = random_horizontal_flip(image, label, flip_prob, generator)
     return pad_to_size(image, label, crop_size)
-
-
-__all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
-    "IMAGE_PAD_VALUE",
-    "LABEL_PAD_VALUE",
-    "RELEASED_SHORT_SIDES",
-    "RELEASED_MAX_SIZE",
-    "shortest_edge_size",
-    "resize_image",
-    "resize_label",
-    "resize_shortest_edge",
-    "random_crop",
-    "pad_to_size",
-    "random_horizontal_flip",
-    "train_transform",
-    "to_clip_input",
-]

@@ -142,5 +142,3 @@ def upload_checkpoint(folder: str | os.PathLike, repo_id: str | None, token: str
     api.upload_folder(folder_path=os.fspath(folder), repo_id=repo_id, commit_message=message)
     return repo_id
 
-
-__all__ = ["PRESETS", "preset_for", "pretrained_options", "load_clip_as_maft", "convert_clip_checkpoint"]

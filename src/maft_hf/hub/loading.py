@@ -168,5 +168,3 @@ def load_proposal_generator(spec: str, options=None, offline: bool = False, devi
     except OSError as err:
         raise ValueError(f"Cannot load the proposal generator {spec!r}: {err}") from err
 
-
-__all__ = ["check_device", "load_model_and_processor", "load_proposal_generator"]

@@ -89,5 +89,3 @@ class MAFTHubMixin:
                 commit_description=commit_description,
             )
 
-
-__all__ = ["CUSTOM_PIPELINES", "MAFTHubMixin"]
