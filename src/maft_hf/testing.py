@@ -11,20 +11,11 @@ import string
 
 from .model.configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
 
-TINY_VISION = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    image_size=32,
-    patch_size=8,
-    mask_start_layer=2,
-)
+_TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4)
+TINY_VISION = dict(**_TINY, num_hidden_layers=4, image_size=32, patch_size=8, mask_start_layer=2)
 TINY_TEXT = dict(
-    hidden_size=32,
-    intermediate_size=64,
+    **_TINY,
     num_hidden_layers=2,
-    num_attention_heads=4,
     vocab_size=99,
     max_position_embeddings=32,
     bos_token_id=0,
@@ -86,9 +77,6 @@ def build_tiny_checkpoint(directory: str | os.PathLike, seed: int = 0, input_ima
     return os.fspath(directory)
 
 
-__all__ = ["tiny_vision_config", "tiny_maft_config", "build_tiny_tokenizer", "build_tiny_checkpoint"]
-
-
 def build_tiny_mask2former(
     directory: str | os.PathLike, num_queries: int = 10, num_labels: int = 5, seed: int = 0, image_size: int = 64
 ):
@@ -103,36 +91,20 @@ def build_tiny_mask2former(
     )
 
     torch.manual_seed(seed)
+    stages = ["stage1", "stage2", "stage3", "stage4"]
     backbone = SwinConfig(
-        embed_dim=16,
-        depths=[1, 1, 1, 1],
-        num_heads=[1, 1, 1, 1],
-        image_size=image_size,
-        window_size=4,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
+        embed_dim=16, depths=[1] * 4, num_heads=[1] * 4, image_size=image_size, window_size=4, out_features=stages
     )
     config = Mask2FormerConfig(
-        backbone_config=backbone,
-        hidden_dim=32,
-        feature_size=32,
-        mask_feature_size=32,
-        num_queries=num_queries,
-        decoder_layers=3,
-        encoder_layers=1,
-        encoder_feedforward_dim=64,
-        dim_feedforward=64,
-        num_attention_heads=2,
-        num_labels=num_labels,
-        id2label={i: f"thing{i}" for i in range(num_labels)},
-    )
+        backbone_config=backbone, hidden_dim=32, feature_size=32, mask_feature_size=32, num_queries=num_queries,
+        decoder_layers=3, encoder_layers=1, encoder_feedforward_dim=64, dim_feedforward=64, num_attention_heads=2,
+        num_labels=num_labels, id2label={i: f"thing{i}" for i in range(num_labels)},
+    )  # fmt: skip
     Mask2FormerForUniversalSegmentation(config).save_pretrained(directory)
     Mask2FormerImageProcessor(size={"shortest_edge": image_size, "longest_edge": 2 * image_size}).save_pretrained(
         directory
     )
     return os.fspath(directory)
-
-
-__all__ += ["build_tiny_mask2former"]
 
 
 def build_tiny_sam(directory: str | os.PathLike | None = None, seed: int = 0):
@@ -163,6 +135,3 @@ def build_tiny_sam(directory: str | os.PathLike | None = None, seed: int = 0):
         return model
     model.save_pretrained(directory)
     return os.fspath(directory)
-
-
-__all__ += ["build_tiny_sam"]

@@ -19,11 +19,10 @@ import math
 import os
 import sys
 
-from maft_hf.hub.model_card import BACKBONES, SETTINGS, make_model_card
+from maft_hf.hub.model_card import BACKBONES, BASE_MODELS, SETTINGS, make_model_card
 
 
 def read_json(value, name, allow_text=False):
-    """A JSON file, a JSON string, or (when allowed) plain text; None stays None."""
     if value is None:
         return None
     if os.path.isfile(value):
@@ -38,7 +37,7 @@ def read_json(value, name, allow_text=False):
 
 
 def count_parameters(checkpoint_dir) -> int | None:
-    """Number of parameters in the checkpoint's safetensors files (read from their headers, nothing loaded)."""
+    """Number of parameters in the checkpoint's safetensors files (from their headers)."""
     from safetensors import safe_open
 
     files = [os.path.join(checkpoint_dir, f) for f in sorted(os.listdir(checkpoint_dir)) if f.endswith(".safetensors")]
@@ -66,9 +65,7 @@ def parse_args(argv=None):
     parser.add_argument("--evaluation_proposals", default=None, help="Proposal generator of the results.")
     parser.add_argument("--license", default="apache-2.0")
     parser.add_argument("--model_name", default=None)
-    parser.add_argument(
-        "--template", default=None, help="Template file (default: the packaged maft_hf/assets/model_card_template.md)."
-    )
+    parser.add_argument("--template", default=None, help="Template file (default: the packaged one).")
     return parser.parse_args(argv)
 
 
@@ -80,25 +77,20 @@ def main(argv=None):
 
         config = MAFTConfig.from_pretrained(args.checkpoint_dir)
         num_parameters = count_parameters(args.checkpoint_dir)
-    clip = {"vit-b16": "base-patch16", "vit-l14": "large-patch14", "vit-b32": "base-patch32"}
-    base_model = args.base_model or f"openai/clip-vit-{clip[args.backbone or 'vit-b16']}"
+    base_model = args.base_model or BASE_MODELS[args.backbone or "vit-b16"]
+    options = ("datasets", "setting", "backbone", "input_image_size", "mask_start_layer", "evaluation_proposals")
     card = make_model_card(
-        model_id=args.model_id,
-        base_model=base_model,
-        results=read_json(args.results, "results"),
-        training=read_json(args.training, "training"),
-        datasets=args.datasets,
+        args.model_id,
+        base_model,
+        read_json(args.results, "results"),
+        read_json(args.training, "training"),
         compute=read_json(args.compute, "compute", allow_text=True),
-        setting=args.setting,
-        backbone=args.backbone,
         config=config,
-        input_image_size=args.input_image_size,
-        mask_start_layer=args.mask_start_layer,
         num_parameters=num_parameters,
-        evaluation_proposals=args.evaluation_proposals,
         license=args.license,
         model_name=args.model_name,
         template_path=args.template,
+        **{name: getattr(args, name) for name in options},
     )
     output = args.output
     if output is None and args.checkpoint_dir is not None:

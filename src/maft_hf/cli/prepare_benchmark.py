@@ -85,27 +85,36 @@ def _convert_and_write(args: argparse.Namespace, cache_dir: str):
         cache_dir=cache_dir,
     )
     dataset_dict = DatasetDict({args.split: dataset})
-    spec = BENCHMARKS[args.benchmark]
-    id2label = json.dumps({str(i): name for i, name in enumerate(spec.class_names())}, indent=2)
-    metadata = json.dumps(benchmark_metadata(args.benchmark), indent=2)
-    if args.output_dir is not None:
-        dataset_dict.save_to_disk(args.output_dir)
-        write_atomic(Path(args.output_dir, "id2label.json"), id2label)
-        write_atomic(Path(args.output_dir, "benchmark.json"), metadata)
-        print(f"Saved {len(dataset)} {args.benchmark} images ({args.split}) to {args.output_dir}")
-    if args.push_to_hub:
+    files = {
+        "id2label.json": id2label_json(BENCHMARKS[args.benchmark].class_names()),
+        "benchmark.json": json.dumps(benchmark_metadata(args.benchmark), indent=2),
+    }
+    saved = f"{len(dataset)} {args.benchmark} images ({args.split})"
+    return save_dataset(
+        dataset_dict, files, saved, args.output_dir, args.hub_dataset_id if args.push_to_hub else None, args
+    )
+
+
+def id2label_json(class_names) -> str:
+    return json.dumps({str(i): name for i, name in enumerate(class_names)}, indent=2)
+
+
+def save_dataset(dataset_dict, files: dict[str, str], saved: str, output_dir, repo_id, args):
+    """`save_to_disk` with the JSON `files` beside it, and/or push both to the Hub dataset `repo_id`."""
+    if output_dir is not None:
+        dataset_dict.save_to_disk(output_dir)
+        for file_name, text in files.items():
+            write_atomic(Path(output_dir, file_name), text)
+        print(f"Saved {saved} to {output_dir}")
+    if repo_id is not None:
         from huggingface_hub import HfApi
 
-        dataset_dict.push_to_hub(args.hub_dataset_id, private=args.private, token=args.hub_token)
+        dataset_dict.push_to_hub(repo_id, private=args.private, token=args.hub_token)
         api = HfApi(token=args.hub_token)
-        for file_name, text in (("id2label.json", id2label), ("benchmark.json", metadata)):
-            api.upload_file(
-                path_or_fileobj=text.encode("utf-8"),
-                path_in_repo=file_name,
-                repo_id=args.hub_dataset_id,
-                repo_type="dataset",
-            )
-        print(f"Pushed to https://huggingface.co/datasets/{args.hub_dataset_id}")
+        for file_name, text in files.items():
+            data = text.encode("utf-8")
+            api.upload_file(path_or_fileobj=data, path_in_repo=file_name, repo_id=repo_id, repo_type="dataset")
+        print(f"Pushed to https://huggingface.co/datasets/{repo_id}")
     return dataset_dict
 
 

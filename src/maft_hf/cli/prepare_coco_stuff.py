@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 
+from maft_hf.cli.prepare_benchmark import id2label_json, save_dataset
 from maft_hf.data.labels import coco_stuff_lut, features_with_class_names, label_map_array, map_labels
-from maft_hf.evaluation.progress import write_atomic
 from maft_hf.inference.vocabulary import load_vocabulary
 
 SPLITS = {"train2017": "train", "val2017": "validation"}
@@ -39,13 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_root", type=str, required=True, help="Root of the extracted COCO-Stuff release.")
     parser.add_argument("--output_dir", type=str, default=None, help="Where to save_to_disk the DatasetDict.")
-    parser.add_argument(
-        "--splits",
-        nargs="+",
-        default=list(SPLITS),
-        choices=list(SPLITS),
-        help="Release splits to convert (default: both).",
-    )
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS), help="Default: both.")
     parser.add_argument("--max_images", type=int, default=None, help="Convert only the first N images of each split.")
     parser.add_argument("--num_proc", type=int, default=None, help="Worker processes for the conversion.")
     parser.add_argument("--cache_dir", type=str, default=None, help="datasets cache directory for the conversion.")
@@ -100,20 +93,11 @@ def convert_label(label_path: str, lut: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _generate(pairs: list[tuple[str, str]]):
-    lut = coco_stuff_lut()
-    for image_path, label_path in pairs:
-        with open(image_path, "rb") as f:
-            image_bytes = f.read()
-        yield {
-            "image": {"bytes": image_bytes, "path": None},
-            "label": {"bytes": convert_label(label_path, lut), "path": None},
-        }
-
-
 def _generate_shards(shards: list[list[tuple[str, str]]]):
-    for pairs in shards:
-        yield from _generate(pairs)
+    lut = coco_stuff_lut()
+    for image_path, label_path in (pair for pairs in shards for pair in pairs):
+        image = {"bytes": Path(image_path).read_bytes(), "path": None}
+        yield {"image": image, "label": {"bytes": convert_label(label_path, lut), "path": None}}
 
 
 def build_dataset_dict(args: argparse.Namespace):
@@ -145,20 +129,8 @@ def main(argv: list[str] | None = None):
     """Run the conversion; returns the `DatasetDict`."""
     args = parse_args(argv)
     dataset_dict, class_names = build_dataset_dict(args)
-    id2label = json.dumps({str(i): name for i, name in enumerate(class_names)}, indent=2)
-    if args.output_dir is not None:
-        dataset_dict.save_to_disk(args.output_dir)
-        write_atomic(Path(args.output_dir, "id2label.json"), id2label)
-        print(f"Saved {', '.join(f'{k}: {len(v)}' for k, v in dataset_dict.items())} to {args.output_dir}")
-    if args.push_to_hub:
-        from huggingface_hub import HfApi
-
-        dataset_dict.push_to_hub(args.hub_model_id, private=args.private, token=args.hub_token)
-        HfApi(token=args.hub_token).upload_file(
-            path_or_fileobj=id2label.encode("utf-8"),
-            path_in_repo="id2label.json",
-            repo_id=args.hub_model_id,
-            repo_type="dataset",
-        )
-        print(f"Pushed to https://huggingface.co/datasets/{args.hub_model_id}")
-    return dataset_dict
+    saved = ", ".join(f"{k}: {len(v)}" for k, v in dataset_dict.items())
+    files = {"id2label.json": id2label_json(class_names)}
+    return save_dataset(
+        dataset_dict, files, saved, args.output_dir, args.hub_model_id if args.push_to_hub else None, args
+    )

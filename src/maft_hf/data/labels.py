@@ -1,14 +1,7 @@
-"""Label maps and the class names a dataset carries: the one home for both.
+"""Label maps and the class names a dataset carries.
 
-* [`label_map_array`] decodes any stored label map (PIL image, array, tensor, `{"bytes"/"path"}` cell) to `(H, W)`
-  integer ids; [`map_labels`] applies a lookup table (every release conversion is one); [`coco_stuff_lut`] is the
-  COCO-Stuff one: raw `stuffthingmaps` value (COCO id - 1, 0..181) -> contiguous ids 0..170 of
-  `vocab/coco_stuff_171.txt`, the 11 unused values and 255 -> 255.
-* Class names are stored in the label feature's `id` as JSON ([`features_with_class_names`]): unlike
-  `DatasetInfo.description` it survives `save_to_disk`, `to_parquet`, `push_to_hub` and `load_dataset`.
-  [`get_class_names`] reads it, then the older description line ([`dataset_info_with_class_names`]), then an
-  `id2label.json` beside the data.
-"""
+Class names are stored as JSON in the label feature's `id` ([`features_with_class_names`]), which, unlike
+`DatasetInfo.description`, survives `save_to_disk`, parquet and the Hub."""
 
 from __future__ import annotations
 
@@ -33,7 +26,7 @@ ID2LABEL_FILE = "id2label.json"
 
 
 def coco_stuff_lut(ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """`(256,)` lookup table raw COCO-Stuff value -> contiguous id (uint8, or uint16 when `ignore_index > 255`)."""
+    """`(256,)` lookup table raw COCO-Stuff value (COCO id - 1) -> contiguous id 0..170, unused values -> ignore."""
     if not 0 <= ignore_index <= 65535:
         raise ValueError(f"ignore_index must be in [0, 65535], got {ignore_index}.")
     used = [v for v in range(COCO_STUFF_NUM_RAW_IDS) if v not in COCO_STUFF_UNUSED_RAW_IDS]
@@ -51,11 +44,8 @@ def coco_stuff_unseen_ids() -> list[int]:
 
 
 def label_map_array(label: Any, what: str = "Label maps") -> np.ndarray:
-    """A label map (PIL image, array, tensor, nested list or a `{"bytes"}` / `{"path"}` cell) as `(H, W)` integer ids.
-
-    8-bit ("L", "P") maps decode to uint8 and 16-bit ("I;16") ones to uint16, exactly the stored ids; a trailing
-    channel of size 1 is dropped. Raises a `ValueError` for non-integer values and other shapes.
-    """
+    """A label map (PIL image, array, tensor, nested list or `{"bytes"}` / `{"path"}` cell) as `(H, W)` integer ids
+    (exactly the stored ids: uint8 or uint16); `ValueError` for non-integer values and other shapes."""
     from PIL import Image
 
     if isinstance(label, dict) and (label.get("bytes") is not None or label.get("path")):
@@ -78,9 +68,8 @@ def label_map_array(label: Any, what: str = "Label maps") -> np.ndarray:
 
 
 def map_labels(label_array, lut, what: str = "label map"):
-    """`lut[v]` for every value `v` of an integer label map (NumPy in, NumPy out; torch in, torch out, same device).
-
-    Raises a `ValueError` naming the values outside `[0, len(lut))`."""
+    """`lut[v]` for every value of an integer label map (NumPy or torch, same type out); `ValueError` names values
+    outside `[0, len(lut))`."""
     is_torch = isinstance(label_array, torch.Tensor)
     values = label_array.detach().cpu().numpy() if is_torch else np.asarray(label_array)
     table = lut.detach().cpu().numpy() if isinstance(lut, torch.Tensor) else np.asarray(lut)
@@ -118,13 +107,8 @@ def check_label_ids(labels, num_classes: int, ignore_index: int = IGNORE_INDEX) 
         )
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Class names stored with a dataset
-# ---------------------------------------------------------------------------------------------------------------
 def features_with_class_names(features, class_names, label_column: str = "label", benchmark: dict | None = None):
-    """A copy of `features` whose `label_column` feature carries the class names (and benchmark metadata) in its
-    `id`, as JSON. Read back with [`get_class_names`] / [`dataset_metadata`], also after a parquet or Hub round
-    trip."""
+    """A copy of `features` whose `label_column` carries the class names (and benchmark metadata) in its `id`."""
     import copy
 
     if label_column not in features:
@@ -151,10 +135,8 @@ def _first_split(dataset):
 
 
 def dataset_metadata(dataset) -> dict:
-    """What a dataset says about itself: `{"class_names": [...], "benchmark": {...}}` (either may be missing).
-
-    Read from a feature's `id` (written by [`features_with_class_names`]), else from the description lines of
-    older datasets."""
+    """`{"class_names": [...], "benchmark": {...}}` (either may be missing) from a feature's `id`, else from the
+    description lines of older datasets."""
     dataset = _first_split(dataset)
     found: dict = {}
     for feature in (getattr(dataset, "features", None) or {}).values():
@@ -187,12 +169,8 @@ def read_id2label(path: str | os.PathLike) -> list[str]:
 
 
 def get_class_names(dataset, data_dir: str | os.PathLike | None = None) -> list[str] | None:
-    """The class names of a `Dataset` / `IterableDataset` (or the first split of a `DatasetDict`), or None.
-
-    Looked up in this order: the label feature's metadata ([`features_with_class_names`]), the description of
-    datasets written by older versions, an `id2label.json` in `data_dir` or beside the dataset's Arrow files (the
-    folder `save_to_disk` wrote).
-    """
+    """The class names of a dataset (or the first split of a `DatasetDict`), or None: from [`dataset_metadata`], else
+    an `id2label.json` in `data_dir` or beside the dataset's Arrow files."""
     names = dataset_metadata(dataset).get("class_names")
     if names is not None:
         return list(names)
@@ -203,20 +181,3 @@ def get_class_names(dataset, data_dir: str | os.PathLike | None = None) -> list[
         if (folder / ID2LABEL_FILE).is_file():
             return read_id2label(folder / ID2LABEL_FILE)
     return None
-
-
-__all__ = [
-    "COCO_STUFF_UNUSED_RAW_IDS",
-    "IGNORE_INDEX",
-    "check_label_ids",
-    "coco_stuff_lut",
-    "coco_stuff_unseen_ids",
-    "dataset_info_with_class_names",
-    "dataset_metadata",
-    "features_with_class_names",
-    "get_class_names",
-    "label_map_array",
-    "map_labels",
-    "read_id2label",
-    "zero_shot_ignore",
-]

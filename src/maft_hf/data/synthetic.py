@@ -1,25 +1,7 @@
 """A tiny synthetic semantic-segmentation dataset of coloured shapes, for tests, examples and smoke-training.
 
-Each image is an outdoor-like scene built from the 8 classes of `vocab/synthetic.txt`, each with its own colour and
-texture so that a small model can learn them:
-
-| class  | look                                                      | placement                                |
-|--------|-----------------------------------------------------------|------------------------------------------|
-| sky    | vertical blue gradient                                    | above a random horizon                   |
-| grass  | noisy green                                               | ground (one or two of grass/water/road)  |
-| water  | horizontal blue/cyan stripes                              | ground                                   |
-| road   | flat grey with fine speckle                               | ground                                   |
-| wall   | brick red with light mortar lines                         | a block standing on the horizon (p=0.5)  |
-| tree   | dark-green blob of three discs                            | around the horizon                       |
-| person | skin-coloured ellipse body with a round head              | on the ground                            |
-| car    | bright red rectangle with two black wheels                | on the ground                            |
-
-A frame of `max(1, image_size // 32)` pixels around every image is black and labelled 255 (unlabelled). Images are
-deterministic functions of `(seed, stream, index)`.
-
-Columns: `"image"` (`datasets.Image`, RGB PIL) and `"label"` (`datasets.Image(mode="L")`, class ids into
-`class_names`, 255 = unlabelled). The class names are stored in the dataset's `info.description`; read them with
-`maft_hf.data.labels.get_class_names(dataset)`.
+Each image is an outdoor-like scene of the 8 classes of `vocab/synthetic.txt`, each with its own colour and texture,
+inside a black frame labelled 255; images are deterministic functions of `(seed, stream, index)`.
 """
 
 from __future__ import annotations
@@ -53,16 +35,8 @@ def _disc(yy, xx, cy, cx, ry, rx):
 
 
 def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one scene.
-
-    Args:
-        rng: numpy generator (all randomness comes from it).
-        size: image side in pixels (>= 16).
-
-    Returns:
-        `image uint8 (size, size, 3)` and `label int64 (size, size)`: indices into `SYNTHETIC_CLASS_NAMES`, -1 on
-        the unlabelled frame.
-    """
+    """One scene: `image uint8 (size, size, 3)` and `label int64 (size, size)` (indices into
+    `SYNTHETIC_CLASS_NAMES`, -1 on the frame); all randomness comes from `rng`."""
     if size < 16:
         raise ValueError(f"image_size must be at least 16 pixels, got {size}.")
     idx = {name: i for i, name in enumerate(SYNTHETIC_CLASS_NAMES)}
@@ -151,18 +125,9 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
 def make_synthetic_dataset(
     num_images: int = 32, image_size: int = 64, seed: int = 0, class_names=None, stream: int = 0
 ):
-    """Build the synthetic dataset.
-
-    Args:
-        num_images: number of examples.
-        image_size: side of the square images (>= 16).
-        seed: base seed; example `i` is drawn from `numpy.random.default_rng([seed, stream, i])`.
-        class_names: the label vocabulary, distinct names among `SYNTHETIC_CLASS_NAMES` (default: all 8 in file
-            order). Label ids index this list; pixels of classes left out are still drawn but labelled 255.
-        stream: independent sample stream for the same seed (`make_synthetic_splits` uses 0 for train, 1 for test).
-
-    Returns:
-        `datasets.Dataset` with columns `"image"` (RGB) and `"label"` (mode "L"), class names in `info.description`.
+    """A `datasets.Dataset` of `"image"` (RGB) and `"label"` (mode "L", 255 = unlabelled) columns; example `i` is
+    drawn from `default_rng([seed, stream, i])`. `class_names` (distinct names among `SYNTHETIC_CLASS_NAMES`) is the
+    label vocabulary: classes left out are drawn but labelled 255.
 
     Example:
 
@@ -205,20 +170,7 @@ def make_synthetic_splits(
 def save_synthetic_dataset(
     path, num_train: int = 32, num_test: int = 8, image_size: int = 64, seed: int = 0, class_names=None
 ):
-    """Build [`make_synthetic_splits`] and `save_to_disk(path)`; reload with `datasets.load_from_disk(path)`.
-
-    Returns:
-        The saved `DatasetDict`.
-    """
+    """Build [`make_synthetic_splits`], `save_to_disk(path)` and return it."""
     splits = make_synthetic_splits(num_train, num_test, image_size, seed, class_names)
     splits.save_to_disk(str(path))
     return splits
-
-
-__all__ = [
-    "SYNTHETIC_CLASS_NAMES",
-    "render_scene",
-    "make_synthetic_dataset",
-    "make_synthetic_splits",
-    "save_synthetic_dataset",
-]

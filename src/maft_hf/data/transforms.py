@@ -1,4 +1,5 @@
-"""Training augmentation of the released MAFT recipe and CLIP input preparation, as plain torch functions.
+"""The released MAFT training augmentation (detectron2 `MaskFormerSemanticDatasetMapper`) as torch functions on an
+image `uint8 (3, H, W)` and a label map `(H, W)`, with an optional seeded `torch.Generator`.
 
 The released data mapper (detectron2 `MaskFormerSemanticDatasetMapper`) does, per training image:
 resize the short side (`ResizeShortestEdge`, long side capped at 2560), random crop 640x640 (smaller sides are kept
@@ -17,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..model.images import shortest_edge_size  # noqa: F401  (re-exported: detectron2's ResizeShortestEdge size)
-from ..model.processing_maft import to_clip_input  # noqa: F401  (re-exported: the one CLIP input transform)
+from ..model.images import shortest_edge_size  # noqa: F401  (re-exported)
+from ..model.processing_maft import to_clip_input  # noqa: F401  (re-exported)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -45,14 +46,3 @@ def resize_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.round().to(label.dtype)
 
 
-__all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
-    "IMAGE_PAD_VALUE",
-    "RELEASED_SHORT_SIDES",
-    "RELEASED_MAX_SIZE",
-    "shortest_edge_size",
-    "resize_image",
-    "resize_label",
-    "to_clip_input",
-]

@@ -15,11 +15,8 @@ from ..model.configuration_maft import MAFTConfig
 
 logger = logging.getLogger(__name__)
 
-# Settings of the released models. ViT-B/16: paper section 5.1 (480x480 CLIP input) and Tab. 4e (start layer 8).
-# ViT-L/14: the release builds IP-CLIP with `build_clip_model(name, cfg.MODEL.START_LAYERS)`, which lands in the
-# `frozen` slot of `build_clip_model(model_name, frozen=True, start_layers=8)`: its mask attention starts at layer 8,
-# and its input is squeezed to 480 x 480 like ViT-B/16, of which the /14 patch convolution reads a 34 x 34 grid (the
-# top-left 476 px). ViT-B/32 and other shapes: the same 480 px input, mask attention from 2/3 of the depth.
+# ViT-B/16: paper section 5.1 and Tab. 4e. ViT-L/14: as the release runs (its START_LAYERS lands in another argument,
+# so masking starts at layer 8; the /14 patches read the top-left 476 px of 480). Others: 480 px, 2/3 of the depth.
 PRESETS = {
     "vit-b16": {"patch_size": 16, "num_hidden_layers": 12, "input_image_size": 480, "mask_start_layer": 8},
     "vit-b32": {"patch_size": 32, "num_hidden_layers": 12, "input_image_size": 480, "mask_start_layer": 8},
@@ -28,11 +25,8 @@ PRESETS = {
 
 
 def preset_for(vision_config) -> dict:
-    """The MAFT settings (`input_image_size`, `mask_start_layer`) for a CLIP vision config.
-
-    Known shapes take the `PRESETS` entry; any other runs at 480 px (the floor patch grid, as the release) and
-    starts masking at 2/3 of the depth.
-    """
+    """`input_image_size` and `mask_start_layer` for a CLIP vision config: its `PRESETS` entry, else 480 px and 2/3
+    of the depth."""
     shape = (vision_config.patch_size, vision_config.num_hidden_layers)
     for preset in PRESETS.values():
         if shape == (preset["patch_size"], preset["num_hidden_layers"]):
@@ -44,13 +38,11 @@ def preset_for(vision_config) -> dict:
 
 
 def pretrained_options(local_files_only: bool | None) -> dict:
-    """`from_pretrained` keyword arguments for a `local_files_only` setting; None keeps transformers' default
-    (which follows `HF_HUB_OFFLINE`)."""
+    """`from_pretrained` keyword arguments for `local_files_only` (None: transformers' default)."""
     return {} if local_files_only is None else {"local_files_only": local_files_only}
 
 
 def _clip_mean_std(name_or_path: str, local_files_only: bool | None) -> tuple[list | None, list | None]:
-    """`image_mean` / `image_std` of a CLIP checkpoint's `preprocessor_config.json` (None when it has none)."""
     from transformers.utils import cached_file
 
     options = pretrained_options(local_files_only)
@@ -69,14 +61,8 @@ def load_clip_as_maft(
     input_image_size: int | None = None,
     local_files_only: bool | None = None,
 ):
-    """A plain CLIP checkpoint as a `MaskAwareCLIPModel` and `MAFTProcessor`, in memory.
-
-    Same weights (0 missing / 0 unexpected keys, else `ValueError`), MAFT settings of [`preset_for`] unless
-    overridden, a `MAFTImageProcessor` at the input size with the checkpoint's mean/std, and its tokenizer.
-
-    Returns:
-        `(model, processor)`.
-    """
+    """A plain CLIP checkpoint as `(MaskAwareCLIPModel, MAFTProcessor)` in memory, with the same weights (else
+    `ValueError`) and the settings of [`preset_for`] unless overridden."""
     from transformers import AutoTokenizer, PretrainedConfig
 
     from ..model.modeling_maft import MaskAwareCLIPModel
@@ -92,10 +78,8 @@ def load_clip_as_maft(
     source = {k: v for k, v in source.items() if k not in ("model_type", "architectures", "transformers_version")}
     vision = {k: v for k, v in source["vision_config"].items() if k != "model_type"}
     settings = preset_for(MAFTConfig(vision_config={**vision, "mask_start_layer": 0}).vision_config)
-    if mask_start_layer is not None:
-        settings["mask_start_layer"] = mask_start_layer
-    if input_image_size is not None:
-        settings["input_image_size"] = input_image_size
+    overrides = {"mask_start_layer": mask_start_layer, "input_image_size": input_image_size}
+    settings.update({key: value for key, value in overrides.items() if value is not None})
     config = MAFTConfig(**{**source, "vision_config": {**vision, **settings}})
     model, info = MaskAwareCLIPModel.from_pretrained(
         clip_name_or_path, config=config, output_loading_info=True, **options
@@ -121,9 +105,7 @@ def convert_clip_checkpoint(
     hub_model_id: str | None = None,
     token: str | None = None,
 ):
-    """Convert a CLIP checkpoint (Hub id such as `"openai/clip-vit-base-patch16"`, or a local `CLIPModel` directory)
-    into a MAFT checkpoint directory (safetensors, config, code, processor files) with [`load_clip_as_maft`];
-    returns the converted `MaskAwareCLIPModel`. `push_to_hub` uploads the directory (default repo: its name)."""
+    """Write a CLIP checkpoint (Hub id or `CLIPModel` directory) as a MAFT checkpoint directory; returns the model."""
     model, processor = load_clip_as_maft(clip_name_or_path, mask_start_layer, input_image_size, local_files_only)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
@@ -133,7 +115,7 @@ def convert_clip_checkpoint(
 
 
 def upload_checkpoint(folder: str | os.PathLike, repo_id: str | None, token: str | None, message: str) -> str:
-    """Create the Hub repository (default name: the folder's) and upload the checkpoint folder; returns the repo id."""
+    """Upload a checkpoint folder to the Hub (default repo name: the folder's); returns the repo id."""
     from huggingface_hub import HfApi
 
     repo_id = repo_id or os.path.basename(os.path.abspath(folder))
@@ -141,6 +123,3 @@ def upload_checkpoint(folder: str | os.PathLike, repo_id: str | None, token: str
     api.create_repo(repo_id, exist_ok=True)
     api.upload_folder(folder_path=os.fspath(folder), repo_id=repo_id, commit_message=message)
     return repo_id
-
-
-__all__ = ["PRESETS", "preset_for", "pretrained_options", "load_clip_as_maft", "convert_clip_checkpoint"]

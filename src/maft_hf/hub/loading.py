@@ -1,9 +1,5 @@
-"""One place that loads a MAFT model and its processor for the command lines (segment, evaluate, finetune).
-
-[`load_model_and_processor`] takes a Hub id or a local folder of a MAFT checkpoint (or, for fine-tuning, of a plain
-transformers CLIP checkpoint, converted in memory) and turns the usual failures into `ValueError`s that say what was
-expected and what was found: a local folder that does not exist, a folder without `config.json`, a damaged
-`*.safetensors` file, a plain CLIP checkpoint where a MAFT one is needed, a CUDA device on a machine without CUDA.
+"""Loading a MAFT model and its processor for the command lines, with the usual failures (missing folder, no
+`config.json`, damaged weights, plain CLIP where MAFT is needed, absent CUDA) as `ValueError`s that say what was found.
 """
 
 from __future__ import annotations
@@ -44,7 +40,6 @@ def check_device(device: str | torch.device | None) -> torch.device | None:
 
 
 def _check_local_folder(name_or_path: str) -> bool:
-    """True for an existing local folder; False for a Hub id (`org/name`); `ValueError` for a path that is neither."""
     if os.path.isdir(name_or_path):
         if not os.path.isfile(os.path.join(name_or_path, "config.json")):
             found = ", ".join(sorted(os.listdir(name_or_path))[:10]) or "nothing"
@@ -69,7 +64,6 @@ def _check_local_folder(name_or_path: str) -> bool:
 
 
 def _check_weight_files(folder: str) -> None:
-    """`ValueError` naming any `*.safetensors` file of `folder` that is truncated or not a safetensors file."""
     from safetensors import safe_open
 
     for name in sorted(os.listdir(folder)):
@@ -94,21 +88,8 @@ def load_model_and_processor(
     device: str | torch.device | None = None,
     allow_clip: bool = True,
 ):
-    """A `MaskAwareCLIPModel` (in eval mode, on `device`) and its `MAFTProcessor`.
-
-    Args:
-        name_or_path: Hub id (`org/name`) or local folder of a MAFT checkpoint (`model_type` "maft"), or of a plain
-            transformers CLIP checkpoint (`model_type` "clip"), which is converted in memory exactly as
-            [`~maft_hf.hub.conversion.convert_clip_checkpoint`] does on disk (the un-fine-tuned starting point).
-        local_files_only: passed to every `from_pretrained` (None keeps the default, e.g. `HF_HUB_OFFLINE`).
-        mask_start_layer, input_image_size: override the preset (CLIP checkpoints only).
-        device: where to put the model; `ValueError` when this machine lacks it (e.g. `"cuda"` without CUDA).
-        allow_clip: convert a plain CLIP checkpoint (fine-tuning); False refuses it with a hint (inference, where a
-            plain CLIP is almost always the wrong folder).
-
-    Returns:
-        `(model, processor)`.
-    """
+    """`(MaskAwareCLIPModel in eval mode on device, MAFTProcessor)` of a MAFT checkpoint (Hub id or folder), or of a
+    plain CLIP checkpoint converted in memory when `allow_clip` (the overrides apply to CLIP checkpoints only)."""
     from transformers import PretrainedConfig
 
     from ..model.modeling_maft import MaskAwareCLIPModel
@@ -154,8 +135,7 @@ def load_model_and_processor(
 
 
 def load_proposal_generator(spec: str, options=None, offline: bool = False, device=None):
-    """The proposal generator of a command-line spec (`"mask2former:<ckpt>"`, `"sam:<ckpt>"`, `"grid:4"`, ...) with
-    its `KEY=VALUE` options; checkpoints are loaded on `device`, from local files only when `offline`."""
+    """The proposal generator of a command-line spec (`"mask2former:<ckpt>"`, `"grid:4"`, ...) and its options."""
     from ..proposals import load_proposal_generator as build
     from ..proposals.factory import parse_proposal_spec
 
@@ -167,6 +147,3 @@ def load_proposal_generator(spec: str, options=None, offline: bool = False, devi
         return build(spec, **options)
     except OSError as err:
         raise ValueError(f"Cannot load the proposal generator {spec!r}: {err}") from err
-
-
-__all__ = ["check_device", "load_model_and_processor", "load_proposal_generator"]

@@ -1,11 +1,8 @@
-"""Hub model cards for MAFT checkpoints: metadata, description, usage, training recipe, results beside the paper's.
+"""Hub model cards for MAFT checkpoints, rendered from `maft_hf/assets/model_card_template.md`.
 
-[`make_model_card`] renders `maft_hf/assets/model_card_template.md` into a `huggingface_hub.ModelCard` with Hub
-metadata (license, `library_name`, `pipeline_tag`, tags, datasets, base model, a `model-index`). Only measured results
-enter the `model-index` and the "this checkpoint" column; the paper's columns come from
-[`maft_hf.data.benchmarks.BENCHMARKS`]. [`update_model_card_results`] merges new results into a card (`evaluate`).
-Results are percentages per benchmark, e.g. `{"ade20k_150": {"mIoU": 29.3}}`; a bare number means mIoU.
-"""
+Only measured results enter the `model-index` and the "this checkpoint" column; the paper's columns come from
+[`maft_hf.data.benchmarks.BENCHMARKS`]. Results are percentages per benchmark, e.g. `{"ade20k_150": {"mIoU": 29.3}}`;
+a bare number means mIoU."""
 
 from __future__ import annotations
 
@@ -21,7 +18,6 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..model.hub_maft import CUSTOM_PIPELINES
 
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "assets" / "model_card_template.md"
-# The Hub task whose pipeline the checkpoint's config maps to our code (custom_pipelines): see docs/hub.md.
 (PIPELINE_TAG,) = CUSTOM_PIPELINES
 NOT_MEASURED = "not yet measured"
 NOT_REPORTED = "—"
@@ -41,12 +37,11 @@ CITATION = """@inproceedings{jiao2023learning,
   year      = {2023}
 }"""
 
-# Backbones: display name, the paper row of FreeSeg + MAFT with that CLIP, whether the authors released numbers of a
-# checkpoint with it (their README: ViT-B/16 only), and where the MAFT settings come from.
+# paper_row: the row of `other_paper_results` (None: `paper_results`); released: the authors' README has its numbers.
 BACKBONES = {
     "vit-b16": {
         "name": "CLIP ViT-B/16",
-        "paper_row": None,  # BenchmarkSpec.paper_results
+        "paper_row": None,
         "paper_header": "Paper (FreeSeg + MAFT, ViT-B/16)",
         "released": True,
         "source": "paper section 5.1 (480 x 480 CLIP input) and Tab. 4e (mask attention from layer 8)",
@@ -65,7 +60,7 @@ BACKBONES = {
     "vit-b32": {
         "name": "CLIP ViT-B/32",
         "paper_row": None,
-        "paper_header": None,  # not in the paper
+        "paper_header": None,
         "released": False,
         "source": "our choice: the ViT-B/16 settings (480 px, layer 8); the paper has no ViT-B/32 model",
     },
@@ -91,64 +86,40 @@ _METRIC_ALIASES = {name.lower(): name for name in METRICS} | {
     "pixel_accuracy": "pAcc",
 }
 
+_TAB3 = ("ade20k_847", "ade20k_150", "pascal_context_459", "pascal_context_59", "pascal_voc_20")
 ROWS = {  # (benchmark, metric) rows of the evaluation table, per setting
-    "open_vocabulary": [
-        ("ade20k_847", "mIoU"),
-        ("ade20k_150", "mIoU"),
-        ("pascal_context_459", "mIoU"),
-        ("pascal_context_59", "mIoU"),
-        ("pascal_voc_20", "mIoU"),
-    ],
-    "zero_shot": [
-        ("coco_stuff_zero_shot", "mIoU_seen"),
-        ("coco_stuff_zero_shot", "mIoU_unseen"),
-        ("coco_stuff_zero_shot", "hIoU"),
-    ],
+    "open_vocabulary": [(key, "mIoU") for key in _TAB3],
+    "zero_shot": [("coco_stuff_zero_shot", metric) for metric in ("mIoU_seen", "mIoU_unseen", "hIoU")],
 }
 
-# The released training recipe (DESIGN.md section 2: read from the authors' code; deviations from the paper noted).
-RELEASED_RECIPE = {
-    "dataset": "COCO-Stuff train2017, 171 classes (open-vocabulary setting)",
-    "proposal_generator": "FreeSeg's (frozen)",
-    "max_train_steps": 1000,
-    "total_batch_size": 16,
-    "optimizer": "AdamW",
-    "learning_rate": 1e-5,
-    "weight_decay": "1e-4 (0 on norms; the paper says 1e-5)",
-    "lr_scheduler": "poly",
-    "max_grad_norm": 0.01,
-    "input_image_size": "480 (crops padded to 640 with value 128, then resized)",
-    "mask_aware_loss_weight": 1.0,
-    "distillation_weight": "0.1 (the paper says 1)",
-    "trained_parameters": "attention q/k/v/out and layer_norm1/2 of every block, post layer norm",
-    "precision": "fp32",
+# The released training recipe (DESIGN.md section 2: read from the authors' code): key -> (table label, value).
+_RECIPE = {
+    "dataset": ("Training data", "COCO-Stuff train2017, 171 classes (open-vocabulary setting)"),
+    "proposal_generator": ("Proposals", "FreeSeg's (frozen)"),
+    "max_train_steps": ("Iterations", 1000),
+    "total_batch_size": ("Batch size (total)", 16),
+    "optimizer": ("Optimizer", "AdamW"),
+    "learning_rate": ("Learning rate", 1e-5),
+    "weight_decay": ("Weight decay", "1e-4 (0 on norms; the paper says 1e-5)"),
+    "lr_scheduler": ("Schedule", "poly"),
+    "max_grad_norm": ("Gradient clipping (norm)", 0.01),
+    "input_image_size": ("Input size (px)", "480 (crops padded to 640 with value 128, then resized)"),
+    "mask_aware_loss_weight": ("Mask-aware loss weight", 1.0),
+    "distillation_weight": ("Self-distillation weight", "0.1 (the paper says 1)"),
+    "trained_parameters": (
+        "Trained parameters",
+        "attention q/k/v/out and layer_norm1/2 of every block, post layer norm",
+    ),
+    "precision": ("Precision", "fp32"),
 }
+RELEASED_RECIPE = {key: value for key, (_, value) in _RECIPE.items()}
+TRAINING_LABELS = {key: label for key, (label, _) in _RECIPE.items()} | {"seed": "Seed"}
 _ZERO_SHOT_DATASET = "COCO-Stuff train2017, 156 seen classes (15 unseen classes ignored)"
-TRAINING_LABELS = {
-    "dataset": "Training data",
-    "proposal_generator": "Proposals",
-    "max_train_steps": "Iterations",
-    "total_batch_size": "Batch size (total)",
-    "optimizer": "Optimizer",
-    "learning_rate": "Learning rate",
-    "weight_decay": "Weight decay",
-    "lr_scheduler": "Schedule",
-    "max_grad_norm": "Gradient clipping (norm)",
-    "input_image_size": "Input size (px)",
-    "mask_aware_loss_weight": "Mask-aware loss weight",
-    "distillation_weight": "Self-distillation weight",
-    "trained_parameters": "Trained parameters",
-    "precision": "Precision",
-    "seed": "Seed",
-}
 
 _RESULTS_START = re.compile(r"<!-- maft-results (\{.*?\}) -->\n")
 _RESULTS_END = "<!-- /maft-results -->"
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Inputs
-# ---------------------------------------------------------------------------------------------------------------
 def _benchmarks() -> dict:
     from ..data.benchmarks import BENCHMARKS
 
@@ -164,9 +135,7 @@ def _benchmark_key(name: str) -> str:
 
 def normalize_results(results: Mapping | None) -> dict[str, dict[str, float]]:
     """`{benchmark: {metric: percent}}` with canonical names; a bare number is mIoU, `None` values are dropped.
-
-    Raises `ValueError` for unknown metrics and for values that are not finite numbers in [0, 100] (percent).
-    """
+    `ValueError` for unknown metrics and values that are not finite numbers in [0, 100]."""
     out: dict[str, dict[str, float]] = {}
     for benchmark, metrics in (results or {}).items():
         if metrics is None:
@@ -230,9 +199,6 @@ def paper_columns(backbone: str | None) -> list[tuple[str, dict[str, dict[str, f
     return columns
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Sections
-# ---------------------------------------------------------------------------------------------------------------
 def _fmt(value) -> str:
     """Numbers as a paper prints them: 32.0, 10.25, 1e-5; everything else as `str`."""
     if isinstance(value, float):
@@ -248,8 +214,7 @@ def render_results_section(
     setting: str = "open_vocabulary",
     evaluation_proposals: str | None = None,
 ) -> str:
-    """The evaluation section (between the results markers): a table with one row per (benchmark, metric), the
-    column of this checkpoint (`"not yet measured"` where no run exists) and the paper's columns for `backbone`."""
+    """The results table: one row per (benchmark, metric), this checkpoint's column and the paper's columns."""
     measured = normalize_results(results)
     benchmarks = _benchmarks()
     rows = list(ROWS[setting])
@@ -263,8 +228,7 @@ def render_results_section(
         name = f"{spec.display_name} (`{key}`)" if spec else f"`{key}`"
         classes = str(spec.num_classes) if spec else NOT_REPORTED
         ours = measured.get(key, {}).get(metric)
-        label = METRICS[metric].split(" (")[0] + _metric_note(metric)
-        cells = [name, classes, label, NOT_MEASURED if ours is None else f"**{ours:.2f}**"]
+        cells = [name, classes, _metric_label(metric), NOT_MEASURED if ours is None else f"**{ours:.2f}**"]
         cells += [_fmt(values.get(key, {}).get(metric, NOT_REPORTED)) for _, values in columns]
         lines.append("| " + " | ".join(cells) + " |")
 
@@ -285,8 +249,8 @@ def render_results_section(
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 
-def _metric_note(metric: str) -> str:
-    return {"mIoU_seen": " (seen)", "mIoU_unseen": " (unseen)"}.get(metric, "")
+def _metric_label(metric: str) -> str:
+    return METRICS[metric].split(" (")[0] + {"mIoU_seen": " (seen)", "mIoU_unseen": " (unseen)"}.get(metric, "")
 
 
 def render_training_section(
@@ -295,10 +259,7 @@ def render_training_section(
     backbone: str | None = "vit-b16",
     input_image_size: int | None = None,
 ) -> str:
-    """The training table: the released recipe beside the hyper-parameters of this checkpoint's run (`training`).
-
-    The released recipe is that of ViT-B/16; for another backbone the input size row shows the size used for it.
-    """
+    """The training table: the released (ViT-B/16) recipe beside the hyper-parameters of this checkpoint's run."""
     recipe = dict(RELEASED_RECIPE)
     if setting == "zero_shot":
         recipe["dataset"] = _ZERO_SHOT_DATASET
@@ -335,7 +296,6 @@ def render_training_section(
 
 
 def render_compute_section(compute: str | Mapping | None) -> str:
-    """Hardware and time used (a string, or a mapping rendered as a list); `"not yet measured"` when None."""
     if compute is None:
         return f"Hardware and training / evaluation time: {NOT_MEASURED}."
     if isinstance(compute, str):
@@ -344,7 +304,6 @@ def render_compute_section(compute: str | Mapping | None) -> str:
 
 
 def eval_results_from(results: Mapping | None) -> list[EvalResult]:
-    """`huggingface_hub.EvalResult`s of the measured results (task image-segmentation, validation split)."""
     benchmarks = _benchmarks()
     out = []
     for key, metrics in normalize_results(results).items():
@@ -359,7 +318,7 @@ def eval_results_from(results: Mapping | None) -> list[EvalResult]:
                     dataset_name=spec.display_name if spec else key,
                     dataset_split="validation",
                     metric_type=metric,
-                    metric_name=METRICS[metric].split(" (")[0] + _metric_note(metric),
+                    metric_name=_metric_label(metric),
                     metric_value=round(value, 4),
                 )
             )
@@ -375,9 +334,6 @@ def results_from_eval_results(eval_results) -> dict[str, dict[str, float]]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The card
-# ---------------------------------------------------------------------------------------------------------------
 def render_template(template: str, values: Mapping[str, object]) -> str:
     """Replace every `{{ name }}` of `template`; a name without a value raises `ValueError`."""
     missing = sorted({m for m in re.findall(r"\{\{\s*(\w+)\s*\}\}", template) if m not in values})
@@ -407,23 +363,10 @@ def make_model_card(
 ) -> ModelCard:
     """Render the model card of a MAFT checkpoint (`card.save("README.md")` writes it).
 
-    Args:
-        model_id: Hub id (or path) used in the usage snippet, e.g. `"your-org/maft-vitb16"`.
-        base_model: the CLIP checkpoint it was fine-tuned from (metadata `base_model`; None when unknown).
-        results: measured results in percent, `{benchmark: {metric: value}}`; only these enter the `model-index`,
-            missing ones are rendered `"not yet measured"`.
-        training: hyper-parameters of this checkpoint's run (keys of `RELEASED_RECIPE`, others listed as given);
-            None renders the released recipe beside "not yet trained".
-        datasets: metadata `datasets`; default `["coco_stuff_171"]` (`["coco_stuff_zero_shot"]` for zero-shot).
-        compute: hardware and time used (string or mapping); None renders "not yet measured".
-        setting: `"open_vocabulary"` or `"zero_shot"` (156 seen / 15 unseen COCO-Stuff classes).
-        backbone: `"vit-b16"`, `"vit-l14"` or `"vit-b32"` (the paper columns); inferred from `config` or `base_model`.
-        config: the checkpoint's `MAFTConfig` (input size, start layer and depth exactly).
-        input_image_size / mask_start_layer: override the preset's (`maft_hf.hub.conversion.PRESETS`).
-        num_parameters: shown in the description; default "same as the base CLIP".
-        evaluation_proposals: the proposal generator of the measured results (stated under the table).
-        license / model_name / template_path: metadata license, title (default: the last part of `model_id`), and a
-            template other than the packaged one.
+    `results`: measured percentages `{benchmark: {metric: value}}`, the only ones in the `model-index`; `training`:
+    this run's hyper-parameters (keys of `RELEASED_RECIPE`); `backbone` (`"vit-b16"`, `"vit-l14"`, `"vit-b32"`) is
+    inferred from `config` or `base_model`; `input_image_size` / `mask_start_layer` override the preset's; `None`
+    results / training / compute render "not yet measured" / "not yet trained".
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}.")
@@ -490,7 +433,7 @@ def make_model_card(
 
 
 def model_card_for(model, model_id: str) -> ModelCard:
-    """The card of a model as it is (settings and parameter count read from it), for `push_to_hub`."""
+    """The card of a model as it is (settings and parameter count read from it)."""
     backbone = infer_backbone(config=model.config)
     return make_model_card(
         model_id,
@@ -502,19 +445,16 @@ def model_card_for(model, model_id: str) -> ModelCard:
 
 
 def _model_settings(backbone, config, input_image_size, mask_start_layer, base_model) -> dict:
-    """Patch size, depth, input size and start layer: the backbone's preset, the config's values, the overrides."""
     from .conversion import PRESETS
 
     preset = dict(PRESETS.get(backbone or "", {}))
+    keys = ("patch_size", "num_hidden_layers", "input_image_size", "mask_start_layer")
     vision = getattr(config, "vision_config", None)
     if vision is not None:
-        keys = ("patch_size", "num_hidden_layers", "input_image_size", "mask_start_layer")
         preset.update({key: getattr(vision, key) for key in keys})
-    if input_image_size is not None:
-        preset["input_image_size"] = input_image_size
-    if mask_start_layer is not None:
-        preset["mask_start_layer"] = mask_start_layer
-    for key in ("patch_size", "num_hidden_layers", "input_image_size", "mask_start_layer"):
+    overrides = {"input_image_size": input_image_size, "mask_start_layer": mask_start_layer}
+    preset.update({key: value for key, value in overrides.items() if value is not None})
+    for key in keys:
         if key not in preset:
             raise ValueError(
                 f"Cannot tell the model's {key} from base_model={base_model!r}: pass backbone= (one of "
@@ -541,11 +481,8 @@ def _results_block(measured, backbone, setting, evaluation_proposals) -> str:
 def update_model_card_results(
     card_path: str | os.PathLike, results: Mapping, evaluation_proposals: str | None = None
 ) -> ModelCard:
-    """Merge `results` into the card at `card_path` (a README.md or a checkpoint directory) and save it.
-
-    New values replace old ones for the same (benchmark, metric); the others stay. Both the `model-index` and the
-    results table are rewritten; the rest of the card is kept as it is. Returns the updated card.
-    """
+    """Merge `results` into the card at `card_path` (a README.md or a checkpoint directory), save and return it.
+    New values replace old ones per (benchmark, metric); only the `model-index` and the results table change."""
     path = Path(card_path)
     if path.is_dir():
         path = path / "README.md"
@@ -626,14 +563,3 @@ def write_model_card(output_dir: str | os.PathLike, args, metrics: Mapping | Non
     path = os.path.join(output_dir, "README.md")
     card.save(path)
     return path
-
-
-__all__ = [
-    "BACKBONES",
-    "NOT_MEASURED",
-    "RELEASED_RECIPE",
-    "TEMPLATE_PATH",
-    "make_model_card",
-    "update_model_card_results",
-    "write_model_card",
-]

@@ -1,23 +1,9 @@
 """Convert a checkpoint of the authors' released MAFT models into a MAFT checkpoint directory.
 
-The release is a PyTorch pickle (detectron2 style, `{"model": state_dict, ...}`) holding CLIP image encoders in
-OpenAI CLIP's names: the fine-tuned one at `model.IPCLIP.` and frozen copies of the original CLIP (the
-self-distillation teacher `model.T.`, the `model.clip_adapter.clip_model.visual.` of the segmenter). Copies equal to
-the base CLIP are skipped when the prefix is chosen automatically. MAFT fine-tunes only the image encoder: the text
-tower, the config and the tokenizer come from the CLIP checkpoint it was fine-tuned from (`CLIPModel` dir or Hub id).
-
-OpenAI name (under the prefix)                     | transformers name
--------------------------------------------------- | ------------------------------------------------------------
-`conv1.weight`, `class_embedding`                  | `vision_model.embeddings.patch_embedding.weight`, `.class_embedding`
-`positional_embedding`, `ln_pre.*`, `ln_post.*`    | `...embeddings.position_embedding.weight`, `pre_layrnorm.*`, `post_layernorm.*`
-`transformer.resblocks.{i}.attn.in_proj_*`         | `...layers.{i}.self_attn.{q,k,v}_proj.*` (split in three)
-`...{i}.attn.out_proj.*`, `ln_1.*`, `ln_2.*`       | `...layers.{i}.self_attn.out_proj.*`, `layer_norm1.*`, `layer_norm2.*`
-`...{i}.mlp.c_fc.*`, `mlp.c_proj.*`                | `...layers.{i}.mlp.fc1.*`, `mlp.fc2.*`
-`proj` `(D, P)`                                    | `visual_projection.weight` `(P, D)` (transposed)
-
-The conversion is verified: every source tensor of the image encoder is used exactly once, every shape is checked
-against the CLIP config, and the converted model's image embeddings are compared with an independent forward of the
-source weights in the OpenAI layout ([`openai_visual_forward`]).
+The release (detectron2 pickle) holds CLIP image encoders in OpenAI names: the fine-tuned one at `model.IPCLIP.` and
+frozen copies of the base CLIP (skipped when the prefix is chosen automatically). The text tower, config and tokenizer
+come from the base CLIP. Every source tensor is used exactly once, shapes are checked against the CLIP config, and the
+image embeddings are compared with an independent OpenAI-layout forward ([`openai_visual_forward`]).
 """
 
 from __future__ import annotations
@@ -76,9 +62,6 @@ _FROZEN_HF = re.compile(
 )
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reading the source
-# ---------------------------------------------------------------------------------------------------------------
 def flatten_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
     """Every tensor (or NumPy array, as a tensor) of a nested checkpoint, keyed by its dotted path."""
     out: dict[str, torch.Tensor] = {}
@@ -93,12 +76,8 @@ def flatten_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def load_source_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Load a released checkpoint (`.pth`/`.pt`/`.pkl` pickle or `.safetensors`) as a flat `{dotted key: tensor}`.
-
-    `torch.save` files are read with `torch.load(weights_only=True)`, plain pickles (detectron2 `.pkl`) with an
-    unpickler that rebuilds only containers and NumPy arrays; neither can run code. A file that needs more raises
-    `ValueError` unless `unsafe_pickle=True`, which runs the full unpickler after a warning (trusted files only).
-    """
+    """A released checkpoint (`.pth`/`.pt`/`.pkl` or `.safetensors`) as a flat `{dotted key: tensor}`, read without
+    running code; a file that needs more raises `ValueError` unless `unsafe_pickle=True` (trusted files only)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"Checkpoint file {path!r} does not exist.")
@@ -135,7 +114,6 @@ def load_source_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False)
 
 
 def _numpy_array_globals() -> list:
-    """The NumPy callables needed to rebuild plain (non-object) arrays and scalars from a pickle."""
     import numpy as np
 
     try:
@@ -148,8 +126,7 @@ def _numpy_array_globals() -> list:
 
 
 def _safe_load(path: str):
-    """`torch.load(weights_only=True)` allowing NumPy arrays, or for plain pickles an unpickler of containers and
-    NumPy arrays only. Raises `UnpicklingError` for anything else."""
+    """`torch.load(weights_only=True)` allowing NumPy arrays, else an unpickler of containers and arrays only."""
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # plain pickles: handled below
@@ -174,8 +151,7 @@ def _safe_load(path: str):
 
 
 def find_visual_prefixes(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """Every prefix under which `state_dict` holds an OpenAI-layout CLIP image encoder (`conv1.weight`,
-    `class_embedding` and `positional_embedding` side by side), those under `model.` / `state_dict.` first."""
+    """Every prefix holding an OpenAI-layout image encoder ([`ANCHOR_KEYS`]), those under `model.` first."""
     prefixes = [
         key[: -len(ANCHOR_KEYS[0])]
         for key in state_dict
@@ -187,13 +163,9 @@ def find_visual_prefixes(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
 
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The tensors under `prefix`, with the prefix removed."""
     return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The mapping
-# ---------------------------------------------------------------------------------------------------------------
 def expected_openai_visual_shapes(vision_config, projection_dim: int) -> dict[str, tuple[int, ...]]:
     """OpenAI name -> shape of every tensor of a CLIP image encoder with this transformers vision config."""
     d, i, p = vision_config.hidden_size, vision_config.intermediate_size, vision_config.patch_size
@@ -215,7 +187,6 @@ def _layer_count(names) -> int:
 
 
 def _squeeze_position(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    # Some exports keep the position embedding as (1, 1 + g*g, D); the release layout is (1 + g*g, D).
     if name == "positional_embedding" and tensor.ndim == 3 and tensor.shape[0] == 1:
         return tensor[0]
     return tensor
@@ -229,12 +200,8 @@ def _preview(items, limit: int = 12) -> str:
 def check_openai_visual(
     source: Mapping[str, torch.Tensor], vision_config, projection_dim: int, allow_unused: bool = False
 ) -> list[str]:
-    """Check an OpenAI-layout image encoder (prefix stripped) against a CLIP vision config.
-
-    Returns the names of `source` outside the encoder (only when `allow_unused=True`; otherwise they raise). Raises
-    `ValueError` listing every missing tensor, every shape that does not match (expected and found) and, unless
-    allowed, every unused tensor.
-    """
+    """Check an OpenAI-layout image encoder (prefix stripped) against a CLIP vision config; `ValueError` lists every
+    missing, mis-shaped and (unless `allow_unused`) unused tensor. Returns the unused names."""
     expected = expected_openai_visual_shapes(vision_config, projection_dim)
     problems = []
     layers = _layer_count(source)
@@ -275,8 +242,7 @@ def check_openai_visual(
 
 
 def _map_blocks(source, num_layers: int, prefix: str, take) -> dict[str, torch.Tensor]:
-    """The transformer blocks of an OpenAI tower under transformers names `prefix.layers.{i}.*`; `take(name)` reads a
-    source tensor (or returns None for an absent one, which is skipped)."""
+    """The blocks of an OpenAI tower as `prefix.layers.{i}.*`; `take(name)` returns None for skipped tensors."""
     out = {}
     for layer in range(num_layers):
         src, dst = f"transformer.resblocks.{layer}.", f"{prefix}.layers.{layer}."
@@ -292,11 +258,7 @@ def _map_blocks(source, num_layers: int, prefix: str, take) -> dict[str, torch.T
 def openai_visual_to_transformers(
     source: Mapping[str, torch.Tensor], num_layers: int, dtype: torch.dtype = torch.float32
 ) -> tuple[dict[str, torch.Tensor], Counter]:
-    """Map an OpenAI-layout image encoder (prefix stripped, already checked) to transformers CLIP names.
-
-    Returns the state dict (`vision_model.*`, `visual_projection.weight`) in `dtype` and a `Counter` of how often each
-    source name was read (every used name exactly once).
-    """
+    """An OpenAI-layout image encoder (checked) in transformers names, and a `Counter` of reads per source name."""
     used: Counter = Counter()
 
     def take(name):
@@ -312,8 +274,7 @@ def openai_visual_to_transformers(
 def openai_text_to_transformers(
     source: Mapping[str, torch.Tensor], num_layers: int, dtype: torch.dtype = torch.float32
 ) -> dict[str, torch.Tensor]:
-    """Map an OpenAI-layout text tower (CLIP root prefix stripped) to transformers names, skipping absent names. Used
-    only to compare a released text tower with the base CLIP's (MAFT keeps it frozen)."""
+    """An OpenAI-layout text tower in transformers names (absent names skipped)."""
 
     def take(name):
         return source[name].to(dtype) if name in source else None
@@ -339,13 +300,8 @@ def transformers_visual_to_openai(state_dict: Mapping[str, torch.Tensor], num_la
 def openai_visual_forward(
     source: Mapping[str, torch.Tensor], pixel_values: torch.Tensor, num_heads: int, activation=None, eps: float = 1e-5
 ) -> torch.Tensor:
-    """Image embeddings `(batch, P)` of an OpenAI-layout CLIP image encoder, computed directly from its tensors.
-
-    `x = conv1(pixels)`; prepend `class_embedding`; add `positional_embedding`; `ln_pre`; per resblock
-    `x += attn(ln_1(x))` with the packed `in_proj` (`F.multi_head_attention_forward`) and
-    `x += c_proj(act(c_fc(ln_2(x))))`; `ln_post(x[:, 0]) @ proj`. `pixel_values (batch, 3, S, S)` at the encoder's
-    native size; `activation` defaults to OpenAI's QuickGELU (`x * sigmoid(1.702 x)`).
-    """
+    """Image embeddings `(batch, P)` of an OpenAI-layout image encoder computed from its tensors, for `pixel_values
+    (batch, 3, S, S)` at its native size; `activation` defaults to QuickGELU."""
     act = activation or (lambda t: t * torch.sigmoid(1.702 * t))
     w = {k: v.float() for k, v in source.items()}
     patch = w["conv1.weight"].shape[-1]
@@ -370,26 +326,10 @@ def openai_visual_forward(
     return F.layer_norm(x[:, 0], (d,), w["ln_post.weight"], w["ln_post.bias"], eps) @ w["proj"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The conversion
-# ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class OfficialConversionReport:
-    """What the conversion read, wrote and checked.
-
-    Attributes:
-        prefix: the prefix of the fine-tuned image encoder in the source (e.g. `"model.IPCLIP."`).
-        candidates: every prefix holding an OpenAI-layout image encoder.
-        used: source names (prefix stripped) mapped, each exactly once.
-        unused: names under `prefix` that the mapping skipped (only with `allow_unused`).
-        outside_encoder: number of source tensors outside the image encoder (proposal generator, text tower, ...).
-        source_dtypes: dtypes found in the encoder (converted to float32).
-        changed_from_base: transformers names whose values differ from the base CLIP.
-        frozen_changed: of those, names the released fine-tuning keeps frozen (should be empty).
-        text_tower_max_abs_diff: for a source storing a CLIP text tower, its largest difference from the base CLIP's (MAFT keeps it frozen, so 0 for the right base); None when absent.
-        verify_max_abs_diff: largest difference between the converted model's image embeddings and
-            [`openai_visual_forward`] on the source weights; None when not verified.
-    """
+    """What the conversion read, wrote and checked (`frozen_changed`: changed tensors MAFT keeps frozen, should be
+    empty; `*_max_abs_diff`: None when not measured)."""
 
     prefix: str
     candidates: list[str] = field(default_factory=list)
@@ -403,7 +343,6 @@ class OfficialConversionReport:
     verify_max_abs_diff: float | None = None
 
     def summary(self) -> str:
-        """A few human-readable lines for the command line."""
         lines = [
             f"image encoder at prefix {self.prefix!r} ({len(self.used)} tensors, each used once; dtypes "
             f"{', '.join(self.source_dtypes)}); {self.outside_encoder} other tensors in the file were not needed",
@@ -422,12 +361,8 @@ class OfficialConversionReport:
 def select_visual_prefix(
     state_dict: Mapping[str, torch.Tensor], prefix: str | None = None, base_visual: Mapping | None = None
 ) -> tuple[str, list[str]]:
-    """Choose the prefix of the fine-tuned image encoder; returns `(prefix, candidates)`.
-
-    With several candidates and no `prefix`, encoders whose `conv1`/attention tensors all equal the base CLIP's
-    (`base_visual`, OpenAI names; frozen copies such as the self-distillation teacher) are dropped; if exactly one is
-    left it is taken, otherwise `ValueError` lists the candidates.
-    """
+    """`(prefix, candidates)` of the fine-tuned image encoder. Without `prefix`, copies equal to `base_visual` are
+    dropped; unless exactly one encoder is left, `ValueError` lists the candidates."""
     candidates = find_visual_prefixes(state_dict)
     if prefix is not None:
         prefix = prefix if prefix.endswith(".") or not prefix else prefix + "."
@@ -462,8 +397,7 @@ def _equals_base(source: Mapping[str, torch.Tensor], base: Mapping[str, torch.Te
 
 
 def _compare_text_tower(flat, config, base, clip_name_or_path: str) -> float | None:
-    """Largest difference between a text tower stored in the release (the CLIP beside the segmenter: its
-    `<root>token_embedding.weight`, where exactly one exists) and the base's; None when there is none."""
+    """Largest difference between the release's one stored text tower and the base's; None without one."""
     roots = [k[: -len("token_embedding.weight")] for k in flat if k.endswith("token_embedding.weight")]
     if len(roots) != 1:
         return None
@@ -519,22 +453,11 @@ def convert_official_checkpoint(
     hub_model_id: str | None = None,
     token: str | None = None,
 ):
-    """Convert a released MAFT checkpoint into a MAFT checkpoint directory (safetensors, config, processor files).
+    """Convert a released MAFT checkpoint into a MAFT checkpoint directory; returns `(model, report)`.
 
-    Args:
-        checkpoint_path: the released `.pth` (or `.pkl`, `.safetensors`) file.
-        clip_name_or_path: the transformers `CLIPModel` it was fine-tuned from (Hub id or directory), e.g.
-            `"openai/clip-vit-base-patch16"`: gives the text tower, the config and the tokenizer.
-        output_dir: where to write the MAFT checkpoint (written only after every check passed).
-        prefix: the image encoder's prefix in the flattened checkpoint (found automatically when None).
-        mask_start_layer / input_image_size: override the preset ([`~maft_hf.hub.conversion.preset_for`]).
-        unsafe_pickle: allow `torch.load(weights_only=False)` for pickles that need it (runs code from the file).
-        allow_unused: skip, instead of refusing, tensors under the prefix that the mapping does not know.
-        verify: compare the converted image embeddings with [`openai_visual_forward`] (`ValueError` above `atol`).
-        push_to_hub / hub_model_id / token: upload the written directory (default repo: the directory's name).
-
-    Returns:
-        `(model, report)`: the converted `MaskAwareCLIPModel` and an [`OfficialConversionReport`].
+    `clip_name_or_path` is the `CLIPModel` it was fine-tuned from (text tower, config, tokenizer); `prefix` is found
+    automatically when None; `verify` compares the image embeddings with [`openai_visual_forward`] (`ValueError` above
+    `atol`). `output_dir` is written only after every check passed.
     """
     from transformers import CLIPConfig
 
@@ -596,20 +519,3 @@ def convert_official_checkpoint(
     if push_to_hub:
         upload_checkpoint(output_dir, hub_model_id, token, "Convert the released MAFT checkpoint")
     return model, report
-
-
-__all__ = [
-    "OfficialConversionReport",
-    "check_openai_visual",
-    "convert_official_checkpoint",
-    "expected_openai_visual_shapes",
-    "find_visual_prefixes",
-    "flatten_tensors",
-    "load_source_checkpoint",
-    "openai_text_to_transformers",
-    "openai_visual_forward",
-    "openai_visual_to_transformers",
-    "select_visual_prefix",
-    "strip_prefix",
-    "transformers_visual_to_openai",
-]

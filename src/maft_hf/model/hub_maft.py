@@ -1,10 +1,6 @@
-"""What a MAFT checkpoint carries to the Hub: its segmentation pipeline, and the maft_hf model card.
-
-[`MAFTHubMixin`] is a base of `MaskAwareCLIPModel`. Its `save_pretrained` records the pipeline of `pipeline_maft.py`
-in `config.json` (`custom_pipelines`, task `"image-segmentation"`) and copies that file and the files it imports
-beside the weights, so `transformers.pipeline(model=<checkpoint>, trust_remote_code=True)` works without `maft_hf`.
-Its `push_to_hub` uploads the checkpoint with the maft_hf model card (`maft_hf.hub.model_card`) instead of
-transformers' generic one, unless the repository already has a card. This file travels with the checkpoint too.
+"""[`MAFTHubMixin`] (a base of `MaskAwareCLIPModel`): `save_pretrained` writes `pipeline_maft.py` and its imports
+beside the weights and registers it in `custom_pipelines`, so `pipeline(model=..., trust_remote_code=True)` works
+without `maft_hf`; `push_to_hub` uploads with the maft_hf model card. This file travels with the checkpoint too.
 """
 
 from __future__ import annotations
@@ -26,8 +22,7 @@ CUSTOM_PIPELINES = {
 
 class MAFTHubMixin:
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the pipeline code and `custom_pipelines` (see the module doc).
-        `push_to_hub=True` then uploads through [`push_to_hub`] (`repo_id`, `token`, ... as keyword arguments)."""
+        """`PreTrainedModel.save_pretrained` plus the pipeline code; `push_to_hub=True` then calls [`push_to_hub`]."""
         hub_options = {
             k: kwargs.pop(k) for k in ("repo_id", "token", "commit_message", "private", "create_pr") if k in kwargs
         }
@@ -57,8 +52,7 @@ class MAFTHubMixin:
         max_shard_size: int | str = "50GB",
         tags: list[str] | None = None,
     ):
-        """Upload the checkpoint (weights, config, code) in one commit, with the maft_hf model card as README.md
-        when the repository has none (transformers' generic card when `maft_hf` is not installed)."""
+        """Upload the checkpoint in one commit, with the maft_hf model card when the repository has no README.md."""
         from huggingface_hub import HfApi, ModelCard
         from transformers.utils.hub import create_and_tag_model_card
 
@@ -88,6 +82,3 @@ class MAFTHubMixin:
                 revision=revision,
                 commit_description=commit_description,
             )
-
-
-__all__ = ["CUSTOM_PIPELINES", "MAFTHubMixin"]
