@@ -131,13 +131,8 @@ def load_eval_dataset(args: argparse.Namespace, accelerator) -> tuple:
         split = args.split or "validation"
         with accelerator.main_process_first():  # one download, the other processes read the cache
             try:
-                dataset = datasets.load_dataset(
-                    args.dataset_name,
-                    args.dataset_config,
-                    split=split,
-                    streaming=args.streaming,
-                    cache_dir=args.dataset_cache_dir,
-                )
+                options = {"split": split, "streaming": args.streaming, "cache_dir": args.dataset_cache_dir}
+                dataset = datasets.load_dataset(args.dataset_name, args.dataset_config, **options)
             except (FileNotFoundError, ValueError, ConnectionError) as err:
                 raise ValueError(f"Cannot load the dataset {args.dataset_name!r} (split {split!r}): {err}") from err
         return dataset, args.dataset_name, split
@@ -296,49 +291,24 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     preprocessing = args.preprocessing or ("released" if settings["benchmark"] else "direct")
     segment_kwargs = {"preprocessing": preprocessing, "ensemble_formula": args.ensemble_formula}
     generator = load_proposal_generator(args.proposals, options, args.offline, accelerator.device)
-    logger.info(
-        "%s: %s classes, ignore %s, %d process(es) on %s",
-        dataset_description,
-        len(settings["class_names"]),
-        settings["ignore_index"],
-        accelerator.num_processes,
-        accelerator.device,
-    )
+    names, ignore_index = settings["class_names"], settings["ignore_index"]
+    processes = f"{accelerator.num_processes} process(es) on {accelerator.device}"
+    logger.info("%s: %s classes, ignore %s, %s", dataset_description, len(names), ignore_index, processes)
     results = evaluate_segmentation(
-        model,
-        processor,
-        dataset,
-        settings["class_names"],
-        generator,
-        accelerator=accelerator,
-        ensemble_weight=args.ensemble_weight,
-        batch_size=args.batch_size,
-        unseen_classes=settings["unseen_classes"],
-        ignore_index=settings["ignore_index"],
-        image_column=args.image_column,
-        label_column=args.label_column,
-        max_samples=args.max_samples,
-        cache=args.cache_dir,
-        progress=not args.no_progress,
-        progress_dir=os.path.join(args.output_dir, "progress"),
-        save_every=args.save_every,
-        resume=args.resume,
-        segment_kwargs=segment_kwargs,
+        model, processor, dataset, names, generator, accelerator=accelerator, ensemble_weight=args.ensemble_weight,
+        batch_size=args.batch_size, unseen_classes=settings["unseen_classes"], ignore_index=ignore_index,
+        image_column=args.image_column, label_column=args.label_column, max_samples=args.max_samples,
+        cache=args.cache_dir, progress=not args.no_progress, progress_dir=os.path.join(args.output_dir, "progress"),
+        save_every=args.save_every, resume=args.resume, segment_kwargs=segment_kwargs,
         run_key={"model": args.model, "dataset": dataset_description, "split": split, "proposals": args.proposals,
                  "proposal_options": sorted(args.proposal_option)},
     )  # fmt: skip
     record = build_results_record(
-        results,
-        model=args.model,
-        dataset=dataset_description,
-        split=split,
-        proposals=args.proposals,
-        ensemble_weight=args.ensemble_weight,
-        class_names=settings["class_names"],
-        benchmark=settings["benchmark"],
-        ignore_index=settings["ignore_index"],
+        results, model=args.model, dataset=dataset_description, split=split, proposals=args.proposals,
+        ensemble_weight=args.ensemble_weight, class_names=names, benchmark=settings["benchmark"],
+        ignore_index=ignore_index,
         extra={"batch_size": args.batch_size, "max_samples": args.max_samples, **segment_kwargs},
-    )
+    )  # fmt: skip
     if accelerator.is_main_process:
         write_outputs(args, results, record)
         summary = {k: record["metrics"].get(k) for k in ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "pAcc")}

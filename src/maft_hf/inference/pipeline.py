@@ -417,17 +417,11 @@ class OpenVocabularySegmentationPipeline(Pipeline):
     def _forward(self, model_inputs, ensemble_weight=DEFAULT_ENSEMBLE_WEIGHT, templates=None, **options):
         names = model_inputs["candidate_labels"]
         text_classifier = self._text_classifier(names, templates)
-        inputs = model_inputs["inputs"]
+        inputs, generator, given = model_inputs["inputs"], model_inputs["generator"], model_inputs["given"]
         items, frames = _proposals_and_frames(
-            model_inputs["generator"],
-            [model_inputs["image"]],
-            model_inputs["given"],
-            self.image_processor,
-            inputs,
-            names,
-            text_classifier,
+            generator, [model_inputs["image"]], given, self.image_processor, inputs, names, text_classifier,
             model_inputs["preprocessing"],
-        )
+        )  # fmt: skip
         options = {"ensemble_weight": ensemble_weight, "chunk_classes": None, **options}
         (result,) = classify_and_map(self.model, inputs["pixel_values"], items, text_classifier, names, frames, options)
         return result

@@ -196,13 +196,8 @@ def embed_prompts(model, tokenizer, prompts: Sequence[str], batch_size: int = 25
     embeddings = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
-            tokens = tokenizer(
-                list(prompts[start : start + batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
+            batch = list(prompts[start : start + batch_size])
+            tokens = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
             features = _pooled(model.get_text_features(**tokens))
             embeddings.append(F.normalize(features.float(), dim=-1))

@@ -44,14 +44,7 @@ def color_cluster_masks(
 
 
 class ColorClusterProposals(ProposalGenerator):
-    """`k` soft colour-cluster proposals per image; needs no weights (spec `"kmeans:<k>"`).
-
-    Example:
-
-    ```python
-    >>> [p.masks.shape for p in ColorClusterProposals(6)([Image.new("RGB", (61, 45))])]
-    [torch.Size([6, 45, 61])]
-    ```"""
+    """`k` soft colour-cluster proposals per image; needs no weights (spec `"kmeans:<k>"`)."""
 
     def __init__(self, k: int = 8, **kwargs):
         if int(k) < 1:

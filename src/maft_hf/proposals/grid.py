@@ -33,14 +33,7 @@ def grid_masks(k: int, height: int, width: int) -> torch.Tensor:
 
 
 class GridProposals(ProposalGenerator):
-    """`k x k` soft block proposals for any image; needs no weights.
-
-    Example:
-
-    ```python
-    >>> [p.masks.shape for p in GridProposals(3)([Image.new("RGB", (61, 45))])]
-    [torch.Size([9, 45, 61])]
-    ```"""
+    """`k x k` soft block proposals for any image; needs no weights."""
 
     def __init__(self, k: int = 4):
         if int(k) < 1:

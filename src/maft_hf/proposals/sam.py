@@ -96,14 +96,7 @@ class SAMProposals(ProposalGenerator):
         points_per_side: grid size (`points_per_side ** 2` prompts, 3 masks each); `points_per_batch` per call.
         pred_iou_thresh / stability_score_thresh / nms_iou: the filters and the NMS box-IoU threshold.
         max_proposals: keep at most this many (highest predicted IoU); None keeps all.
-        mask_threshold / stability_score_offset: SAM's logit threshold (0) and stability offset (1).
-
-    Example:
-
-    ```python
-    >>> generator = SAMProposals("facebook/sam-vit-base", points_per_side=16, max_proposals=100)
-    >>> generator([Image.open("street.jpg")])[0].masks.shape  # (N, H, W), N chosen by SAM
-    ```"""
+        mask_threshold / stability_score_offset: SAM's logit threshold (0) and stability offset (1)."""
 
     def __init__(
         self,

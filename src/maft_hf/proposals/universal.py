@@ -104,15 +104,7 @@ class UniversalSegmentationProposals(ProposalGenerator):
         image_processor / tokenizer: replace the checkpoint's (the tokenizer serves OneFormer's task text).
         use_image_processor: False forces the torch pre-processing (settings still read from the processor).
         renormalize_classes: see [`class_probabilities`].
-        local_files_only: passed to every `from_pretrained` (None: the Hub default, e.g. `HF_HUB_OFFLINE`).
-
-    Example:
-
-    ```python
-    >>> generator = UniversalSegmentationProposals("facebook/mask2former-swin-base-coco-panoptic", num_proposals=50)
-    >>> proposals = generator([Image.open("street.jpg")])[0]
-    >>> proposals.masks.shape, proposals.class_scores.shape  # (50, H, W), (50, 133)
-    ```"""
+        local_files_only: passed to every `from_pretrained` (None: the Hub default, e.g. `HF_HUB_OFFLINE`)."""
 
     def __init__(
         self,

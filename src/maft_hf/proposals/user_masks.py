@@ -115,15 +115,7 @@ def proposals_from_user_masks(
     masks, image_size: tuple[int, int] | None = None, ignore_index: int | None = 255
 ) -> Proposals:
     """User masks in any format of the module docstring -> [`Proposals`] (no class scores), resized to `image_size`
-    `(H, W)` when given; `ignore_index` applies to label maps. `ValueError` for no mask, NaN or values out of range.
-
-    Example:
-
-    ```python
-    >>> proposals = proposals_from_user_masks(np.zeros((2, 8, 8), dtype=bool), image_size=(16, 16))
-    >>> proposals.masks.shape
-    torch.Size([2, 16, 16])
-    ```"""
+    `(H, W)` when given; `ignore_index` applies to label maps. `ValueError` for no mask, NaN or values out of range."""
     if image_size is not None:
         if len(image_size) != 2 or min(int(side) for side in image_size) <= 0:
             raise ValueError(f"image_size must be a positive (H, W), got {image_size}.")
@@ -158,15 +150,7 @@ def proposals_from_user_masks(
 
 
 class UserMaskProposals(ProposalGenerator):
-    """Proposal source returning user masks (one set for every image, or per call), resized to each image.
-
-    Example:
-
-    ```python
-    >>> generator = UserMaskProposals(np.array([[0, 1], [1, 2]]))  # label map -> 3 masks
-    >>> [p.masks.shape for p in generator([Image.new("RGB", (5, 4))])]
-    [torch.Size([3, 4, 5])]
-    ```"""
+    """Proposal source returning user masks (one set for every image, or per call), resized to each image."""
 
     def __init__(self, masks=None, ignore_index: int | None = 255):
         self.masks, self.ignore_index = masks, ignore_index
