@@ -151,8 +151,7 @@ class UniversalSegmentationProposals(ProposalGenerator):
         rescale = (
             self._processor_setting("rescale_factor", 1 / 255) if self._processor_setting("do_rescale", True) else 1.0
         )
-        mean = [float(mean)] * 3 if isinstance(mean, (int, float)) else [float(value) for value in mean]
-        std = [float(std)] * 3 if isinstance(std, (int, float)) else [float(value) for value in std]
+        mean, std = ([float(v)] * 3 if isinstance(v, (int, float)) else [float(x) for x in v] for v in (mean, std))
         return mean, std, float(rescale)
 
     def _target_size(self, height: int, width: int) -> tuple[int, int]:
