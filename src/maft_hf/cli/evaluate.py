@@ -25,8 +25,8 @@ import os
 import sys
 from pathlib import Path
 
-# Heavy imports (torch, transformers, datasets, maft_hf) happen inside the functions, after `main` has set the Hub's
-# offline variables for `--offline`: huggingface_hub and datasets read them when they are imported.
+# Heavy imports happen inside the functions, after `main` has set the offline variables that the Hub libraries read
+# when they are imported.
 
 logger = logging.getLogger("maft_hf.evaluate")
 
@@ -38,78 +38,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from maft_hf.inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="MAFT checkpoint: a local directory or a Hub id.")
-    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), help="A registered benchmark (see BENCHMARKS).")
+    add = parser.add_argument
+    # fmt: off
+    add("--model", help="MAFT checkpoint: a local directory or a Hub id.")
+    add("--benchmark", choices=sorted(BENCHMARKS), help="A registered benchmark (see BENCHMARKS).")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--dataset_path", help="A dataset saved with save_to_disk (e.g. by prepare_benchmark.py).")
     data.add_argument("--dataset_name", help="A Hub dataset id (or a local folder load_dataset reads).")
-    parser.add_argument("--dataset_config", default=None, help="Configuration name of --dataset_name.")
-    parser.add_argument("--split", default=None, help="Split to evaluate (default: validation, or the only split).")
-    parser.add_argument("--streaming", action="store_true", help="Stream --dataset_name instead of downloading it.")
-    parser.add_argument("--dataset_cache_dir", default=None, help="datasets cache for --dataset_name downloads.")
-    parser.add_argument(
-        "--vocabulary",
-        default=None,
-        help="Shipped vocabulary name, text file (one class per line) or comma-separated names, in label-id order "
-        "(default: the benchmark's, else the class names stored in the dataset).",
-    )
-    parser.add_argument(
-        "--unseen_classes",
-        default=None,
-        help="Unseen classes of a zero-shot split: comma-separated names or ids, or a vocabulary name / file "
-        "(adds seen / unseen mIoU and hIoU; default: the benchmark's).",
-    )
-    parser.add_argument("--ignore_index", type=int, default=None, help="Unlabelled label value (default 255).")
-    parser.add_argument("--image_column", default="image", help="Image column (default: image).")
-    parser.add_argument("--label_column", default="label", help="Label-map column (default: label).")
-    parser.add_argument("--proposals", help="'mask2former:<ckpt>', 'oneformer:<ckpt>', 'sam:<ckpt>' or 'grid:<k>'.")
-    parser.add_argument(
-        "--proposal_option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Option of the proposal source, repeatable (e.g. num_proposals=100, points_per_side=32).",
-    )
-    parser.add_argument(
-        "--ensemble_weight",
-        type=float,
-        default=DEFAULT_ENSEMBLE_WEIGHT,
-        help="Lambda of paper Eq. 9 with the proposal model's class scores (mask2former/oneformer only); 0 = off, "
-        "as the released inference.",
-    )
-    parser.add_argument(
-        "--preprocessing",
-        choices=("direct", "released"),
-        default=None,
-        help="'released': the authors' test-time path (short side 640, pad to 32, maps on the padded canvas), the "
-        "default for registered benchmarks; 'direct': the image squeezed to the model's input (other datasets).",
-    )
-    parser.add_argument(
-        "--ensemble_formula",
-        choices=("paper", "released"),
-        default="paper",
-        help="Eq. 9 as the paper writes it, or as the released code computes it (docs/inference.md).",
-    )
-    parser.add_argument("--batch_size", type=int, default=4, help="Images per MAFT forward pass, per process.")
-    parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N images.")
-    parser.add_argument("--offline", action="store_true", help="Use local files and the Hub cache only.")
-    parser.add_argument("--cpu", action="store_true", help="Run on CPU even when a GPU is present.")
-    parser.add_argument("--cache_dir", default=None, help="Directory caching text classifiers between runs.")
-    parser.add_argument("--output_dir", required=True, help="Where results.json, results.md and the matrix go.")
-    parser.add_argument("--update_model_card", default=None, help="A model card (README.md) to add the scores to.")
-    parser.add_argument(
-        "--combine_results",
-        nargs="+",
-        default=None,
-        metavar="RESULTS_JSON",
-        help="Only write one results.md for these results.json files (no evaluation).",
-    )
-    parser.add_argument(
-        "--save_every", type=int, default=50, help="Save each process's partial results every N images (default 50)."
-    )
-    parser.add_argument("--resume", action="store_true", help="Continue from the progress saved in --output_dir.")
-    parser.add_argument("--no_progress", action="store_true", help="No progress bar.")
-    parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add("--dataset_config", help="Configuration name of --dataset_name.")
+    add("--split", help="Split to evaluate (default: validation, or the only split).")
+    add("--streaming", action="store_true", help="Stream --dataset_name instead of downloading it.")
+    add("--dataset_cache_dir", help="datasets cache for --dataset_name downloads.")
+    add("--vocabulary", help="Shipped vocabulary name, text file (one class per line) or comma-separated names, in "
+        "label-id order (default: the benchmark's, else the class names stored in the dataset).")
+    add("--unseen_classes", help="Unseen classes of a zero-shot split: comma-separated names or ids, or a vocabulary "
+        "name / file (adds seen / unseen mIoU and hIoU; default: the benchmark's).")
+    add("--ignore_index", type=int, help="Unlabelled label value (default 255).")
+    add("--image_column", default="image", help="Image column (default: image).")
+    add("--label_column", default="label", help="Label-map column (default: label).")
+    add("--proposals", help="'mask2former:<ckpt>', 'oneformer:<ckpt>', 'sam:<ckpt>' or 'grid:<k>'.")
+    add("--proposal_option", action="append", default=[], metavar="KEY=VALUE",
+        help="Option of the proposal source, repeatable (e.g. num_proposals=100, points_per_side=32).")
+    add("--ensemble_weight", type=float, default=DEFAULT_ENSEMBLE_WEIGHT, help="Lambda of paper Eq. 9 with the "
+        "proposal model's class scores (mask2former/oneformer only); 0 = off, as the released inference.")
+    add("--preprocessing", choices=("direct", "released"), help="'released': the authors' test-time path (short "
+        "side 640, pad to 32, maps on the padded canvas), the default for registered benchmarks; 'direct': the "
+        "image squeezed to the model's input (other datasets).")
+    add("--ensemble_formula", choices=("paper", "released"), default="paper",
+        help="Eq. 9 as the paper writes it, or as the released code computes it (docs/inference.md).")
+    add("--batch_size", type=int, default=4, help="Images per MAFT forward pass, per process.")
+    add("--max_samples", type=int, help="Evaluate only the first N images.")
+    add("--offline", action="store_true", help="Use local files and the Hub cache only.")
+    add("--cpu", action="store_true", help="Run on CPU even when a GPU is present.")
+    add("--cache_dir", help="Directory caching text classifiers between runs.")
+    add("--output_dir", required=True, help="Where results.json, results.md and the matrix go.")
+    add("--update_model_card", help="A model card (README.md) to add the scores to.")
+    add("--combine_results", nargs="+", metavar="RESULTS_JSON",
+        help="Only write one results.md for these results.json files (no evaluation).")
+    add("--save_every", type=int, default=50, help="Save each process's partial results every N images (default 50).")
+    add("--resume", action="store_true", help="Continue from the progress saved in --output_dir.")
+    add("--no_progress", action="store_true", help="No progress bar.")
+    add("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    # fmt: on
     return parser.parse_args(argv)
 
 
@@ -142,9 +112,6 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--update_model_card {str(card)!r}: no such model card (a README.md or its folder).")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Data and settings
-# ---------------------------------------------------------------------------------------------------------------
 def _choose_split(dataset_dict, split: str | None, source: str):
     splits = list(dataset_dict.keys())
     if split is None:
@@ -164,13 +131,8 @@ def load_eval_dataset(args: argparse.Namespace, accelerator) -> tuple:
         split = args.split or "validation"
         with accelerator.main_process_first():  # one download, the other processes read the cache
             try:
-                dataset = datasets.load_dataset(
-                    args.dataset_name,
-                    args.dataset_config,
-                    split=split,
-                    streaming=args.streaming,
-                    cache_dir=args.dataset_cache_dir,
-                )
+                options = {"split": split, "streaming": args.streaming, "cache_dir": args.dataset_cache_dir}
+                dataset = datasets.load_dataset(args.dataset_name, args.dataset_config, **options)
             except (FileNotFoundError, ValueError, ConnectionError) as err:
                 raise ValueError(f"Cannot load the dataset {args.dataset_name!r} (split {split!r}): {err}") from err
         return dataset, args.dataset_name, split
@@ -196,7 +158,7 @@ def load_eval_dataset(args: argparse.Namespace, accelerator) -> tuple:
 
 
 def _hub_id2label_folder(args: argparse.Namespace) -> str | None:
-    """The folder holding the `id2label.json` of `--dataset_name` (a local folder, or the file from the Hub)."""
+    """The folder holding the `id2label.json` of `--dataset_name` (local, or downloaded from the Hub)."""
     if args.dataset_name is None:
         return args.dataset_path
     if os.path.isdir(args.dataset_name):
@@ -247,9 +209,6 @@ def resolve_settings(args: argparse.Namespace, dataset) -> dict:
     return {"benchmark": benchmark, "class_names": names, "ignore_index": ignore_index, "unseen_classes": unseen}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Outputs
-# ---------------------------------------------------------------------------------------------------------------
 def write_markdown(output_dir: str | os.PathLike, records) -> Path:
     from maft_hf.evaluation.progress import check_writable, write_atomic
     from maft_hf.evaluation.report import format_results_markdown
@@ -289,7 +248,6 @@ def write_outputs(args: argparse.Namespace, results: dict, record: dict) -> None
 
 
 def update_card(card_path: str, record: dict, proposals: str) -> None:
-    """The one call into `maft_hf.hub.model_card` (model-index metadata + the card's results table)."""
     from maft_hf.evaluation.report import model_card_results
     from maft_hf.hub.model_card import update_model_card_results
 
@@ -303,9 +261,6 @@ def update_card(card_path: str, record: dict, proposals: str) -> None:
         raise ValueError(f"results.json is written, but the model card {card_path!r} was not updated: {err}") from err
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Main
-# ---------------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict | list[dict]:
     """Run the command line; returns the `results.json` record (the list of records with `--combine_results`)."""
     if "--offline" in (sys.argv[1:] if argv is None else argv):  # before parse_args imports maft_hf / transformers
@@ -336,49 +291,24 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     preprocessing = args.preprocessing or ("released" if settings["benchmark"] else "direct")
     segment_kwargs = {"preprocessing": preprocessing, "ensemble_formula": args.ensemble_formula}
     generator = load_proposal_generator(args.proposals, options, args.offline, accelerator.device)
-    logger.info(
-        "%s: %s classes, ignore %s, %d process(es) on %s",
-        dataset_description,
-        len(settings["class_names"]),
-        settings["ignore_index"],
-        accelerator.num_processes,
-        accelerator.device,
-    )
+    names, ignore_index = settings["class_names"], settings["ignore_index"]
+    processes = f"{accelerator.num_processes} process(es) on {accelerator.device}"
+    logger.info("%s: %s classes, ignore %s, %s", dataset_description, len(names), ignore_index, processes)
     results = evaluate_segmentation(
-        model,
-        processor,
-        dataset,
-        settings["class_names"],
-        generator,
-        accelerator=accelerator,
-        ensemble_weight=args.ensemble_weight,
-        batch_size=args.batch_size,
-        unseen_classes=settings["unseen_classes"],
-        ignore_index=settings["ignore_index"],
-        image_column=args.image_column,
-        label_column=args.label_column,
-        max_samples=args.max_samples,
-        cache=args.cache_dir,
-        progress=not args.no_progress,
-        progress_dir=os.path.join(args.output_dir, "progress"),
-        save_every=args.save_every,
-        resume=args.resume,
-        segment_kwargs=segment_kwargs,
+        model, processor, dataset, names, generator, accelerator=accelerator, ensemble_weight=args.ensemble_weight,
+        batch_size=args.batch_size, unseen_classes=settings["unseen_classes"], ignore_index=ignore_index,
+        image_column=args.image_column, label_column=args.label_column, max_samples=args.max_samples,
+        cache=args.cache_dir, progress=not args.no_progress, progress_dir=os.path.join(args.output_dir, "progress"),
+        save_every=args.save_every, resume=args.resume, segment_kwargs=segment_kwargs,
         run_key={"model": args.model, "dataset": dataset_description, "split": split, "proposals": args.proposals,
                  "proposal_options": sorted(args.proposal_option)},
     )  # fmt: skip
     record = build_results_record(
-        results,
-        model=args.model,
-        dataset=dataset_description,
-        split=split,
-        proposals=args.proposals,
-        ensemble_weight=args.ensemble_weight,
-        class_names=settings["class_names"],
-        benchmark=settings["benchmark"],
-        ignore_index=settings["ignore_index"],
+        results, model=args.model, dataset=dataset_description, split=split, proposals=args.proposals,
+        ensemble_weight=args.ensemble_weight, class_names=names, benchmark=settings["benchmark"],
+        ignore_index=ignore_index,
         extra={"batch_size": args.batch_size, "max_samples": args.max_samples, **segment_kwargs},
-    )
+    )  # fmt: skip
     if accelerator.is_main_process:
         write_outputs(args, results, record)
         summary = {k: record["metrics"].get(k) for k in ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "pAcc")}

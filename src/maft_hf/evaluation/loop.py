@@ -1,15 +1,7 @@
-"""The evaluation loop: segment every image of a dataset of `(image, label map)` pairs and count an exact confusion
-matrix ([`evaluate_segmentation`]).
-
-Proposals are computed one image at a time, so the matrix depends neither on the batch size nor on the number of
-processes. With an `accelerate.Accelerator` each process evaluates a disjoint shard (contiguous index ranges of a
-map-style dataset, `split_dataset_by_node` for an iterable one) and the integer matrices are summed. With a
-`progress_dir` each process saves its partial matrix every `save_every` images ([`~maft_hf.evaluation.progress`])
-and `resume=True` continues from it, with exactly the result of an uninterrupted run.
-
-Bad inputs fail before the first image, on every process alike: a missing column (the columns present are named),
-a vocabulary whose size disagrees with the dataset's stored class names or benchmark, and, in a scan of the first
-samples, label ids outside `[0, C)` other than the ignore index or label maps of another size than their image.
+"""The evaluation loop ([`evaluate_segmentation`]): segment every `(image, label map)` pair of a dataset and count an
+exact confusion matrix, independent of batch size and number of processes (each process a disjoint shard; the int
+matrices are summed). With a `progress_dir` each process saves its partial matrix every `save_every` images and
+`resume=True` continues it exactly. Bad inputs fail before the first image, on every process alike.
 """
 
 from __future__ import annotations
@@ -27,7 +19,7 @@ import numpy as np
 import torch
 
 from ..data.labels import dataset_metadata, label_map_array
-from ..inference.pipeline import check_proposals, resolve_proposal_generator, segment
+from ..inference.pipeline import _call, check_proposals, resolve_proposal_generator, segment
 from ..inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT, match_generator_scores
 from ..inference.text_classifier import build_text_classifier
 from ..inference.vocabulary import load_vocabulary, unseen_class_ids
@@ -49,7 +41,7 @@ def _is_iterable_dataset(dataset) -> bool:
 
 
 def dataset_columns(dataset) -> list[str]:
-    """Column names of a `Dataset` or `IterableDataset` (read from the first example when the features are unknown)."""
+    """Column names of a `Dataset` or `IterableDataset` (from the first example when the features are unknown)."""
     names = getattr(dataset, "column_names", None)
     if names is None:
         first = next(iter(dataset), None)
@@ -64,7 +56,9 @@ def _describe(position: int, row: dict) -> str:
 def check_dataset(
     dataset, class_names: Sequence[str], ignore_index: int | None, image_column: str, label_column: str, samples: int
 ) -> None:
-    """The checks of the module docstring; a `ValueError` says what to change."""
+    """Fail early: missing columns, a vocabulary disagreeing with the dataset's stored class names or benchmark, and
+    (in the first `samples` rows) label ids outside `[0, C)` other than the ignore index, or label maps of another
+    size than their image. A `ValueError` says what to change."""
     columns = dataset_columns(dataset)
     for what, column in (("label", label_column), ("image", image_column)):
         if column not in columns:
@@ -89,7 +83,10 @@ def check_dataset(
             f"The dataset is the {benchmark.get('benchmark')} benchmark, whose ignore index is "
             f"{benchmark['ignore_index']}, but ignore_index={ignore_index} was given."
         )
-    first = itertools.islice(iter(dataset), samples) if _is_iterable_dataset(dataset) else _rows(dataset, samples)
+    if _is_iterable_dataset(dataset):
+        first = itertools.islice(iter(dataset), samples)
+    else:
+        first = [dataset[i] for i in range(min(samples, len(dataset)))]
     bad: set[int] = set()
     for position, row in enumerate(first):
         try:
@@ -112,10 +109,6 @@ def check_dataset(
             f"ignore index is {ignore_index}: the vocabulary does not match the dataset's labels. Pass the dataset's "
             "own vocabulary (in label-id order) and its ignore index."
         )
-
-
-def _rows(dataset, count: int) -> list[dict]:
-    return [dataset[i] for i in range(min(count, len(dataset)))]
 
 
 def limit_samples(dataset, max_samples: int | None):
@@ -147,8 +140,7 @@ def shard_dataset(dataset, accelerator=None) -> tuple[Any, list[int] | None]:
 
 
 def iterate_batches(dataset, indices: list[int] | None, batch_size: int, skip: int = 0) -> Iterator[list]:
-    """Batches of `(position, row)` after the first `skip` examples; `position` is the dataset index (map-style) or
-    the running count of this process's examples (iterable)."""
+    """Batches of `(position, row)` after the first `skip` examples (position: dataset index, or running count)."""
     if indices is not None:
         for start in range(skip, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
@@ -161,8 +153,7 @@ def iterate_batches(dataset, indices: list[int] | None, batch_size: int, skip: i
 
 
 def unseen_classes_known_to_generator(proposals, class_names: Sequence[str], unseen: Sequence[int]) -> list[str]:
-    """Unseen classes that the generator has class scores for (matched by name, as the Eq. 9 ensemble does).
-    Non-empty means the ensemble gives supervised scores to "unseen" classes: not zero-shot."""
+    """Unseen classes the generator has class scores for (matched by name as in Eq. 9): non-empty = not zero-shot."""
     if proposals.class_scores is None or not unseen:
         return []
     _, seen = match_generator_scores(proposals.class_scores[:1], proposals.class_names, class_names)
@@ -183,17 +174,7 @@ def _track_unseen_known(known: dict, proposals, class_names: Sequence[str], unse
                 )
 
 
-def _propose(generator, image, class_names: Sequence[str], text_classifier: torch.Tensor):
-    """One image's proposals; a generator with `needs_vocabulary` (e.g. FreeSeg) also gets the vocabulary."""
-    if getattr(generator, "needs_vocabulary", False):
-        proposals = generator([image], class_names=list(class_names), text_classifier=text_classifier)
-    else:
-        proposals = generator([image])
-    return check_proposals(proposals, [image])[0]
-
-
 def _run_key(dataset, names, ignore_index, ensemble_weight, unseen, max_samples, segment_kwargs, world, run_key):
-    """What the saved progress must match to be resumed."""
     return {
         "class_names_sha256": hashlib.sha256(json.dumps(list(names)).encode()).hexdigest(),
         "ignore_index": ignore_index,
@@ -209,7 +190,7 @@ def _run_key(dataset, names, ignore_index, ensemble_weight, unseen, max_samples,
 
 
 def _evaluate_shard(state: dict, generator, model, processor, text_classifier, settings: dict, progress_file) -> None:
-    """Count this process's shard into `state` (`confusion`, `count`, `with_scores`, `known`), saving progress."""
+    """Count this process's shard into `state`, saving progress."""
     from tqdm.auto import tqdm
 
     names, unseen, label_column = settings["names"], settings["unseen"], settings["label_column"]
@@ -224,7 +205,10 @@ def _evaluate_shard(state: dict, generator, model, processor, text_classifier, s
     )
     for batch in iterate_batches(shard, indices, settings["batch_size"], skip=state["count"]):
         images = load_images([row[settings["image_column"]] for _, row in batch])
-        proposals = [_propose(generator, image, names, text_classifier) for image in images]
+        proposals = [
+            check_proposals(_call(generator, generator, [image], names, text_classifier), [image])[0]
+            for image in images
+        ]
         state["with_scores"] += sum(item.class_scores is not None for item in proposals)
         if unseen and settings["ensemble_weight"]:
             _track_unseen_known(state["known"], proposals, names, unseen)
@@ -294,26 +278,22 @@ def evaluate_segmentation(
 
     Args:
         model, processor: a `MaskAwareCLIPModel` (moved to `accelerator.device`) and its `MAFTProcessor`.
-        dataset: a `datasets.Dataset` or `IterableDataset` with an image column and a label column (`(H, W)` class
-            ids at the image's size, `ignore_index` = unlabelled).
+        dataset: a `datasets.Dataset` or `IterableDataset`; the label column holds `(H, W)` class ids at the image's
+            size (`ignore_index` = unlabelled: 255, 65535 for the 16-bit A-847 / PC-459 maps, None: none).
         class_names: the vocabulary, label id `i` = `class_names[i]` (a list, a shipped name or a file).
-        proposal_generator: a [`~maft_hf.proposals.ProposalGenerator`] or a spec string (`"grid:4"`, ...), called
-            one image at a time; one with `needs_vocabulary = True` also gets `class_names=` and `text_classifier=`.
+        proposal_generator: a `ProposalGenerator` or spec string, called one image at a time (with `class_names=`
+            and `text_classifier=` when it `needs_vocabulary`).
         accelerator: an `accelerate.Accelerator` (each process a disjoint shard), or None.
         ensemble_weight: `lambda` of paper Eq. 9 (0 or None = MAFT alone, as the released inference).
-        batch_size: images per MAFT forward pass (per process).
         unseen_classes: ids or names of the unseen classes of a zero-shot split: adds seen / unseen mIoU and hIoU.
-        ignore_index: label value not evaluated (255; 65535 for the 16-bit A-847 and PC-459 maps; None: none).
-        max_samples: evaluate only the first `max_samples` examples.
-        text_classifier, templates, cache: a precomputed classifier, prompt templates, or a classifier cache.
-        segment_kwargs: further keyword arguments of every [`~maft_hf.inference.pipeline.segment`] call.
+        segment_kwargs: further keyword arguments of every `segment` call.
         progress_dir: where each process saves its partial matrix every `save_every` images; with `resume`, the
             saved progress of the same run (`run_key` + the settings above) is continued.
 
     Returns:
-        The dict of [`~maft_hf.evaluation.metrics.compute_segmentation_metrics`] (percent) plus `num_images`,
-        `num_processes`, `images_per_process`, `ensemble_applied`, `unseen_classes_known_to_generator` (non-empty:
-        the run is not zero-shot) and `confusion_matrix` (the summed `ConfusionMatrix`, on CPU, on every process).
+        The dict of `compute_segmentation_metrics` (percent) plus `num_images`, `num_processes`,
+        `images_per_process`, `ensemble_applied`, `unseen_classes_known_to_generator` (non-empty: not zero-shot) and
+        `confusion_matrix` (the summed `ConfusionMatrix`, on CPU, on every process).
     """
     names = load_vocabulary(class_names)
     segment_kwargs = dict(segment_kwargs or {})
@@ -391,15 +371,3 @@ def _results(state: dict, accelerator, names, unseen, ensemble_weight, ignore_in
         confusion_matrix=confusion,
     )
     return results
-
-
-__all__ = [
-    "DEFAULT_SAVE_EVERY",
-    "check_dataset",
-    "dataset_columns",
-    "evaluate_segmentation",
-    "iterate_batches",
-    "limit_samples",
-    "shard_dataset",
-    "unseen_classes_known_to_generator",
-]

@@ -1,12 +1,9 @@
 """Semantic-segmentation metrics of the MAFT benchmarks: an exact confusion matrix and the scores derived from it.
 
-[`ConfusionMatrix`] accumulates `(ground truth, prediction)` pixel counts (int64, exact, mergeable across processes).
-[`compute_segmentation_metrics`] follows detectron2 v0.6 `SemSegEvaluator`, which produced paper Tab. 1 and 3: ignored
-pixels are skipped; IoU = `TP / (GT + PRED - TP)` over the whole set; a class absent from both the ground truth and
-the predictions of the whole set is left out of every mean (reported; this matters for A-847 and PC-459), one that is
-predicted but absent counts with IoU 0; mAcc averages `TP / GT` over present classes; zero-shot splits add the seen
-and unseen mIoU and their harmonic mean hIoU. Everything is in percent. [`load_metric`] is the same computation as an
-`evaluate` metric shipped in this package (`mean_iou_maft`, loads offline).
+The scores follow detectron2 v0.6 `SemSegEvaluator` (paper Tab. 1 and 3), in percent: ignored pixels are skipped;
+IoU = `TP / (GT + PRED - TP)` over the whole set; a class absent from both ground truth and predictions is left out
+of every mean (reported), one predicted but absent counts with IoU 0; zero-shot splits add seen / unseen mIoU and
+their harmonic mean hIoU. [`load_metric`] is the same computation as an `evaluate` metric (loads offline).
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ METRIC_PATH = Path(__file__).resolve().parent / METRIC_NAME
 
 
 def _as_index_tensor(values: Any, what: str) -> torch.Tensor:
-    """Class-id map as an int64 tensor (keeps the device of a tensor input)."""
     if isinstance(values, torch.Tensor):
         tensor = values
     else:
@@ -84,7 +80,6 @@ class ConfusionMatrix:
         return out
 
     def reset(self) -> None:
-        """Set every count back to zero."""
         self.matrix.zero_()
 
     def _check_ids(self, ids: torch.Tensor, what: str) -> None:
@@ -98,9 +93,8 @@ class ConfusionMatrix:
             )
 
     def update(self, predictions: Any, references: Any) -> ConfusionMatrix:
-        """Add the pixels of one `(H, W)` map or a `(B, H, W)` batch of predicted and reference class ids
-        (tensors or arrays); returns `self`. Different shapes, non-integer dtypes and ids outside `[0, C)` (other
-        than the ignore index in the references) raise `ValueError`, naming the ids."""
+        """Add the pixels of one `(H, W)` map or a `(B, H, W)` batch of class ids (tensors or arrays); returns `self`.
+        Ids outside `[0, C)` (other than the ignore index in the references) raise `ValueError`."""
         preds = _as_index_tensor(predictions, "predictions").to(self.matrix.device)
         refs = _as_index_tensor(references, "references").to(self.matrix.device)
         if preds.shape != refs.shape:
@@ -140,7 +134,7 @@ class ConfusionMatrix:
         return self.merge(other)
 
     def __radd__(self, other: Any) -> ConfusionMatrix:
-        # Lets `sum(list_of_matrices)` work: sum() starts from the int 0.
+        # `sum(list_of_matrices)` starts from the int 0.
         if isinstance(other, int) and other == 0:
             return self.merge(ConfusionMatrix(self.num_classes, self.ignore_index, device=self.matrix.device))
         return self.merge(other)
@@ -161,7 +155,6 @@ class ConfusionMatrix:
     def compute(
         self, class_names: Sequence[str] | None = None, unseen_classes: Iterable[int | str] | None = None
     ) -> dict[str, Any]:
-        """[`compute_segmentation_metrics`] of this matrix."""
         return compute_segmentation_metrics(self, class_names=class_names, unseen_classes=unseen_classes)
 
     def __repr__(self) -> str:
@@ -194,19 +187,9 @@ def compute_segmentation_metrics(
     """Scores of a confusion matrix (or its `(C, C)` counts), in percent, detectron2 v0.6 conventions.
 
     Returns `mIoU`, `fwIoU`, `mAcc`, `pAcc`, `per_class_iou`, `per_class_accuracy` (`nan` where undefined),
-    `num_classes`, `num_evaluated_classes`, `num_excluded_classes`, `excluded_classes` (absent from ground truth and
-    predictions; `excluded_class_names` with `class_names`), and with `unseen_classes` (ids, or names with
-    `class_names`) `mIoU_seen`, `mIoU_unseen`, `hIoU`, `num_evaluated_seen_classes`, `num_evaluated_unseen_classes`,
-    `unseen_classes`.
-
-    ```python
-    >>> import torch
-    >>> from maft_hf.evaluation.metrics import compute_segmentation_metrics
-    >>> counts = torch.tensor([[3, 1, 0], [0, 2, 0], [0, 0, 0]])  # class 2 never occurs
-    >>> m = compute_segmentation_metrics(counts, unseen_classes=[1])
-    >>> round(m["mIoU"], 2), m["excluded_classes"], round(m["hIoU"], 2)
-    (70.83, [2], 70.59)
-    ```
+    `num_classes`, `num_evaluated_classes`, `num_excluded_classes`, `excluded_classes` (+ `excluded_class_names`),
+    and with `unseen_classes` (ids, or names with `class_names`) `mIoU_seen`, `mIoU_unseen`, `hIoU`,
+    `num_evaluated_seen_classes`, `num_evaluated_unseen_classes`, `unseen_classes`.
     """
     if isinstance(confusion, ConfusionMatrix):
         counts = confusion.matrix
@@ -268,19 +251,8 @@ def compute_segmentation_metrics(
 
 
 def load_metric(**kwargs: Any):
-    """The `mean_iou_maft` metric as an `evaluate.EvaluationModule`, loaded from this package (no network
-    needed; `maft_hf` must be installed, since `evaluate` copies the module and imports it). Keyword arguments go to
-    `evaluate.load`."""
-    import evaluate  # imported here: it pulls in `datasets`, which most users of this module do not need
+    """The `mean_iou_maft` metric as an `evaluate.EvaluationModule`, loaded offline from this package (which must
+    be installed). Keyword arguments go to `evaluate.load`."""
+    import evaluate  # pulls in `datasets`
 
     return evaluate.load(os.fspath(METRIC_PATH), **kwargs)
-
-
-__all__ = [
-    "METRIC_NAME",
-    "METRIC_PATH",
-    "ConfusionMatrix",
-    "compute_segmentation_metrics",
-    "harmonic_mean",
-    "load_metric",
-]

@@ -1,14 +1,11 @@
-"""Resumable evaluation: each process saves its partial confusion matrix and how far it got, atomically.
-
-`<folder>/process-<rank>-of-<world>.npz` holds the int64 matrix, the number of this process's examples already
-counted, and a JSON description of the run (`key`: vocabulary, ignore index, dataset, model, proposals, ...). It is
-written to a temporary file and renamed (`os.replace`), so a kill leaves the previous save intact. Resuming checks
-the key (a different run is refused, naming what differs) and the number of processes (the shards must be the same).
-The files hold no pickles: `np.load(..., allow_pickle=False)`.
+"""Resumable evaluation: each process atomically saves its partial confusion matrix, its count of examples and a
+JSON key of the run to `<folder>/process-<rank>-of-<world>.npz` (no pickles). Resuming refuses another run (naming
+what differs) or another number of processes.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -49,8 +46,6 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
 
 
 class ProgressFile:
-    """The saved progress of one process of one evaluation run."""
-
     def __init__(self, folder: str | os.PathLike, rank: int, world: int, key: Mapping[str, Any], save_every: int):
         if save_every < 1:
             raise ValueError(f"save_every must be >= 1, got {save_every}.")
@@ -69,7 +64,7 @@ class ProgressFile:
                     f"Cannot resume with {self.world} process(es): {self.folder} holds the progress of another "
                     f"number of processes ({others}); resume with that number, or start again without --resume."
                 )
-            return None  # this process saved nothing yet: it starts from its first image
+            return None
         try:
             with np.load(self.path, allow_pickle=False) as saved:
                 matrix, meta = saved["matrix"], json.loads(saved["meta"].tobytes().decode("utf-8"))
@@ -91,19 +86,9 @@ class ProgressFile:
             return False
         meta = json.dumps({"key": self.key, "count": int(count), "extra": dict(extra or {})}).encode("utf-8")
         array = matrix.detach().cpu().numpy() if hasattr(matrix, "detach") else np.asarray(matrix)
-        buffer = _npz_bytes(matrix=array.astype(np.int64), meta=np.frombuffer(meta, dtype=np.uint8))
-        write_atomic(self.path, buffer)
+        buffer = io.BytesIO()
+        np.savez(buffer, matrix=array.astype(np.int64), meta=np.frombuffer(meta, dtype=np.uint8))
+        write_atomic(self.path, buffer.getvalue())
         self.last_saved = int(count)
         logger.debug("saved the progress of %d example(s) to %s", count, self.path)
         return True
-
-
-def _npz_bytes(**arrays) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-__all__ = ["ProgressFile", "check_writable", "write_atomic"]

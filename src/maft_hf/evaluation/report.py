@@ -1,7 +1,6 @@
-"""Evaluation reports: the `results.json` record of a run ([`build_results_record`]: settings, scores in percent,
-per-class IoU, the paper's numbers for a registered benchmark) and Markdown tables ([`format_results_markdown`]) in
-the layout of paper Tab. 1 (zero-shot: seen / unseen mIoU, hIoU), Tab. 3 (the five open-vocabulary benchmarks) or
-mIoU / mAcc / pAcc / fwIoU for other datasets, the paper's rows above ours, then a details table."""
+"""Evaluation reports: the `results.json` record of a run ([`build_results_record`]) and Markdown tables
+([`format_results_markdown`]) in the layout of paper Tab. 1 (zero-shot), Tab. 3 (open-vocabulary) or plain scores
+for other datasets, the paper's rows above ours, then a details table."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ MISSING = "–"
 
 
 def json_ready(value: Any) -> Any:
-    """`value` with NaN / inf floats replaced by None (valid JSON), tuples as lists, tensors as lists."""
+    """`value` with NaN / inf floats as None (valid JSON), tuples and tensors as lists."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
@@ -45,11 +44,8 @@ def build_results_record(
     ignore_index: int | None = 255,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready record of one run: `{"version", "run", "metrics", "per_class", "paper"}`.
-
-    `results` is the dict of [`~maft_hf.evaluation.loop.evaluate_segmentation`] (its confusion matrix is saved
-    separately); `benchmark` (a key of `BENCHMARKS`) adds the paper's numbers; `extra` goes under `"run"`.
-    Undefined scores (NaN) become `null`."""
+    """The JSON-ready record of one run (`{"version", "run", "metrics", "per_class", "paper"}`) from the dict of
+    `evaluate_segmentation`; `benchmark` adds the paper's numbers, `extra` goes under `"run"`; NaN becomes `null`."""
     run = {
         "model": model,
         "benchmark": benchmark,
@@ -66,21 +62,12 @@ def build_results_record(
         **dict(extra or {}),
     }
     metrics = {name: results[name] for name in SCALAR_METRICS if name in results}
-    metrics.update(
-        num_images=results.get("num_images"),
-        num_evaluated_classes=results.get("num_evaluated_classes"),
-        num_excluded_classes=results.get("num_excluded_classes"),
-        excluded_classes=results.get("excluded_classes"),
-        excluded_class_names=results.get("excluded_class_names"),
-    )
-    for key in ("unseen_classes", "num_evaluated_seen_classes", "num_evaluated_unseen_classes"):
-        if key in results:
-            metrics[key] = results[key]
-    per_class = {
-        "names": list(class_names),
-        "iou": results.get("per_class_iou"),
-        "accuracy": results.get("per_class_accuracy"),
-    }
+    counts = ("num_images", "num_evaluated_classes", "num_excluded_classes", "excluded_classes", "excluded_class_names")
+    metrics.update({key: results.get(key) for key in counts})
+    zero_shot = ("unseen_classes", "num_evaluated_seen_classes", "num_evaluated_unseen_classes")
+    metrics.update({key: results[key] for key in zero_shot if key in results})
+    per_class = {"names": list(class_names)}
+    per_class.update(iou=results.get("per_class_iou"), accuracy=results.get("per_class_accuracy"))
     paper = None
     if benchmark is not None:
         spec = BENCHMARKS[benchmark]
@@ -97,17 +84,14 @@ def build_results_record(
 
 
 def model_card_results(record: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """`{benchmark or dataset: {metric: percent}}` of a record, for `maft_hf.hub.model_card.update_model_card_results`:
-    mIoU, plus seen / unseen mIoU and hIoU for a zero-shot run; undefined scores are left out."""
+    """`{benchmark or dataset: {metric: percent}}` of a record for `update_model_card_results` (mIoU, plus seen /
+    unseen mIoU and hIoU when zero-shot); undefined scores are left out."""
     run, metrics = record["run"], record["metrics"]
     names = ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU") if "hIoU" in metrics else ("mIoU",)
     values = {n: metrics[n] for n in names if isinstance(metrics.get(n), (int, float))}
     return {run.get("benchmark") or run["dataset"]: values} if values else {}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Markdown
-# ---------------------------------------------------------------------------------------------------------------
 def _fmt(value, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return MISSING
@@ -115,7 +99,6 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def _paper_fmt(value) -> str:
-    """As printed in the paper (one decimal) or the authors' README (two): 90.0, 29.14."""
     if value is None:
         return MISSING
     text = f"{value:.2f}"
@@ -138,8 +121,8 @@ def _ours_label(record) -> str:
     return f"**ours**: `{model}`, proposals `{proposals}`, {ensemble}"
 
 
-def _is_zero_shot(record) -> bool:
-    return "hIoU" in record["metrics"]
+def _dataset_name(run) -> str:
+    return BENCHMARKS[run["benchmark"]].display_name if run["benchmark"] else run["dataset"]
 
 
 def _zero_shot_table(records) -> list[str]:
@@ -153,19 +136,16 @@ def _zero_shot_table(records) -> list[str]:
                 + [_paper_fmt(spec.paper_results.get(key)) for key, _ in TABLE1_METRICS]
             )
     for record in records:
-        run = record["run"]
-        name = BENCHMARKS[run["benchmark"]].display_name if run["benchmark"] else run["dataset"]
-        rows.append([_ours_label(record), name] + [_fmt(record["metrics"].get(key)) for key, _ in TABLE1_METRICS])
-    title = "### Zero-shot semantic segmentation (layout of paper Tab. 1; mIoU in %)"
-    lines = [title, ""] + _table(header, rows)
+        values = [_fmt(record["metrics"].get(key)) for key, _ in TABLE1_METRICS]
+        rows.append([_ours_label(record), _dataset_name(record["run"])] + values)
+    lines = ["### Zero-shot semantic segmentation (layout of paper Tab. 1; mIoU in %)", ""] + _table(header, rows)
     for record in records:
-        leaked = record["run"].get("unseen_classes_known_to_generator")
-        if leaked:
-            note = (
+        if leaked := record["run"].get("unseen_classes_known_to_generator"):
+            lines += [
+                "",
                 f"- Not zero-shot: the proposal generator of `{record['run']['dataset']}` has class scores for the "
-                f"unseen classes {', '.join(leaked)}, and the Eq. 9 ensemble used them."
-            )
-            lines += ["", note]
+                f"unseen classes {', '.join(leaked)}, and the Eq. 9 ensemble used them.",
+            ]
     return lines
 
 
@@ -189,14 +169,11 @@ def _open_vocabulary_table(records) -> list[str]:
 
 def _other_table(records) -> list[str]:
     header = ["Method", "Dataset", "Classes"] + [label for _, label in OTHER_METRICS]
-    rows = []
-    for record in records:
-        run = record["run"]
-        name = BENCHMARKS[run["benchmark"]].display_name if run["benchmark"] else run["dataset"]
-        rows.append(
-            [_ours_label(record), name, str(run["num_classes"])]
-            + [_fmt(record["metrics"].get(key)) for key, _ in OTHER_METRICS]
-        )
+    rows = [
+        [_ours_label(r), _dataset_name(r["run"]), str(r["run"]["num_classes"])]
+        + [_fmt(r["metrics"].get(key)) for key, _ in OTHER_METRICS]
+        for r in records
+    ]
     return ["### Other datasets (the paper reports none; scores in %)", ""] + _table(header, rows)
 
 
@@ -229,8 +206,8 @@ def format_results_markdown(records: Mapping[str, Any] | Sequence[Mapping[str, A
     records = [records] if isinstance(records, Mapping) else list(records)
     if not records:
         raise ValueError("No results to format: pass at least one results record.")
-    zero_shot = [r for r in records if _is_zero_shot(r)]
-    table3 = [r for r in records if not _is_zero_shot(r) and r["run"].get("benchmark") in TABLE3_BENCHMARKS]
+    zero_shot = [r for r in records if "hIoU" in r["metrics"]]
+    table3 = [r for r in records if "hIoU" not in r["metrics"] and r["run"].get("benchmark") in TABLE3_BENCHMARKS]
     grouped = {id(r) for r in zero_shot + table3}
     other = [r for r in records if id(r) not in grouped]
     lines: list[str] = []
@@ -239,13 +216,3 @@ def format_results_markdown(records: Mapping[str, Any] | Sequence[Mapping[str, A
             lines += render(group) + [""]
     lines += _details_table(records)
     return "\n".join(lines) + "\n"
-
-
-__all__ = [
-    "RESULTS_VERSION",
-    "TABLE3_BENCHMARKS",
-    "build_results_record",
-    "format_results_markdown",
-    "json_ready",
-    "model_card_results",
-]

@@ -1,21 +1,9 @@
-"""Segment any image with any vocabulary: a function API and a transformers pipeline.
+"""Segment any image with any vocabulary: a function API ([`segment`]) and a transformers pipeline.
 
-Both run the same steps (docs/inference.md): load the image ([`~maft_hf.model.images.load_images`]); pre-process it
-(`"direct"` or `"released"`); proposals from a [`~maft_hf.proposals.ProposalGenerator`] (with the vocabulary when it
-needs one; on the padded canvas in released mode); the cached text classifier; MAFT's class logits of every proposal,
-the masks reaching the model already reduced to its patch grid by its own rule (so images of different sizes share
-one forward pass); per-proposal scores, optionally ensembled with the generator's (paper Eq. 9); the semantic map
-at the image's size in bounded memory ([`~maft_hf.inference.semantic_map.semantic_map`]).
-
-Example:
-
-```python
->>> from maft_hf.inference.pipeline import segment
->>> from maft_hf.proposals import load_proposal_generator
->>> results = segment("street.jpg", ["road", "car", "building, edifice"], model, processor,  # doctest: +SKIP
-...                   load_proposal_generator("grid:4"))
->>> results[0]["segmentation"].shape  # (H, W) of the image  # doctest: +SKIP
-```
+Both run the steps of docs/inference.md: load and pre-process the images (`"direct"` or `"released"`), proposals
+(with the vocabulary when the generator needs it; on the padded canvas in released mode), the cached text
+classifier, MAFT's logits of every proposal (masks reduced to the patch grid by the model's own rule, so images of
+different sizes share a forward pass), optionally the Eq. 9 ensemble, and the semantic map at the image's size.
 """
 
 from __future__ import annotations
@@ -45,7 +33,7 @@ from .semantic_map import (
     match_generator_scores,
     semantic_map,
 )
-from .text_classifier import TextClassifierCache, build_text_classifier
+from .text_classifier import TextClassifierCache, build_text_classifier, model_device
 from .vocabulary import load_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -53,9 +41,6 @@ logger = logging.getLogger(__name__)
 TASK_NAME = "open-vocabulary-segmentation"
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Shared steps
-# ---------------------------------------------------------------------------------------------------------------
 def resolve_proposal_generator(proposal_generator):
     """A [`ProposalGenerator`] (or any callable `images -> list[Proposals]`), or a spec string such as `"grid:4"`."""
     if proposal_generator is None:
@@ -73,7 +58,6 @@ def resolve_proposal_generator(proposal_generator):
 
 
 def check_options(ensemble_weight, ensemble_formula: str, preprocessing: str, unlabeled_threshold: float) -> None:
-    """Validate the inference options once, where they enter (`segment`, the pipeline)."""
     if ensemble_weight is not None and not 0.0 <= float(ensemble_weight) <= 1.0:
         raise ValueError(f"ensemble_weight must be in [0, 1] (or None), got {ensemble_weight}.")
     if ensemble_formula not in ENSEMBLE_FORMULAS:
@@ -85,8 +69,7 @@ def check_options(ensemble_weight, ensemble_formula: str, preprocessing: str, un
 
 
 def check_proposals(proposals, images) -> list[Proposals]:
-    """Check one [`Proposals`] per image, covering that image (masks at its size, or `image_size` equal to it), with
-    probabilities in [0, 1]."""
+    """Check one [`Proposals`] per image covering that image (masks or `image_size` at its size), values in [0, 1]."""
     if not isinstance(proposals, (list, tuple)) or len(proposals) != len(images):
         got = len(proposals) if isinstance(proposals, (list, tuple)) else type(proposals).__name__
         raise ValueError(f"Expected one Proposals per image ({len(images)}), got {got}.")
@@ -104,12 +87,8 @@ def check_proposals(proposals, images) -> list[Proposals]:
 
 
 def patch_grid_masks(masks: torch.Tensor, model, input_size: int) -> torch.Tensor:
-    """`(N, H, W)` proposal probabilities -> `(N, rows, cols)` bool patch visibility, by the model's own rule.
-
-    Passing these to the model gives exactly the embeddings of the full-size masks: the model resizes masks to the
-    patch grid (bilinear, `align_corners=False`) and thresholds them at `mask_threshold`; at grid size it does not
-    resize, and `True >= threshold` for any threshold in (0, 1].
-    """
+    """`(N, H, W)` probabilities -> `(N, rows, cols)` bool patch visibility by the model's own rule (resize to the
+    grid, threshold), so the model gives exactly the embeddings of the full-size masks."""
     vision = model.config.vision_config
     grid = (input_size // vision.patch_size, input_size // vision.patch_size)
     visible = proposals_to_patch_visibility(masks[None].float(), grid, vision.mask_threshold)
@@ -123,12 +102,8 @@ def proposal_class_scores(
     ensemble_weight: float | None,
     ensemble_formula: str = "paper",
 ) -> torch.Tensor:
-    """`(N, C)` scores `A` of one image: `softmax(logits)`, or the Eq. 9 ensemble with the generator's scores
-    ([`ensemble_class_scores`]; vocabulary classes matched to the generator's by name, [`match_generator_scores`]).
-
-    The ensemble applies only when `ensemble_weight` is neither None nor 0 and the proposals carry class scores. For
-    the released formula a proposal is empty when none of its mask values (as given to the model) exceeds 0.5.
-    """
+    """`(N, C)` scores `A` of one image: `softmax(logits)`, or the Eq. 9 ensemble when `ensemble_weight` is set and
+    the proposals carry class scores (a proposal is `empty` when no mask value exceeds 0.5)."""
     probs = logits.float().softmax(dim=-1)
     if not ensemble_weight or proposals.class_scores is None:
         return probs
@@ -138,7 +113,7 @@ def proposal_class_scores(
 
 
 def _call(method, generator, images, class_names, text_classifier) -> list:
-    """`method(images)`, with the vocabulary when the generator needs one (`needs_vocabulary`, e.g. FreeSeg)."""
+    """`method(images)`, with the vocabulary when the generator `needs_vocabulary` (e.g. FreeSeg)."""
     if getattr(generator, "needs_vocabulary", False):
         return method(images, class_names=list(class_names), text_classifier=text_classifier)
     return method(images)
@@ -146,15 +121,16 @@ def _call(method, generator, images, class_names, text_classifier) -> list:
 
 def _generate(generator, images, class_names, text_classifier) -> list[Proposals]:
     """The generator's proposals per image; a plain callable may return masks in any user-mask format."""
-    from ..proposals.user_masks import proposals_from_user_masks
-
     items = _call(generator, generator, images, class_names, text_classifier)
     if isinstance(items, (list, tuple)) and len(items) == len(images):
-        items = [
-            item if isinstance(item, Proposals) else proposals_from_user_masks(item, image_size=(im.height, im.width))
-            for item, im in zip(items, images)
-        ]
+        items = [item if isinstance(item, Proposals) else _user_proposals(item, im) for item, im in zip(items, images)]
     return check_proposals(items, images)
+
+
+def _user_proposals(masks, image) -> Proposals:
+    from ..proposals.user_masks import proposals_from_user_masks
+
+    return proposals_from_user_masks(masks, image_size=(image.height, image.width))
 
 
 def _fit_canvas(masks: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
@@ -164,12 +140,8 @@ def _fit_canvas(masks: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
 
 
 def released_proposals(generator, images, given, image_processor, inputs, class_names, text_classifier):
-    """Proposals on the released path's padded canvas, one per image.
-
-    A generator with `propose_on_canvas` (FreeSeg) gets the image resized as the processor resized it and returns
-    masks on the canvas; otherwise the proposals at the image size (or at a working resolution) are resized
-    bilinearly (`align_corners=False`) to the resized image and zero-padded bottom/right to the canvas.
-    """
+    """Proposals on the released path's padded canvas, one per image: from `propose_on_canvas` (FreeSeg, given the
+    resized image), or the proposals resized bilinearly to the resized image and zero-padded bottom/right."""
     canvas_method = getattr(generator, "propose_on_canvas", None) if given is None else None
     resized_sizes, canvas_sizes = inputs["resized_sizes"].tolist(), inputs["canvas_sizes"].tolist()
     if canvas_method is None:
@@ -193,11 +165,8 @@ def released_proposals(generator, images, given, image_processor, inputs, class_
 
 
 def classify_and_map(model, pixel_values, items, text_classifier, names, frames, options) -> list[dict]:
-    """Classify the proposals of a batch in one forward pass and build each image's semantic map.
-
-    `frames[i] = (output_size, valid_size)`: the image's size and the masks' region that covers it (None: all).
-    `options`: `ensemble_weight` and `ensemble_formula` for the scores, the rest for [`semantic_map`].
-    """
+    """Classify a batch's proposals in one forward pass and build each image's map. `frames[i] = (output_size,
+    valid_size)`; `options`: `ensemble_weight` and `ensemble_formula`, the rest for [`semantic_map`]."""
     options = dict(options)
     weight, formula = options.pop("ensemble_weight"), options.pop("ensemble_formula")
     device = pixel_values.device
@@ -217,17 +186,7 @@ def classify_and_map(model, pixel_values, items, text_classifier, names, frames,
     return results
 
 
-def _image_processor(processor):
-    return getattr(processor, "image_processor", None) or processor
-
-
-def _model_device(model) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
 def _proposals_and_frames(generator, images, given, image_processor, inputs, names, text_classifier, preprocessing):
-    """The proposals of a batch in the model's frame, and each image's `(output_size, valid_size)`."""
     if preprocessing == "released":
         items = released_proposals(generator, images, given, image_processor, inputs, names, text_classifier)
         valid = [tuple(size) for size in inputs["resized_sizes"].tolist()]
@@ -246,9 +205,6 @@ def _released_ensemble_check(generator, ensemble_formula: str) -> None:
         )
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Function API
-# ---------------------------------------------------------------------------------------------------------------
 def segment(
     images,
     class_names,
@@ -271,40 +227,25 @@ def segment(
     """Open-vocabulary semantic segmentation of one or more images (docs/inference.md).
 
     Args:
-        images: a path, PIL image, array, tensor, or a list of them (a `(B, 3, H, W)` tensor is a batch); loaded by
-            [`~maft_hf.model.images.load_images`] (RGB, 8 bits, EXIF orientation applied).
-        class_names: the vocabulary: a list of names (synonyms as `"building, edifice"`), a shipped vocabulary name
-            (e.g. `"ade20k_150"`) or a file ([`~maft_hf.inference.vocabulary.load_vocabulary`]).
-        model: a `MaskAwareCLIPModel` (eval mode is used; its training flag is restored).
-        processor: a `MAFTProcessor` (image processor + tokenizer), or a `MAFTImageProcessor` when
-            `text_classifier` is given.
+        images: a path, PIL image, array, tensor, or a list of them (a `(B, 3, H, W)` tensor is a batch).
+        class_names: the vocabulary: a list of names (synonyms as `"building, edifice"`), a shipped name or a file.
+        model, processor: a `MaskAwareCLIPModel` (run in eval mode) and its `MAFTProcessor` (a
+            `MAFTImageProcessor` suffices with `text_classifier`).
         proposal_generator: a [`ProposalGenerator`] or a spec string (`"grid:4"`, `"mask2former:<ckpt>"`,
-            `"freeseg:<folder>"`). Generators with `needs_vocabulary` get `class_names` and the text classifier.
-            Not needed when `proposals` is given.
-        ensemble_weight: the weight of Eq. 9 for the ensemble with the generator's own class scores (default 0.7).
-            It applies only when the proposals carry class scores; `None` or `0` uses MAFT's scores alone, as the
-            released evaluation does.
-        proposals: precomputed [`Proposals`], one per image, instead of calling the generator.
-        templates: prompt templates (default: the 14 of the released code).
-        text_classifier: a precomputed `(C, projection_dim)` classifier for `class_names`, skips the text tower.
-        cache: text-classifier cache ([`TextClassifierCache`] or a directory).
-        batch_size: images per forward pass of the image encoder.
-        chunk_classes: class chunk of [`semantic_map`] (default: all classes).
-        preprocessing: `"direct"` (the whole image squeezed to the model input; any size) or `"released"` (the
-            authors' test-time path: ResizeShortestEdge 640 / max 2560, zero-pad to a multiple of 32, proposals and
-            scores on the padded canvas, the score map cropped and resized to the image; reproduces the paper).
-        ensemble_formula: `"paper"` (Eq. 9 as printed: `lambda` on the generator for seen classes) or `"released"`
-            (the authors' code: `A_p^(1-w) A_c^w` for every class, `A_c = 1` for empty proposals).
-        unlabeled_id: when set, pixels whose total proposal weight is below `unlabeled_threshold` (no proposal covers
-            them) get this id; default None gives every pixel its argmax class (uncovered pixels get class 0).
-        unlabeled_threshold: see `unlabeled_id`.
+            `"freeseg:<folder>"`); not needed with `proposals` (precomputed, one per image).
+        ensemble_weight: the weight of Eq. 9 when the proposals carry class scores; `None` or `0`: MAFT alone, as the
+            released evaluation.
+        text_classifier, templates, cache: a precomputed `(C, projection_dim)` classifier, or the prompt templates
+            and a [`TextClassifierCache`] (or directory) to build it.
+        batch_size: images per forward pass; `chunk_classes`: class chunk of [`semantic_map`].
+        preprocessing: `"direct"` (the image squeezed to the model input) or `"released"` (the authors' test-time
+            path: short side 640, zero-pad to a multiple of 32, maps on the canvas; reproduces the paper).
+        ensemble_formula: `"paper"` (Eq. 9 as printed) or `"released"` (the authors' code).
+        unlabeled_id, unlabeled_threshold: the id of pixels no proposal covers (default: their argmax class).
 
     Returns:
-        One dict per image, in order:
-            - `"segmentation"`: `(H, W)` `torch.LongTensor` of class ids in `[0, C)` (or `unlabeled_id`) at the
-              image's size;
-            - `"class_names"`: the `C` names, id `i` = `class_names[i]`;
-            - `"scores"`: `(N, C)` float tensor, the per-proposal class scores used for the map.
+        One dict per image: `"segmentation"` (`(H, W)` `torch.LongTensor` at the image's size), `"class_names"` and
+        `"scores"` (`(N, C)` per-proposal class scores used for the map).
     """
     names = load_vocabulary(class_names)
     if batch_size < 1:
@@ -315,8 +256,8 @@ def segment(
     _released_ensemble_check(generator, ensemble_formula)
     if proposals is not None:
         proposals = check_proposals(list(proposals), pil_images)
-    device = _model_device(model)
-    image_processor = _image_processor(processor)
+    device = model_device(model)
+    image_processor = getattr(processor, "image_processor", None) or processor
     options = {
         "ensemble_weight": ensemble_weight,
         "ensemble_formula": ensemble_formula,
@@ -352,33 +293,14 @@ def segment(
     return results
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# transformers pipeline
-# ---------------------------------------------------------------------------------------------------------------
 class OpenVocabularySegmentationPipeline(Pipeline):
-    r"""
-    Open-vocabulary semantic segmentation with MAFT: `pipe(image, candidate_labels=[...])`.
+    """Open-vocabulary semantic segmentation with MAFT: `pipe(image, candidate_labels=[...])`.
 
-    Registered as `"open-vocabulary-segmentation"` by [`register_pipeline`] (called on `import maft_hf`).
-    The image processor and tokenizer are loaded from the checkpoint; proposals come from `proposal_generator`
-    (given at construction or per call). `batch_size > 1` runs that many images per forward pass through
-    [`segment`] (the same maps as one at a time). Checkpoints also carry a self-contained copy of this pipeline
-    (`maft_hf.model.pipeline_maft`) that loads with `trust_remote_code=True` where the package is not installed.
-
-    Call arguments:
-        images: one image or a list (paths, PIL, numpy arrays, tensors); converted to RGB.
-        candidate_labels: the vocabulary (list of names, shipped vocabulary name or file). Required.
-        proposal_generator: a [`ProposalGenerator`] or spec string (`"grid:4"`), overriding the constructor's.
-        proposal_masks: user masks for this image instead of a generator (any format of
-            `maft_hf.proposals.proposals_from_user_masks`).
-        ensemble_weight: the weight of Eq. 9 (default 0.7 when the proposals carry class scores; 0: no ensemble).
-        templates: prompt templates (default: the 14 of the released code).
-        preprocessing, ensemble_formula, unlabeled_id, unlabeled_threshold, chunk_classes: as for [`segment`]
-            (e.g. `pipe(image, candidate_labels=names, preprocessing="released")`).
-
-    Returns:
-        Per image, a dict with `"segmentation"` (`(H, W)` `torch.LongTensor` at the image size), `"class_names"` and
-        `"scores"` (`(N, C)` per-proposal class scores); a list of them for a list of images.
+    Registered as `"open-vocabulary-segmentation"` on `import maft_hf`. Proposals come from `proposal_generator`
+    (at construction or per call) or `proposal_masks` (user masks); the other call arguments are those of
+    [`segment`]. `batch_size > 1` runs that many images per forward pass. Returns a dict (`"segmentation"`,
+    `"class_names"`, `"scores"`) per image. Checkpoints carry a self-contained copy (`maft_hf.model.pipeline_maft`)
+    for `trust_remote_code=True`.
 
     Example:
 
@@ -398,9 +320,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
     _load_tokenizer = True
 
     def __init__(self, *args, text_classifier_cache: TextClassifierCache | None = None, **kwargs):
-        self.text_classifier_cache = (
-            text_classifier_cache if text_classifier_cache is not None else TextClassifierCache()
-        )
+        self.text_classifier_cache = TextClassifierCache() if text_classifier_cache is None else text_classifier_cache
         super().__init__(*args, **kwargs)
 
     def __call__(self, images, candidate_labels=None, **kwargs):
@@ -416,25 +336,13 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         return super().__call__(images, candidate_labels=candidate_labels, **kwargs)
 
     def _segment_batched(self, images, candidate_labels, batch_size: int, kwargs) -> list[dict]:
-        """`batch_size` images per forward pass through [`segment`] (the same maps as one image at a time)."""
         preprocess, forward, _ = self._sanitize_parameters(candidate_labels=candidate_labels, **kwargs)
         preprocess, forward = {**self._preprocess_params, **preprocess}, {**self._forward_params, **forward}
         names = preprocess["candidate_labels"]
         pictures = load_images(images)
-        proposals = None
-        if preprocess.get("proposal_masks") is not None:
-            from ..proposals.user_masks import proposals_from_user_masks
-
-            masks = preprocess["proposal_masks"]
-            proposals = [proposals_from_user_masks(masks, image_size=(p.height, p.width)) for p in pictures]
-        text_classifier = build_text_classifier(
-            self.model,
-            self.tokenizer,
-            names,
-            templates=forward.get("templates"),
-            cache=self.text_classifier_cache,
-            device=self.device,
-        )
+        masks = preprocess.get("proposal_masks")
+        proposals = None if masks is None else [_user_proposals(masks, picture) for picture in pictures]
+        text_classifier = self._text_classifier(names, forward.get("templates"))
         options = {k: v for k, v in forward.items() if k != "templates"}
         results = segment(
             pictures,
@@ -449,6 +357,10 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             **options,
         )
         return [self.postprocess(result) for result in results]
+
+    def _text_classifier(self, names, templates) -> torch.Tensor:
+        cache = self.text_classifier_cache
+        return build_text_classifier(self.model, self.tokenizer, names, templates, cache=cache, device=self.device)
 
     def _sanitize_parameters(
         self,
@@ -490,14 +402,8 @@ class OpenVocabularySegmentationPipeline(Pipeline):
     def preprocess(
         self, image, candidate_labels=None, proposal_generator=None, proposal_masks=None, preprocessing="direct"
     ):
-        if candidate_labels is None:
-            raise ValueError("candidate_labels is required: the class names to segment.")
         (picture,) = load_images(image)
-        given = None
-        if proposal_masks is not None:
-            from ..proposals.user_masks import proposals_from_user_masks
-
-            given = [proposals_from_user_masks(proposal_masks, image_size=(picture.height, picture.width))]
+        given = None if proposal_masks is None else [_user_proposals(proposal_masks, picture)]
         generator = None if given is not None else resolve_proposal_generator(proposal_generator)
         return {
             "inputs": self.image_processor([picture], preprocessing=preprocessing),
@@ -510,20 +416,12 @@ class OpenVocabularySegmentationPipeline(Pipeline):
 
     def _forward(self, model_inputs, ensemble_weight=DEFAULT_ENSEMBLE_WEIGHT, templates=None, **options):
         names = model_inputs["candidate_labels"]
-        text_classifier = build_text_classifier(
-            self.model, self.tokenizer, names, templates=templates, cache=self.text_classifier_cache, device=self.device
-        )
-        inputs = model_inputs["inputs"]
+        text_classifier = self._text_classifier(names, templates)
+        inputs, generator, given = model_inputs["inputs"], model_inputs["generator"], model_inputs["given"]
         items, frames = _proposals_and_frames(
-            model_inputs["generator"],
-            [model_inputs["image"]],
-            model_inputs["given"],
-            self.image_processor,
-            inputs,
-            names,
-            text_classifier,
+            generator, [model_inputs["image"]], given, self.image_processor, inputs, names, text_classifier,
             model_inputs["preprocessing"],
-        )
+        )  # fmt: skip
         options = {"ensemble_weight": ensemble_weight, "chunk_classes": None, **options}
         (result,) = classify_and_map(self.model, inputs["pixel_values"], items, text_classifier, names, frames, options)
         return result
@@ -549,13 +447,3 @@ def register_pipeline() -> None:
         pt_model=MaskAwareCLIPModel,
         type="multimodal",
     )
-
-
-__all__ = [
-    "OpenVocabularySegmentationPipeline",
-    "check_proposals",
-    "patch_grid_masks",
-    "proposal_class_scores",
-    "register_pipeline",
-    "segment",
-]

@@ -1,14 +1,7 @@
-"""From proposals and class scores to a semantic map (DESIGN.md section 1; paper Eq. 1 and 9).
-
-* [`classify_proposals`]: `exp(logit_scale) * cos(mask embedding, text embedding)`, `(B, N, C)`.
-* [`semantic_scores`]: `S[c, h, w] = sum_n A[n, c] * M[n, h, w]` with `A = softmax(logits)` over the `C` classes
-  (the MaskFormer rule of the released code).
-* [`semantic_map`]: `argmax_c S[c, h, w]` in bounded memory (pixel or row blocks), at the masks' size or resized
-  to the image's (the released `sem_seg_postprocess`), optionally with an id for pixels no proposal covers.
-* [`ensemble_class_scores`] and [`match_generator_scores`]: the optional geometric ensemble of paper Eq. 9 with a
-  proposal generator's own class scores, by the paper's formula or the released code's (docs/inference.md).
-
-Inputs are validated where they enter (`segment`, the pipeline, `Proposals`); these functions trust their shapes.
+"""From proposals and class scores to a semantic map (paper Eq. 1 and 9): proposal classification, the MaskFormer
+rule `S[c, h, w] = sum_n softmax(logits)[n, c] * M[n, h, w]`, its argmax in bounded memory, and the optional Eq. 9
+ensemble with a proposal generator's own scores (docs/inference.md). Inputs are validated where they enter
+(`segment`, the pipeline, `Proposals`); these functions trust their shapes.
 """
 
 from __future__ import annotations
@@ -37,25 +30,8 @@ def _probabilities(class_scores: torch.Tensor, masks: torch.Tensor, from_logits:
 def semantic_scores(
     class_scores: torch.Tensor, masks: torch.Tensor, from_logits: bool = True, chunk_classes: int | None = None
 ) -> torch.Tensor:
-    """Per-pixel class scores `S[c, h, w] = sum_n A[n, c] * M[n, h, w]` (the MaskFormer semantic inference rule).
-
-    Args:
-        class_scores: `(N, C)` logits (`from_logits=True`: `A = softmax(logits)` over `C`) or already probabilities
-            / ensembled scores (`from_logits=False`, used as `A`).
-        masks: `(N, H, W)` proposal probabilities in [0, 1] (float, half or bool), one image.
-        chunk_classes: classes per matrix product; default: as many as fit a `2**24`-element buffer.
-
-    Returns:
-        `(C, H, W)` float32 on `masks.device`.
-
-    Example:
-
-    ```python
-    >>> import torch
-    >>> from maft_hf.inference.semantic_map import semantic_scores
-    >>> semantic_scores(torch.randn(3, 2), torch.rand(3, 4, 4)).shape
-    torch.Size([2, 4, 4])
-    ```"""
+    """Per-pixel class scores `(C, H, W)` float32 of `(N, C)` class scores (logits, or probabilities with
+    `from_logits=False`) and `(N, H, W)` masks of one image, `chunk_classes` classes per matrix product."""
     probs_t = _probabilities(class_scores, masks, from_logits).t()
     num_classes, pixels = probs_t.shape[0], masks.shape[1] * masks.shape[2]
     flat = masks.reshape(masks.shape[0], pixels).to(torch.float32)
@@ -67,8 +43,7 @@ def semantic_scores(
 
 
 def _bilinear_taps(size_in: int, size_out: int, device) -> tuple[torch.Tensor, ...]:
-    """Source indices and weights of a 1-D bilinear resize `size_in -> size_out` (`align_corners=False`):
-    `out[i] = w0[i] * in[i0[i]] + w1[i] * in[i1[i]]`."""
+    """`(i0, i1, w0, w1)` of a 1-D bilinear resize (`align_corners=False`): `out = w0 * in[i0] + w1 * in[i1]`."""
     source = ((torch.arange(size_out, device=device, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5).clamp(
         min=0
     )
@@ -79,7 +54,7 @@ def _bilinear_taps(size_in: int, size_out: int, device) -> tuple[torch.Tensor, .
 
 def _resized_map(probs, masks, output_size, valid_size, unlabeled_id, unlabeled_threshold) -> torch.Tensor:
     """Argmax of the scores of `masks[:, :h, :w]` resized bilinearly to `output_size`, one block of output rows at a
-    time: each block computes the scores of the source rows it needs, resizes them, and keeps only the argmax."""
+    time (the scores of the source rows it needs, resized)."""
     (height, width), (crop_h, crop_w) = output_size, valid_size
     y0, y1, wy0, wy1 = _bilinear_taps(crop_h, height, masks.device)
     x0, x1, wx0, wx1 = _bilinear_taps(crop_w, width, masks.device)
@@ -115,29 +90,13 @@ def semantic_map(
     unlabeled_id: int | None = None,
     unlabeled_threshold: float = 0.5,
 ) -> torch.Tensor:
-    """`argmax_c S[c, h, w]` of [`semantic_scores`], `(H, W)` int64, in bounded memory.
+    """`argmax_c S[c, h, w]` of [`semantic_scores`], `(H, W)` int64 on `masks.device`, in bounded memory.
 
-    Masks at the output size (the default): pixel blocks of `chunk_pixels`, each scored one class chunk at a time
-    with a running max (ties go to the lowest class, as `torch.argmax`); the masks are converted to float32 one
-    block at a time. Masks at another resolution (a working resolution, or the padded canvas of the released path):
-    the scores are formed at the masks' resolution, cropped to `valid_size` (the image region, top-left) and resized
-    bilinearly (`align_corners=False`, detectron2's `sem_seg_postprocess`) to `output_size`, one block of output
-    rows at a time. Since the resize is linear, this is the map of the masks resized to `output_size` (up to float
-    rounding). Memory never holds `N x H x W` or `C x H x W` at the output size.
-
-    Args:
-        class_scores, masks, from_logits: as [`semantic_scores`].
-        chunk_classes / chunk_pixels: classes per chunk (default all) and pixels per block (default `2**24 //
-            chunk_classes`) of the same-size path.
-        output_size: `(H, W)` of the map; default the masks' size.
-        valid_size: `(h, w)` region of the masks that covers the image; default the whole masks.
-        unlabeled_id: when set, pixels whose total mask weight `sum_n M[n, h, w]` is below `unlabeled_threshold`
-            (no proposal covers them) get this id. Default None: every pixel gets its argmax class, so pixels that no
-            proposal covers (all scores 0) get class 0.
-        unlabeled_threshold: see `unlabeled_id`.
-
-    Returns:
-        `(H, W)` `torch.LongTensor` of class ids in `[0, C)` (or `unlabeled_id`) on `masks.device`.
+    Masks at the output size: pixel blocks of `chunk_pixels`, each scored `chunk_classes` at a time with a running
+    max (ties go to the lowest class). Otherwise (a working resolution, or the released path's padded canvas) the
+    scores are cropped to `valid_size` (top-left) and resized bilinearly (`align_corners=False`, detectron2's
+    `sem_seg_postprocess`) to `output_size`, one block of output rows at a time. With `unlabeled_id`, pixels whose
+    total mask weight is below `unlabeled_threshold` get that id; by default uncovered pixels get class 0.
 
     Example:
 
@@ -184,32 +143,11 @@ def ensemble_class_scores(
     formula: str = "paper",
     empty: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Geometric ensemble of CLIP's (`A_c`) and the proposal generator's (`A_p`) class probabilities, paper Eq. 9.
+    """Geometric ensemble of CLIP's (`A_c`) and the generator's (`A_p`) `(N, C)` class probabilities, paper Eq. 9.
 
-    `formula="paper"` (appendix A, Eq. 9; `lambda = weight`, the *generator's* exponent on seen classes):
-
-        A[n, c] = A_p[n, c] ** lambda * A_c[n, c] ** (1 - lambda)   if c is seen (known to the generator)
-        A[n, c] = A_c[n, c] ** lambda                                otherwise
-
-    `formula="released"` (the authors' code for datasets without a trainable flag, i.e. all of theirs; `w = weight`,
-    *CLIP's* exponent, for every class):
-
-        A[n, c] = A_p[n, c] ** (1 - w) * A_c[n, c] ** w,   with A_c[n, :] = 1 for proposals n that are `empty`
-
-    where the release's `A_p` is a softmax over `K + 1` with the void column dropped afterwards. The result is not
-    renormalised; pass it to [`semantic_map`] with `from_logits=False`.
-
-    Args:
-        clip_probs: `(N, C)` softmax probabilities of MAFT over the vocabulary.
-        generator_probs: `(N, C)` generator probabilities on the vocabulary ([`match_generator_scores`]), or None:
-            then `clip_probs` is returned unchanged (no ensemble, the released evaluation).
-        seen: `(C,)` bool, classes the generator was trained on (`"paper"` only).
-        weight: in [0, 1]; `0` means no ensemble under both formulas (`clip_probs` returned).
-        formula: `"paper"` or `"released"`.
-        empty: `(N,)` bool, proposals with no mask pixel above 0.5 (`"released"` only; default none).
-
-    Returns:
-        `(N, C)` float32 scores.
+    `"paper"`: `A_p ** w * A_c ** (1 - w)` on `seen` classes, `A_c ** w` on the others. `"released"` (the authors'
+    code): `A_p ** (1 - w) * A_c ** w` on every class, with `A_c = 1` for `empty` proposals. `generator_probs` None
+    or `weight` 0 returns `clip_probs`. Not renormalised: pass it to [`semantic_map`] with `from_logits=False`.
     """
     if generator_probs is None or float(weight) == 0.0:
         return clip_probs
@@ -224,8 +162,7 @@ def ensemble_class_scores(
 
 
 def normalize_class_name(name: str) -> set[str]:
-    """The set of normalised synonyms of a class name: split on commas, lower-cased, stripped, inner whitespace
-    collapsed; empty parts dropped. `"Building,  Edifice "` -> `{"building", "edifice"}`."""
+    """Normalised synonyms of a class name: `"Building,  Edifice "` -> `{"building", "edifice"}`."""
     synonyms = (re.sub(r"\s+", " ", part).strip().lower() for part in name.split(","))
     return {s for s in synonyms if s}
 
@@ -233,20 +170,8 @@ def normalize_class_name(name: str) -> set[str]:
 def match_generator_scores(
     generator_scores: torch.Tensor, generator_names: Sequence[str], vocabulary: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Map a proposal generator's class probabilities onto the vocabulary, by class name.
-
-    Vocabulary class `c` matches generator class `k` when they share a synonym after [`normalize_class_name`]
-    (`"building, edifice"` matches `"Building"`). A class matching several generator classes takes the largest of
-    their probabilities; a class matching none is unseen and gets 0.
-
-    Args:
-        generator_scores: `(N, K)` probabilities of the generator over its own `K` classes (no "void").
-        generator_names: the `K` names of those classes.
-        vocabulary: the `C` class names of the classifier.
-
-    Returns:
-        `(probs (N, C) float32, seen (C,) bool)`, ready for [`ensemble_class_scores`].
-    """
+    """Map a generator's `(N, K)` class probabilities onto the vocabulary by shared synonym: `(probs (N, C) float32,
+    seen (C,) bool)`; a class matching several generator classes takes their max, one matching none gets 0."""
     synonym_to_columns: dict[str, list[int]] = {}
     for column, name in enumerate(generator_names):
         for synonym in normalize_class_name(name):
@@ -269,32 +194,11 @@ def classify_proposals(
     text_classifier: torch.Tensor,
     proposal_valid_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Class logits of every proposal: `exp(logit_scale) * cos(mask embedding, class embedding)`, paper Eq. 1.
-
-    Args:
-        model: a `MaskAwareCLIPModel`.
-        pixel_values: `(B, 3, S, S)` normalised images (see `MAFTImageProcessor`).
-        proposal_masks: `(B, N, H, W)` proposal probabilities in [0, 1] or bool, any `H, W`.
-        text_classifier: `(C, projection_dim)` class embeddings (from [`build_text_classifier`]; normalised here
-            again, so unnormalised rows also work).
-        proposal_valid_mask: `(B, N)` bool, False for padding (see `pad_proposals`); padded entries get logits too,
-            computed as for an empty mask: ignore them.
-
-    Returns:
-        `(B, N, C)` float logits; `softmax(-1)` gives `A` of paper Eq. 1. Gradients flow unless the caller
-        disables them (wrap in `torch.no_grad()` for inference).
+    """`(B, N, C)` class logits `exp(logit_scale) * cos(mask embedding, class embedding)` of paper Eq. 1, from
+    `(B, 3, S, S)` pixel values and `(B, N, H, W)` masks (padded entries, False in `proposal_valid_mask`, get logits
+    too: ignore them). Gradients flow unless the caller disables them.
     """
     features = model.get_mask_features(pixel_values, proposal_masks, proposal_valid_mask=proposal_valid_mask)
     mask_embeds = F.normalize(features.pooler_output, dim=-1)
     text_embeds = F.normalize(text_classifier.to(device=mask_embeds.device, dtype=mask_embeds.dtype), dim=-1)
     return model.logit_scale.exp() * mask_embeds @ text_embeds.t()
-
-
-__all__ = [
-    "classify_proposals",
-    "ensemble_class_scores",
-    "match_generator_scores",
-    "normalize_class_name",
-    "semantic_map",
-    "semantic_scores",
-]

@@ -1,16 +1,10 @@
-"""The text classifier of MAFT: one L2-normalised embedding per class name, averaged over prompt templates.
+"""The text classifier of MAFT: one L2-normalised embedding per class name, averaged over prompt templates,
 
-For class `c` with name `name_c` and templates `t_1 .. t_T` (the 14 of the released code by default):
+    w_c = normalize(mean_t normalize(text_projection(text_model(t.format(name_c)))))
 
-    e_{c,t} = normalize(text_projection(text_model(t.format(name_c))))
-    w_c     = normalize(mean_t e_{c,t})
-
-A name with comma-separated synonyms (`"building, edifice"`) goes into each template verbatim as one string
-(`"a photo of a building, edifice."`), as the released code does; synonyms are not embedded separately.
-
-Classifiers are expensive for large vocabularies (847 classes x 14 templates = 11,858 prompts), so
-[`build_text_classifier`] can use a [`TextClassifierCache`]: an in-memory LRU plus an optional directory of
-safetensors files.
+with the 14 templates of the released code by default; a name with synonyms goes in verbatim as one string. Large
+vocabularies are expensive (847 classes x 14 templates), so [`build_text_classifier`] can use a
+[`TextClassifierCache`] (in-memory LRU plus an optional directory of safetensors files).
 """
 
 from __future__ import annotations
@@ -36,27 +30,23 @@ _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def text_tower_parameters(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """`(name, tensor)` of every weight that changes text embeddings: `text_model.*` and `text_projection.*`.
-
-    For a model without those attributes (not a CLIP model), every parameter and buffer is used.
-    """
+    """`(name, tensor)` of the weights of `text_model` and `text_projection` (all of them for a non-CLIP model)."""
     parts = [(prefix, getattr(model, prefix, None)) for prefix in ("text_model", "text_projection")]
     if any(module is None for _, module in parts):
         return sorted(list(model.named_parameters()) + list(model.named_buffers()), key=lambda item: item[0])
-    tensors = []
-    for prefix, module in parts:
-        tensors += [(f"{prefix}.{n}", t) for n, t in module.named_parameters()]
-        tensors += [(f"{prefix}.{n}", t) for n, t in module.named_buffers()]
+    tensors = [
+        (f"{prefix}.{n}", t)
+        for prefix, module in parts
+        for n, t in [*module.named_parameters(), *module.named_buffers()]
+    ]
     return sorted(tensors, key=lambda item: item[0])
 
 
 def text_tower_fingerprint(model: torch.nn.Module, recompute: bool = False) -> str:
-    """SHA-256 (hex) of the names, shapes, dtypes and raw bytes of the text-tower weights.
+    """SHA-256 (hex) of the names, shapes, dtypes and bytes of the text-tower weights.
 
-    The hash reads every weight once (about 0.1 s for CLIP ViT-B/16's 63M text parameters) and is memoised per
-    model; it is recomputed whenever a weight changes (a tensor's storage pointer or in-place version counter
-    differs), so optimiser steps, in-place edits under `torch.no_grad()` and `load_state_dict` never serve a stale
-    classifier. Writes through `tensor.data` bypass the version counter: after those, pass `recompute=True` once.
+    Memoised per model and recomputed when a tensor's storage pointer or version counter changes (optimiser steps,
+    in-place edits, `load_state_dict`); writes through `tensor.data` bypass the counter: pass `recompute=True`.
     """
     tensors = text_tower_parameters(model)
     signature = tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype)) for name, t in tensors)
@@ -81,13 +71,8 @@ def text_tower_fingerprint(model: torch.nn.Module, recompute: bool = False) -> s
 
 
 def text_classifier_cache_key(model, tokenizer, class_names: Sequence[str], templates: Sequence[str]) -> str:
-    """The cache key: SHA-256 (hex) of a JSON record of everything the classifier depends on.
-
-    The record holds: a format version, [`text_tower_fingerprint`] of the model (a hash of the text-tower weights,
-    so two checkpoints with the same text tower share entries and a changed weight never hits), the tokenizer's
-    class, `name_or_path`, vocabulary size and the maximum prompt length used, the templates and the class names
-    (both exact strings, in order).
-    """
+    """SHA-256 (hex) of everything the classifier depends on: a format version, [`text_tower_fingerprint`], the
+    tokenizer (class, `name_or_path`, size, maximum prompt length), the templates and the class names."""
     record = {
         "format": CACHE_FORMAT_VERSION,
         "text_tower": text_tower_fingerprint(model),
@@ -104,22 +89,9 @@ def text_classifier_cache_key(model, tokenizer, class_names: Sequence[str], temp
 
 
 class TextClassifierCache:
-    """Cache of text classifiers: an in-memory LRU of `max_entries` tensors and, optionally, a directory.
-
-    On disk each entry is `<cache_dir>/<key>.safetensors` with one tensor, `"text_classifier"` `(C, D)` float, and
-    the class names and templates in the metadata (for inspection only; the key alone decides a hit). Files are
-    written atomically. Entries are kept on CPU.
-
-    Args:
-        max_entries: size of the in-memory LRU (0 disables it).
-        cache_dir: directory for persistent entries, created when needed; `None` keeps the cache in memory only.
-
-    Example:
-
-    ```python
-    >>> cache = TextClassifierCache(cache_dir="~/.cache/maft_hf/text_classifiers")  # doctest: +SKIP
-    >>> weights = build_text_classifier(model, tokenizer, ["cat", "dog"], cache=cache)  # doctest: +SKIP
-    ```"""
+    """Text classifiers on CPU: an in-memory LRU of `max_entries` tensors (0: off) and, with `cache_dir`, atomically
+    written `<cache_dir>/<key>.safetensors` files (tensor `"text_classifier"`; names and templates in the metadata for
+    inspection only: the key alone decides a hit)."""
 
     def __init__(self, max_entries: int = 16, cache_dir: str | os.PathLike | None = None):
         if max_entries < 0:
@@ -206,30 +178,26 @@ def prompt_max_length(model, tokenizer) -> int:
     return min(limits)
 
 
+def model_device(model) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 def _pooled(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 def embed_prompts(model, tokenizer, prompts: Sequence[str], batch_size: int = 256, device=None) -> torch.Tensor:
-    """L2-normalised projected text embeddings of `prompts`, `(len(prompts), projection_dim)` float32.
-
-    Prompts are tokenised in batches of `batch_size`, padded to the longest in the batch and truncated to
-    [`prompt_max_length`]. CLIP's text tower is causal and pools at the first end-of-text token, so padding does
-    not change an embedding.
-    """
+    """L2-normalised projected text embeddings of `prompts`, `(len(prompts), projection_dim)` float32, in batches
+    padded to their longest prompt (CLIP pools at the first end-of-text token, so padding changes nothing)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     max_length = prompt_max_length(model, tokenizer)
     embeddings = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
-            tokens = tokenizer(
-                list(prompts[start : start + batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
+            batch = list(prompts[start : start + batch_size])
+            tokens = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
             features = _pooled(model.get_text_features(**tokens))
             embeddings.append(F.normalize(features.float(), dim=-1))
@@ -245,26 +213,11 @@ def build_text_classifier(
     cache: TextClassifierCache | str | os.PathLike | None = None,
     device: str | torch.device | None = None,
 ) -> torch.Tensor:
-    """Text embeddings of a vocabulary, one row per class: `(C, projection_dim)` float32, rows of unit L2 norm.
+    """Text embeddings of a vocabulary: `(C, projection_dim)` float32, rows of unit norm (the module's formula).
 
-    Row `c` is `normalize(mean_t normalize(get_text_features(t.format(class_names[c])).pooler_output))` over the
-    templates `t`. Names go into the templates verbatim, synonyms included (`"a photo of a building, edifice."`).
-    All `C * T` prompts are embedded in batches of `batch_size` under `torch.no_grad()`, in eval mode (the model's
-    training flag is restored afterwards).
-
-    Args:
-        model: a `MaskAwareCLIPModel` or `CLIPModel` (anything with `get_text_features`).
-        tokenizer: its CLIP tokenizer.
-        class_names: the vocabulary, `C` names (checked by [`validate_vocabulary`]).
-        templates: prompt templates with one `{}` each; default: the 14 of the released code
-            ([`load_prompt_templates`]).
-        batch_size: prompts per forward pass.
-        cache: a [`TextClassifierCache`], or a directory (a disk-only cache there), or None for no cache. The key
-            is [`text_classifier_cache_key`]: text-tower weight hash, tokenizer, templates and class names.
-        device: where to run the text tower and return the result; default the model's device.
-
-    Returns:
-        `torch.FloatTensor` of shape `(C, projection_dim)`.
+    All `C * T` prompts run under `torch.no_grad()` in eval mode (the training flag is restored). `templates`
+    default to the 14 of the released code; `cache` is a [`TextClassifierCache`], a directory (disk-only cache) or
+    None; `device` defaults to the model's.
 
     Example:
 
@@ -276,14 +229,9 @@ def build_text_classifier(
     ```"""
     class_names = validate_vocabulary(class_names)
     templates = validate_templates(load_prompt_templates() if templates is None else templates)
-    if device is None:
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else model_device(model)
     if cache is not None and not isinstance(cache, TextClassifierCache):
         cache = TextClassifierCache(max_entries=0, cache_dir=cache)
-
-    key = None
     if cache is not None:
         key = text_classifier_cache_key(model, tokenizer, class_names, templates)
         hit = cache.get(key)
@@ -297,20 +245,8 @@ def build_text_classifier(
         embeddings = embed_prompts(model, tokenizer, prompts, batch_size=batch_size, device=device)
     finally:
         model.train(was_training)
-    classifier = embeddings.reshape(len(class_names), len(templates), -1).mean(dim=1)
-    classifier = F.normalize(classifier, dim=-1)
-
+    classifier = F.normalize(embeddings.reshape(len(class_names), len(templates), -1).mean(dim=1), dim=-1)
     if cache is not None:
         metadata = {"class_names": json.dumps(class_names), "templates": json.dumps(templates)}
         cache.put(key, classifier, metadata=metadata)
     return classifier
-
-
-__all__ = [
-    "TextClassifierCache",
-    "build_text_classifier",
-    "embed_prompts",
-    "prompt_max_length",
-    "text_classifier_cache_key",
-    "text_tower_fingerprint",
-]

@@ -1,8 +1,7 @@
 """Colour semantic maps and draw them over images, with a legend of the classes present.
 
-The palette is fixed and deterministic for any number of classes: class `i` always gets the same colour
-(`palette(k)[:j] == palette(j)`), so maps of different vocabularies sizes stay comparable. Hues advance by the golden
-ratio (neighbouring ids get far-apart hues) and saturation / brightness cycle through tiers with coprime periods.
+The palette is deterministic and prefix-stable (`palette(k)[:j] == palette(j)`): hues advance by the golden ratio,
+saturation / brightness cycle through tiers with coprime periods.
 """
 
 from __future__ import annotations
@@ -22,15 +21,7 @@ IGNORE_COLOR = (0, 0, 0)
 
 
 def palette(num_classes: int) -> np.ndarray:
-    """`(num_classes, 3)` uint8 RGB colours, all distinct, deterministic and prefix-stable.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.inference.visualization import palette
-    >>> palette(847).shape
-    (847, 3)
-    ```"""
+    """`(num_classes, 3)` uint8 RGB colours, all distinct, deterministic and prefix-stable."""
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
     return np.array(_palette_colours(num_classes), dtype=np.uint8).reshape(num_classes, 3)
@@ -66,10 +57,7 @@ def _as_numpy_map(seg_map) -> np.ndarray:
 
 
 def colorize(seg_map, num_classes: int) -> np.ndarray:
-    """Colour a `(H, W)` map of class ids: `(H, W, 3)` uint8 RGB.
-
-    Ids outside `[0, num_classes)` (ignore labels such as 255 or 65535, or -1) are drawn black.
-    """
+    """Colour a `(H, W)` map of class ids: `(H, W, 3)` uint8 RGB; ids outside `[0, num_classes)` are black."""
     seg_map = _as_numpy_map(seg_map)
     colours = np.concatenate([palette(num_classes), np.array([IGNORE_COLOR], dtype=np.uint8)])
     index = np.where((seg_map >= 0) & (seg_map < num_classes), seg_map, num_classes)
@@ -108,7 +96,7 @@ def _to_pil_rgb(image) -> Image.Image:
 
 
 def _drawable_text(draw: ImageDraw.ImageDraw, text: str, font) -> str:
-    """`text`, or an ASCII rendering of it when the font cannot encode it (PIL's bitmap fallback font)."""
+    """`text`, or its ASCII rendering when the font cannot encode it (PIL's bitmap fallback font)."""
     try:
         draw.textbbox((0, 0), text, font=font)
         return text
@@ -117,7 +105,6 @@ def _drawable_text(draw: ImageDraw.ImageDraw, text: str, font) -> str:
 
 
 def _draw_legend(entries, height: int, font) -> Image.Image:
-    """A white panel, one row per entry: a colour swatch and the class name."""
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     texts = [_drawable_text(probe, name, font) for _, name, _ in entries]
     boxes = [probe.textbbox((0, 0), text, font=font) for text in texts]
@@ -134,19 +121,11 @@ def _draw_legend(entries, height: int, font) -> Image.Image:
 
 
 def overlay(image, seg_map, class_names, alpha: float = 0.5, legend: bool = True) -> Image.Image:
-    """Blend the coloured map over the image and, optionally, add a legend of the classes present.
+    """Blend the coloured map over the image (RGB PIL image: `(W, H)` without legend).
 
-    Args:
-        image: PIL image, `(H, W[, 3|4])` numpy array (uint8, or float in [0, 1]) or `(3, H, W)` tensor; converted to
-            RGB.
-        seg_map: `(H, W)` class ids (numpy or tensor) at the image's size; ids outside `[0, C)` are left unblended.
-        class_names: the `C` class names of the vocabulary.
-        alpha: opacity of the colours, in [0, 1].
-        legend: when True, a white panel listing the classes present (colour swatch + name, PIL's default font) is
-            appended on the right: the result is then wider than the image, and taller when the list needs it.
-
-    Returns:
-        An RGB `PIL.Image`: `(W, H)` without legend.
+    `image`: PIL image, `(H, W[, 3|4])` array (uint8, or float in [0, 1]) or `(3, H, W)` tensor; `seg_map`: `(H, W)`
+    class ids at the image's size, ids outside `[0, C)` left unblended; `alpha`: opacity in [0, 1]; `legend`: append
+    a white panel of the classes present on the right (the result is then wider, and taller when the list needs it).
 
     Example:
 
@@ -181,13 +160,10 @@ def overlay(image, seg_map, class_names, alpha: float = 0.5, legend: bool = True
 
 
 def save_overlay(path: str | os.PathLike, image, seg_map, class_names, **kwargs) -> Image.Image:
-    """[`overlay`] and save it to `path` (format from the extension); returns the image."""
+    """[`overlay`] saved to `path` (format from the extension); returns the image."""
     result = overlay(image, seg_map, class_names, **kwargs)
     directory = os.path.dirname(os.fspath(path))
     if directory:
         os.makedirs(directory, exist_ok=True)
     result.save(path)
     return result
-
-
-__all__ = ["colorize", "legend_entries", "overlay", "palette", "present_classes", "save_overlay"]

@@ -1,17 +1,7 @@
 """Class-name vocabularies and prompt templates for MAFT's text classifier.
 
-A vocabulary is a list of class names; index `i` is contiguous class id `i` of the dataset's label maps. Names may
-carry comma-separated synonyms (`"building, edifice"`): they stay one string and go into the prompt templates
-verbatim, as the released MAFT code does.
-
-[`load_vocabulary`] accepts exactly three kinds of `spec`, tried in this order:
-
-1. a list or tuple of strings: the class names themselves (stripped, validated, copied);
-2. a string that is a shipped vocabulary name (see [`available_vocabularies`]);
-3. a string or path of an existing text file: one class per line (see [`read_vocabulary_file`]).
-
-Anything else raises `ValueError`. A string is never split into several names (a comma is part of a class name's
-synonyms), so command-line tools that take `"cat,dog"` must split it themselves before calling this function.
+A vocabulary is a list of class names, index `i` = class id `i` of the label maps. Comma-separated synonyms
+(`"building, edifice"`) stay one string and go into the prompt templates verbatim, as the released code does.
 """
 
 from __future__ import annotations
@@ -26,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 VOCAB_DIRECTORY = "vocab"  # package data directory inside `maft_hf`
 
-# Shipped vocabularies that are one file each, `<name>.txt` in `maft_hf/vocab/`.
+# Shipped vocabularies, `<name>.txt` in `maft_hf/vocab/`; coco_stuff_156_seen = the 171 classes minus the 15 unseen.
 _FILE_VOCABULARIES = (
     "coco_stuff_171",
     "coco_stuff_unseen_15",
@@ -37,22 +27,12 @@ _FILE_VOCABULARIES = (
     "pascal_voc_20",
     "synthetic",
 )
-# Derived: the 171 COCO-Stuff classes minus the 15 unseen ones of the zero-shot split, in contiguous-id order.
 _DERIVED_VOCABULARIES = ("coco_stuff_156_seen",)
-# Datasets that have a seen / unseen split, and the files naming their unseen classes.
 _UNSEEN_SPLITS = {"coco_stuff": ("coco_stuff_171", "coco_stuff_unseen_15")}
 
 
 def available_vocabularies() -> list[str]:
-    """Names accepted by [`load_vocabulary`], sorted.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.inference.vocabulary import available_vocabularies
-    >>> "ade20k_150" in available_vocabularies()
-    True
-    ```"""
+    """Names accepted by [`load_vocabulary`], sorted."""
     return sorted(_FILE_VOCABULARIES + _DERIVED_VOCABULARIES)
 
 
@@ -60,22 +40,15 @@ def _read_package_text(filename: str) -> str:
     return resources.files("maft_hf").joinpath(VOCAB_DIRECTORY).joinpath(filename).read_text(encoding="utf-8")
 
 
-def parse_vocabulary_lines(text: str) -> list[str]:
-    """Class names from the text of a vocabulary file.
+def _content_lines(text: str) -> list[str]:
+    stripped = (line.strip() for line in text.splitlines())
+    return [line for line in stripped if line and not line.startswith("#")]
 
-    Rules: one class per line; surrounding whitespace is stripped; blank lines and lines starting with `#` are
-    skipped; a line with tab characters is a table row whose **last** column is the name (the format of
-    `coco_stuff_unseen_15.txt`: index, COCO id, PNG value, name). Commas are kept (synonyms).
-    """
-    names = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if "\t" in stripped:
-            stripped = stripped.split("\t")[-1].strip()
-        names.append(stripped)
-    return names
+
+def parse_vocabulary_lines(text: str) -> list[str]:
+    """Class names from the text of a vocabulary file: one per line, stripped; blank and `#` lines skipped; a line
+    with tabs is a table row whose **last** column is the name (`coco_stuff_unseen_15.txt`). Commas are kept."""
+    return [line.split("\t")[-1].strip() for line in _content_lines(text)]
 
 
 def read_vocabulary_file(path: str | os.PathLike) -> list[str]:
@@ -93,10 +66,7 @@ def _unseen_rows(dataset: str) -> list[tuple[int, str]]:
     full_name, unseen_name = _UNSEEN_SPLITS[dataset]
     full = parse_vocabulary_lines(_read_package_text(f"{full_name}.txt"))
     rows = []
-    for line in _read_package_text(f"{unseen_name}.txt").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    for line in _content_lines(_read_package_text(f"{unseen_name}.txt")):
         columns = line.split("\t")
         index, name = int(columns[0]), columns[-1].strip()
         if full[index] != name:
@@ -108,21 +78,8 @@ def _unseen_rows(dataset: str) -> list[tuple[int, str]]:
 
 
 def unseen_class_indices(dataset: str = "coco_stuff") -> list[int]:
-    """Contiguous ids of the unseen classes of a zero-shot split, sorted.
-
-    Args:
-        dataset: `"coco_stuff"` (the 156 seen / 15 unseen split of paper Tab. 1; `"coco_stuff_171"` is accepted too).
-
-    Returns:
-        The 15 contiguous class ids (0..170) of the unseen COCO-Stuff classes.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.inference.vocabulary import unseen_class_indices
-    >>> unseen_class_indices("coco_stuff")[:3]
-    [19, 23, 28]
-    ```"""
+    """Sorted class ids of the unseen classes of a zero-shot split: `"coco_stuff"` (or `"coco_stuff_171"`), the 156
+    seen / 15 unseen split of paper Tab. 1."""
     key = "coco_stuff" if dataset == "coco_stuff_171" else dataset
     if key not in _UNSEEN_SPLITS:
         raise ValueError(f"No seen/unseen split is shipped for {dataset!r}; expected one of {sorted(_UNSEEN_SPLITS)}.")
@@ -140,13 +97,8 @@ def _load_shipped(name: str) -> list[str]:
 
 
 def validate_vocabulary(names: Sequence[str]) -> list[str]:
-    """Check a vocabulary and return it as a new list of stripped names.
-
-    Raises `ValueError` for: a vocabulary that is not a sequence of strings, an empty vocabulary, an empty (or
-    all-whitespace) name (its index is given), and duplicate names. Duplicates are compared after stripping and
-    lower-casing, since CLIP's tokenizer lower-cases and two such names would get identical text embeddings; the
-    message lists every duplicated name with its indices.
-    """
+    """A new list of the stripped names; `ValueError` for a non-sequence, an empty vocabulary, an empty name, or
+    duplicates (compared lower-cased: CLIP's tokenizer lower-cases, so they would get identical embeddings)."""
     if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
         raise ValueError(f"A vocabulary must be a list of class-name strings, got {type(names).__name__}.")
     if len(names) == 0:
@@ -169,23 +121,9 @@ def validate_vocabulary(names: Sequence[str]) -> list[str]:
 
 
 def load_vocabulary(spec: str | os.PathLike | Sequence[str]) -> list[str]:
-    """Load a vocabulary: a list of class names, a shipped vocabulary name, or a text file.
-
-    Args:
-        spec: one of, tried in this order,
-            - a list / tuple of class names (returned stripped and validated, as a new list);
-            - a shipped name from [`available_vocabularies`] (`"coco_stuff_171"`, `"coco_stuff_156_seen"`,
-              `"coco_stuff_unseen_15"`, `"ade20k_150"`, `"ade20k_847"`, `"pascal_context_59"`,
-              `"pascal_context_459"`, `"pascal_voc_20"`, `"synthetic"`);
-            - the path of a UTF-8 text file with one class per line (`#` comments and blank lines skipped).
-            A string is never split: `"cat, kitty"` is not a vocabulary (it is one class name with a synonym).
-
-    Returns:
-        `list[str]`, index `i` = contiguous class id `i`.
-
-    Raises:
-        ValueError: unknown name and no such file, unreadable file, or an invalid vocabulary (see
-        [`validate_vocabulary`]).
+    """Load a vocabulary, `list[str]` (index `i` = class id `i`), from, tried in this order: a list / tuple of names,
+    a shipped name ([`available_vocabularies`]) or a UTF-8 text file, one class per line. A string is never split
+    (`"cat, kitty"` is one class with a synonym). Raises `ValueError` otherwise or for an invalid vocabulary.
 
     Example:
 
@@ -217,22 +155,8 @@ def load_vocabulary(spec: str | os.PathLike | Sequence[str]) -> list[str]:
 
 
 def parse_vocabulary_argument(value: str) -> list[str]:
-    """A vocabulary given on a command line: a shipped name, a text file, or comma-separated class names.
-
-    The value is split on commas **only** when it is neither a shipped vocabulary name nor an existing file, so
-    `"cat,dog, puppy"` is three classes; names with synonyms (`"dog, puppy"` as one class) need a file. Raises
-    `ValueError` for an empty value, a value that looks like a missing file (`*.txt` or a path separator and no
-    comma), empty names (`"cat,,dog"`) and duplicates.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.inference.vocabulary import parse_vocabulary_argument
-    >>> parse_vocabulary_argument("cat, dog,bird")
-    ['cat', 'dog', 'bird']
-    >>> len(parse_vocabulary_argument("ade20k_150"))
-    150
-    ```"""
+    """A command-line vocabulary: a shipped name, a text file, or else comma-separated class names (names with
+    synonyms need a file). `ValueError` for an empty value, a missing-looking file, empty names and duplicates."""
     if not isinstance(value, str):
         raise ValueError(f"Expected the vocabulary as a string, got {type(value).__name__}.")
     if value in available_vocabularies() or os.path.isfile(value):
@@ -257,9 +181,8 @@ def unseen_class_ids(
 ) -> list[int]:
     """Sorted ids (into `class_names`) of the unseen classes of a zero-shot split.
 
-    `spec` is a command-line value (a shipped vocabulary name or file of names, or comma-separated names and / or
-    ids: `"cow,giraffe"`, `"3,7"`) or an iterable of names and ids. Names match exactly, else case-insensitively.
-    Raises `ValueError` naming the classes that are not in the vocabulary and ids outside `[0, C)`.
+    `spec`: a shipped vocabulary name or file, comma-separated names and / or ids (`"cow,giraffe"`, `"3,7"`), or an
+    iterable of names and ids. Names match exactly, else case-insensitively; unknown names and ids raise.
     """
     if isinstance(spec, str):
         if spec in available_vocabularies() or os.path.isfile(spec):
@@ -295,24 +218,14 @@ def unseen_class_ids(
 
 
 def load_prompt_templates() -> list[str]:
-    """The 14 prompt templates of the released MAFT code, verbatim (some have no final period).
-
-    Each template has one `{}` placeholder for the class name.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.inference.vocabulary import load_prompt_templates
-    >>> load_prompt_templates()[0].format("cat")
-    'a photo of a cat.'
-    ```"""
+    """The 14 prompt templates of the released MAFT code, verbatim, one `{}` each (some have no final period)."""
     templates = [line for line in _read_package_text("prompt_templates.txt").splitlines() if line.strip()]
     validate_templates(templates)
     return templates
 
 
 def validate_templates(templates: Sequence[str]) -> list[str]:
-    """Check prompt templates: a non-empty list of strings with exactly one `{}` each. Returns them as a list."""
+    """Check prompt templates (a non-empty list of strings with exactly one `{}` each); returns them as a list."""
     if isinstance(templates, str) or not isinstance(templates, Sequence) or len(templates) == 0:
         raise ValueError(f"Prompt templates must be a non-empty list of strings, got {templates!r}.")
     for index, template in enumerate(templates):
@@ -322,17 +235,3 @@ def validate_templates(templates: Sequence[str]) -> list[str]:
                 f"got {template!r}."
             )
     return list(templates)
-
-
-__all__ = [
-    "available_vocabularies",
-    "load_vocabulary",
-    "load_prompt_templates",
-    "parse_vocabulary_argument",
-    "parse_vocabulary_lines",
-    "read_vocabulary_file",
-    "unseen_class_indices",
-    "unseen_class_ids",
-    "validate_templates",
-    "validate_vocabulary",
-]

@@ -1,9 +1,5 @@
-"""Proposal sources: class-agnostic masks for MAFT to classify.
-
-Every source returns, per image, a [`Proposals`]: masks `(N, H, W)` as probabilities at the image's resolution,
-plus, optionally, the generator's own class scores and the names of the classes they refer to (used by the
-ensemble of paper Eq. 9). Heavy sources (Mask2Former/OneFormer, SAM) are imported lazily.
-"""
+"""Proposal sources: class-agnostic masks for MAFT to classify, one [`Proposals`] per image (heavy sources load
+lazily)."""
 
 from __future__ import annotations
 
@@ -14,17 +10,9 @@ import torch
 
 @dataclass
 class Proposals:
-    """Proposals of one image.
-
-    Attributes:
-        masks: `(N, h, w)` float probabilities in [0, 1], at the image's resolution or, with `image_size`, at a
-            working resolution.
-        class_scores: `(N, K)` probabilities of the generator over its own `K` classes (no "void"), or None.
-        class_names: the `K` class names `class_scores` refers to, or None.
-        image_size: `(H, W)` of the image when the masks are at a working resolution: they stand for the masks
-            resized bilinearly (`align_corners=False`) to the whole image, which `segment` does block by block
-            (bounded memory at any image size). None: the masks are at the image's size.
-    """
+    """Proposals of one image: `masks (N, h, w)` probabilities in [0, 1], optionally the generator's `class_scores
+    (N, K)` over its own `K` classes (no "void") named by `class_names`. With `image_size` `(H, W)` the masks are at a
+    working resolution and stand for their bilinear resize to the image (done block by block in `segment`)."""
 
     masks: torch.Tensor
     class_scores: torch.Tensor | None = None
@@ -54,20 +42,15 @@ class Proposals:
 
 
 class ProposalGenerator:
-    """Base class of proposal sources: `generator(images) -> list[Proposals]`, one per image.
-
-    `images` is a list of PIL images, `(H, W, 3)` uint8 numpy arrays, or `(3, H, W)` uint8 tensors; each returned
-    `Proposals.masks` has that image's `(H, W)`. Sources with `needs_vocabulary = True` (FreeSeg) also take
-    `class_names=` and `text_classifier=`.
-    """
+    """Base class of proposal sources: `generator(images) -> list[Proposals]`, one per image (PIL images, `(H, W, 3)`
+    uint8 arrays or `(3, H, W)` uint8 tensors), masks at its `(H, W)`. With `needs_vocabulary = True` (FreeSeg) they
+    also take `class_names=` and `text_classifier=`."""
 
     needs_vocabulary: bool = False
 
     def __call__(self, images) -> list[Proposals]:
         raise NotImplementedError
 
-
-__all__ = ["Proposals", "ProposalGenerator"]
 
 # Lazy exports: the sources below import transformers model code only when first used.
 _LAZY_EXPORTS = {
@@ -81,7 +64,7 @@ _LAZY_EXPORTS = {
     "load_proposal_generator": ".factory",
     "FreeSegProposals": ".freeseg.generator",
 }
-__all__ += list(_LAZY_EXPORTS)
+__all__ = ["Proposals", "ProposalGenerator", *_LAZY_EXPORTS]
 
 
 def __getattr__(name):

@@ -19,13 +19,8 @@ def normalize_and_pad(
     size_divisor: int = 0,
     pad_size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalise `(3, H_i, W_i)` uint8 images and pad them bottom-right with 0 to one batch.
-
-    The padded size is the batch maximum (or `pad_size`), rounded up to a multiple of `size_divisor` when it is > 0.
-
-    Returns:
-        `pixel_values (B, 3, Hp, Wp)` float32 and `pixel_mask (B, Hp, Wp)` int64 (1 on image pixels, 0 on padding).
-    """
+    """Normalise `(3, H_i, W_i)` uint8 images and zero-pad them bottom-right to the batch maximum (or `pad_size`),
+    rounded up to a multiple of `size_divisor`: `pixel_values (B, 3, Hp, Wp)` float32, `pixel_mask (B, Hp, Wp)` int64."""
     if pad_size is None:
         pad_h = max(int(image.shape[-2]) for image in images)
         pad_w = max(int(image.shape[-1]) for image in images)

@@ -1,9 +1,5 @@
-"""A weight-free proposal source: soft colour clusters (k-means on colour and position).
-
-Not a substitute for a trained generator: it gives region-shaped proposals for offline demos and tests where no
-checkpoint can be downloaded. Each proposal is the soft assignment of the pixels to one of `k` clusters found by a
-few k-means iterations on `(r, g, b, spatial_weight * y, spatial_weight * x)` of a downsampled copy of the image.
-"""
+"""A weight-free proposal source for offline demos and tests: soft colour clusters (k-means on colour and position
+of a downsampled copy of the image)."""
 
 from __future__ import annotations
 
@@ -23,11 +19,8 @@ def color_cluster_masks(
     work_size: int = 64,
     seed: int = 0,
 ) -> torch.Tensor:
-    """`(k, H, W)` soft cluster masks of a `(3, H, W)` uint8 image (probabilities; each pixel's sum is 1).
-
-    k-means runs on at most `work_size x work_size` pixels (features in [0, 1]); the masks are the softmax over
-    clusters of `-distance / temperature`, computed at the working size and resized bilinearly to `(H, W)`.
-    """
+    """`(k, H, W)` soft cluster masks of a `(3, H, W)` uint8 image: k-means on `(r, g, b, w * y, w * x)` of at most
+    `work_size` pixels a side, then the softmax of `-distance / temperature`, resized bilinearly to `(H, W)`."""
     if int(k) < 1:
         raise ValueError(f"The number of clusters k must be >= 1, got {k}.")
     height, width = image.shape[-2:]
@@ -51,14 +44,7 @@ def color_cluster_masks(
 
 
 class ColorClusterProposals(ProposalGenerator):
-    """`k` soft colour-cluster proposals per image; needs no weights (spec `"kmeans:<k>"`).
-
-    Example:
-
-    ```python
-    >>> [p.masks.shape for p in ColorClusterProposals(6)([Image.new("RGB", (61, 45))])]
-    [torch.Size([6, 45, 61])]
-    ```"""
+    """`k` soft colour-cluster proposals per image; needs no weights (spec `"kmeans:<k>"`)."""
 
     def __init__(self, k: int = 8, **kwargs):
         if int(k) < 1:
@@ -70,6 +56,3 @@ class ColorClusterProposals(ProposalGenerator):
             Proposals(masks=color_cluster_masks(image_to_tensor(image), self.k, **self.kwargs))
             for image in load_images(images)
         ]
-
-
-__all__ = ["ColorClusterProposals", "color_cluster_masks"]

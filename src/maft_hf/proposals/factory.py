@@ -1,17 +1,11 @@
-"""Build a proposal source from a short spec string, e.g. `"mask2former:facebook/mask2former-swin-base-coco-panoptic"`.
+"""Build a proposal source from a spec string `"kind:argument"`:
 
-Specs:
+- `"mask2former:<id_or_path>"`, `"oneformer:<id_or_path>"` (model type checked), `"universal:<id_or_path>"`:
+  [`UniversalSegmentationProposals`];
+- `"sam:<id_or_path>"`: [`SAMProposals`]; `"freeseg:<folder>"`: [`FreeSegProposals`], the released MAFT generator;
+- `"grid:<k>"`: [`GridProposals`]; `"kmeans:<k>"`: [`ColorClusterProposals`] (no weights, offline demos).
 
-- `"mask2former:<id_or_path>"`, `"oneformer:<id_or_path>"`: [`UniversalSegmentationProposals`], checking that the
-  checkpoint is of that model type;
-- `"universal:<id_or_path>"`: [`UniversalSegmentationProposals`] for any universal-segmentation checkpoint;
-- `"sam:<id_or_path>"`: [`SAMProposals`];
-- `"freeseg:<folder>"`: [`FreeSegProposals`], the released MAFT generator (needs the vocabulary at call time);
-- `"grid:<k>"`: [`GridProposals`], `k x k` soft blocks, no weights (offline demos);
-- `"kmeans:<k>"`: [`ColorClusterProposals`], `k` soft colour clusters, no weights (offline demos).
-
-Keyword arguments go to the generator's constructor. Local paths load offline; for Hub ids set the environment
-variable `HF_HUB_OFFLINE=1` (cached files only) or pass `local_files_only=True`.
+Local paths load offline; for Hub ids set `HF_HUB_OFFLINE=1` or pass `local_files_only=True`.
 """
 
 from __future__ import annotations
@@ -35,10 +29,8 @@ def parse_proposal_spec(spec: str) -> tuple[str, str]:
 
 
 def parse_proposal_options(items: list[str]) -> dict:
-    """Command-line `KEY=VALUE` options of a proposal source (values parsed as JSON, else kept as strings).
-
-    `["points_per_side=32", "device=cpu"]` -> `{"points_per_side": 32, "device": "cpu"}`.
-    """
+    """Command-line `KEY=VALUE` options (values parsed as JSON, else strings): `["k=32", "device=cpu"]` ->
+    `{"k": 32, "device": "cpu"}`."""
     import json
 
     options = {}
@@ -54,7 +46,7 @@ def parse_proposal_options(items: list[str]) -> dict:
 
 
 def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
-    """Build the proposal source a spec names (see the module docstring).
+    """Build the proposal source a spec names (module docstring); keyword arguments go to its constructor.
 
     Example:
 
@@ -96,6 +88,3 @@ def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
     from .universal import UniversalSegmentationProposals
 
     return UniversalSegmentationProposals(argument, **kwargs)
-
-
-__all__ = ["SPEC_KINDS", "load_proposal_generator", "parse_proposal_options", "parse_proposal_spec"]

@@ -9,11 +9,8 @@ from . import ProposalGenerator, Proposals
 
 
 def _soft_intervals(k: int, size: int) -> torch.Tensor:
-    """`(k, size)` soft indicators of the `k` equal intervals of one axis, at the pixel centres.
-
-    Value `clamp(0.5 + 2 k d, 0, 1)` with `d` the signed distance (in units of the axis length, positive inside) to
-    the interval's inner borders; the image border is not a border (edge blocks reach it at full strength).
-    """
+    """`(k, size)` soft indicators `clamp(0.5 + 2 k d, 0, 1)` of the `k` equal intervals of one axis at the pixel
+    centres, `d` the signed distance (positive inside) to the interval's inner borders (not the image border)."""
     centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     starts = torch.arange(k, dtype=torch.float32)[:, None] / k
     to_start = torch.where(starts > 0, centres - starts, torch.inf)
@@ -23,12 +20,8 @@ def _soft_intervals(k: int, size: int) -> torch.Tensor:
 
 
 def grid_masks(k: int, height: int, width: int) -> torch.Tensor:
-    """`k * k` soft block masks `(k*k, height, width)`, row-major.
-
-    Mask `i * k + j` is `min(row_i(y), col_j(x))` with soft 1-D indicators of the `k` equal intervals per axis: 1 from
-    a quarter block inside the block, 0.5 on its border, 0 from a quarter block outside, linear in between. Every pixel
-    is `> 0.5` in exactly one mask (its block) when no pixel centre lies on a border.
-    """
+    """`(k*k, height, width)` soft block masks, row-major: mask `i * k + j` is `min(row_i(y), col_j(x))`, 1 from a
+    quarter block inside, 0.5 on the border, 0 from a quarter block outside; every pixel is `> 0.5` in its block."""
     if int(k) < 1:
         raise ValueError(f"The grid size k must be >= 1, got {k}.")
     if height < 1 or width < 1:
@@ -40,14 +33,7 @@ def grid_masks(k: int, height: int, width: int) -> torch.Tensor:
 
 
 class GridProposals(ProposalGenerator):
-    """`k x k` soft block proposals for any image; needs no weights.
-
-    Example:
-
-    ```python
-    >>> [p.masks.shape for p in GridProposals(3)([Image.new("RGB", (61, 45))])]
-    [torch.Size([9, 45, 61])]
-    ```"""
+    """`k x k` soft block proposals for any image; needs no weights."""
 
     def __init__(self, k: int = 4):
         if int(k) < 1:
@@ -56,6 +42,3 @@ class GridProposals(ProposalGenerator):
 
     def __call__(self, images) -> list[Proposals]:
         return [Proposals(masks=grid_masks(self.k, image.height, image.width)) for image in load_images(images)]
-
-
-__all__ = ["GridProposals", "grid_masks"]

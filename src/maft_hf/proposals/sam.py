@@ -1,19 +1,11 @@
 """Class-agnostic proposals from Segment Anything (transformers `SamModel`), without torchvision.
 
-SAM's automatic mask generation, single crop: a regular `points_per_side x points_per_side` grid of foreground points
-prompts the mask decoder (3 masks per point); masks are kept when SAM's predicted IoU exceeds `pred_iou_thresh` and
-their stability score (IoU of the mask thresholded at `mask_threshold +- stability_score_offset`) exceeds
-`stability_score_thresh`; empty masks are dropped; a greedy NMS over the masks' bounding boxes (IoU > `nms_iou`,
-ranked by predicted IoU; pure torch) removes duplicates. Mask logits are brought to the image size the way
-`SamProcessor.post_process_masks` does (bilinear to the padded input, crop, bilinear to the original size) and turned
-into probabilities with a sigmoid.
-
-`N` is decided by SAM. When nothing survives the filters, the single mask with the highest predicted IoU is returned,
-so `N >= 1` always.
-
-Pre-processing is the checkpoint's `SamImageProcessor` (transformers falls back to its PIL backend without
-torchvision), or one built from the model config (`longest_edge` = `pad_size` = `vision_config.image_size`, ImageNet
-mean/std); if the processor cannot run, an equivalent torch version is used.
+SAM's automatic mask generation, single crop: a `points_per_side x points_per_side` grid of point prompts (3 masks
+each); masks kept when the predicted IoU exceeds `pred_iou_thresh`, the stability score exceeds
+`stability_score_thresh` and they are not empty; a greedy box NMS removes duplicates. Logits are brought to the image
+size as `SamProcessor.post_process_masks` does, then a sigmoid. When nothing survives, the mask with the highest
+predicted IoU is returned, so `N >= 1`. Pre-processing: the checkpoint's `SamImageProcessor`, one built from the
+config, or an equivalent torch version.
 """
 
 from __future__ import annotations
@@ -25,11 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.transforms import resize_image
-from ..hub.conversion import pretrained_options
 from ..model.images import image_to_tensor, load_images
 from . import ProposalGenerator, Proposals
 from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad
-from .universal import _try_load
+from .universal import _load_model, _try_load
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +38,7 @@ def point_grid(points_per_side: int) -> torch.Tensor:
 
 
 def stability_scores(mask_logits: torch.Tensor, mask_threshold: float = 0.0, offset: float = 1.0) -> torch.Tensor:
-    """`(N, H, W)` logits -> `(N,)` IoU between the masks at `threshold + offset` and at `threshold - offset` (0 if empty)."""
+    """`(N, H, W)` logits -> `(N,)` IoU of the masks at `threshold + offset` and `threshold - offset` (0 if empty)."""
     flat = mask_logits.flatten(1)
     intersections = (flat > mask_threshold + offset).sum(-1).float()
     unions = (flat > mask_threshold - offset).sum(-1).float()
@@ -82,8 +73,7 @@ def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
 
 
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS: indices of the kept boxes, by decreasing score; a box is dropped when its IoU with a kept,
-    higher-scoring box is `> iou_threshold`."""
+    """Greedy NMS: indices of the kept boxes by decreasing score (dropped: IoU `> iou_threshold` with a kept one)."""
     order = scores.argsort(descending=True)
     if order.numel() == 0:
         return order
@@ -98,38 +88,15 @@ def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> 
     return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
 
 
-def _load_sam(model_or_path, local_files_only):
-    if isinstance(model_or_path, (str, os.PathLike)):
-        from transformers import SamModel
-
-        return SamModel.from_pretrained(os.fspath(model_or_path), **pretrained_options(local_files_only))
-    if not isinstance(model_or_path, torch.nn.Module):
-        raise ValueError(f"Expected a SAM checkpoint path / Hub id or a SamModel, got {type(model_or_path).__name__}.")
-    return model_or_path
-
-
 class SAMProposals(ProposalGenerator):
-    """Class-agnostic SAM proposals from a point grid (see the module docstring for the procedure).
+    """Class-agnostic SAM proposals from a point grid (see the module docstring).
 
     Args:
         model_or_path: `SamModel` checkpoint path / Hub id, or a `SamModel` instance.
-        points_per_side: grid size (`points_per_side ** 2` prompts, 3 masks each).
-        pred_iou_thresh: keep masks whose predicted IoU is `> pred_iou_thresh`.
-        stability_score_thresh: keep masks whose stability score is `> stability_score_thresh`.
-        nms_iou: box-IoU threshold of the NMS.
+        points_per_side: grid size (`points_per_side ** 2` prompts, 3 masks each); `points_per_batch` per call.
+        pred_iou_thresh / stability_score_thresh / nms_iou: the filters and the NMS box-IoU threshold.
         max_proposals: keep at most this many (highest predicted IoU); None keeps all.
-        points_per_batch: prompts per mask-decoder call.
-        device: where the model runs (default: where its parameters are).
-        image_processor: a `SamImageProcessor` to use instead of the checkpoint's.
-        mask_threshold / stability_score_offset: SAM's logit threshold (0) and stability offset (1).
-        local_files_only: passed to `from_pretrained` (None leaves the Hub default, e.g. `HF_HUB_OFFLINE`).
-
-    Example:
-
-    ```python
-    >>> generator = SAMProposals("facebook/sam-vit-base", points_per_side=16, max_proposals=100)
-    >>> generator([Image.open("street.jpg")])[0].masks.shape  # (N, H, W), N chosen by SAM
-    ```"""
+        mask_threshold / stability_score_offset: SAM's logit threshold (0) and stability offset (1)."""
 
     def __init__(
         self,
@@ -152,7 +119,8 @@ class SAMProposals(ProposalGenerator):
         if max_proposals is not None and int(max_proposals) < 1:
             raise ValueError(f"max_proposals must be >= 1 or None, got {max_proposals}.")
         self.grid = point_grid(points_per_side)
-        self.model = _load_sam(model_or_path, local_files_only).eval()
+        expected = "a SAM checkpoint path / Hub id or a SamModel"
+        self.model = _load_model(model_or_path, "SamModel", local_files_only, expected).eval()
         if device is not None:
             self.model.to(device)
         self.pred_iou_thresh = float(pred_iou_thresh)
@@ -187,7 +155,6 @@ class SAMProposals(ProposalGenerator):
             return None
 
     def _torch_preprocess(self, image: torch.Tensor):
-        """`(3, H, W)` uint8 -> `pixel_values (1, 3, S, S)` and the resized size (long side `S`, SAM's rounding)."""
         side = self.input_size
         height, width = image.shape[-2:]
         scale = side / max(height, width)
@@ -208,7 +175,6 @@ class SAMProposals(ProposalGenerator):
         return self._torch_preprocess(image)
 
     def _to_image_logits(self, low_res, padded_size, resized_size, output_size) -> torch.Tensor:
-        """`(M, h, w)` low-resolution logits -> `(M, H, W)` logits at the image size, in chunks."""
         chunks = []
         for start in range(0, low_res.shape[0], _UPSAMPLE_CHUNK):
             logits = F.interpolate(
@@ -269,12 +235,5 @@ class SAMProposals(ProposalGenerator):
         return Proposals(masks=masks)
 
     def __call__(self, images) -> list[Proposals]:
-        """Proposals at each image's resolution: `masks (N, H, W)` probabilities, `N >= 1` chosen by SAM.
-
-        Args:
-            images: list of PIL images, `(H, W, 3)` uint8 arrays or `(3, H, W)` uint8 tensors (or a batch tensor).
-        """
+        """Proposals at each image's resolution: `masks (N, H, W)` probabilities, `N >= 1` chosen by SAM."""
         return [self._generate_one(image_to_tensor(image)) for image in load_images(images)]
-
-
-__all__ = ["SAMProposals", "box_iou", "box_nms", "masks_to_boxes", "point_grid", "stability_scores"]

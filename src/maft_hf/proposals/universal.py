@@ -1,23 +1,11 @@
 """Proposals from any transformers universal-segmentation checkpoint (Mask2Former, OneFormer, MaskFormer-like).
 
-The model's `N` queries are used class-agnostically, as MAFT does (DESIGN.md section 2): each query's mask logits
-are upsampled bilinearly with `align_corners=True` to the padded input size, cropped to the image region, brought to
-the image's original resolution (bilinear, `align_corners=False`, as detectron2's `sem_seg_postprocess`) and passed
-through a sigmoid. The generator's own class scores come from `class_queries_logits` without the last ("no object")
-column.
-
-Pre-processing: the checkpoint's image processor when one loads (`AutoImageProcessor`; without torchvision,
-transformers falls back to its PIL backend, which works for Mask2Former and OneFormer), otherwise a small torch
-version of the same (short side to `shortest_edge`, long side capped at `longest_edge`, size rounded up to
-`size_divisor`, normalised with the processor's mean/std, ImageNet's when there is no processor). Training batches
-that are already resized use [`UniversalSegmentationProposals.generate_prepared`]: normalise and pad only.
-
-OneFormer's forward needs `task_inputs`: the token ids of "the task is semantic" (padded to `config.task_seq_len`,
-ids times attention mask, as `OneFormerProcessor` builds them). They come from the checkpoint's tokenizer (a CLIP
-tokenizer) or the `tokenizer` argument; without one, OneFormer raises a `ValueError`.
-
-Loading is lazy (transformers is imported inside the functions). Offline: local paths always work; for Hub ids set
-`HF_HUB_OFFLINE=1` or pass `local_files_only=True`.
+The `N` queries are used class-agnostically (DESIGN.md section 2): mask logits are upsampled (`align_corners=True`)
+to the padded input, cropped to the image, resized to its original size (`align_corners=False`, detectron2's
+`sem_seg_postprocess`) and passed through a sigmoid; the class scores are `class_queries_logits` minus the "no object"
+column. Pre-processing is the checkpoint's image processor when one loads, else an equivalent torch version
+(800 / 1333 / 32 and ImageNet statistics without a processor). OneFormer also gets the `task_inputs` of "the task is
+semantic" from the checkpoint's (or the given) tokenizer.
 """
 
 from __future__ import annotations
@@ -42,19 +30,21 @@ ONEFORMER_TASK_TEXT = "the task is semantic"
 _UPSAMPLE_CHUNK = 32  # queries upsampled to the padded input size at once
 
 
+def _load_model(model_or_path, loader_name: str, local_files_only: bool | None, expected: str):
+    if isinstance(model_or_path, (str, os.PathLike)):
+        import transformers
+
+        loader = getattr(transformers, loader_name)
+        return loader.from_pretrained(os.fspath(model_or_path), **pretrained_options(local_files_only))
+    if not isinstance(model_or_path, torch.nn.Module):
+        raise ValueError(f"Expected {expected}, got {type(model_or_path).__name__}.")
+    return model_or_path
+
+
 def load_universal_segmentation_model(model_or_path, local_files_only: bool | None = None):
     """`AutoModelForUniversalSegmentation.from_pretrained(path)` for a path / Hub id; a model instance is returned as is."""
-    if isinstance(model_or_path, (str, os.PathLike)):
-        from transformers import AutoModelForUniversalSegmentation
-
-        return AutoModelForUniversalSegmentation.from_pretrained(
-            os.fspath(model_or_path), **pretrained_options(local_files_only)
-        )
-    if not isinstance(model_or_path, torch.nn.Module):
-        raise ValueError(
-            f"Expected a checkpoint path / Hub id or a universal-segmentation model, got {type(model_or_path).__name__}."
-        )
-    return model_or_path
+    expected = "a checkpoint path / Hub id or a universal-segmentation model"
+    return _load_model(model_or_path, "AutoModelForUniversalSegmentation", local_files_only, expected)
 
 
 def _try_load(loader_name: str, path, local_files_only: bool | None):
@@ -76,17 +66,8 @@ def mask_logits_to_probabilities(
     valid_size: tuple[int, int],
     output_size: tuple[int, int],
 ) -> torch.Tensor:
-    """Query mask logits of one image -> probabilities at the image's resolution.
-
-    Args:
-        mask_logits: `(N, h, w)` logits (`masks_queries_logits[b]`, usually 1/4 of the input size).
-        padded_size: `(Hp, Wp)` of the model input; logits are upsampled to it with `align_corners=True`.
-        valid_size: `(h', w')` image region (top-left) of the padded input, cropped after upsampling.
-        output_size: `(H, W)` of the original image; the crop is resized to it (bilinear, `align_corners=False`).
-
-    Returns:
-        `(N, H, W)` float32 probabilities (sigmoid of the resized logits).
-    """
+    """`(N, h, w)` query mask logits of one image -> `(N, H, W)` float32 probabilities at `output_size`: upsampled to
+    `padded_size` (`align_corners=True`), cropped to `valid_size` (top-left), resized (`align_corners=False`)."""
     chunks = []
     for start in range(0, mask_logits.shape[0], _UPSAMPLE_CHUNK):  # bounds the memory of the padded-size logits
         logits = mask_logits[None, start : start + _UPSAMPLE_CHUNK].float()
@@ -99,12 +80,8 @@ def mask_logits_to_probabilities(
 
 
 def class_probabilities(class_logits: torch.Tensor, renormalize: bool = True) -> torch.Tensor:
-    """`(N, K + 1)` class logits with a last "no object" column -> `(N, K)` probabilities.
-
-    With `renormalize=True` the void logit is dropped before the softmax (rows sum to 1 over the `K` classes); with
-    False the softmax runs over `K + 1` and the void column is dropped afterwards (MaskFormer's `semantic_inference`,
-    rows sum to `1 - p_void`).
-    """
+    """`(N, K + 1)` class logits with a last "no object" column -> `(N, K)` probabilities: the void logit dropped
+    before the softmax (`renormalize`), or after it (MaskFormer's `semantic_inference`, rows sum to `1 - p_void`)."""
     if renormalize:
         return class_logits[:, :-1].float().softmax(-1)
     return class_logits.float().softmax(-1)[:, :-1]
@@ -113,35 +90,21 @@ def class_probabilities(class_logits: torch.Tensor, renormalize: bool = True) ->
 def class_names_from_config(config, num_classes: int) -> list[str]:
     """The `num_classes` names of `config.id2label` in id order (`class_<i>` where an id is missing)."""
     id2label = getattr(config, "id2label", None) or {}
-    names = []
-    for index in range(num_classes):
-        name = id2label.get(index, id2label.get(str(index)))
-        names.append(str(name) if name is not None else f"class_{index}")
-    return names
+    names = [id2label.get(index, id2label.get(str(index))) for index in range(num_classes)]
+    return [str(name) if name is not None else f"class_{index}" for index, name in enumerate(names)]
 
 
 class UniversalSegmentationProposals(ProposalGenerator):
     """Class-agnostic proposals (with the generator's own class scores) from a universal-segmentation model.
 
     Args:
-        model_or_path: checkpoint path or Hub id (loaded with `AutoModelForUniversalSegmentation`), or a model instance
-            whose output has `masks_queries_logits (B, N, h, w)` and `class_queries_logits (B, N, K + 1)`.
-        device: where the model runs (default: where its parameters are).
-        num_proposals: keep only the top-`num_proposals` queries by their highest class probability (softmax over
-            `K + 1`, void excluded); None keeps all.
-        image_processor: an image processor to use instead of the checkpoint's.
-        tokenizer: OneFormer only: the tokenizer of the task text (default: the checkpoint's).
-        use_image_processor: False forces the torch pre-processing (settings still read from the image processor).
+        model_or_path: checkpoint path / Hub id, or a model whose output has `masks_queries_logits (B, N, h, w)` and
+            `class_queries_logits (B, N, K + 1)`.
+        num_proposals: keep the top-`num_proposals` queries by highest non-void class probability; None keeps all.
+        image_processor / tokenizer: replace the checkpoint's (the tokenizer serves OneFormer's task text).
+        use_image_processor: False forces the torch pre-processing (settings still read from the processor).
         renormalize_classes: see [`class_probabilities`].
-        local_files_only: passed to every `from_pretrained` (None leaves the Hub default, e.g. `HF_HUB_OFFLINE`).
-
-    Example:
-
-    ```python
-    >>> generator = UniversalSegmentationProposals("facebook/mask2former-swin-base-coco-panoptic", num_proposals=50)
-    >>> proposals = generator([Image.open("street.jpg")])[0]
-    >>> proposals.masks.shape, proposals.class_scores.shape  # (50, H, W), (50, 133)
-    ```"""
+        local_files_only: passed to every `from_pretrained` (None: the Hub default, e.g. `HF_HUB_OFFLINE`)."""
 
     def __init__(
         self,
@@ -176,14 +139,11 @@ class UniversalSegmentationProposals(ProposalGenerator):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    # ---- pre-processing -------------------------------------------------------------------------------------------
-
     def _processor_setting(self, name: str, default):
         value = getattr(self.image_processor, name, None) if self.image_processor is not None else None
         return default if value is None else value
 
     def _normalization(self) -> tuple[Sequence[float], Sequence[float], float]:
-        """`(mean, std, rescale_factor)` of the image processor, ImageNet's (and 1/255) without one."""
         mean = self._processor_setting("image_mean", IMAGENET_MEAN)
         std = self._processor_setting("image_std", IMAGENET_STD)
         if not self._processor_setting("do_normalize", True):
@@ -191,12 +151,10 @@ class UniversalSegmentationProposals(ProposalGenerator):
         rescale = (
             self._processor_setting("rescale_factor", 1 / 255) if self._processor_setting("do_rescale", True) else 1.0
         )
-        mean = [float(mean)] * 3 if isinstance(mean, (int, float)) else [float(value) for value in mean]
-        std = [float(std)] * 3 if isinstance(std, (int, float)) else [float(value) for value in std]
+        mean, std = ([float(v)] * 3 if isinstance(v, (int, float)) else [float(x) for x in v] for v in (mean, std))
         return mean, std, float(rescale)
 
     def _target_size(self, height: int, width: int) -> tuple[int, int]:
-        """Model input size of an image for the torch pre-processing (the processor's rule, 800/1333/32 without one)."""
         size = self._processor_setting("size", None)
         if size is None:
             size = {"shortest_edge": 800, "longest_edge": 1333}
@@ -235,7 +193,6 @@ class UniversalSegmentationProposals(ProposalGenerator):
         return pixel_values, pixel_mask
 
     def _task_inputs(self, batch_size: int) -> torch.Tensor:
-        """OneFormer's `task_inputs (B, task_seq_len)`: ids of "the task is semantic" times the attention mask."""
         if self.tokenizer is None:
             raise ValueError(
                 "OneFormer needs task_inputs, i.e. a tokenizer for 'the task is semantic': the checkpoint has none "
@@ -247,8 +204,6 @@ class UniversalSegmentationProposals(ProposalGenerator):
         )
         ids = tokens["input_ids"] * tokens["attention_mask"]
         return ids.expand(batch_size, -1).to(self.device)
-
-    # ---- model ----------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def _run(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor, output_sizes: list[tuple[int, int]]):
@@ -276,14 +231,7 @@ class UniversalSegmentationProposals(ProposalGenerator):
         return results
 
     def __call__(self, images) -> list[Proposals]:
-        """Proposals at each image's original resolution.
-
-        Args:
-            images: list of PIL images, `(H, W, 3)` uint8 arrays or `(3, H, W)` uint8 tensors (or a batch tensor).
-
-        Returns:
-            one [`Proposals`] per image: `masks (N, H, W)`, `class_scores (N, K)`, `class_names (K)`.
-        """
+        """One [`Proposals`] per image (PIL, `(H, W, 3)` array or `(3, H, W)` uint8 tensor), at its resolution."""
         tensors = [image_to_tensor(image) for image in load_images(images)]
         prepared = None
         if self.image_processor is not None and self.use_image_processor:
@@ -293,26 +241,14 @@ class UniversalSegmentationProposals(ProposalGenerator):
         return self._run(*prepared, [tuple(image.shape[-2:]) for image in tensors])
 
     def generate_prepared(self, images) -> list[Proposals]:
-        """Proposals for images already at the model's working size (e.g. MAFT's 640 px training crops).
-
-        The images are only normalised and padded bottom-right to a multiple of the processor's `size_divisor` (32 by
-        default), as the released training code feeds them; no resize.
-
-        Args:
-            images: `(B, 3, H, W)` uint8 tensor or a list of `(3, H_i, W_i)` uint8 tensors (any device).
-
-        Returns:
-            one [`Proposals`] per image with `masks (N, H_i, W_i)`.
-        """
+        """Proposals for `(3, H_i, W_i)` uint8 tensors already at the working size (e.g. 640 px training crops): only
+        normalised and padded to a multiple of `size_divisor` (32 by default), as the released training does."""
         images = list(images)
         if not images:
             raise ValueError("generate_prepared needs at least one image.")
         for image in images:
-            if (
-                not isinstance(image, torch.Tensor)
-                or image.ndim != 3
-                or image.shape[0] != 3
-                or image.dtype != torch.uint8
+            if not (isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 3) or (
+                image.dtype != torch.uint8
             ):
                 raise ValueError(
                     f"generate_prepared expects (3, H, W) uint8 tensors, got {getattr(image, 'shape', type(image))} "
@@ -323,12 +259,3 @@ class UniversalSegmentationProposals(ProposalGenerator):
         images = [image.to(self.device) for image in images]
         pixel_values, pixel_mask = normalize_and_pad(images, mean, std, rescale_factor=rescale, size_divisor=divisor)
         return self._run(pixel_values, pixel_mask, [tuple(image.shape[-2:]) for image in images])
-
-
-__all__ = [
-    "UniversalSegmentationProposals",
-    "class_names_from_config",
-    "class_probabilities",
-    "load_universal_segmentation_model",
-    "mask_logits_to_probabilities",
-]

@@ -1,20 +1,11 @@
-"""User-given masks as proposals: binary or soft masks, or a label map split into one mask per id.
+"""User-given masks as proposals (`Proposals.masks (N, H, W)` float32 in [0, 1]).
 
-Accepted formats (all give `Proposals.masks (N, H, W)` float32 in [0, 1]):
-
-- a `(N, H, W)` numpy array or tensor: bool, integer 0/1, integer 0..255 (divided by 255, e.g. 0/255 masks), or float
-  in [0, 1];
-- a list of `(H, W)` arrays / tensors / PIL images (mode "1", "L", or any integer mode), one mask each, each read with
-  the rules above (a list item decides its own 0/1 vs 0..255 scale);
-- a label map `(H, W)` of integers (numpy, tensor or PIL image of mode "L", "P", "I"): one binary mask per id present,
-  in increasing id order, `ignore_index` (255 by default) excluded. A 2-D **bool** array is a single mask.
-
-Note the one ambiguity: a single 2-D uint8 0/255 array is a label map (ids 0 and 255, so with the default
-`ignore_index` one mask, of the zeros). To pass one binary mask, give it a leading axis `(1, H, W)` or wrap it in a
-list.
-
-Masks whose size differs from the image's are resized bilinearly (`align_corners=False`, antialiased when shrinking,
-so a large downscale does not alias) to the image size; binary masks therefore get soft edges there.
+Accepted: a `(N, H, W)` array / tensor (bool, integer 0/1, integer 0..255 divided by 255, or float in [0, 1]); a list
+of `(H, W)` masks (arrays, tensors, single-band PIL images), each scaled by the same rules on its own; an `(H, W)`
+integer label map (array, tensor, PIL "L" / "P" / "I"), one binary mask per id present in increasing order,
+`ignore_index` excluded. A 2-D bool array is one mask; a single 2-D uint8 0/255 array is a label map (give one binary
+mask as `(1, H, W)` or in a list). Masks of another size than the image's are resized bilinearly (antialiased when
+shrinking).
 """
 
 from __future__ import annotations
@@ -36,7 +27,6 @@ def _describe(value) -> str:
 
 
 def _to_tensor(value) -> torch.Tensor:
-    """numpy array, tensor or PIL image -> tensor (no value change)."""
     if isinstance(value, torch.Tensor):
         return value.detach()
     if isinstance(value, np.ndarray):
@@ -53,7 +43,6 @@ def _to_tensor(value) -> torch.Tensor:
 
 
 def _to_probabilities(masks: torch.Tensor) -> torch.Tensor:
-    """Bool / integer / float masks of any shape -> float32 in [0, 1] (see the module docstring for the rules)."""
     if masks.dtype == torch.bool:
         return masks.float()
     if masks.is_floating_point():
@@ -73,22 +62,8 @@ def _to_probabilities(masks: torch.Tensor) -> torch.Tensor:
 
 
 def split_label_map(label_map, ignore_index: int | None = 255) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split an integer label map `(H, W)` into one binary mask per id present.
-
-    Args:
-        label_map: `(H, W)` integer numpy array, tensor or single-band PIL image.
-        ignore_index: id that gets no mask (None keeps every id).
-
-    Returns:
-        `masks (N, H, W)` bool and `ids (N,)` int64, ids in increasing order.
-
-    Example:
-
-    ```python
-    >>> masks, ids = split_label_map(np.array([[0, 0, 3], [255, 3, 3]]))
-    >>> ids.tolist(), masks.shape
-    ([0, 3], torch.Size([2, 2, 3]))
-    ```"""
+    """Split an `(H, W)` integer label map into `masks (N, H, W)` bool and `ids (N,)` int64, one per id present in
+    increasing order (`ignore_index` gets none; None keeps every id)."""
     labels = _to_tensor(label_map)
     if labels.ndim != 2:
         raise ValueError(f"Expected a label map of shape (H, W), got {_describe(labels)}.")
@@ -102,12 +77,10 @@ def split_label_map(label_map, ignore_index: int | None = 255) -> tuple[torch.Te
         raise ValueError(
             f"The label map holds no id other than ignore_index={ignore_index}; at least one mask is required."
         )
-    masks = labels[None] == ids[:, None, None]
-    return masks, ids
+    return labels[None] == ids[:, None, None], ids
 
 
 def _stack_list(masks: Sequence, image_size: tuple[int, int] | None) -> torch.Tensor:
-    """List of `(H, W)` masks -> `(N, H, W)` float probabilities, each resized to `image_size` when given."""
     if len(masks) == 0:
         raise ValueError("Expected at least one mask, got an empty list (N = 0).")
     items = []
@@ -141,26 +114,8 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def proposals_from_user_masks(
     masks, image_size: tuple[int, int] | None = None, ignore_index: int | None = 255
 ) -> Proposals:
-    """Turn user masks into [`Proposals`] (no class scores).
-
-    Args:
-        masks: `(N, H, W)` array/tensor, a list of `(H, W)` masks, or an `(H, W)` integer label map (module docstring).
-        image_size: `(H, W)` of the image; masks of another size are resized bilinearly to it. None keeps their size.
-        ignore_index: label-map id that gets no mask (label maps only).
-
-    Returns:
-        `Proposals` with `masks (N, H, W)` float32 in [0, 1].
-
-    Raises:
-        ValueError: no mask (N = 0), NaN, values out of range, or an array that is not 2-D or 3-D.
-
-    Example:
-
-    ```python
-    >>> proposals = proposals_from_user_masks(np.zeros((2, 8, 8), dtype=bool), image_size=(16, 16))
-    >>> proposals.masks.shape
-    torch.Size([2, 16, 16])
-    ```"""
+    """User masks in any format of the module docstring -> [`Proposals`] (no class scores), resized to `image_size`
+    `(H, W)` when given; `ignore_index` applies to label maps. `ValueError` for no mask, NaN or values out of range."""
     if image_size is not None:
         if len(image_size) != 2 or min(int(side) for side in image_size) <= 0:
             raise ValueError(f"image_size must be a positive (H, W), got {image_size}.")
@@ -195,34 +150,15 @@ def proposals_from_user_masks(
 
 
 class UserMaskProposals(ProposalGenerator):
-    """Proposal source that returns user-given masks, resized to each image.
-
-    Args:
-        masks: one set of masks in any format [`proposals_from_user_masks`] accepts, used for every image; may be None
-            when masks are passed per call.
-        ignore_index: label-map id that gets no mask.
-
-    Example:
-
-    ```python
-    >>> generator = UserMaskProposals(np.array([[0, 1], [1, 2]]))  # label map -> 3 masks
-    >>> [p.masks.shape for p in generator([Image.new("RGB", (5, 4))])]
-    [torch.Size([3, 4, 5])]
-    ```"""
+    """Proposal source returning user masks (one set for every image, or per call), resized to each image."""
 
     def __init__(self, masks=None, ignore_index: int | None = 255):
-        self.masks = masks
-        self.ignore_index = ignore_index
+        self.masks, self.ignore_index = masks, ignore_index
         if masks is not None:  # validate early
             proposals_from_user_masks(masks, ignore_index=ignore_index)
 
     def __call__(self, images, masks: Sequence | None = None) -> list[Proposals]:
-        """Proposals for each image.
-
-        Args:
-            images: list of PIL images, `(H, W, 3)` arrays or `(3, H, W)` tensors (or a `(B, 3, H, W)` tensor).
-            masks: optional list with one mask set per image; without it the constructor's masks serve every image.
-        """
+        """Proposals for each image, from `masks` (one set per image) or the constructor's."""
         images = load_images(images)
         if masks is None:
             if self.masks is None:
@@ -234,6 +170,3 @@ class UserMaskProposals(ProposalGenerator):
             proposals_from_user_masks(mask_set, image_size=(image.height, image.width), ignore_index=self.ignore_index)
             for image, mask_set in zip(images, masks)
         ]
-
-
-__all__ = ["UserMaskProposals", "proposals_from_user_masks", "resize_masks", "split_label_map"]

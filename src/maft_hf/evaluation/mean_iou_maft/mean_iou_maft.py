@@ -1,10 +1,7 @@
-"""`mean_iou_maft`: MAFT benchmark scores (mIoU, fwIoU, mAcc, pAcc, seen / unseen mIoU, hIoU) as an `evaluate` metric.
+"""`mean_iou_maft`: the MAFT benchmark scores of `maft_hf.evaluation.metrics` as an `evaluate` metric.
 
-Shipped inside the `maft_hf` package so that it loads with the network off:
-`evaluate.load("<site-packages>/maft_hf/evaluation/mean_iou_maft")`, or `maft_hf.evaluation.metrics.load_metric()`. `evaluate`
-copies this file to its modules cache and imports it on its own, so everything it needs is imported absolutely from
-the installed `maft_hf` package; the computation is `maft_hf.evaluation.metrics` (exact int64 confusion matrix, detectron2 v0.6
-conventions, results in percent).
+Shipped inside the package so it loads offline (`maft_hf.evaluation.metrics.load_metric()`); `evaluate` copies this
+file and imports it on its own, so imports are absolute from the installed `maft_hf`.
 """
 
 import datasets
@@ -14,11 +11,9 @@ import numpy as np
 from maft_hf.evaluation.metrics import ConfusionMatrix, compute_segmentation_metrics
 
 _DESCRIPTION = """
-Semantic-segmentation scores with the conventions of detectron2 v0.6 `SemSegEvaluator`, the evaluator of the released
-MAFT code: one confusion matrix over the whole set; pixels whose reference is `ignore_index` are skipped; classes
-absent from both references and predictions of the whole set are excluded from every mean (reported in
-`excluded_classes`); IoUs and accuracies in percent. With `unseen_classes`, also the mIoU of the seen and of the unseen
-classes and their harmonic mean (hIoU).
+Semantic-segmentation scores with the conventions of detectron2 v0.6 `SemSegEvaluator` (the released MAFT evaluator):
+one confusion matrix over the whole set; `ignore_index` pixels skipped; classes absent from both references and
+predictions excluded from every mean; percent. With `unseen_classes`, also seen / unseen mIoU and their hIoU.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -56,8 +51,6 @@ _LIST = getattr(datasets, "List", None) or datasets.Sequence
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MeanIoUMAFT(evaluate.Metric):
-    """`evaluate` wrapper of `maft_hf.evaluation.metrics.compute_segmentation_metrics`."""
-
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
