@@ -44,5 +44,3 @@ def resize_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return label
     out = F.interpolate(label[None, None].float(), size=tuple(size), mode="nearest-exact")[0, 0]
     return out.round().to(label.dtype)
-
-
