@@ -189,6 +189,11 @@ def test_released_ensemble_matches_the_reference():
     # the paper's formula differs: lambda on the generator for seen classes
     paper = proposal_class_scores(clip_logits, proposals, names, weight, "paper")
     torch.testing.assert_close(paper, (a_p**weight * clip_logits.double().softmax(-1) ** (1 - weight)).float())
+    # On the released canvas only the image's part counts: proposal 2's one pixel above 0.5 lies in the padding of a
+    # 3 x 3 image on a 4 x 4 canvas, so there it is empty too (the release crops the masks before the test).
+    a_c[2] = 1.0
+    cropped = proposal_class_scores(clip_logits, proposals, names, weight, "released", valid_size=(3, 3))
+    torch.testing.assert_close(cropped, (a_p ** (1 - weight) * a_c**weight).float(), atol=1e-6, rtol=1e-5)
 
 
 class RenormalizingGenerator(ImageSizeGenerator):

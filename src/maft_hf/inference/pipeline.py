@@ -101,14 +101,17 @@ def proposal_class_scores(
     class_names: Sequence[str],
     ensemble_weight: float | None,
     ensemble_formula: str = "paper",
+    valid_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """`(N, C)` scores `A` of one image: `softmax(logits)`, or the Eq. 9 ensemble when `ensemble_weight` is set and
-    the proposals carry class scores (a proposal is `empty` when no mask value exceeds 0.5)."""
+    the proposals carry class scores (a proposal is `empty` when no mask value inside `valid_size`, the image's part
+    of a padded canvas, exceeds 0.5)."""
     probs = logits.float().softmax(dim=-1)
     if not ensemble_weight or proposals.class_scores is None:
         return probs
     generator_probs, seen = match_generator_scores(proposals.class_scores, proposals.class_names, class_names)
-    empty = ~(proposals.masks > 0.5).flatten(1).any(dim=1)
+    masks = proposals.masks if valid_size is None else proposals.masks[:, : valid_size[0], : valid_size[1]]
+    empty = ~(masks > 0.5).flatten(1).any(dim=1)
     return ensemble_class_scores(probs, generator_probs, seen, ensemble_weight, ensemble_formula, empty)
 
 
@@ -177,8 +180,8 @@ def classify_and_map(model, pixel_values, items, text_classifier, names, frames,
         )
     results = []
     for index, item in enumerate(items):
-        scores = proposal_class_scores(logits[index, : item.num_proposals], item, names, weight, formula)
         output_size, valid_size = frames[index]
+        scores = proposal_class_scores(logits[index, : item.num_proposals], item, names, weight, formula, valid_size)
         seg = semantic_map(
             scores, item.masks.to(device), False, output_size=output_size, valid_size=valid_size, **options
         )
