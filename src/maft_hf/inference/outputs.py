@@ -3,6 +3,8 @@
 Outputs of one image `<stem>` in a folder: `<stem>_map.png` (class ids at the image's size, 8-bit for up to 255
 classes so 255 never names a class, else 16-bit; read back with [`read_label_map`]), `<stem>_overlay.png` (colours
 and a legend, [`maft_hf.inference.visualization.overlay`]) and `<stem>.json` (size, file names, [`class_areas`]).
+Every file is written atomically (a temporary file renamed into place) and `<stem>.json` last, so an image whose
+json exists is complete ([`segmentation_done`]). Bulk runs can write parquet chunks instead ([`write_parquet_chunk`]).
 
 ```python
 >>> import numpy as np
@@ -15,9 +17,11 @@ and a legend, [`maft_hf.inference.visualization.overlay`]) and `<stem>.json` (si
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import logging
 import os
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -26,12 +30,13 @@ import torch
 from PIL import Image
 
 from ..model.processing_maft import load_image
-from .visualization import save_overlay
+from .visualization import overlay
 from .vocabulary import available_vocabularies, load_vocabulary
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+LIST_EXTENSIONS = (".txt", ".lst")  # an --images file with this suffix lists image paths, one per line
 MASK_EXTENSIONS = (".npy", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".gif")
 MAX_UINT8_CLASSES = 255  # up to this many classes the map is 8-bit and 255 stays free for "unlabelled"
 
@@ -62,12 +67,29 @@ def parse_vocabulary_argument(value: str) -> list[str]:
     return names
 
 
+def read_image_list(path: str | os.PathLike) -> list[Path]:
+    """The paths of a list file, one per line (blank lines and `#` comments skipped), relative ones taken from the
+    list's folder."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    entries = [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [entry if entry.is_absolute() else Path(path).parent / entry for entry in entries]
+
+
 def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Image files of `paths`: a folder gives its files (not sub-folders) with an `IMAGE_EXTENSIONS` suffix, sorted;
-    files are kept as given, in order. Raises `ValueError` for a missing path, a folder without images, no images."""
+    """Image files of `paths`: a folder gives its files (not sub-folders) with an `IMAGE_EXTENSIONS` suffix, sorted; a
+    `.txt`/`.lst` file lists paths ([`read_image_list`]); image files are kept as given, in order. Raises `ValueError`
+    for a missing path, a folder without images, no images."""
     found: list[Path] = []
     for path in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
-        if path.is_dir():
+        if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
+            listed = read_image_list(path)
+            missing = [os.fspath(entry) for entry in listed if not entry.is_file()]
+            if missing:
+                raise ValueError(
+                    f"The list {os.fspath(path)!r} names {len(missing)} missing files, e.g. {missing[:3]}."
+                )
+            found.extend(listed)
+        elif path.is_dir():
             images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not images:
                 raise ValueError(f"The folder {os.fspath(path)!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}).")
@@ -196,14 +218,45 @@ def class_areas(seg_map, class_names: Sequence[str], include_empty: bool = False
     return areas_from_counts(class_pixel_counts(seg_map, len(class_names)), class_names, include_empty)
 
 
-def save_label_map(path: str | os.PathLike, seg_map, num_classes: int) -> Image.Image:
-    """Save an `(H, W)` class-id map as a grayscale PNG: 8-bit for <= 255 classes, 16-bit up to 65535 classes."""
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """`write(temporary_path)`, then rename the temporary file (same folder, hidden, `.tmp`) to `path`: a reader or a
+    resumed run never sees a partial file."""
+    directory, name = os.path.split(os.fspath(path))
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # created by `write`
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def remove_temporary_files(directory: str | os.PathLike) -> int:
+    """Delete the temporary files [`atomic_write`] leaves behind when a run is killed; returns their number."""
+    leftovers = list(Path(directory).glob(".*.tmp")) if Path(directory).is_dir() else []
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return len(leftovers)
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    """Write `value` as indented UTF-8 JSON, atomically."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+
+
+def save_label_map(path, seg_map, num_classes: int) -> Image.Image:
+    """Save an `(H, W)` class-id map as a grayscale PNG (a path, written atomically, or a binary file object): 8-bit
+    for <= 255 classes, 16-bit up to 65535 classes."""
     labels = _as_label_array(seg_map)
     class_pixel_counts(labels, num_classes)  # range check
     if num_classes > 65535:
         raise ValueError(f"A PNG map holds at most 65535 classes, got {num_classes}.")
     picture = Image.fromarray(labels.astype(np.uint8 if num_classes <= MAX_UINT8_CLASSES else np.uint16))
-    picture.save(path, format="PNG")
+    if hasattr(path, "write"):
+        picture.save(path, format="PNG")
+    else:
+        atomic_write(path, lambda temporary: picture.save(temporary, format="PNG"))
     return picture
 
 
@@ -220,8 +273,9 @@ def save_segmentation(
 
     `image` is anything [`load_image`] reads (converted to RGB); `seg_map` the `(H, W)` class ids in `[0, C)` at its
     size; `alpha`, `legend` overlay options; `metadata` extra JSON entries (source path, number of proposals, ...).
-    Returns the record written to `<stem>.json`: `stem`, `height`, `width`, `map`, `overlay` (file names relative to
-    `output_dir`), `num_classes`, `classes` ([`class_areas`]) and the `metadata` entries."""
+    Returns the record written to `<stem>.json` (last, so its presence marks the image done): `stem`, `height`,
+    `width`, `map`, `overlay` (file names relative to `output_dir`), `num_classes`, `classes` ([`class_areas`]) and
+    the `metadata` entries."""
     picture, labels, names = load_image(image), _as_label_array(seg_map), list(class_names)
     if labels.shape != (picture.height, picture.width):
         raise ValueError(
@@ -241,31 +295,120 @@ def save_segmentation(
         **(metadata or {}),
     }
     save_label_map(directory / record["map"], labels, len(names))
-    save_overlay(directory / record["overlay"], picture, labels, names, alpha=alpha, legend=legend)
-    _write_json(directory / f"{stem}.json", record)
+    colours = overlay(picture, labels, names, alpha=alpha, legend=legend)
+    atomic_write(directory / record["overlay"], lambda temporary: colours.save(temporary, format="PNG"))
+    write_json(directory / f"{stem}.json", record)
     return record
 
 
-def _write_json(path: Path, value) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
+def segmentation_done(output_dir: str | os.PathLike, stem: str) -> bool:
+    """Whether [`save_segmentation`] finished `<stem>` in `output_dir` (its json, written last, exists)."""
+    return (Path(output_dir) / f"{stem}.json").is_file()
+
+
+def read_json(path: str | os.PathLike):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def write_summary(output_dir: str | os.PathLike, records: Sequence[dict], class_names: Sequence[str], **metadata):
     """Write and return `summary.json`: the run's `metadata`, the vocabulary, one entry per image and the areas over
     all images. `records` are those returned by [`save_segmentation`]."""
     names = list(class_names)
-    counts = np.zeros(len(names), dtype=np.int64)
-    for record in records:
-        for entry in record["classes"]:
-            counts[entry["id"]] += entry["pixels"]
     summary = {
         **metadata,
         "class_names": names,
         "num_images": len(records),
         "images": [{k: v for k, v in record.items() if k != "classes"} for record in records],
-        "classes": areas_from_counts(counts, names),
+        "classes": total_areas(records, names),
     }
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    _write_json(Path(output_dir) / "summary.json", summary)
+    write_json(Path(output_dir) / "summary.json", summary)
     return summary
+
+
+def total_areas(records: Iterable[dict], class_names: Sequence[str]) -> list[dict]:
+    """Areas over all images from per-image `classes` lists ([`class_areas`])."""
+    counts = np.zeros(len(class_names), dtype=np.int64)
+    for record in records:
+        for entry in record["classes"]:
+            counts[entry["id"]] += entry["pixels"]
+    return areas_from_counts(counts, list(class_names))
+
+
+# ---- Parquet outputs of bulk runs: `data/chunk-<k>.parquet` (a datasets-loadable folder) and `manifest.json` ----
+def parquet_features():
+    """The `datasets.Features` of a parquet output row: the map as a PNG image (mode "L" or "I;16") and the areas."""
+    from datasets import Features, Image, List, Value
+
+    area = {"id": Value("int32"), "name": Value("string"), "pixels": Value("int64"), "fraction": Value("float64")}
+    return Features(
+        {
+            "index": Value("int64"),
+            "stem": Value("string"),
+            "image": Value("string"),
+            "masks": Value("string"),
+            "height": Value("int32"),
+            "width": Value("int32"),
+            "num_proposals": Value("int32"),
+            "segmentation": Image(),
+            "classes": List(area),
+        }
+    )
+
+
+def parquet_row(index: int, stem: str, seg_map, class_names: Sequence[str], metadata: dict) -> dict:
+    """One parquet output row: the map PNG-encoded ([`save_label_map`]) and its [`class_areas`]."""
+    labels = _as_label_array(seg_map)
+    buffer = io.BytesIO()
+    save_label_map(buffer, labels, len(class_names))
+    return {
+        "index": index,
+        "stem": stem,
+        "image": metadata["image"],
+        "masks": metadata.get("masks"),
+        "height": labels.shape[0],
+        "width": labels.shape[1],
+        "num_proposals": metadata["num_proposals"],
+        "segmentation": {"bytes": buffer.getvalue(), "path": None},
+        "classes": class_areas(labels, class_names),
+    }
+
+
+def parquet_chunk_path(output_dir: str | os.PathLike, chunk: int) -> Path:
+    return Path(output_dir) / "data" / f"chunk-{chunk:06d}.parquet"
+
+
+def write_parquet_chunk(output_dir: str | os.PathLike, chunk: int, rows: Sequence[dict]) -> Path:
+    """Write the rows of chunk `chunk` to `data/chunk-<chunk>.parquet`, atomically (its presence marks it done)."""
+    from datasets import Dataset
+
+    path = parquet_chunk_path(output_dir, chunk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = Dataset.from_list(list(rows), features=parquet_features())
+    atomic_write(path, table.to_parquet)
+    return path
+
+
+def write_parquet_manifest(output_dir: str | os.PathLike, num_chunks: int, class_names: Sequence[str], **metadata):
+    """Write and return `manifest.json` of a parquet output: the run's `metadata`, the chunk files with their rows,
+    and the areas over all images. Raises `ValueError` when a chunk file is missing."""
+    import pyarrow.parquet as pq
+
+    chunks, totals = [], []
+    for chunk in range(num_chunks):
+        path = parquet_chunk_path(output_dir, chunk)
+        if not path.is_file():
+            raise ValueError(f"The parquet chunk {os.fspath(path)!r} is missing; run again with --resume.")
+        table = pq.read_table(path, columns=["index", "classes"])
+        indices = table.column("index").to_pylist()
+        chunks.append({"file": f"data/{path.name}", "first_index": indices[0], "num_rows": len(indices)})
+        totals.extend({"classes": classes} for classes in table.column("classes").to_pylist())
+    manifest = {
+        **metadata,
+        "class_names": list(class_names),
+        "num_images": sum(entry["num_rows"] for entry in chunks),
+        "chunks": chunks,
+        "classes": total_areas(totals, class_names),
+    }
+    write_json(Path(output_dir) / "manifest.json", manifest)
+    return manifest
