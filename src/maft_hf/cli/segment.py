@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,9 +373,13 @@ def main(argv: list[str] | None = None) -> dict | None:
         return (index // writer.unit) % state.num_processes == state.process_index
 
     pending = (item for item in inputs.items(mine) if not (args.resume and writer.done(item)))
+    started = time.perf_counter()
     with tqdm(desc="segment", unit="image", disable=not state.is_main_process) as progress:
         count = segment_shard(args, pending, writer, names, model, processor, generator, text_classifier, progress)
-    logger.info("Process %d segmented %d images into %s", state.process_index, count, args.output_dir)
+    seconds = time.perf_counter() - started  # read by scripts/benchmark_end_to_end.py
+    logger.info(
+        "Process %d segmented %d images in %.3f s into %s", state.process_index, count, seconds, args.output_dir
+    )
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
