@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maft_hf import load_image
 from maft_hf.inference.outputs import (
     class_areas,
     find_images,
@@ -105,7 +106,8 @@ def test_ensemble_weight_reaches_segment(weight, tiny_checkpoint, tiny_mask2form
         "--proposals", f"mask2former:{tiny_mask2former_dir}", "--ensemble_weight", weight,
     )  # fmt: skip
     assert [call["ensemble_weight"] for call in calls] == [weight] and summary["ensemble_weight"] == weight
-    assert calls[0]["proposals"][0].class_names[:3] == ["sky", "grass", "car"]  # the generator's scores are passed on
+    generator = calls[0]["proposal_generator"]  # segment() gets the generator, so its class scores join Eq. 9
+    assert generator([load_image(SCENE)])[0].class_names[:3] == ["sky", "grass", "car"]
 
 
 @pytest.mark.parametrize("source", ["sam", "mask2former"])

@@ -1,49 +1,53 @@
 """Segment images with any vocabulary: class-id maps, colour overlays and per-class areas, one set per image.
 
-Inputs:
+* inputs, one of: `--images` files, folders (their image files, sorted) and `.txt`/`.lst` lists (one path per line,
+  relative to the list's folder); `--dataset_path` (a `save_to_disk` folder, `--split` of a DatasetDict); or
+  `--dataset_name` (a Hub dataset, `--split`, `--streaming`). `--image_column` names the dataset's image column.
+  Images are converted to RGB; dataset rows get the stem `<index, 8 digits>`.
+* `--vocabulary`: a shipped name (`ade20k_150`, ...), a file with one class per line (`building, edifice` is one class
+  with a synonym), or comma-separated names (`"cat,dog"`; split only when it is neither a shipped name nor a file).
+* proposals: `--proposals mask2former:<ckpt>` / `oneformer:<ckpt>` (their class scores join MAFT's by paper Eq. 9,
+  `--ensemble_weight`), `sam:<ckpt>`, `grid:<k>` / `kmeans:<k>` (no weights); or `--masks` (with `--images`): one
+  file per image, one file for all, or a folder of `<image stem>.npy|.png` (`(N, H, W)` masks or an `(H, W)` label
+  map, 255 = none; resized to the image with a warning when the sizes differ).
 
-* `--images`: image files and/or folders (a folder contributes its .png/.jpg/... files, sorted). Grayscale, palette
-  and RGBA images are converted to RGB (alpha dropped); an unreadable file stops the run with its name.
-* `--vocabulary`: a shipped vocabulary name (`ade20k_150`, `coco_stuff_171`, ...), a text file with one class per line
-  (`building, edifice` on one line is one class with a synonym), or comma-separated class names. The value is split
-  on commas ONLY when it is neither a shipped name nor an existing file, so `"cat,dog"` is two classes; class names
-  with synonyms therefore need a file.
-* class-agnostic proposals, either `--proposals SPEC`:
-    `mask2former:<checkpoint>` / `oneformer:<checkpoint>` (their class scores join MAFT's through the ensemble of
-    paper Eq. 9, `--ensemble_weight`), `sam:<checkpoint>` (SAM's automatic masks), `grid:<k>` (k x k blocks, no
-    weights; a smoke test only);
-  or `--masks` with masks you already have: one file per image (in order), one file for every image, or a folder
-  holding `<image stem>.npy` / `<image stem>.png`. A `.npy` is `(N, H, W)` masks or an `(H, W)` integer label map; an
-  image file is a single-band label map (one mask per id, 255 = none). Masks whose size differs from the image's
-  are resized bilinearly to it (a warning is logged); zero masks is an error.
+Outputs in `--output_dir`. `--output_format png` (default), per image `<stem>` (repeats get `_1`, `_2`, ...):
+`<stem>_map.png` (class ids, 8-bit up to 255 classes, else 16-bit), `<stem>_overlay.png`, `<stem>.json` (per-class
+`pixels`/`fraction`), and `summary.json`. `--output_format parquet`: `data/chunk-<k>.parquet` of `--chunk_size`
+images each (columns index, stem, image, height, width, num_proposals, segmentation (the map as a PNG image), classes;
+`datasets.load_dataset("parquet", data_files=f"{output_dir}/data/*.parquet")`) and `manifest.json`.
+Proposals are computed one image at a time and MAFT runs `--batch_size` images per pass: maps do not depend on it.
 
-Outputs in `--output_dir`, per image `<stem>` (repeated stems get `_1`, `_2`, ...): `<stem>_map.png` (class ids,
-8-bit for up to 255 classes, else 16-bit), `<stem>_overlay.png` (colours + legend), `<stem>.json` (size and per-class
-`pixels`/`fraction`), and `summary.json` (run settings, vocabulary, areas over all images).
+Bulk runs: under `accelerate launch` (one or several machines) every process takes a disjoint shard (image `i`, or
+parquet chunk `i // chunk_size`, when `i % num_processes == process_index`) and the main process writes the summary.
+Every file is written atomically and an image's json (a chunk's parquet file) last: after a kill, `--resume` skips
+what is complete, so nothing is written twice and nothing is lost; the run's settings must match.
 
-Proposals are computed one image at a time and MAFT runs `--batch_size` images per forward pass, so the maps do not
-depend on the batch size.
-
-Examples:
-
-    python scripts/segment.py --model org/maft-vitb16 --images photos/ --vocabulary ade20k_150 \\
+    maft-segment --model org/maft-vitb16 --images photos/ --vocabulary ade20k_150 \\
         --proposals mask2former:facebook/mask2former-swin-base-coco-panoptic --output_dir out/
-    python scripts/segment.py --model ./maft-vitb16 --offline --images street.jpg --vocabulary "road,car,tree,sky" \\
+    maft-segment --model ./maft-vitb16 --offline --images street.jpg --vocabulary "road,car,tree,sky" \\
         --proposals sam:./sam-vit-base --proposal_option points_per_side=32 --output_dir out/
-    python scripts/segment.py --model ./maft-vitb16 --offline --images a.jpg b.jpg --vocabulary my_classes.txt \\
-        --masks masks/ --output_dir out/
+    accelerate launch --num_processes 8 scripts/segment.py --model ./maft-vitb16 --dataset_name org/photos \\
+        --split train --vocabulary ade20k_150 --proposals sam:./sam-vit-base --output_format parquet \\
+        --cache_dir cache/ --output_dir out/ --resume
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from maft_hf import load_image
-from maft_hf.hub.loading import load_model_and_processor
+from maft_hf.hub.loading import load_model_and_processor, load_proposal_generator
+from maft_hf.inference import outputs
 from maft_hf.inference.outputs import (
     find_images,
     find_mask_files,
@@ -56,52 +60,43 @@ from maft_hf.inference.outputs import (
 from maft_hf.inference.pipeline import segment
 from maft_hf.inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT
 from maft_hf.inference.text_classifier import build_text_classifier
-from maft_hf.proposals import load_proposal_generator, proposals_from_user_masks
-from maft_hf.proposals.factory import parse_proposal_options, parse_proposal_spec
+from maft_hf.proposals import proposals_from_user_masks
+from maft_hf.proposals.factory import parse_proposal_options
 
+RUN_FILE = ".maft_segment_run.json"  # the settings of a run, checked by --resume
 logger = logging.getLogger("maft_hf.segment")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="MAFT checkpoint: a local directory or a Hub id.")
-    parser.add_argument("--images", nargs="+", required=True, help="Image files and/or folders of images.")
-    parser.add_argument(
-        "--vocabulary",
-        required=True,
-        help="Shipped vocabulary name, text file (one class per line), or comma-separated names ('cat,dog,sky').",
-    )
+    add = parser.add_argument
+    add("--model", required=True, help="MAFT checkpoint: a local directory or a Hub id.")
+    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--images", nargs="+", help="Image files, folders of images and .txt/.lst lists of paths.")
+    inputs.add_argument("--dataset_path", help="A datasets folder written by save_to_disk.")
+    inputs.add_argument("--dataset_name", help="A Hub dataset id (datasets.load_dataset).")
+    add("--split", default=None, help="Dataset split (default: the only split; 'train' for --dataset_name).")
+    add("--streaming", action="store_true", help="Stream --dataset_name instead of downloading it first.")
+    add("--image_column", default="image", help="The dataset's image column.")
+    add("--vocabulary", required=True, help="Shipped name, file (one class per line) or comma-separated names.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--proposals",
-        help="Proposal source: 'mask2former:<ckpt>', 'oneformer:<ckpt>', 'sam:<ckpt>' or 'grid:<k>'.",
-    )
-    source.add_argument(
-        "--masks",
-        nargs="+",
-        help="Your own masks: one file per image, one file for all, or a folder of <image stem>.npy/.png.",
-    )
-    parser.add_argument(
-        "--proposal_option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Option of the proposal source, repeatable (e.g. points_per_side=32 for SAM, num_proposals=100).",
-    )
-    parser.add_argument("--mask_ignore_index", type=int, default=255, help="Label-map id that is no mask (--masks).")
-    parser.add_argument(
-        "--ensemble_weight",
-        type=float,
-        default=DEFAULT_ENSEMBLE_WEIGHT,
-        help="Lambda of paper Eq. 9 with the proposal model's class scores (mask2former/oneformer only); 0 = off.",
-    )
-    parser.add_argument("--output_dir", required=True, help="Folder for the maps, overlays and JSON files.")
-    parser.add_argument("--offline", action="store_true", help="Load checkpoints from local files only.")
-    parser.add_argument("--batch_size", type=int, default=4, help="Images per MAFT forward pass.")
-    parser.add_argument("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
-    parser.add_argument("--cache_dir", default=None, help="Directory caching text classifiers between runs.")
-    parser.add_argument("--alpha", type=float, default=0.5, help="Opacity of the overlay colours.")
-    parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    source.add_argument("--proposals", help="'mask2former:<ckpt>', 'oneformer:<ckpt>', 'sam:<ckpt>' or 'grid:<k>'.")
+    source.add_argument("--masks", nargs="+", help="One mask file per image, one for all, or a folder.")
+    add("--proposal_option", action="append", default=[], metavar="KEY=VALUE", help="Proposal option, repeatable.")
+    add("--mask_ignore_index", type=int, default=255, help="Label-map id that is no mask (--masks).")
+    add("--ensemble_weight", type=float, default=DEFAULT_ENSEMBLE_WEIGHT, help="Lambda of paper Eq. 9; 0 = off.")
+    add("--ensemble_formula", choices=["paper", "released"], default="paper", help="Eq. 9 as written or as released.")
+    add("--preprocessing", choices=["direct", "released"], default="direct", help="'released': the authors' path.")
+    add("--output_dir", required=True, help="Folder for the maps, overlays and JSON files.")
+    add("--output_format", choices=["png", "parquet"], default="png", help="Per-image PNG/json files or parquet.")
+    add("--chunk_size", type=int, default=256, help="Images per parquet file (and per shard of a process).")
+    add("--resume", action="store_true", help="Skip images (parquet chunks) already complete in --output_dir.")
+    add("--offline", action="store_true", help="Load checkpoints from local files only.")
+    add("--batch_size", type=int, default=4, help="Images per MAFT forward pass.")
+    add("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
+    add("--cache_dir", default=None, help="Directory caching text classifiers between runs.")
+    add("--alpha", type=float, default=0.5, help="Opacity of the overlay colours.")
+    add("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
 
@@ -112,96 +107,267 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--ensemble_weight must lie in [0, 1] (0 = off), got {args.ensemble_weight}.")
     if args.masks and args.proposal_option:
         raise ValueError("--proposal_option applies to --proposals, not to --masks.")
-
-
-def build_generator(spec: str, options: dict, offline: bool, device: torch.device):
-    kind, _ = parse_proposal_spec(spec)
-    if kind != "grid":
-        options = {"device": device, **({"local_files_only": True} if offline else {}), **options}
-    return load_proposal_generator(spec, **options)
-
-
-def _mask_size(raw) -> tuple[int, int]:
-    if hasattr(raw, "getbands"):
-        return raw.height, raw.width
-    return tuple(int(side) for side in raw.shape[-2:])
+    if args.masks and not args.images:
+        raise ValueError("--masks pairs mask files with --images; it does not apply to datasets.")
+    if args.streaming and not args.dataset_name:
+        raise ValueError("--streaming applies to --dataset_name only.")
+    if args.chunk_size < 1:
+        raise ValueError(f"--chunk_size must be >= 1, got {args.chunk_size}.")
 
 
 def user_proposals(mask_file, picture, ignore_index: int):
     """Proposals of one image from its mask file, resized to the image (with a warning) when the sizes differ."""
     raw = read_mask_file(mask_file)
     size = (picture.height, picture.width)
-    if _mask_size(raw) != size:
-        logger.warning("Masks %s are %s, the image is %s: resized bilinearly.", mask_file, _mask_size(raw), size)
+    raw_size = (raw.height, raw.width) if hasattr(raw, "getbands") else tuple(int(s) for s in raw.shape[-2:])
+    if raw_size != size:
+        logger.warning("Masks %s are %s, the image is %s: resized bilinearly.", mask_file, raw_size, size)
     try:
         return proposals_from_user_masks(raw, image_size=size, ignore_index=ignore_index)
     except ValueError as err:
         raise ValueError(f"Mask file {str(mask_file)!r}: {err}") from err
 
 
-def batch_proposals(pictures, mask_files, generator, ignore_index: int):
-    """Proposals of a batch of images: from their mask files, or from the generator one image at a time.
+@dataclass
+class Item:
+    """One input image: its index in the run, output stem, description, raw value (path or dataset cell), masks."""
 
-    One at a time because a batched Mask2Former / OneFormer pads the images to one size, which shifts its masks
-    slightly: the maps would then depend on `--batch_size`.
-    """
-    if mask_files is not None:
-        return [user_proposals(mask_file, picture, ignore_index) for mask_file, picture in zip(mask_files, pictures)]
-    return [generator([picture])[0] for picture in pictures]
+    index: int
+    stem: str
+    source: str
+    raw: object
+    mask_file: Path | None = None
+
+    def image(self):
+        raw = self.raw
+        if isinstance(raw, dict) and ("bytes" in raw or "path" in raw):  # a datasets Image cell, not decoded
+            from datasets import Image
+
+            raw = Image().decode_example(raw)
+        return load_image(raw)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the command line; returns the summary written to `summary.json`."""
+def load_input_dataset(args):
+    """The dataset of `--dataset_path` / `--dataset_name`, reduced to `--image_column` (images left undecoded)."""
+    import datasets
+
+    if args.dataset_path:
+        try:
+            dataset = datasets.load_from_disk(args.dataset_path)
+        except (FileNotFoundError, OSError, ValueError) as err:
+            raise ValueError(f"Cannot load the dataset folder {args.dataset_path!r}: {err}") from err
+        if isinstance(dataset, datasets.DatasetDict):
+            split = args.split or (next(iter(dataset)) if len(dataset) == 1 else None)
+            if split not in dataset:
+                raise ValueError(f"Give --split, one of {sorted(dataset)} (got {args.split!r}).")
+            dataset = dataset[split]
+    else:
+        split = args.split or "train"
+        dataset = datasets.load_dataset(args.dataset_name, split=split, streaming=args.streaming)
+    columns = dataset.column_names or list(dataset.features or [])
+    if args.image_column not in columns:
+        raise ValueError(f"The dataset has no column {args.image_column!r}; its columns are {columns}.")
+    if isinstance((dataset.features or {}).get(args.image_column), datasets.Image):
+        dataset = dataset.cast_column(args.image_column, datasets.Image(decode=False))  # decode only this shard's
+    return dataset.select_columns([args.image_column])
+
+
+class Inputs:
+    """The images of a run by index; `items(keep)` yields those whose index `keep` accepts, reading nothing else.
+    `total` is the number of images (for a streamed dataset known once `items` has gone through it)."""
+
+    def __init__(self, args):
+        self.column, self.dataset, self.masks = args.image_column, None, None
+        if args.images:
+            self.paths = find_images(args.images)
+            self.stems = unique_stems(self.paths)
+            self.masks = find_mask_files(args.masks, self.paths) if args.masks else None
+            self.total = len(self.paths)
+        else:
+            self.dataset = load_input_dataset(args)
+            self.name = args.dataset_path or f"{args.dataset_name}[{args.split or 'train'}]"
+            self.total = None if args.streaming else len(self.dataset)
+
+    def stem(self, index: int) -> str:
+        return self.stems[index] if self.dataset is None else f"{index:08d}"
+
+    def items(self, keep: Callable[[int], bool]) -> Iterator[Item]:
+        if self.dataset is None:
+            for i, path in enumerate(self.paths):
+                if keep(i):
+                    yield Item(i, self.stems[i], str(path), path, self.masks[i] if self.masks else None)
+            return
+        rows = enumerate(self.dataset) if self.total is None else ((i, None) for i in range(self.total))
+        count = 0
+        for i, row in rows:
+            count = i + 1
+            if keep(i):
+                value = (row if row is not None else self.dataset[i])[self.column]
+                yield Item(i, self.stem(i), f"{self.name}#{i}", value)
+        self.total = count
+
+
+class PngWriter:
+    """Per-image `<stem>_map.png`, `_overlay.png`, `.json` (the json last: it marks the image done), `summary.json`."""
+
+    unit = 1
+
+    def __init__(self, args, names):
+        self.args, self.names = args, names
+
+    def done(self, item: Item) -> bool:
+        return outputs.segmentation_done(self.args.output_dir, item.stem)
+
+    def add(self, item: Item, picture, seg, metadata: dict) -> None:
+        save_segmentation(
+            self.args.output_dir, item.stem, picture, seg, self.names, alpha=self.args.alpha, metadata=metadata
+        )
+
+    def close(self) -> None:
+        pass
+
+    def finish(self, inputs: Inputs, settings: dict) -> dict:
+        stems = [inputs.stem(i) for i in range(inputs.total)]
+        missing = [stem for stem in stems if not outputs.segmentation_done(self.args.output_dir, stem)]
+        if missing:
+            raise ValueError(f"{len(missing)} images have no output (e.g. {missing[:3]}); run again with --resume.")
+        records = [outputs.read_json(Path(self.args.output_dir) / f"{stem}.json") for stem in stems]
+        return write_summary(self.args.output_dir, records, self.names, **settings)
+
+
+class ParquetWriter:
+    """Rows buffered per chunk of `--chunk_size` images; a chunk's file is written (atomically) once it is complete."""
+
+    def __init__(self, args, names):
+        self.args, self.names, self.unit = args, names, args.chunk_size
+        self.chunk, self.rows = None, []
+
+    def done(self, item: Item) -> bool:
+        return outputs.parquet_chunk_path(self.args.output_dir, item.index // self.unit).is_file()
+
+    def add(self, item: Item, picture, seg, metadata: dict) -> None:
+        if self.chunk != item.index // self.unit:
+            self.close()
+            self.chunk = item.index // self.unit
+        self.rows.append(outputs.parquet_row(item.index, item.stem, seg, self.names, metadata))
+
+    def close(self) -> None:
+        if self.rows:
+            outputs.write_parquet_chunk(self.args.output_dir, self.chunk, self.rows)
+        self.chunk, self.rows = None, []
+
+    def finish(self, inputs: Inputs, settings: dict) -> dict:
+        num_chunks = -(-inputs.total // self.unit)
+        return outputs.write_parquet_manifest(self.args.output_dir, num_chunks, self.names, **settings)
+
+
+def run_settings(args, names) -> dict:
+    """What decides the outputs (not the batch size nor the number of processes): --resume requires the same."""
+    inputs = args.images or {"dataset": args.dataset_path or args.dataset_name, "split": args.split}
+    return {
+        "model": args.model, "vocabulary": args.vocabulary, "proposals": args.proposals or "masks",
+        "proposal_options": args.proposal_option, "ensemble_weight": args.ensemble_weight, "inputs": inputs,
+        "ensemble_formula": args.ensemble_formula, "preprocessing": args.preprocessing,
+        "masks": args.masks, "output_format": args.output_format, "class_names": names,
+        **({"chunk_size": args.chunk_size} if args.output_format == "parquet" else {"alpha": args.alpha}),
+    }  # fmt: skip
+
+
+def prepare_output_dir(args, settings: dict, is_main: bool) -> None:
+    """Check (every process) the settings of a resumed run; the main process then removes temporary files left by a
+    kill (and, without --resume, stale parquet chunks) and records the settings."""
+    directory = Path(args.output_dir)
+    if args.resume and (directory / RUN_FILE).is_file():
+        previous = outputs.read_json(directory / RUN_FILE)
+        changed = sorted(key for key in {**previous, **settings} if previous.get(key) != settings.get(key))
+        if changed:
+            raise ValueError(
+                f"--resume: {args.output_dir!r} was written with other settings ({', '.join(changed)}); use the same "
+                "settings or another --output_dir."
+            )
+    if not is_main:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    outputs.remove_temporary_files(directory)
+    outputs.remove_temporary_files(directory / "data")
+    if args.output_format == "parquet" and not args.resume:
+        for stale in (directory / "data").glob("chunk-*.parquet"):
+            stale.unlink()
+    outputs.write_json(directory / RUN_FILE, settings)
+
+
+def batches(iterable, size: int):
+    iterator = iter(iterable)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def segment_shard(args, items, writer, names, model, processor, generator, text_classifier, progress) -> int:
+    """Segment and write this process's pending items, `--batch_size` at a time; returns their number."""
+    count = 0
+    for batch in batches(items, args.batch_size):
+        pictures = [item.image() for item in batch]
+        proposals = None
+        if args.masks:
+            proposals = [
+                user_proposals(item.mask_file, picture, args.mask_ignore_index)
+                for item, picture in zip(batch, pictures)
+            ]
+        results = segment(
+            pictures, names, model, processor, proposal_generator=generator, ensemble_weight=args.ensemble_weight,
+            proposals=proposals,
+            text_classifier=text_classifier, batch_size=args.batch_size, preprocessing=args.preprocessing,
+            ensemble_formula=args.ensemble_formula,
+        )  # fmt: skip
+        for item, picture, result in zip(batch, pictures, results):
+            metadata = {"image": item.source, "num_proposals": int(result["scores"].shape[0])}
+            if item.mask_file is not None:
+                metadata["masks"] = str(item.mask_file)
+            writer.add(item, picture, result["segmentation"], metadata)
+        count += len(batch)
+        progress.update(len(batch))
+    writer.close()
+    return count
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    """Run the command line; returns the summary written to `summary.json` (png) or `manifest.json` (parquet) on the
+    main process, None on the others."""
+    from accelerate import PartialState
+
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.log_level)
     check_args(args)
+    state = PartialState(cpu=args.device == "cpu" or not torch.accelerator.is_available())  # else gloo is not used
     names = parse_vocabulary_argument(args.vocabulary)
-    image_paths = find_images(args.images)
-    stems = unique_stems(image_paths)
-    mask_files = find_mask_files(args.masks, image_paths) if args.masks else None
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    logger.info("%d images, %d classes, device %s", len(image_paths), len(names), device)
+    inputs = Inputs(args)
+    settings = run_settings(args, names)
+    writer = (ParquetWriter if args.output_format == "parquet" else PngWriter)(args, names)
+    device = torch.device(args.device) if args.device else state.device
+    logger.info("%s images, %d classes, device %s, process %d of %d", inputs.total or "streamed", len(names), device,
+                state.process_index + 1, state.num_processes)  # fmt: skip
 
-    model, processor = load_model_and_processor(args.model, args.offline, device=device, allow_clip=False)
-    generator = None
-    if args.proposals:
-        generator = build_generator(args.proposals, parse_proposal_options(args.proposal_option), args.offline, device)
-    text_classifier = build_text_classifier(model, processor.tokenizer, names, cache=args.cache_dir)
+    with state.main_process_first():  # the main process downloads, caches the text classifier, cleans the folder
+        prepare_output_dir(args, settings, state.is_main_process)
+        model, processor = load_model_and_processor(args.model, args.offline, device=device, allow_clip=False)
+        generator = None
+        if args.proposals:
+            options = parse_proposal_options(args.proposal_option)
+            generator = load_proposal_generator(args.proposals, options, args.offline, device)
+        text_classifier = build_text_classifier(model, processor.tokenizer, names, cache=args.cache_dir)
 
-    records = []
-    with tqdm(total=len(image_paths), desc="segment", unit="image") as progress:
-        for start in range(0, len(image_paths), args.batch_size):
-            paths = image_paths[start : start + args.batch_size]
-            masks = mask_files[start : start + args.batch_size] if mask_files is not None else None
-            pictures = [load_image(path) for path in paths]
-            proposals = batch_proposals(pictures, masks, generator, args.mask_ignore_index)
-            results = segment(
-                pictures,
-                names,
-                model,
-                processor,
-                ensemble_weight=args.ensemble_weight,
-                proposals=proposals,
-                text_classifier=text_classifier,
-                batch_size=args.batch_size,
-            )
-            for index, (path, picture, item, result) in enumerate(zip(paths, pictures, proposals, results)):
-                metadata = {"image": str(path), "num_proposals": item.num_proposals}
-                if masks is not None:
-                    metadata["masks"] = str(masks[index])
-                seg, stem = result["segmentation"], stems[start + index]
-                records.append(
-                    save_segmentation(args.output_dir, stem, picture, seg, names, alpha=args.alpha, metadata=metadata)
-                )
-                progress.update(1)
-    summary = write_summary(
-        args.output_dir,
-        records,
-        names,
-        model=args.model,
-        vocabulary=args.vocabulary,
-        proposals=args.proposals or "masks",
-        ensemble_weight=args.ensemble_weight,
+    def mine(index: int) -> bool:
+        return (index // writer.unit) % state.num_processes == state.process_index
+
+    pending = (item for item in inputs.items(mine) if not (args.resume and writer.done(item)))
+    started = time.perf_counter()
+    with tqdm(desc="segment", unit="image", disable=not state.is_main_process) as progress:
+        count = segment_shard(args, pending, writer, names, model, processor, generator, text_classifier, progress)
+    seconds = time.perf_counter() - started  # read by scripts/benchmark_end_to_end.py
+    logger.info(
+        "Process %d segmented %d images in %.3f s into %s", state.process_index, count, seconds, args.output_dir
     )
-    logger.info("Wrote %d maps, overlays and area files to %s", len(records), args.output_dir)
-    return summary
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    return writer.finish(inputs, {key: value for key, value in settings.items() if key != "class_names"})

@@ -1,13 +1,10 @@
 """Inputs and outputs of segmentation runs: image lists, command-line vocabularies, mask files, maps, overlays, areas.
 
-Shared by `scripts/segment.py`, the examples and the demo. Outputs of one image `<stem>` in a folder:
-
-- `<stem>_map.png`: the class-id map at the image's size, one grayscale PNG, 8-bit when the vocabulary has at most
-  255 classes (ids 0..254, so 255 never names a class) and 16-bit otherwise; read it back with [`read_label_map`];
-- `<stem>_overlay.png`: the colour overlay with a legend of the classes present ([`maft_hf.inference.visualization.overlay`]);
-- `<stem>.json`: image size, file names and the pixel area of every class present ([`class_areas`]).
-
-Example:
+Outputs of one image `<stem>` in a folder: `<stem>_map.png` (class ids at the image's size, 8-bit for up to 255
+classes so 255 never names a class, else 16-bit; read back with [`read_label_map`]), `<stem>_overlay.png` (colours
+and a legend, [`maft_hf.inference.visualization.overlay`]) and `<stem>.json` (size, file names, [`class_areas`]).
+Every file is written atomically (a temporary file renamed into place) and `<stem>.json` last, so an image whose
+json exists is complete ([`segmentation_done`]). Bulk runs can write parquet chunks instead ([`write_parquet_chunk`]).
 
 ```python
 >>> import numpy as np
@@ -19,9 +16,11 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,32 +29,40 @@ import torch
 from PIL import Image
 
 from ..model.images import load_image
-from .visualization import save_overlay
+from .visualization import overlay
 from .vocabulary import parse_vocabulary_argument  # noqa: F401  (re-exported: its home is vocabulary.py)
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+LIST_EXTENSIONS = (".txt", ".lst")  # an --images file with this suffix lists image paths, one per line
 MASK_EXTENSIONS = (".npy", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".gif")
 MAX_UINT8_CLASSES = 255  # up to this many classes the map is 8-bit and 255 stays free for "unlabelled"
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Inputs
-# ---------------------------------------------------------------------------------------------------------------
-def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand image paths and folders into a list of image files.
+def read_image_list(path: str | os.PathLike) -> list[Path]:
+    """The paths of a list file, one per line (blank lines and `#` comments skipped), relative ones taken from the
+    list's folder."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    entries = [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [entry if entry.is_absolute() else Path(path).parent / entry for entry in entries]
 
-    A folder contributes its files (not sub-folders) whose extension is one of `IMAGE_EXTENSIONS`
-    (case-insensitive), sorted by name; files are kept as given, in order (their format is checked when they are
-    read). Raises `ValueError` for a path that does not exist, a folder without images, and an empty result.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
+
+def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files of `paths`: a folder gives its files (not sub-folders) with an `IMAGE_EXTENSIONS` suffix, sorted; a
+    `.txt`/`.lst` file lists paths ([`read_image_list`]); image files are kept as given, in order. Raises `ValueError`
+    for a missing path, a folder without images, no images."""
     found: list[Path] = []
-    for entry in paths:
-        path = Path(entry)
-        if path.is_dir():
+    for path in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
+        if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
+            listed = read_image_list(path)
+            missing = [os.fspath(entry) for entry in listed if not entry.is_file()]
+            if missing:
+                raise ValueError(
+                    f"The list {os.fspath(path)!r} names {len(missing)} missing files, e.g. {missing[:3]}."
+                )
+            found.extend(listed)
+        elif path.is_dir():
             images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not images:
                 raise ValueError(f"The folder {os.fspath(path)!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}).")
@@ -73,7 +80,8 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Output stems of `paths`: the file stems, with `_1`, `_2`, ... appended to repeats (`a/x.jpg`, `b/x.png`)."""
     stems, used = [], set()
     for path in paths:
-        stem, candidate, count = Path(path).stem, Path(path).stem, 0
+        stem = candidate = Path(path).stem
+        count = 0
         while candidate in used:
             count += 1
             candidate = f"{stem}_{count}"
@@ -83,21 +91,15 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def read_mask_file(path: str | os.PathLike):
-    """Read user proposal masks from a file, in a form [`~maft_hf.proposals.proposals_from_user_masks`] accepts.
+    """User proposal masks from a file, as [`~maft_hf.proposals.proposals_from_user_masks`] accepts them.
 
-    - `.npy`: an `(N, H, W)` array of masks (bool, 0/1, 0..255 or float in [0, 1]) or an `(H, W)` integer label map;
-    - an image (`.png`, `.bmp`, `.tif`, ...): a single-band label map (mode `"L"`, `"P"`, `"I"`, `"I;16"`; one mask per
-      id, 255 = no mask) or a mode `"1"` binary image (one mask). Colour images are refused.
-
-    Returns a numpy array or a single-band PIL image. Raises `ValueError` when the file cannot be read.
-    """
+    `.npy`: `(N, H, W)` masks or an `(H, W)` integer label map (a numpy array). An image: a single-band label map
+    (mode `"L"`, `"P"`, `"I"`, `"I;16"`; one mask per id, 255 = none) or a mode `"1"` mask (a PIL image); colour
+    images are refused. Raises `ValueError` when the file cannot be read."""
     name = os.fspath(path)
-    if Path(name).suffix.lower() == ".npy":
-        try:
-            return np.load(name, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"Cannot read mask file {name!r}: {err}") from err
     try:
+        if Path(name).suffix.lower() == ".npy":
+            return np.load(name, allow_pickle=False)
         with Image.open(name) as opened:
             opened.load()
             image = opened.copy()
@@ -112,17 +114,13 @@ def read_mask_file(path: str | os.PathLike):
 
 
 def find_mask_files(mask_paths: Sequence[str | os.PathLike], image_paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Pair user mask files with images: one mask file per image, in the images' order.
-
-    `mask_paths` is one of: a single folder holding `<image stem><ext>` for every image (ext in `MASK_EXTENSIONS`,
-    `.npy` first); a single file used for every image; or exactly one file per image, in order. Raises `ValueError`
-    otherwise (naming the missing files).
-    """
+    """One user mask file per image, in the images' order, from: a single folder holding `<image stem><ext>` for every
+    image (ext in `MASK_EXTENSIONS`, `.npy` first), a single file for every image, or one file per image in order.
+    Raises `ValueError` otherwise (naming the missing files)."""
     mask_paths = [Path(p) for p in mask_paths]
     if len(mask_paths) == 1 and mask_paths[0].is_dir():
         folder, pairs, missing = mask_paths[0], [], []
-        for image_path in image_paths:
-            stem = Path(image_path).stem
+        for stem in (Path(image_path).stem for image_path in image_paths):
             candidates = [folder / f"{stem}{ext}" for ext in MASK_EXTENSIONS if (folder / f"{stem}{ext}").is_file()]
             if candidates:
                 pairs.append(candidates[0])
@@ -147,13 +145,8 @@ def find_mask_files(mask_paths: Sequence[str | os.PathLike], image_paths: Sequen
     return mask_paths
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Areas
-# ---------------------------------------------------------------------------------------------------------------
 def _as_label_array(seg_map) -> np.ndarray:
-    if isinstance(seg_map, torch.Tensor):
-        seg_map = seg_map.detach().cpu().numpy()
-    seg_map = np.asarray(seg_map)
+    seg_map = np.asarray(seg_map.detach().cpu().numpy() if isinstance(seg_map, torch.Tensor) else seg_map)
     if seg_map.ndim != 2:
         raise ValueError(f"Expected a segmentation map of shape (H, W), got {seg_map.shape}.")
     if not (np.issubdtype(seg_map.dtype, np.integer) or seg_map.dtype == np.bool_):
@@ -173,11 +166,8 @@ def class_pixel_counts(seg_map, num_classes: int) -> np.ndarray:
 
 
 def areas_from_counts(counts, class_names: Sequence[str], include_empty: bool = False) -> list[dict]:
-    """Per-class areas from pixel counts: `{"id", "name", "pixels", "fraction"}` by decreasing area (then id).
-
-    `fraction` is the share of all counted pixels (0 when there are none). Classes with no pixel are left out unless
-    `include_empty`.
-    """
+    """Per-class `{"id", "name", "pixels", "fraction"}` from pixel counts, by decreasing area (then id); `fraction` is
+    the share of all counted pixels (0 when none). Classes with no pixel only with `include_empty`."""
     counts = np.asarray(counts, dtype=np.int64)
     if counts.shape != (len(class_names),):
         raise ValueError(f"Expected {len(class_names)} counts (one per class), got shape {counts.shape}.")
@@ -188,7 +178,7 @@ def areas_from_counts(counts, class_names: Sequence[str], include_empty: bool = 
             "id": int(i),
             "name": class_names[i],
             "pixels": int(counts[i]),
-            "fraction": float(counts[i]) / total if total else 0.0,
+            "fraction": int(counts[i]) / total if total else 0.0,
         }
         for i in order
         if include_empty or counts[i] > 0
@@ -196,28 +186,50 @@ def areas_from_counts(counts, class_names: Sequence[str], include_empty: bool = 
 
 
 def class_areas(seg_map, class_names: Sequence[str], include_empty: bool = False) -> list[dict]:
-    """Pixel area of each class in an `(H, W)` map of ids into `class_names`.
-
-    Returns a list of `{"id": int, "name": str, "pixels": int, "fraction": float}` (fraction of the image), largest
-    first (ties by id); absent classes only with `include_empty=True`. Ids outside `[0, C)` raise `ValueError`.
-    """
+    """Pixel area of each class of an `(H, W)` map of ids into `class_names` ([`areas_from_counts`]); ids outside
+    `[0, C)` raise `ValueError`."""
     return areas_from_counts(class_pixel_counts(seg_map, len(class_names)), class_names, include_empty)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Outputs
-# ---------------------------------------------------------------------------------------------------------------
-def save_label_map(path: str | os.PathLike, seg_map, num_classes: int) -> Image.Image:
-    """Save an `(H, W)` class-id map as a grayscale PNG: 8-bit for <= 255 classes, 16-bit up to 65535 classes."""
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """`write(temporary_path)`, then rename the temporary file (same folder, hidden, `.tmp`) to `path`: a reader or a
+    resumed run never sees a partial file."""
+    directory, name = os.path.split(os.fspath(path))
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # created by `write`
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def remove_temporary_files(directory: str | os.PathLike) -> int:
+    """Delete the temporary files [`atomic_write`] leaves behind when a run is killed; returns their number."""
+    leftovers = list(Path(directory).glob(".*.tmp")) if Path(directory).is_dir() else []
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return len(leftovers)
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    """Write `value` as indented UTF-8 JSON, atomically."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+
+
+def save_label_map(path, seg_map, num_classes: int) -> Image.Image:
+    """Save an `(H, W)` class-id map as a grayscale PNG (a path, written atomically, or a binary file object): 8-bit
+    for <= 255 classes, 16-bit up to 65535 classes."""
     labels = _as_label_array(seg_map)
     class_pixel_counts(labels, num_classes)  # range check
-    if num_classes <= MAX_UINT8_CLASSES:
-        picture = Image.fromarray(labels.astype(np.uint8))  # mode "L"
-    elif num_classes <= 65535:
-        picture = Image.fromarray(labels.astype(np.uint16))  # mode "I;16": a 16-bit grayscale PNG
-    else:
+    if num_classes > 65535:
         raise ValueError(f"A PNG map holds at most 65535 classes, got {num_classes}.")
-    picture.save(path, format="PNG")
+    picture = Image.fromarray(labels.astype(np.uint8 if num_classes <= MAX_UINT8_CLASSES else np.uint16))
+    if hasattr(path, "write"):
+        picture.save(path, format="PNG")
+    else:
+        atomic_write(path, lambda temporary: picture.save(temporary, format="PNG"))
     return picture
 
 
@@ -228,39 +240,21 @@ def read_label_map(path: str | os.PathLike) -> np.ndarray:
 
 
 def save_segmentation(
-    output_dir: str | os.PathLike,
-    stem: str,
-    image,
-    seg_map,
-    class_names: Sequence[str],
-    *,
-    alpha: float = 0.5,
-    legend: bool = True,
-    metadata: dict | None = None,
+    output_dir, stem: str, image, seg_map, class_names: Sequence[str], *, alpha=0.5, legend=True, metadata=None
 ) -> dict:
-    """Write `<stem>_map.png`, `<stem>_overlay.png` and `<stem>.json` of one segmented image to `output_dir`.
+    """Write `<stem>_map.png`, `<stem>_overlay.png` and `<stem>.json` of one segmented image to `output_dir` (created).
 
-    Args:
-        output_dir: folder (created when missing).
-        stem: base name of the three files.
-        image: the image (path, PIL image of any mode, `(H, W[, 3|4])` array or `(3, H, W)` tensor), converted to RGB.
-        seg_map: `(H, W)` class ids in `[0, C)` at the image's size (numpy or tensor).
-        class_names: the `C` class names; id `i` is `class_names[i]`.
-        alpha, legend: overlay options ([`maft_hf.inference.visualization.overlay`]).
-        metadata: extra JSON-serialisable entries for `<stem>.json` (e.g. the source path, the number of proposals).
-
-    Returns:
-        The record written to `<stem>.json`: `stem`, `height`, `width`, `map`, `overlay` (file names, relative to
-        `output_dir`), `num_classes`, `classes` ([`class_areas`]) and the `metadata` entries.
-    """
-    picture = load_image(image)
-    labels = _as_label_array(seg_map)
+    `image` is anything [`load_image`] reads (converted to RGB); `seg_map` the `(H, W)` class ids in `[0, C)` at its
+    size; `alpha`, `legend` overlay options; `metadata` extra JSON entries (source path, number of proposals, ...).
+    Returns the record written to `<stem>.json` (last, so its presence marks the image done): `stem`, `height`,
+    `width`, `map`, `overlay` (file names relative to `output_dir`), `num_classes`, `classes` ([`class_areas`]) and
+    the `metadata` entries."""
+    picture, labels, names = load_image(image), _as_label_array(seg_map), list(class_names)
     if labels.shape != (picture.height, picture.width):
         raise ValueError(
             f"The segmentation map must have the image's size (H, W) = ({picture.height}, {picture.width}), "
             f"got {labels.shape}."
         )
-    names = list(class_names)
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     record = {
@@ -274,49 +268,120 @@ def save_segmentation(
         **(metadata or {}),
     }
     save_label_map(directory / record["map"], labels, len(names))
-    save_overlay(directory / record["overlay"], picture, labels, names, alpha=alpha, legend=legend)
-    with open(directory / f"{stem}.json", "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, ensure_ascii=False)
+    colours = overlay(picture, labels, names, alpha=alpha, legend=legend)
+    atomic_write(directory / record["overlay"], lambda temporary: colours.save(temporary, format="PNG"))
+    write_json(directory / f"{stem}.json", record)
     return record
 
 
-def write_summary(output_dir: str | os.PathLike, records: Sequence[dict], class_names: Sequence[str], **metadata):
-    """Write `summary.json`: the run's `metadata`, the vocabulary, one entry per image and the areas over all images.
+def segmentation_done(output_dir: str | os.PathLike, stem: str) -> bool:
+    """Whether [`save_segmentation`] finished `<stem>` in `output_dir` (its json, written last, exists)."""
+    return (Path(output_dir) / f"{stem}.json").is_file()
 
-    `records` are the dicts returned by [`save_segmentation`]. Returns the summary dict.
-    """
+
+def read_json(path: str | os.PathLike):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_summary(output_dir: str | os.PathLike, records: Sequence[dict], class_names: Sequence[str], **metadata):
+    """Write and return `summary.json`: the run's `metadata`, the vocabulary, one entry per image and the areas over
+    all images. `records` are those returned by [`save_segmentation`]."""
     names = list(class_names)
-    counts = np.zeros(len(names), dtype=np.int64)
-    for record in records:
-        for entry in record["classes"]:
-            counts[entry["id"]] += entry["pixels"]
     summary = {
         **metadata,
         "class_names": names,
         "num_images": len(records),
         "images": [{k: v for k, v in record.items() if k != "classes"} for record in records],
-        "classes": areas_from_counts(counts, names),
+        "classes": total_areas(records, names),
     }
-    directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "summary.json", "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, ensure_ascii=False)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(output_dir) / "summary.json", summary)
     return summary
 
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "MASK_EXTENSIONS",
-    "areas_from_counts",
-    "class_areas",
-    "class_pixel_counts",
-    "find_images",
-    "find_mask_files",
-    "parse_vocabulary_argument",
-    "read_label_map",
-    "read_mask_file",
-    "save_label_map",
-    "save_segmentation",
-    "unique_stems",
-    "write_summary",
-]
+def total_areas(records: Iterable[dict], class_names: Sequence[str]) -> list[dict]:
+    """Areas over all images from per-image `classes` lists ([`class_areas`])."""
+    counts = np.zeros(len(class_names), dtype=np.int64)
+    for record in records:
+        for entry in record["classes"]:
+            counts[entry["id"]] += entry["pixels"]
+    return areas_from_counts(counts, list(class_names))
+
+
+# ---- Parquet outputs of bulk runs: `data/chunk-<k>.parquet` (a datasets-loadable folder) and `manifest.json` ----
+def parquet_features():
+    """The `datasets.Features` of a parquet output row: the map as a PNG image (mode "L" or "I;16") and the areas."""
+    from datasets import Features, Image, List, Value
+
+    area = {"id": Value("int32"), "name": Value("string"), "pixels": Value("int64"), "fraction": Value("float64")}
+    return Features(
+        {
+            "index": Value("int64"),
+            "stem": Value("string"),
+            "image": Value("string"),
+            "masks": Value("string"),
+            "height": Value("int32"),
+            "width": Value("int32"),
+            "num_proposals": Value("int32"),
+            "segmentation": Image(),
+            "classes": List(area),
+        }
+    )
+
+
+def parquet_row(index: int, stem: str, seg_map, class_names: Sequence[str], metadata: dict) -> dict:
+    """One parquet output row: the map PNG-encoded ([`save_label_map`]) and its [`class_areas`]."""
+    labels = _as_label_array(seg_map)
+    buffer = io.BytesIO()
+    save_label_map(buffer, labels, len(class_names))
+    return {
+        "index": index,
+        "stem": stem,
+        "image": metadata["image"],
+        "masks": metadata.get("masks"),
+        "height": labels.shape[0],
+        "width": labels.shape[1],
+        "num_proposals": metadata["num_proposals"],
+        "segmentation": {"bytes": buffer.getvalue(), "path": None},
+        "classes": class_areas(labels, class_names),
+    }
+
+
+def parquet_chunk_path(output_dir: str | os.PathLike, chunk: int) -> Path:
+    return Path(output_dir) / "data" / f"chunk-{chunk:06d}.parquet"
+
+
+def write_parquet_chunk(output_dir: str | os.PathLike, chunk: int, rows: Sequence[dict]) -> Path:
+    """Write the rows of chunk `chunk` to `data/chunk-<chunk>.parquet`, atomically (its presence marks it done)."""
+    from datasets import Dataset
+
+    path = parquet_chunk_path(output_dir, chunk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = Dataset.from_list(list(rows), features=parquet_features())
+    atomic_write(path, table.to_parquet)
+    return path
+
+
+def write_parquet_manifest(output_dir: str | os.PathLike, num_chunks: int, class_names: Sequence[str], **metadata):
+    """Write and return `manifest.json` of a parquet output: the run's `metadata`, the chunk files with their rows,
+    and the areas over all images. Raises `ValueError` when a chunk file is missing."""
+    import pyarrow.parquet as pq
+
+    chunks, totals = [], []
+    for chunk in range(num_chunks):
+        path = parquet_chunk_path(output_dir, chunk)
+        if not path.is_file():
+            raise ValueError(f"The parquet chunk {os.fspath(path)!r} is missing; run again with --resume.")
+        table = pq.read_table(path, columns=["index", "classes"])
+        indices = table.column("index").to_pylist()
+        chunks.append({"file": f"data/{path.name}", "first_index": indices[0], "num_rows": len(indices)})
+        totals.extend({"classes": classes} for classes in table.column("classes").to_pylist())
+    manifest = {
+        **metadata,
+        "class_names": list(class_names),
+        "num_images": sum(entry["num_rows"] for entry in chunks),
+        "chunks": chunks,
+        "classes": total_areas(totals, class_names),
+    }
+    write_json(Path(output_dir) / "manifest.json", manifest)
+    return manifest

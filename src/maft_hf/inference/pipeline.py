@@ -124,9 +124,13 @@ def _call(method, generator, images, class_names, text_classifier) -> list:
 
 def _generate(generator, images, class_names, text_classifier) -> list[Proposals]:
     """The generator's proposals per image; a plain callable may return masks in any user-mask format."""
-    items = _call(generator, generator, images, class_names, text_classifier)
-    if isinstance(items, (list, tuple)) and len(items) == len(images):
-        items = [item if isinstance(item, Proposals) else _user_proposals(item, im) for item, im in zip(items, images)]
+    # One image per call: a batched generator may pad the images to one size, which would make maps depend on the
+    # batch size.
+    items = []
+    for image in images:
+        out = _call(generator, generator, [image], class_names, text_classifier)
+        item = out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
+        items.append(item if isinstance(item, Proposals) else _user_proposals(item, image))
     return check_proposals(items, images)
 
 
