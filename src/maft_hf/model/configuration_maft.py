@@ -102,6 +102,3 @@ class MAFTConfig(CLIPConfig):
         "vision_config": MaskAwareCLIPVisionConfig,
         "text_config": CLIPTextConfig,
     }
-
-
-__all__ = ["MaskAwareCLIPVisionConfig", "MAFTConfig"]

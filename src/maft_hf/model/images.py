@@ -140,6 +140,3 @@ def shortest_edge_size(height: int, width: int, short_side: int, max_size: int |
         shrink = max_size / max(new_h, new_w)
         new_h, new_w = new_h * shrink, new_w * shrink
     return int(new_h + 0.5), int(new_w + 0.5)
-
-
-__all__ = ["image_size", "image_to_tensor", "load_image", "load_images", "shortest_edge_size"]

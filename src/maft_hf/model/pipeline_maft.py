@@ -239,6 +239,3 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             "class_names": list(outputs["class_names"]),
             "scores": outputs["scores"][0],
         }
-
-
-__all__ = ["OpenVocabularySegmentationPipeline", "PROMPT_TEMPLATES", "TASK", "masks_from_user"]

@@ -205,6 +205,3 @@ def register_processors() -> None:
     AutoProcessor.register(MAFTConfig, MAFTProcessor, exist_ok=True)
     MAFTImageProcessor.register_for_auto_class("AutoImageProcessor")
     MAFTProcessor.register_for_auto_class("AutoProcessor")
-
-
-__all__ = ["MAFTImageProcessor", "MAFTProcessor", "register_processors", "to_clip_input"]

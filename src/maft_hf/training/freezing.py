@@ -94,6 +94,3 @@ def parameter_groups(model: nn.Module, weight_decay: float = 1e-4) -> list[dict]
     if not groups:
         raise ValueError("The model has no trainable parameter; call apply_freeze_policy(model, policy) first.")
     return groups
-
-
-__all__ = ["FREEZE_POLICIES", "apply_freeze_policy", "is_trainable", "parameter_groups"]

@@ -245,18 +245,3 @@ def maft_loss(
     dis = None if student_image_logits is None else self_distillation_loss(student_image_logits, teacher_image_logits)
     total = ma if dis is None else ma + distillation_weight * dis
     return MAFTLossOutput(total, ma, dis, distillation_weight, ma_sum, ma_count)
-
-
-__all__ = [
-    "soft_iou",
-    "class_masks_from_labels",
-    "min_max_normalize",
-    "mask_aware_entry_count",
-    "mask_aware_loss",
-    "mask_aware_loss_sum",
-    "self_distillation_loss",
-    "maft_loss",
-    "MAFTLossOutput",
-    "RELEASED_DISTILLATION_WEIGHT",
-    "PAPER_DISTILLATION_WEIGHT",
-]

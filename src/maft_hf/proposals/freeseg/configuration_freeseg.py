@@ -170,6 +170,3 @@ class FreeSegConfig(PretrainedConfig):
             problems.append(f"size_divisibility must be >= 1, got {self.size_divisibility}")
         if problems:
             raise ValueError("Invalid FreeSegConfig: " + "; ".join(problems) + ".")
-
-
-__all__ = ["FREESEG_PIXEL_MEAN", "FREESEG_PIXEL_STD", "FreeSegConfig"]

@@ -249,13 +249,3 @@ def save_freeseg_generator(
     output_dir = os.fspath(output_dir)
     model.save_pretrained(output_dir, safe_serialization=True)
     return output_dir
-
-
-__all__ = [
-    "GENERATOR_PREFIXES",
-    "VOID_KEY",
-    "convert_freeseg_state_dict",
-    "find_freeseg_prefix",
-    "infer_freeseg_config",
-    "save_freeseg_generator",
-]

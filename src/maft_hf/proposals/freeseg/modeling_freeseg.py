@@ -590,6 +590,3 @@ class FreeSegModel(FreeSegPreTrainedModel):
         if not return_dict:
             return mask_logits, class_logits, class_embeddings
         return FreeSegOutput(mask_logits=mask_logits, class_logits=class_logits, class_embeddings=class_embeddings)
-
-
-__all__ = ["FreeSegModel", "FreeSegOutput", "FreeSegPreTrainedModel"]
