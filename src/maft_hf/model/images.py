@@ -1,9 +1,6 @@
-"""The one way an image enters maft_hf: any input -> RGB uint8.
+"""The one way an image enters maft_hf: any input -> RGB uint8 (beside the processor: it is saved as remote code).
 
-It lives beside the processor because `MAFTImageProcessor` is saved as Hub custom code with the files it imports
-from its own folder; every other module imports it from here.
-
-Accepted everywhere (processor, pipeline, `segment`, proposal sources, training and evaluation loaders, CLIs):
+Accepted:
 
 * a path (opened with PIL, fully decoded; unreadable files raise `ValueError` naming the file);
 * a `datasets` image cell `{"bytes": ..., "path": ...}` (`Image(decode=False)`);
