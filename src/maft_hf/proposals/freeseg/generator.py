@@ -87,15 +87,7 @@ def image_mask_probabilities(
 class FreeSegProposals(ProposalGenerator):
     """Proposals (and class scores over the vocabulary) from the released FreeSeg generator: `model_or_path` is a
     converted folder, Hub id or [`FreeSegModel`]; `text_encoder` / `tokenizer` / `templates` embed class names when a
-    call passes no `text_classifier`.
-
-    Example:
-
-    ```python
-    >>> generator = load_proposal_generator("freeseg:./maft-converted/freeseg")  # doctest: +SKIP
-    >>> proposals = generator([image], class_names=names, text_classifier=classifier)[0]  # doctest: +SKIP
-    >>> proposals.masks.shape, proposals.class_scores.shape  # (100, H, W), (100, K)  # doctest: +SKIP
-    ```"""
+    call passes no `text_classifier`."""
 
     needs_vocabulary = True
 

@@ -486,24 +486,7 @@ class FreeSegPreTrainedModel(PreTrainedModel):
 
 
 class FreeSegModel(FreeSegPreTrainedModel):
-    """The FreeSeg generator: `forward(pixel_values, text_features)` -> mask logits and class logits.
-
-    Example:
-
-    ```python
-    >>> import torch
-    >>> from maft_hf.proposals.freeseg import FreeSegConfig, FreeSegModel
-    >>> config = FreeSegConfig(stem_out_channels=16, depths=[1, 1, 1, 1], res2_out_channels=32, width_per_group=8,
-    ...     res5_multi_grid=[1], conv_dim=32, mask_dim=32, norm_num_groups=8, encoder_layers=1,
-    ...     encoder_attention_heads=4, encoder_ffn_dim=64, interaction_dim=64, interaction_heads=4, hidden_dim=32,
-    ...     decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=64, num_queries=10, text_dim=16,
-    ...     class_embed_hidden_dim=32)
-    >>> model = FreeSegModel(config).eval()
-    >>> text = model.text_features_with_void(torch.nn.functional.normalize(torch.randn(5, 16), dim=-1))
-    >>> out = model(torch.randn(1, 3, 64, 96), text)
-    >>> tuple(out.mask_logits.shape), tuple(out.class_logits.shape)
-    ((1, 10, 16, 24), (1, 10, 6))
-    ```"""
+    """The FreeSeg generator: `forward(pixel_values, text_features)` -> mask logits and class logits."""
 
     def __init__(self, config: FreeSegConfig):
         super().__init__(config)
