@@ -108,6 +108,3 @@ def main(argv=None):
     if not args.no_verify:
         logger.info("onnxruntime matches PyTorch to %.3g", verify_onnx(model, path, args.mask_size, args.atol))
     return path
-
-
-__all__ = ["MaskEmbeddings", "example_inputs", "export_onnx", "verify_onnx", "main"]

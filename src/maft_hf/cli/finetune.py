@@ -304,8 +304,8 @@ def build(args, accelerator, local_files_only):
     text_classifier = build_text_classifier(model, processor.tokenizer, args.training_vocabulary)
     teacher = make_teacher(model).to(accelerator.device) if args.distillation_weight != 0 else None
     summary = apply_freeze_policy(model, args.freeze_policy)
-    logger.info("Freeze policy %r: %s trainable / %s frozen parameters.", args.freeze_policy,
-                f"{summary['trainable']:,}", f"{summary['frozen']:,}")  # fmt: skip
+    trainable, frozen = f"{summary['trainable']:,}", f"{summary['frozen']:,}"
+    logger.info(f"Freeze policy {args.freeze_policy!r}: {trainable} trainable / {frozen} frozen parameters.")
     generator = None
     if args.proposal_generator is not None:
         generator = load_training_proposal_generator(
@@ -316,9 +316,14 @@ def build(args, accelerator, local_files_only):
     student, optimizer = accelerator.prepare(MaskAwareStudent(model), optimizer)
     accelerator.register_for_checkpointing(scheduler)  # stepped once per optimizer step, by us
     return SimpleNamespace(
-        student=student, teacher=teacher, optimizer=optimizer, scheduler=scheduler, processor=processor,
-        generator=generator, text_classifier=text_classifier.to(accelerator.device),
-    )  # fmt: skip
+        student=student,
+        teacher=teacher,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        processor=processor,
+        generator=generator,
+        text_classifier=text_classifier.to(accelerator.device),
+    )
 
 
 def evaluate(args, accelerator, parts, held_out, converter, name, metrics) -> None:
@@ -330,16 +335,25 @@ def evaluate(args, accelerator, parts, held_out, converter, name, metrics) -> No
     if accelerator.is_main_process:
         image_processor = parts.processor.image_processor
         result = rank_correlation_eval(
-            accelerator.unwrap_model(parts.student).model, held_out, parts.text_classifier, parts.generator,
-            label_converter=converter, image_column=args.image_column, label_column=args.label_column,
-            proposal_column=args.proposal_column, image_mean=image_processor.image_mean,
-            image_std=image_processor.image_std, ignore_index=args.ignore_index, class_names=args.training_vocabulary,
-        )  # fmt: skip
+            accelerator.unwrap_model(parts.student).model,
+            held_out,
+            parts.text_classifier,
+            parts.generator,
+            label_converter=converter,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            proposal_column=args.proposal_column,
+            image_mean=image_processor.image_mean,
+            image_std=image_processor.image_std,
+            ignore_index=args.ignore_index,
+            class_names=args.training_vocabulary,
+        )
         metrics[f"rank_correlation_{name}"] = result["spearman"]
         metrics[f"eval_mask_aware_loss_{name}"] = result["mask_aware_loss"]
-        logger.info("Held-out %s (%s model, %d images): rank correlation %.4f over %d rows, mask-aware loss %.5f",
-                    args.eval_split, name, result["num_images"], result["spearman"], result["num_rows"],
-                    result["mask_aware_loss"])  # fmt: skip
+        logger.info(
+            f"Held-out {args.eval_split} ({name} model, {result['num_images']} images): rank correlation "
+            f"{result['spearman']:.4f} over {result['num_rows']} rows, mask-aware loss {result['mask_aware_loss']:.5f}"
+        )
     accelerator.wait_for_everyone()
 
 
@@ -391,13 +405,13 @@ def batches(args, accelerator, train, converter, start_step):
     from maft_hf.training.data import AugmentationConfig, StepBatchSampler, StreamingExamples, TrainingExamples, collate
 
     augmentation = AugmentationConfig(args.crop_size, args.short_side, args.max_size, args.flip_prob, args.color_jitter)
-    examples = TrainingExamples(train, converter, augmentation, args.seed, args.image_column, args.label_column,
-                                args.proposal_column)  # fmt: skip
-    sampler = StepBatchSampler(  # with --streaming, only its layout of the steps is used
-        1 if args.streaming else len(examples), args.per_device_train_batch_size, args.max_train_steps,
-        accelerator.num_processes, accelerator.process_index, args.gradient_accumulation_steps,
-        min(start_step, args.max_train_steps), args.seed,
-    )  # fmt: skip
+    examples = TrainingExamples(
+        train, converter, augmentation, args.seed, args.image_column, args.label_column, args.proposal_column
+    )
+    layout = (args.per_device_train_batch_size, args.max_train_steps, accelerator.num_processes)
+    layout += (accelerator.process_index, args.gradient_accumulation_steps, min(start_step, args.max_train_steps))
+    # with --streaming, only the sampler's layout of the steps is used
+    sampler = StepBatchSampler(1 if args.streaming else len(examples), *layout, args.seed)
     if args.streaming:
         return iter(StreamingExamples(examples, sampler))
     return iter(
@@ -431,9 +445,15 @@ def optimizer_step(args, accelerator, parts, micro_batches) -> dict:
     for index, batch in enumerate(micro_batches):
         with nullcontext() if index == len(micro_batches) - 1 else accelerator.no_sync(parts.student):
             out = training_step(
-                parts.student, parts.teacher, batch, parts.text_classifier, args.distillation_weight,
-                ignore_index=args.ignore_index, autocast=accelerator.autocast, **options,
-            )  # fmt: skip
+                parts.student,
+                parts.teacher,
+                batch,
+                parts.text_classifier,
+                args.distillation_weight,
+                ignore_index=args.ignore_index,
+                autocast=accelerator.autocast,
+                **options,
+            )
             accelerator.backward(out.loss)
         if per_device:
             terms = [out.mask_aware_loss, out.distillation_loss if out.distillation_count else out.distillation_sum]
@@ -450,8 +470,7 @@ def optimizer_step(args, accelerator, parts, micro_batches) -> dict:
     mask_aware = float(sums[0]) / denominators[0]
     distillation = float(sums[1]) / denominators[1] if parts.teacher is not None else None
     total = mask_aware + (args.distillation_weight * distillation if distillation is not None else 0.0)
-    return {"loss": total, "mask_aware_loss": mask_aware, "distillation_loss": distillation,
-            "learning_rate": learning_rate}  # fmt: skip
+    return dict(loss=total, mask_aware_loss=mask_aware, distillation_loss=distillation, learning_rate=learning_rate)
 
 
 def train(args, accelerator, parts, stream, start_step, history) -> list:
@@ -463,18 +482,20 @@ def train(args, accelerator, parts, stream, start_step, history) -> list:
 
     image_processor = parts.processor.image_processor
     input_size = accelerator.unwrap_model(parts.student).model.config.vision_config.input_image_size
-    logger.info("MAFT fine-tuning: %d steps from step %d, global batch %d (%d per device x %d processes x %d)",
-                args.max_train_steps, start_step, args.global_batch_size, args.per_device_train_batch_size,
-                accelerator.num_processes, args.gradient_accumulation_steps)  # fmt: skip
-    progress = tqdm(range(args.max_train_steps), initial=start_step, disable=not accelerator.is_local_main_process,
-                    desc="MAFT", dynamic_ncols=True)  # fmt: skip
+    logger.info(
+        f"MAFT fine-tuning: {args.max_train_steps} steps from step {start_step}, global batch "
+        f"{args.global_batch_size} ({args.per_device_train_batch_size} per device x {accelerator.num_processes} "
+        f"processes x {args.gradient_accumulation_steps})"
+    )
+    hidden = not accelerator.is_local_main_process
+    progress = tqdm(range(args.max_train_steps), initial=start_step, disable=hidden, desc="MAFT", dynamic_ncols=True)
+    prepare = (input_size, parts.generator, image_processor.image_mean, image_processor.image_std, accelerator.device)
     parts.student.train()
     for step in range(start_step, args.max_train_steps):
         micro_batches = [
-            prepare_batch(next(stream), input_size, parts.generator, image_processor.image_mean,
-                          image_processor.image_std, accelerator.device, args.training_vocabulary, parts.text_classifier)
+            prepare_batch(next(stream), *prepare, args.training_vocabulary, parts.text_classifier)
             for _ in range(args.gradient_accumulation_steps)
-        ]  # fmt: skip
+        ]
         record = {"step": step + 1, **optimizer_step(args, accelerator, parts, micro_batches)}
         history.append(record)
         progress.update(1)
@@ -506,8 +527,8 @@ def save_results(args, accelerator, parts, history, metrics) -> None:
     if history:
         metrics["train_loss"] = history[-1]["loss"]
         metrics["train_mask_aware_loss"] = history[-1]["mask_aware_loss"]
-    metrics.update(train_steps=args.max_train_steps, num_processes=accelerator.num_processes,
-                   global_batch_size=args.global_batch_size)  # fmt: skip
+    metrics.update(train_steps=args.max_train_steps, num_processes=accelerator.num_processes)
+    metrics["global_batch_size"] = args.global_batch_size
     if accelerator.is_main_process:
         accelerator.unwrap_model(parts.student).model.save_pretrained(args.output_dir)
         parts.processor.save_pretrained(args.output_dir)

@@ -11,27 +11,18 @@ POSITION_EMBEDDING_MODES = ("maft", "hf")
 @strict
 class MaskAwareCLIPVisionConfig(CLIPVisionConfig):
     r"""
-    Configuration of [`MaskAwareCLIPVisionModel`]: a [`~transformers.CLIPVisionConfig`] plus the fields of the
-    IP-CLIP encoder of MAFT (paper section 4.1).
+    A [`~transformers.CLIPVisionConfig`] plus the IP-CLIP fields (paper section 4.1):
 
     mask_start_layer (`int`, *optional*):
-        Index `L` of the first encoder layer that runs the mask-aware attention. Layers `0 .. L-1` run exactly as
-        CLIP; before layer `L` the [CLS] token is copied once per proposal. Must lie in
-        `[0, num_hidden_layers - 1]`. Defaults to `2 * num_hidden_layers // 3`, i.e. 8 for ViT-B (12 layers),
-        the paper's choice (Tab. 4e), and 16 for ViT-L (24 layers).
+        First layer of mask-aware attention (the [CLS] token is copied per proposal before it), in
+        `[0, num_hidden_layers - 1]`; defaults to `2 * num_hidden_layers // 3` (8 for ViT-B, the paper's Tab. 4e).
     mask_threshold (`float`, *optional*, defaults to 0.5):
-        A patch is visible to a proposal's [CLS] copy where the proposal, bilinearly resized to the patch grid
-        (`align_corners=False`), is `>= mask_threshold`. Must lie in `(0, 1]`.
+        A patch is visible to a proposal where the mask resized to the patch grid is `>= mask_threshold`, in (0, 1].
     input_image_size (`int`, *optional*):
-        Side of the square images the model is run at (480 for the released MAFT ViT-B/16 and ViT-L/14). The
-        processor resizes to it and the position embeddings of the `image_size` grid are resized on the fly to its
-        patch grid, `input_image_size // patch_size` a side: like the release, a size that is not a multiple of
-        the patch size leaves its last `input_image_size % patch_size` pixel rows and columns unread (ViT-L/14 at
-        480 px reads a 34 x 34 grid from the top-left 476 px). Defaults to `image_size`.
+        Side of the square model input (480 as released; defaults to `image_size`); the patch grid is
+        `input_image_size // patch_size` a side, as released.
     position_embedding_interpolation (`str`, *optional*, defaults to `"maft"`):
-        How position embeddings are resized when the input is not `image_size`: `"maft"` (bicubic,
-        `align_corners=True`, class position kept, as the released MAFT code) or `"hf"` (transformers'
-        `interpolate_pos_encoding`, bicubic with `align_corners=False`).
+        `"maft"` (bicubic, `align_corners=True`, as released) or `"hf"` (transformers' `interpolate_pos_encoding`).
 
     Example:
 
@@ -84,9 +75,7 @@ class MaskAwareCLIPVisionConfig(CLIPVisionConfig):
 @strict
 class MAFTConfig(CLIPConfig):
     r"""
-    Configuration of [`MaskAwareCLIPModel`]: a [`~transformers.CLIPConfig`] whose vision tower is the mask-aware
-    IP-CLIP encoder ([`MaskAwareCLIPVisionConfig`]). A MAFT checkpoint holds exactly CLIP's parameters, so any
-    CLIP `config.json` loads into this class.
+    A [`~transformers.CLIPConfig`] whose vision tower is [`MaskAwareCLIPVisionConfig`]; any CLIP `config.json` loads.
 
     Example:
 
@@ -102,6 +91,3 @@ class MAFTConfig(CLIPConfig):
         "vision_config": MaskAwareCLIPVisionConfig,
         "text_config": CLIPTextConfig,
     }
-
-
-__all__ = ["MaskAwareCLIPVisionConfig", "MAFTConfig"]

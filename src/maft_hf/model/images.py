@@ -1,9 +1,6 @@
-"""The one way an image enters maft_hf: any input -> RGB uint8.
+"""The one way an image enters maft_hf: any input -> RGB uint8 (beside the processor: it is saved as remote code).
 
-It lives beside the processor because `MAFTImageProcessor` is saved as Hub custom code with the files it imports
-from its own folder; every other module imports it from here.
-
-Accepted everywhere (processor, pipeline, `segment`, proposal sources, training and evaluation loaders, CLIs):
+Accepted:
 
 * a path (opened with PIL, fully decoded; unreadable files raise `ValueError` naming the file);
 * a `datasets` image cell `{"bytes": ..., "path": ...}` (`Image(decode=False)`);
@@ -140,6 +137,3 @@ def shortest_edge_size(height: int, width: int, short_side: int, max_size: int |
         shrink = max_size / max(new_h, new_w)
         new_h, new_w = new_h * shrink, new_w * shrink
     return int(new_h + 0.5), int(new_w + 0.5)
-
-
-__all__ = ["image_size", "image_to_tensor", "load_image", "load_images", "shortest_edge_size"]

@@ -1,20 +1,10 @@
 """The IP-CLIP encoder of MAFT (paper section 4.1) as transformers models.
 
-`MaskAwareCLIPVisionModel` is a `CLIPVisionModel` that, given `N` proposal masks per image, replaces the [CLS]
-token by `N` copies before layer `L = config.mask_start_layer` and from there on runs the attention rule of paper
-Eq. 2-4:
-
-* copy `n` attends to itself and to the patches where proposal `n` is on (never to the other copies);
-* patch tokens attend to all patch tokens and to no copy, so the patch stream does not depend on the masks.
-
-Layers before `L` are transformers' own `CLIPEncoderLayer` modules, run unchanged. From `L` on, each layer runs
-[`mask_aware_layer`]: the same sub-modules (layer norms, q/k/v/out projections, MLP) and transformers' attention
-back-end of the config ("eager" or "sdpa"), split in two calls that compute exactly the masked full-sequence
-attention: the patches attend to the patches with no mask at all, and only the `N` copy rows carry a mask,
-`(batch, 1, N, N + P)`, boolean for SDPA. Nothing `(N + P) x (N + P)` is built, and the last layer skips the patch
-rows when their states are not returned. The tests hold this equal to the direct form (one masked call over the
-whole sequence, as the released code; `tests/reference_ipclip.py`). Parameter names are CLIP's, so a CLIP
-checkpoint loads with no missing or unexpected keys.
+Given `N` proposal masks per image, the [CLS] token is replaced by `N` copies before layer `config.mask_start_layer`;
+from there on copy `n` attends to itself and to the patches of proposal `n` (paper Eq. 2-4), and patches attend to
+patches only. Each such layer ([`mask_aware_layer`]) runs CLIP's own sub-modules and attention back-end ("eager" or
+"sdpa") as two calls, patches unmasked and the `N` copy rows with a `(batch, 1, N, N + P)` mask: exactly the masked
+full-sequence attention of the release (`tests/reference_ipclip.py`). Parameter names are CLIP's.
 """
 
 from __future__ import annotations
@@ -39,45 +29,19 @@ SUPPORTED_ATTENTION = ("eager", "sdpa")
 
 @dataclass
 class MaskAwareCLIPVisionOutput(BaseModelOutputWithPooling):
-    r"""
-    Output of [`MaskAwareCLIPVisionModel`].
-
-    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
-        Final hidden states. Without proposals the sequence is `[CLS] + patches` (`1 + num_patches`) as in CLIP;
-        with proposals it is the `N` [CLS] copies followed by the patches (`N + num_patches`).
-    pooler_output (`torch.FloatTensor`):
-        Without proposals: the post-layernormed [CLS] state, `(batch_size, hidden_size)`, as in CLIP. With
-        proposals: the same as `mask_embeds`, `(batch_size, N, hidden_size)`.
-    mask_embeds (`torch.FloatTensor` of shape `(batch_size, N, hidden_size)`, *optional*):
-        One embedding per proposal: the post-layernormed final state of its [CLS] copy. Only with proposals.
-        Entries marked invalid by `proposal_valid_mask` are computed as for an all-zero mask; ignore them.
-    hidden_states (`tuple(torch.FloatTensor)`, *optional*):
-        The embeddings after the pre-layernorm and the output of every layer (`output_hidden_states=True`).
-        From `mask_start_layer` on their sequence length is `N + num_patches`.
-    """
+    """Output of [`MaskAwareCLIPVisionModel`]. With proposals the sequence is the `N` [CLS] copies then the patches,
+    and `pooler_output` = `mask_embeds` `(batch, N, hidden)`: the post-layernormed final state of each copy (entries
+    marked invalid by `proposal_valid_mask` are computed as for an all-zero mask)."""
 
     mask_embeds: torch.FloatTensor | None = None
 
 
 @dataclass
 class MAFTOutput(ModelOutput):
-    r"""
-    Output of [`MaskAwareCLIPModel`] when called with `proposal_masks`.
-
-    loss (`torch.FloatTensor` of shape `()`, *optional*):
-        The mask-aware loss (paper Eq. 5-7), only when `labels` are given.
-    logits_per_mask (`torch.FloatTensor` of shape `(batch_size, N, num_texts)`):
-        `exp(logit_scale) * cos(mask_embeds, text_embeds)`; `exp(logit_scale)` is 100 for OpenAI CLIP weights.
-        Softmax over the last dimension gives the class scores of paper Eq. 1.
-    mask_embeds (`torch.FloatTensor` of shape `(batch_size, N, projection_dim)`):
-        L2-normalised projected mask embeddings.
-    text_embeds (`torch.FloatTensor` of shape `(num_texts, projection_dim)`):
-        L2-normalised projected text embeddings.
-    vision_model_output ([`MaskAwareCLIPVisionOutput`]):
-        Output of the vision tower.
-    text_model_output ([`~transformers.modeling_outputs.BaseModelOutputWithPooling`]):
-        Output of the text tower.
-    """
+    """Output of [`MaskAwareCLIPModel`] with `proposal_masks`: `logits_per_mask (batch, N, num_texts)` =
+    `exp(logit_scale) * cos(mask_embeds, text_embeds)` (softmax: the class scores of paper Eq. 1), the L2-normalised
+    `mask_embeds (batch, N, projection_dim)` and `text_embeds (num_texts, projection_dim)`, the towers' outputs, and
+    `loss` (paper Eq. 5-7) when `labels` are given."""
 
     loss: torch.FloatTensor | None = None
     logits_per_mask: torch.FloatTensor | None = None
@@ -91,16 +55,8 @@ class MAFTOutput(ModelOutput):
 
 
 def resize_position_embeddings(position_embeddings: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
-    """Resize CLIP position embeddings the way the released MAFT code does.
-
-    Args:
-        position_embeddings: `(1 + g * g, hidden_size)`, the class position first, then a square `g x g` grid.
-        grid_size: `(rows, cols)` of the target patch grid.
-
-    Returns:
-        `(1 + rows * cols, hidden_size)`: the class position unchanged, the grid resized with bicubic
-        interpolation and `align_corners=True`.
-    """
+    """`(1 + g * g, hidden)` CLIP position embeddings -> `(1 + rows * cols, hidden)` as the released code: class
+    position unchanged, the square grid resized bicubically with `align_corners=True`."""
     class_position, grid = position_embeddings[:1], position_embeddings[1:]
     side = int(round(grid.shape[0] ** 0.5))
     if side * side != grid.shape[0]:
@@ -116,17 +72,9 @@ def resize_position_embeddings(position_embeddings: torch.Tensor, grid_size: tup
 def proposals_to_patch_visibility(
     proposal_masks: torch.Tensor, grid_size: tuple[int, int], threshold: float = 0.5
 ) -> torch.Tensor:
-    """Which patches each proposal's [CLS] copy may attend to.
-
-    Args:
-        proposal_masks: `(batch, N, H, W)` probabilities in [0, 1] (float) or bool.
-        grid_size: `(rows, cols)` of the patch grid.
-        threshold: a patch is visible where the resized mask is `>= threshold`.
-
-    Returns:
-        `(batch, N, rows * cols)` bool: the masks resized bilinearly (`align_corners=False`, no antialias), as
-        the released code does, then thresholded.
-    """
+    """`(batch, N, rows * cols)` bool, the patches each proposal's [CLS] copy may attend to: `proposal_masks`
+    `(batch, N, H, W)` (float in [0, 1] or bool) resized bilinearly (`align_corners=False`, no antialias) to
+    `grid_size`, as released, then `>= threshold`."""
     batch, num_proposals, height, width = proposal_masks.shape
     masks = proposal_masks.to(torch.float32)
     if masks.shape[-2:] != tuple(grid_size):
@@ -153,18 +101,9 @@ def mask_aware_layer(
     copy_mask: torch.Tensor,
     keep_patches: bool = True,
 ) -> torch.Tensor:
-    """One `CLIPEncoderLayer` under the rule of paper Eq. 2-4, computed without the full-sequence mask.
-
-    Args:
-        layer: a transformers `CLIPEncoderLayer` (its modules are used as they are).
-        hidden_states: `(batch, N + P, hidden)`, the `N` copies first.
-        num_copies: `N`.
-        copy_mask: `(batch, 1, N, N + P)` in the attention back-end's format (see [`to_backend_mask`]).
-        keep_patches: compute the patch rows; `False` returns the copies only, `(batch, N, hidden)`.
-
-    Returns:
-        `(batch, N + P, hidden)`, or `(batch, N, hidden)` with `keep_patches=False`.
-    """
+    """One `CLIPEncoderLayer` under the rule of paper Eq. 2-4 on `hidden_states (batch, N + P, hidden)` (the
+    `N = num_copies` copies first), `copy_mask` in the back-end's format ([`to_backend_mask`]). Returns
+    `(batch, N + P, hidden)`, or the copies only, `(batch, N, hidden)`, with `keep_patches=False`."""
     attn = layer.self_attn
     batch = hidden_states.shape[0]
     interface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
@@ -209,8 +148,7 @@ def to_backend_mask(mask: torch.Tensor, attn_implementation: str, dtype: torch.d
 def check_proposal_masks(
     proposal_masks: torch.Tensor, batch_size: int, proposal_valid_mask: torch.Tensor | None = None
 ) -> None:
-    """Raise a `ValueError` for proposals of the wrong type, shape or dtype. Reads no values, so it costs no host
-    synchronisation and traces; the values are checked at the edges by [`validate_proposal_values`]."""
+    """Raise a `ValueError` for proposals of the wrong type, shape or dtype (reads no values: no host sync)."""
     if not isinstance(proposal_masks, torch.Tensor):
         raise ValueError(
             f"proposal_masks must be a torch.Tensor of shape (batch, N, H, W), got {type(proposal_masks)}."
@@ -244,11 +182,8 @@ def check_proposal_masks(
 
 
 def validate_proposal_values(proposal_masks: torch.Tensor) -> None:
-    """Raise a `ValueError` when float proposals hold NaN or values outside [0, 1] (e.g. logits).
-
-    This reads the values (one host synchronisation), so the model's forward does not call it: the processor
-    ([`~maft_hf.MAFTProcessor`]) and the proposal sources do, where the proposals enter.
-    """
+    """Raise a `ValueError` when float proposals hold NaN or values outside [0, 1] (e.g. logits). It reads the
+    values (a host sync), so the forward does not call it; the processor and proposal sources do."""
     if not isinstance(proposal_masks, torch.Tensor) or proposal_masks.dtype == torch.bool:
         return
     if proposal_masks.numel() == 0 or not proposal_masks.is_floating_point():
@@ -264,16 +199,8 @@ def validate_proposal_values(proposal_masks: torch.Tensor) -> None:
 
 
 def pad_proposals(masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack per-image proposals with different `N` into one batch.
-
-    Args:
-        masks: one `(N_i, H, W)` tensor per image, all with the same `H` and `W`.
-
-    Returns:
-        `proposal_masks (batch, max N_i, H, W)`, zero-padded, and `proposal_valid_mask (batch, max N_i)` bool,
-        True for real proposals. Because a [CLS] copy reads only itself and the patches, and nothing reads a copy,
-        padded entries cannot change the outputs of real ones.
-    """
+    """Stack one `(N_i, H, W)` tensor per image into `proposal_masks (batch, max N_i, H, W)` (zero-padded) and
+    `proposal_valid_mask (batch, max N_i)` (True = real). Padded entries cannot change the real ones."""
     if len(masks) == 0:
         raise ValueError("pad_proposals needs at least one image's proposals.")
     spatial = {tuple(m.shape[-2:]) for m in masks}
@@ -289,14 +216,10 @@ def pad_proposals(masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
 
 
 class MaskAwareCLIPVisionEmbeddings(CLIPVisionEmbeddings):
-    """CLIP's vision embeddings (same parameters) for inputs of any size, as the released MAFT code runs them.
-
-    The patch grid is `floor(height / patch_size) x floor(width / patch_size)`: the strided patch convolution reads
-    the top-left `grid * patch_size` pixels and ignores the last `size % patch_size` rows and columns (the released
-    ViT-L/14 reads a 34 x 34 grid from its 480 px input). When the input is not `image_size`, the position
-    embeddings are resized to that grid with `config.position_embedding_interpolation` (`interpolate_pos_encoding`
-    `None`, the default, decides this from the size; `False` keeps CLIP's strict size check).
-    """
+    """CLIP's vision embeddings for inputs of any size, as released: the patch grid is `floor(size / patch_size)`
+    a side (the last `size % patch_size` pixels are unread), and off `image_size` the position embeddings are resized
+    by `config.position_embedding_interpolation` (`interpolate_pos_encoding=None` decides from the size; `False`
+    keeps CLIP's strict size check)."""
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None) -> torch.Tensor:
         height, width = pixel_values.shape[-2:]
@@ -315,11 +238,7 @@ class MaskAwareCLIPVisionEmbeddings(CLIPVisionEmbeddings):
 
 
 class EagerOrSdpaAttention:
-    """Refuses, when the model is built or loaded, attention back-ends other than `"eager"` and `"sdpa"`.
-
-    The mask-aware layers hand the back-end a mask of the `N` copy rows, `(batch, 1, N, N + P)`, additive for eager
-    and boolean for SDPA; flash-attention kernels take no such mask and flex attention would need a `BlockMask`.
-    """
+    """Refuses attention back-ends other than `"eager"` and `"sdpa"` (the only ones taking the copy-row mask)."""
 
     _supports_flash_attn = False
     _supports_flex_attn = False
@@ -337,12 +256,9 @@ class EagerOrSdpaAttention:
 
 class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
     r"""
-    The IP-CLIP image encoder of MAFT: a `CLIPVisionModel` that classifies `N` mask proposals in one pass.
-
-    Without `proposal_masks` it is `CLIPVisionModel.forward` with the same weights (hidden states, attentions,
-    tuple outputs and all), except that inputs other than `image_size` resize the position embeddings
-    automatically (see [`MaskAwareCLIPVisionEmbeddings`]). With `proposal_masks (batch, N, H, W)` it returns
-    `mask_embeds (batch, N, hidden_size)`.
+    The IP-CLIP image encoder of MAFT. Without `proposal_masks` it is `CLIPVisionModel` (other input sizes resize
+    the position embeddings, see [`MaskAwareCLIPVisionEmbeddings`]); with `proposal_masks (batch, N, H, W)` it
+    returns `mask_embeds (batch, N, hidden_size)`.
 
     Example:
 
@@ -383,25 +299,9 @@ class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
         return_patch_tokens: bool = True,
         **kwargs,
     ) -> MaskAwareCLIPVisionOutput | BaseModelOutputWithPooling | tuple:
-        r"""
-        Args:
-            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
-                Normalised images. A size that is not a multiple of the patch size uses the floor grid (see
-                [`MaskAwareCLIPVisionEmbeddings`]).
-            proposal_masks (`torch.FloatTensor` or `torch.BoolTensor` of shape `(batch_size, N, H, W)`, *optional*):
-                Proposal probabilities in [0, 1] (or bool) at any resolution. `None` runs plain CLIP. Values are not
-                read here (no host synchronisation); [`validate_proposal_values`] checks them at the edges.
-            proposal_valid_mask (`torch.BoolTensor` of shape `(batch_size, N)`, *optional*):
-                False marks padding when images have different numbers of proposals (see [`pad_proposals`]).
-                Padded proposals are treated as all-zero masks; they never change the real ones.
-            interpolate_pos_encoding (`bool`, *optional*):
-                `None` (default) resizes position embeddings when the input is not `config.image_size`.
-            output_hidden_states (`bool`, *optional*):
-                Return the hidden states of every layer.
-            return_patch_tokens (`bool`, *optional*, defaults to `True`):
-                With proposals, `False` skips the patch rows of the last layer (about 1/12 of the work of ViT-B)
-                since the mask embeddings do not need them; `last_hidden_state` then holds the `N` copies only.
-        """
+        r"""`pixel_values (batch, 3, H, W)`; `proposal_masks (batch, N, h, w)` in [0, 1] or bool at any resolution
+        (`None`: plain CLIP); `proposal_valid_mask (batch, N)` False for padding ([`pad_proposals`]).
+        `return_patch_tokens=False` skips the last layer's patch rows (`last_hidden_state` then holds the copies)."""
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
             got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else pixel_values
             raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {got}.")
@@ -442,8 +342,6 @@ class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
         return output if return_dict else output.to_tuple()
 
     def _encode_with_proposals(self, hidden, copy_mask, num_copies, keep_last_patches, output_hidden_states):
-        """The encoder layers with `num_copies` [CLS] copies from `mask_start_layer` on; returns the last hidden
-        states and, with `output_hidden_states`, the tuple of all of them."""
         start, last = self.config.mask_start_layer, len(self.encoder.layers) - 1
         all_hidden = (hidden,) if output_hidden_states else None
         for index, layer in enumerate(self.encoder.layers):
@@ -467,23 +365,16 @@ class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
 
 @dataclass
 class MaskAwareCLIPVisionModelOutput(CLIPVisionModelOutput):
-    r"""
-    Output of [`MaskAwareCLIPVisionModelWithProjection`]: `CLIPVisionModelOutput` plus `mask_embeds`.
-
-    image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim)`, *optional*):
-        Projected [CLS] embedding; only without proposals (with proposals the [CLS] token is replaced by copies).
-    mask_embeds (`torch.FloatTensor` of shape `(batch_size, N, projection_dim)`, *optional*):
-        Projected (not normalised) embedding of each proposal; only with proposals.
-    """
+    """`CLIPVisionModelOutput` plus `mask_embeds (batch, N, projection_dim)`, projected, not normalised (with
+    proposals only; `image_embeds` without them)."""
 
     mask_embeds: torch.FloatTensor | None = None
 
 
 class MaskAwareCLIPVisionModelWithProjection(EagerOrSdpaAttention, CLIPVisionModelWithProjection):
     r"""
-    The counterpart of `CLIPVisionModelWithProjection`: the IP-CLIP encoder and CLIP's visual projection. Without
-    `proposal_masks` it returns what `CLIPVisionModelWithProjection` returns (`image_embeds`); with them,
-    `mask_embeds (batch, N, projection_dim)`, one projected embedding per proposal.
+    `CLIPVisionModelWithProjection` with the IP-CLIP encoder: with `proposal_masks`, `mask_embeds (batch, N,
+    projection_dim)`.
 
     Example:
 
@@ -515,8 +406,6 @@ class MaskAwareCLIPVisionModelWithProjection(EagerOrSdpaAttention, CLIPVisionMod
         return_patch_tokens: bool = True,
         **kwargs,
     ) -> MaskAwareCLIPVisionModelOutput | tuple:
-        r"""Without `proposal_masks`: `CLIPVisionModelWithProjection.forward`. With them: `mask_embeds`; see
-        [`MaskAwareCLIPVisionModel.forward`] for the arguments."""
         if proposal_masks is None:
             if return_dict is not None:
                 kwargs["return_dict"] = return_dict
@@ -541,10 +430,8 @@ class MaskAwareCLIPVisionModelWithProjection(EagerOrSdpaAttention, CLIPVisionMod
 
 class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
     r"""
-    CLIP with the mask-aware IP-CLIP image encoder: classifies `N` proposals against a vocabulary in one pass.
-
-    It has exactly CLIP's parameters; `MaskAwareCLIPModel.from_pretrained` of any CLIP checkpoint loads every
-    weight and is the starting point of mask-aware fine-tuning.
+    CLIP with the IP-CLIP image encoder: classifies `N` proposals against a vocabulary in one pass. It has exactly
+    CLIP's parameters, so `from_pretrained` of any CLIP checkpoint loads every weight.
 
     Example:
 
@@ -587,10 +474,8 @@ class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
         **kwargs,
     ) -> MaskAwareCLIPVisionOutput | tuple:
         r"""
-        Projected, not yet normalised, embeddings of the proposals, in the convention of `get_image_features`:
-        the vision output whose `pooler_output` is `visual_projection(mask_embeds)`,
-        `(batch_size, N, projection_dim)`. By default the patch rows of the last layer are skipped
-        (`return_patch_tokens=False`), so `last_hidden_state` holds the `N` copies only.
+        The vision output whose `pooler_output` is `visual_projection(mask_embeds)`, `(batch, N, projection_dim)`,
+        not normalised (as `get_image_features`); the last layer's patch rows are skipped by default.
 
         Example:
 
@@ -612,8 +497,6 @@ class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
         return outputs if return_dict is not False else outputs.to_tuple()
 
     def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None, **kwargs):
-        """As `CLIPModel.get_image_features`, resizing position embeddings automatically (see
-        [`MaskAwareCLIPVisionEmbeddings`])."""
         return super().get_image_features(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
 
     def forward(
@@ -630,16 +513,8 @@ class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
         return_dict: bool | None = None,
         **kwargs,
     ):
-        r"""
-        Without `proposal_masks`: exactly `CLIPModel.forward`. With `proposal_masks (batch, N, H, W)`: a
-        [`MAFTOutput`] whose `logits_per_mask (batch, N, num_texts)` is `exp(logit_scale) * cosine` between every
-        proposal and every text (the texts are the class vocabulary, one prompt per class).
-
-        labels (`torch.LongTensor` of shape `(batch_size, H, W)`, *optional*):
-            Ground-truth class maps (ids into the texts, 255 = unlabelled), with `proposal_masks`: `loss` is then
-            the mask-aware loss of paper Eq. 5-7 (`maft_hf.training.losses.maft_loss` without its distillation
-            term, which needs the frozen teacher CLIP of the training loop).
-        """
+        r"""Without `proposal_masks`: `CLIPModel.forward`. With them: a [`MAFTOutput`]; `labels (batch, H, W)` (ids
+        into the texts, 255 = unlabelled) add the mask-aware loss of paper Eq. 5-7 (no distillation term)."""
         if proposal_masks is None:
             if labels is not None:
                 raise ValueError("labels need proposal_masks: the MAFT loss scores proposals against label maps.")
@@ -679,22 +554,3 @@ class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
             text_model_output=text_outputs,
         )
         return output if return_dict is not False else output.to_tuple()
-
-
-__all__ = [
-    "MaskAwareCLIPVisionEmbeddings",
-    "MaskAwareCLIPVisionModel",
-    "MaskAwareCLIPVisionModelWithProjection",
-    "MaskAwareCLIPModel",
-    "MaskAwareCLIPVisionOutput",
-    "MaskAwareCLIPVisionModelOutput",
-    "MAFTOutput",
-    "resize_position_embeddings",
-    "proposals_to_patch_visibility",
-    "copy_rows_mask",
-    "mask_aware_layer",
-    "to_backend_mask",
-    "check_proposal_masks",
-    "validate_proposal_values",
-    "pad_proposals",
-]

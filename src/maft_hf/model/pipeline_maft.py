@@ -1,15 +1,8 @@
-"""The segmentation pipeline that travels with every MAFT checkpoint (`pipeline(model=..., trust_remote_code=True)`).
+"""The segmentation pipeline saved with every MAFT checkpoint (`pipeline(model=..., trust_remote_code=True)`).
 
-`save_pretrained` copies this file beside `modeling_maft.py` and records it in `config.json` under
-`custom_pipelines` (task `"image-segmentation"`), so that transformers alone, without `maft_hf`, can build the
-pipeline from the checkpoint. It therefore imports only the files shipped with it and packages transformers needs.
-
-Without `maft_hf` the pipeline takes the vocabulary as a list of names, the default 14 prompt templates, and
-proposals as `proposal_masks` (an `(N, H, W)` array or tensor of masks in [0, 1], or an `(H, W)` integer label map)
-or as a callable `images -> [masks or objects with .masks]`. With `maft_hf` installed, the package's
-`maft_hf.inference.pipeline.OpenVocabularySegmentationPipeline` (task `"open-vocabulary-segmentation"`) subclasses
-this class and adds proposal spec strings (`"grid:4"`, `"mask2former:..."`), shipped vocabularies, the text-classifier
-cache and the ensemble with the generator's class scores (paper Eq. 9).
+It is remote code (task `"image-segmentation"` under `custom_pipelines`), so it imports only the files shipped with
+it: vocabulary as a list of names, proposals as `proposal_masks` or a callable. `maft_hf.inference.pipeline`
+subclasses it, adding proposal specs, shipped vocabularies, the classifier cache and the ensemble (paper Eq. 9).
 """
 
 from __future__ import annotations
@@ -75,23 +68,9 @@ def masks_from_user(masks, size: tuple[int, int]) -> _Masks:
 
 
 class OpenVocabularySegmentationPipeline(Pipeline):
-    r"""
-    Open-vocabulary semantic segmentation with MAFT: `pipe(images, candidate_labels=[...], proposal_masks=...)`.
-
-    Call arguments:
-        images: one image or a list (paths, PIL, numpy arrays, tensors); converted to RGB.
-        candidate_labels: the vocabulary, a list of class names (synonyms as `"building, edifice"`). Required.
-        proposal_generator: a callable `images -> [proposals]` (or, with `maft_hf`, a spec such as `"grid:4"`),
-            given here or at construction.
-        proposal_masks: this image's masks instead of a generator (`(N, H, W)` in [0, 1] or an `(H, W)` label map).
-        ensemble_weight: `lambda` of paper Eq. 9 for proposals carrying class scores (0: MAFT's scores alone).
-        templates: prompt templates (default: the 14 of the released code).
-        batch_size: images per forward pass of the image encoder (results do not depend on it).
-
-    Returns:
-        Per image a dict: `"segmentation"` (`(H, W)` `torch.LongTensor` of indices into `"class_names"`),
-        `"class_names"` and `"scores"` (`(N, C)` per-proposal class scores); a list of them for a list of images.
-    """
+    """Open-vocabulary semantic segmentation: `pipe(images, candidate_labels=[...], proposal_masks=... or
+    proposal_generator=..., ensemble_weight=, templates=)`. Per image: `"segmentation"` `(H, W)` indices into
+    `"class_names"`, and `"scores"` `(N, C)` per-proposal class scores."""
 
     _load_processor = False
     _load_image_processor = True
@@ -239,6 +218,3 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             "class_names": list(outputs["class_names"]),
             "scores": outputs["scores"][0],
         }
-
-
-__all__ = ["OpenVocabularySegmentationPipeline", "PROMPT_TEMPLATES", "TASK", "masks_from_user"]

@@ -30,18 +30,8 @@ def to_clip_input(
     image_mean: Sequence[float] = OPENAI_CLIP_MEAN,
     image_std: Sequence[float] = OPENAI_CLIP_STD,
 ) -> torch.Tensor:
-    """CLIP pixel values: normalise with the mean/std (CLIP's by default; given on the 0..1 scale, applied on the
-    0..255 scale), then resize bilinearly (`align_corners=False`, no antialias) to `size x size`, as the released
-    model does. The one implementation behind training batches and `MAFTImageProcessor`.
-
-    Args:
-        image: `(3, H, W)` or `(B, 3, H, W)`, uint8 or float on the 0..255 scale.
-        size: output side (480 for MAFT ViT-B/16).
-        image_mean / image_std: per-channel statistics on the 0..1 scale.
-
-    Returns:
-        float32 `(3, size, size)` or `(B, 3, size, size)`, matching the input's batch dimension.
-    """
+    """`(3, H, W)` or `(B, 3, H, W)` on the 0..255 scale -> float32 CLIP pixel values at `size x size`: normalised
+    (mean/std given on the 0..1 scale), then resized bilinearly (`align_corners=False`, no antialias), as released."""
     if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4) or image.shape[-3] != 3:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
         raise ValueError(f"image must be (3, H, W) or (B, 3, H, W) on the 0..255 scale, got {shape}.")
@@ -57,23 +47,10 @@ def to_clip_input(
 
 class MAFTImageProcessor(BaseImageProcessor):
     r"""
-    Turns images into `pixel_values (batch, 3, size, size)` by one of two recipes (`preprocessing`):
-
-    * `"direct"` (default): normalise with CLIP's mean/std and resize the whole image bilinearly
-      (`align_corners=False`, no antialias) to `size x size`, without keeping the aspect ratio or cropping. Any image
-      size; one channel at a time, so a huge image needs little memory beyond its own pixels.
-    * `"released"`: the authors' test-time path. detectron2's `ResizeShortestEdge(short_side, max_size)` (PIL
-      bilinear on uint8, sizes rounded as detectron2 does), normalise, zero-pad bottom/right to a multiple of
-      `size_divisor`, then squeeze the padded canvas to `size x size` (bilinear, `align_corners=False`). The output
-      also holds `resized_sizes (B, 2)` (the image region of the canvas) and `canvas_sizes (B, 2)`.
-
-    Proposal masks passed along are returned unchanged.
-
-    Args:
-        size (`int`, *optional*, defaults to 480): side of the square model input.
-        image_mean / image_std (`list[float]`, *optional*): CLIP's by default.
-        preprocessing (`str`, *optional*, defaults to `"direct"`): the default recipe of calls.
-        short_side / max_size / size_divisor (`int`, *optional*, defaults to 640 / 2560 / 32): the released recipe.
+    Images -> `pixel_values (batch, 3, size, size)` by `preprocessing`: `"direct"` normalises and squeezes the whole
+    image (one channel at a time); `"released"` is the authors' test-time path (PIL `ResizeShortestEdge(short_side,
+    max_size)`, normalise, zero-pad to a multiple of `size_divisor`, squeeze the canvas) and also returns
+    `resized_sizes` and `canvas_sizes (B, 2)`. Proposal masks passed along are returned unchanged.
 
     Example:
 
@@ -120,8 +97,7 @@ class MAFTImageProcessor(BaseImageProcessor):
         return torch.cat([self._normalize_and_squeeze(pixels[c : c + 1], c) for c in range(3)])
 
     def _normalize_and_squeeze(self, channels: torch.Tensor, first: int = 0) -> torch.Tensor:
-        """`(k, H, W)` raw channels starting at channel `first` -> normalised, resized to `size x size` (as
-        [`to_clip_input`]: `(x - 255 mean) / (255 std)`, then bilinear `align_corners=False`)."""
+        """`(k, H, W)` raw channels from channel `first` -> normalised and resized as [`to_clip_input`]."""
         stop = first + channels.shape[0]
         mean = torch.tensor(self.image_mean, dtype=torch.float32)[first:stop].view(-1, 1, 1) * 255.0
         std = torch.tensor(self.image_std, dtype=torch.float32)[first:stop].view(-1, 1, 1) * 255.0
@@ -173,8 +149,7 @@ def _check_preprocessing(name: str) -> str:
 
 class MAFTProcessor(ProcessorMixin):
     r"""
-    Wraps a [`MAFTImageProcessor`] and a CLIP tokenizer: images -> `pixel_values`, class prompts -> `input_ids` /
-    `attention_mask`, `proposal_masks` carried along unchanged.
+    A [`MAFTImageProcessor`] and a CLIP tokenizer: images -> `pixel_values`, prompts -> `input_ids`, masks as given.
 
     Example:
 
@@ -200,11 +175,7 @@ class MAFTProcessor(ProcessorMixin):
 
 
 def register_processors() -> None:
-    """Register the image processor and processor with the Auto classes for `MAFTConfig`."""
     AutoImageProcessor.register(MAFTConfig, image_processor_classes={"pil": MAFTImageProcessor}, exist_ok=True)
     AutoProcessor.register(MAFTConfig, MAFTProcessor, exist_ok=True)
     MAFTImageProcessor.register_for_auto_class("AutoImageProcessor")
     MAFTProcessor.register_for_auto_class("AutoProcessor")
-
-
-__all__ = ["MAFTImageProcessor", "MAFTProcessor", "register_processors", "to_clip_input"]

@@ -124,19 +124,16 @@ def remove_stale_temporaries(output_dir: str | os.PathLike) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# Run folders: a run owns its output folder; resuming continues the same run
-# ------------------------------------------------------------------------------------------------------------------
-
 RUN_FILE = "run.json"
-RESULT_SETTINGS = (  # fine-tuning flags that change the trained weights
-    "model_name_or_path", "freeze_policy", "dataset_name", "dataset_config_name", "dataset_path", "train_split",
-    "max_train_samples", "image_column", "label_column", "vocabulary", "label_mapping", "ignore_index", "zero_shot",
-    "crop_size", "short_side", "max_size", "flip_prob", "color_jitter", "proposal_generator", "proposal_column",
-    "num_proposals", "learning_rate", "weight_decay", "max_grad_norm", "max_train_steps", "lr_power",
-    "lr_warmup_steps", "distillation_weight", "mixed_precision", "seed", "loss_normalization", "streaming",
-    "global_batch_size",
-)  # fmt: skip
+RESULT_SETTINGS = tuple(  # fine-tuning flags that change the trained weights
+    """
+    model_name_or_path freeze_policy dataset_name dataset_config_name dataset_path train_split max_train_samples
+    image_column label_column vocabulary label_mapping ignore_index zero_shot crop_size short_side max_size
+    flip_prob color_jitter proposal_generator proposal_column num_proposals learning_rate weight_decay max_grad_norm
+    max_train_steps lr_power lr_warmup_steps distillation_weight mixed_precision seed loss_normalization streaming
+    global_batch_size
+    """.split()
+)
 
 
 def run_settings(args) -> dict:

@@ -29,10 +29,6 @@ from ..model.modeling_maft import pad_proposals
 
 LABEL_MAPPINGS = ("none", "coco_stuff")
 
-# ------------------------------------------------------------------------------------------------------------------
-# Vocabulary, labels, dataset checks
-# ------------------------------------------------------------------------------------------------------------------
-
 
 def resolve_vocabulary(spec: str | Sequence[str] | None, dataset=None, label_mapping: str = "none") -> list[str]:
     """The class names of label ids: a shipped vocabulary name, a .txt file, a comma-separated list or a list of
@@ -53,16 +49,12 @@ def resolve_vocabulary(spec: str | Sequence[str] | None, dataset=None, label_map
     return parse_vocabulary_argument(spec)
 
 
-def resolve_unseen_classes(spec: str | Sequence[str], class_names: Sequence[str]) -> list[int]:
-    """Sorted indices into `class_names` of the unseen classes named by `spec` (every name must be there)."""
-    return unseen_class_ids(spec, class_names)
+resolve_unseen_classes = unseen_class_ids  # sorted indices into `class_names` of the unseen classes of `spec`
 
 
 class LabelConverter:
-    """Dataset label map -> training ids: (1) `label_mapping="coco_stuff"` maps raw stuffthingmaps values (COCO id - 1,
-    255 unlabelled) to the 171 contiguous ids, unused ids to `ignore_index`; (2) every id must be a class id or
-    `ignore_index`; (3) zero-shot (`unseen_ids`): unseen pixels -> `ignore_index`, seen ids renumbered to their place in
-    [`training_class_names`]."""
+    """Dataset label map -> training ids: `"coco_stuff"` maps raw stuffthingmaps values to the 171 ids; ids are
+    checked; unseen classes (zero-shot) become `ignore_index` and seen ids are renumbered ([`training_class_names`])."""
 
     def __init__(
         self,
@@ -131,9 +123,7 @@ def select_split(dataset, split: str | None, allow_unsplit: bool = True):
     return dataset
 
 
-def label_to_array(label) -> np.ndarray:
-    """A label map (PIL image, array, nested list or undecoded cell) -> `(H, W)` integer array."""
-    return label_map_array(label)
+label_to_array = label_map_array  # a label map (PIL image, array, nested list or cell) -> `(H, W)` integers
 
 
 def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
@@ -166,6 +156,10 @@ def check_columns(dataset, columns: dict[str, str | None], split: str) -> None:
             f"Split {split!r} has no column {described}; its columns are {names}. Name the right "
             "columns with --image_column / --label_column / --proposal_column."
         )
+
+
+def _column_flags(image_column, label_column, proposal_column) -> dict:
+    return {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column}
 
 
 def check_example(row, index, image_column, label_column, label_converter, proposal_column=None, split="train") -> bool:
@@ -210,8 +204,7 @@ def validate_training_dataset(
     decoded when the column allows it). Returns `(checked, labelled)`: rows checked, rows with a labelled pixel."""
     if len(dataset) == 0:
         raise ValueError(f"Split {split!r} is empty: fine-tuning needs at least one example.")
-    flags = {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column}
-    check_columns(dataset, flags, split)
+    check_columns(dataset, _column_flags(image_column, label_column, proposal_column), split)
     view = dataset
     try:
         from datasets import Image
@@ -228,19 +221,13 @@ def validate_training_dataset(
     return checked, labelled
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# Augmentation (the released recipe) and seeded examples
-# ------------------------------------------------------------------------------------------------------------------
-
-
 COLOR_JITTERS = ("none", "ssd")
 
 
 @dataclass(frozen=True)
 class AugmentationConfig:
-    """Training augmentation (defaults: the released recipe at 640 px, single scale). `short_side` may be a tuple to
-    draw from (`RELEASED_SHORT_SIDES`: the released multi-scale choice); `color_jitter="ssd"` is the release's
-    detectron2 `ColorAugSSDTransform` ([`sample_color_jitter`])."""
+    """Training augmentation (defaults: the released recipe at 640 px); `short_side` may be a tuple to draw from,
+    `color_jitter="ssd"` is detectron2's `ColorAugSSDTransform`."""
 
     crop_size: int = 640
     short_side: int | tuple[int, ...] = 640
@@ -251,8 +238,7 @@ class AugmentationConfig:
 
 @dataclass(frozen=True)
 class ColorJitterParams:
-    """The random choices of detectron2's `ColorAugSSDTransform` for one image: brightness offset, contrast and
-    saturation factors, hue shift (None = that step skipped), and whether contrast comes first."""
+    """The random choices of `ColorAugSSDTransform` for one image (None = step skipped)."""
 
     brightness: float | None
     contrast: float | None
@@ -323,8 +309,7 @@ def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
 
 def apply_color_jitter(image: torch.Tensor, params: ColorJitterParams) -> torch.Tensor:
-    """`ColorAugSSDTransform.apply_image` on a uint8 RGB `(3, H, W)` image (the release's `INPUT.FORMAT: RGB`: it
-    swaps to BGR for OpenCV and back, so saturation and hue act on the true colours, as here)."""
+    """`ColorAugSSDTransform.apply_image` on a uint8 RGB `(3, H, W)` image (saturation and hue on true colours)."""
     if params.brightness is not None:
         image = _convert(image, beta=params.brightness)
 
@@ -417,17 +402,13 @@ def derived_seed(*entropy: int) -> int:
 
 
 def example_generator(seed: int, position: int, stream: int = 0) -> torch.Generator:
-    """The `torch.Generator` of the augmentation of stream position `position` (see [`StepBatchSampler`]): `stream`
-    0 draws the geometry, 2 the colour jitter."""
+    """The generator of the augmentation at stream `position`: `stream` 0 draws the geometry, 2 the colour jitter."""
     return torch.Generator().manual_seed(derived_seed(seed, stream, position))
 
 
 class TrainingExamples(torch.utils.data.Dataset):
-    """Augmented examples of a `datasets.Dataset`, addressed by `(position, index)` keys: `index` selects the row,
-    the stream `position` seeds the augmentation (so it does not depend on the process, worker or batch).
-
-    Items: `"image"` uint8 `(3, S, S)`, `"label"` int64 `(S, S)`, `"position"`, `"index"`, and `"proposal_masks"`
-    float `(N, S, S)` with `proposal_column`."""
+    """Augmented examples addressed by `(position, index)` keys (row `index`, augmentation seeded by `position`):
+    `"image"` uint8 `(3, S, S)`, `"label"` int64 `(S, S)`, `"position"`, `"index"`, [`"proposal_masks"` `(N, S, S)`]."""
 
     def __init__(
         self,
@@ -440,8 +421,7 @@ class TrainingExamples(torch.utils.data.Dataset):
         proposal_column: str | None = None,
     ):
         columns = [image_column, label_column] + ([proposal_column] if proposal_column else [])
-        flags = {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column}
-        check_columns(dataset, flags, "train")
+        check_columns(dataset, _column_flags(image_column, label_column, proposal_column), "train")
         self.dataset = dataset.select_columns(columns) if hasattr(dataset, "select_columns") else dataset
         self.label_converter = label_converter
         self.augmentation = augmentation
@@ -456,7 +436,6 @@ class TrainingExamples(torch.utils.data.Dataset):
         return self.example(self.dataset[index], position, index)
 
     def example(self, row: dict, position: int, index: int) -> dict:
-        """The augmented item of `row` at stream `position`."""
         image = image_to_tensor(row[self.image_column])
         label = torch.from_numpy(self.label_converter(label_to_array(row[self.label_column])))
         if tuple(label.shape) != tuple(image.shape[-2:]):
@@ -477,14 +456,10 @@ class TrainingExamples(torch.utils.data.Dataset):
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
-    """Deterministic batches of `(position, index)` keys for one process, from `start_step` to `max_steps`.
-
-    The sample stream is an endless sequence of shuffled passes (pass `e` = `randperm(num_examples)` seeded by
-    `(seed, e)`, like detectron2's `TrainingSampler`). Optimizer step `s` consumes positions `[s * G, (s + 1) * G)`,
-    `G = per_device_batch_size * num_processes * gradient_accumulation_steps`; micro-step `a` of process `r` takes the
-    slice from `s * G + (a * num_processes + r) * per_device_batch_size`. A step's data depends only on the seed, the
-    step and `G`: 1 process x 16 and 2 x 8 see the same examples, and a resumed run continues exactly.
-    """
+    """Deterministic batches of `(position, index)` keys for one process, from `start_step` to `max_steps`: an
+    endless stream of seeded shuffled passes; step `s` uses positions `[s * G, (s + 1) * G)` (`G` = global batch),
+    micro-step `a` of process `r` the slice at `s * G + (a * num_processes + r) * per_device_batch_size`. So a step's
+    data depends only on the seed, the step and `G`, and a resumed run continues exactly."""
 
     def __init__(
         self,
@@ -514,7 +489,6 @@ class StepBatchSampler(torch.utils.data.Sampler):
         return self.per_device_batch_size * self.num_processes * self.gradient_accumulation_steps
 
     def index_at(self, position: int) -> int:
-        """The dataset row at stream position `position`."""
         epoch, offset = divmod(int(position), self.num_examples)
         if self._permutation is None or self._permutation[0] != epoch:
             generator = torch.Generator().manual_seed(derived_seed(self.seed, 1, epoch))
@@ -537,18 +511,11 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
 
 class StreamingExamples(torch.utils.data.IterableDataset):
-    """This process's collated micro-batches from a `datasets.IterableDataset`, from `start_step` to `max_steps`.
-
-    Every process (and DataLoader worker) reads the same stream in the same order: passes over the dataset shuffled
-    with a seeded buffer (`shuffle(seed, buffer_size)`, `set_epoch(pass)`), position `p` = the `p`-th example read.
-    Step `s` uses positions `[s * G, (s + 1) * G)` split as [`StepBatchSampler`] splits them, and position `p` seeds
-    the augmentation. So the data of a step depends only on the seed, the step and `G`, and a resumed run is exact:
-    it reads (without training on) the `start_step * G` examples already used, provided the stream's source has not
-    changed. It runs in the training process (a DataLoader worker would read only its shard of the stream).
-    """
+    """This process's collated micro-batches from a `datasets.IterableDataset`, laid out as [`StepBatchSampler`]:
+    every process reads the same seeded shuffled stream in order (position `p` = the `p`-th example read), so a
+    resumed run is exact (it re-reads the examples already used). Runs in the training process, not in workers."""
 
     def __init__(self, examples: TrainingExamples, sampler: StepBatchSampler, buffer_size: int = 1000):
-        """`examples`: a [`TrainingExamples`] over the stream (it augments); `sampler`: the batch layout."""
         from datasets import Image
 
         stream = examples.dataset
@@ -600,17 +567,11 @@ def collate(examples: Sequence[dict]) -> dict:
     return batch
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# Proposals and model inputs
-# ------------------------------------------------------------------------------------------------------------------
-
-
 def load_training_proposal_generator(
     spec: str, local_files_only: bool | None = None, num_proposals: int | None = None, device=None
 ):
-    """A frozen proposal generator from a spec ([`~maft_hf.proposals.load_proposal_generator`]), its model on
-    `device` in eval mode without gradients. `num_proposals` reaches universal-segmentation kinds (top-N queries) and
-    SAM (`max_proposals`)."""
+    """A frozen proposal generator from a spec, its model on `device` in eval mode without gradients;
+    `num_proposals` reaches universal-segmentation kinds and SAM (`max_proposals`)."""
     from ..proposals.factory import load_proposal_generator, parse_proposal_spec
 
     kind, _ = parse_proposal_spec(spec)
@@ -633,9 +594,8 @@ def load_training_proposal_generator(
 def generate_proposals(
     proposal_generator, images: torch.Tensor, class_names: Sequence[str] | None = None, text_classifier=None
 ) -> list[torch.Tensor]:
-    """Proposals `(N_i, S, S)` of training crops `images` (uint8 `(B, 3, S, S)`), without gradient. Universal
-    generators run on the crops as they are (`generate_prepared`), as the release does; others get the list of crops,
-    and those with `needs_vocabulary` (FreeSeg) also the training vocabulary and its `(C, D)` text classifier."""
+    """Proposals `(N_i, S, S)` of training crops `images` (uint8 `(B, 3, S, S)`), without gradient; generators with
+    `needs_vocabulary` (FreeSeg) also get the vocabulary and its `(C, D)` text classifier."""
     with torch.no_grad():
         if getattr(proposal_generator, "needs_vocabulary", False):
             proposals = proposal_generator(list(images), class_names=class_names, text_classifier=text_classifier)
@@ -664,9 +624,8 @@ def prepare_batch(
     class_names: Sequence[str] | None = None,
     text_classifier: torch.Tensor | None = None,
 ) -> dict:
-    """Model inputs of a [`collate`]d batch on `device`: `pixel_values (B, 3, s, s)` (`s = input_image_size`),
-    `proposal_masks (B, N, S, S)` (the batch's own, else from `proposal_generator`, given `class_names` and
-    `text_classifier` when it needs the vocabulary), `proposal_valid_mask (B, N)` and `labels (B, S, S)`."""
+    """Model inputs of a [`collate`]d batch on `device`: `pixel_values (B, 3, s, s)`, `proposal_masks (B, N, S, S)`
+    (the batch's own, else from `proposal_generator`), `proposal_valid_mask (B, N)` and `labels (B, S, S)`."""
     device = torch.device(device) if device is not None else batch["images"].device
     images = batch["images"].to(device)
     if "proposal_masks" in batch:

@@ -1,21 +1,13 @@
 """Which parameters of a `MaskAwareCLIPModel` mask-aware fine-tuning trains, and the AdamW parameter groups.
 
-Policies (`FREEZE_POLICIES`, regular expressions over `named_parameters()` names; a parameter is trainable when one
-pattern matches its full name, everything else is frozen):
+Policies (`FREEZE_POLICIES`: a parameter trains when one pattern fully matches its `CLIPModel` name, the
+`vision_model.` prefix optional):
 
-* `"released"` (default, the authors' code): in every vision block the attention projections `q/k/v/out_proj`
-  (weights and biases) and `layer_norm1/2`, plus the vision `post_layernorm`. Frozen: the MLPs, the patch conv, the
-  class and position embeddings, the pre layer norm, the visual projection, the whole text tower, the text
-  projection and `logit_scale`.
-* `"paper"`: the best row of paper Tab. 4d, which freezes cumulatively *cls.*, *pos.*, *mlp* and *conv.* (mIoU^u
-  49.7, hIoU 44.3) while the next row, also freezing *proj.*, is slightly worse (49.1 / 44.2). So: frozen are the
-  patch conv, class embedding, position embedding and every MLP (and the text side); trainable are the attention
-  projections, `layer_norm1/2`, the pre layer norm (the paper names no such unit, so it stays with the trained
-  "rest"), the post layer norm and the visual projection.
-* `"all"`: the whole vision tower and the visual projection (the "None" row of Tab. 4d); text side frozen.
-
-Names are those of transformers' `CLIPModel` (`vision_model.encoder.layers.{i}.self_attn.q_proj.weight`, ...). A bare
-`MaskAwareCLIPVisionModel` (names without the `vision_model.` prefix) is accepted too.
+* `"released"` (default, the authors' code): each vision block's attention projections and `layer_norm1/2`, plus
+  the vision `post_layernorm`;
+* `"paper"`: the best row of paper Tab. 4d (frozen: patch conv, class and position embeddings, MLPs): also the pre
+  layer norm and the visual projection;
+* `"all"`: the whole vision tower and the visual projection. The text side is always frozen.
 """
 
 from __future__ import annotations
@@ -94,6 +86,3 @@ def parameter_groups(model: nn.Module, weight_decay: float = 1e-4) -> list[dict]
     if not groups:
         raise ValueError("The model has no trainable parameter; call apply_freeze_policy(model, policy) first.")
     return groups
-
-
-__all__ = ["FREEZE_POLICIES", "apply_freeze_policy", "is_trainable", "parameter_groups"]

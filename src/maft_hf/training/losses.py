@@ -39,7 +39,8 @@ def soft_iou(proposals: torch.Tensor, gt_class_masks: torch.Tensor) -> torch.Ten
     return intersection / (union + IOU_EPS)
 
 
-def _check_label_range(labels: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+def _present_classes(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """`(B, C)` bool: the classes of each label map; ids outside `[0, C)` other than `ignore_index` are an error."""
     bad = labels[(labels != ignore_index) & ((labels < 0) | (labels >= num_classes))]
     if bad.numel():
         ids = sorted(set(bad.unique().tolist()))
@@ -47,6 +48,10 @@ def _check_label_range(labels: torch.Tensor, num_classes: int, ignore_index: int
             f"labels must hold class ids in [0, {num_classes - 1}] or the ignore index {ignore_index}, "
             f"got ids {ids[:20]}{' ...' if len(ids) > 20 else ''}."
         )
+    flat = labels.flatten(1).long()
+    bins = torch.where(flat == ignore_index, torch.full_like(flat, num_classes), flat)
+    present = torch.zeros(labels.shape[0], num_classes + 1, dtype=torch.bool, device=labels.device)
+    return present.scatter_(1, bins, True)[:, :num_classes]
 
 
 def class_masks_from_labels(
@@ -60,13 +65,8 @@ def class_masks_from_labels(
     if labels.is_floating_point() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}.")
     labels = labels.long()
-    _check_label_range(labels, num_classes, ignore_index)
     batch = labels.shape[0]
-    flat = labels.flatten(1)
-    bins = torch.where(flat == ignore_index, torch.full_like(flat, num_classes), flat)
-    counts = torch.zeros(batch, num_classes + 1, dtype=torch.long, device=labels.device)
-    counts.scatter_add_(1, bins, torch.ones_like(bins))
-    present = counts[:, :num_classes] > 0  # (B, C)
+    present = _present_classes(labels, num_classes, ignore_index)  # (B, C)
     num_present = present.sum(1)
     max_k = int(num_present.max().item()) if batch else 0
     # Stable sort puts the present classes first, in increasing id order.
@@ -104,12 +104,7 @@ def mask_aware_entry_count(
 ) -> torch.Tensor:
     """Number of (image, present class, valid proposal) entries of the mask-aware loss, `sum_b K_b * N_b` (0-d
     int64), from the labels alone: what a loop needs before the forward pass to normalise over a global batch."""
-    _check_label_range(labels, num_classes, ignore_index)
-    flat = labels.flatten(1).long()
-    bins = torch.where(flat == ignore_index, torch.full_like(flat, num_classes), flat)
-    present = torch.zeros(labels.shape[0], num_classes + 1, dtype=torch.bool, device=labels.device)
-    present.scatter_(1, bins, True)
-    classes = present[:, :num_classes].sum(1).to(proposal_valid_mask.device)
+    classes = _present_classes(labels, num_classes, ignore_index).sum(1).to(proposal_valid_mask.device)
     return (classes * proposal_valid_mask.sum(1)).sum()
 
 
@@ -172,21 +167,11 @@ def mask_aware_loss(
 ) -> torch.Tensor:
     """Mask-aware loss `L_ma` (paper Eq. 5-7, as released), the mean over entries.
 
-    For every image `b` and class `c` present in `labels[b]` (except `ignore_index`): target `t[b, c, n]` = soft IoU
-    ([`soft_iou`]) of proposal `n` with `labels[b] == c`, min-max normalised over the valid proposals (eps `1e-8`),
-    detached; prediction `softmax(mask_logits[b, n])[c]`; SmoothL1 (beta 1), averaged over all (image, class, valid
-    proposal) entries.
-
-    Args:
-        mask_logits: `(B, N, C)` proposal logits (`100 * cos` for MAFT).
-        proposals: `(B, N, H, W)` probabilities in [0, 1]; resized bilinearly to the label size if it differs (as the
-            released `get_iou`). Padding pixels count in `sum(p)`, as released.
-        labels: `(B, H', W')` class ids in `[0, C)` or `ignore_index`.
-        proposal_valid_mask: optional `(B, N)` bool, False for padded proposals (left out of normalisation and mean).
-
-    Returns:
-        Scalar; a 0 connected to `mask_logits` when no image has a labelled pixel. A row whose proposals all have the
-        same IoU gets target 0 (the eps guard), as released.
+    For every image `b` and class `c` present in `labels[b] (H', W')`: target = soft IoU of each proposal with
+    `labels[b] == c` (proposals `(B, N, H, W)` resized bilinearly to the label size if needed), min-max normalised
+    over the valid proposals (`proposal_valid_mask (B, N)`), detached; prediction `softmax(mask_logits[b, n])[c]`
+    (`mask_logits (B, N, C)`); SmoothL1 (beta 1) averaged over all entries. A 0 connected to `mask_logits` when no
+    pixel is labelled.
 
     Example:
 
@@ -245,18 +230,3 @@ def maft_loss(
     dis = None if student_image_logits is None else self_distillation_loss(student_image_logits, teacher_image_logits)
     total = ma if dis is None else ma + distillation_weight * dis
     return MAFTLossOutput(total, ma, dis, distillation_weight, ma_sum, ma_count)
-
-
-__all__ = [
-    "soft_iou",
-    "class_masks_from_labels",
-    "min_max_normalize",
-    "mask_aware_entry_count",
-    "mask_aware_loss",
-    "mask_aware_loss_sum",
-    "self_distillation_loss",
-    "maft_loss",
-    "MAFTLossOutput",
-    "RELEASED_DISTILLATION_WEIGHT",
-    "PAPER_DISTILLATION_WEIGHT",
-]

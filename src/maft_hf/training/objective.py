@@ -89,20 +89,12 @@ def training_step(
     loss_scale: float = 1.0,
     autocast=None,
 ) -> TrainingStepOutput:
-    """Forward pass and MAFT loss `L = L_ma + lambda * L_dis` of one batch (paper Eq. 5-8, as released).
+    """Forward pass and MAFT loss `L = L_ma + lambda * L_dis` of one `prepare_batch` batch (paper Eq. 5-8).
 
-    By default both terms are means over this batch (the release: each device's mean). With `mask_aware_normalizer`
-    / `distillation_normalizer` (the entry counts of the whole global batch) the terms are this batch's sums divided
-    by those: summed over micro-batches and processes, the gradient is that of the global batch (with DDP's gradient
-    averaging, pass `loss_scale = num_processes`). `loss = loss_scale * (...)`.
-
-    Args:
-        student: a [`MaskAwareStudent`] (possibly prepared by accelerate) or a `MaskAwareCLIPModel`.
-        teacher: the frozen original model, or None when `distillation_weight` is 0.
-        batch: from `prepare_batch`: `pixel_values`, `proposal_masks`, `proposal_valid_mask`, `labels`.
-        text_classifier: `(C, projection_dim)`.
-        autocast: optional context manager factory for the teacher's pass (e.g. `accelerator.autocast`).
-    """
+    Both terms are this batch's means (the release), or, with `mask_aware_normalizer` / `distillation_normalizer`
+    (entry counts of the global batch), its sums divided by those, so that summed over micro-batches and processes
+    the gradient is the global batch's (with DDP, `loss_scale = num_processes`). `loss = loss_scale * (...)`;
+    `autocast` (e.g. `accelerator.autocast`) wraps the teacher's pass."""
     from ..model.modeling_maft import MaskAwareCLIPModel
 
     if isinstance(student, MaskAwareCLIPModel):

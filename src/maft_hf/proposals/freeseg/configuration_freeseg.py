@@ -9,49 +9,28 @@ FREESEG_PIXEL_MEAN = (123.675, 116.28, 103.53)
 FREESEG_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-class FreeSegConfig(PretrainedConfig):
-    r"""Sizes of the FreeSeg generator (DeepLab ResNet + MSDeformAttn pixel decoder + text interaction + masked-attention
-    decoder with text-embedding class head). The defaults are the released MAFT/FreeSeg model
-    (`configs/coco-stuff-164k-156/eval.yaml`).
+_CASTS = {
+    **dict.fromkeys(("depths", "res5_multi_grid"), lambda values: [int(v) for v in values]),
+    **dict.fromkeys(("pixel_mean", "pixel_std"), lambda values: [float(v) for v in values]),
+    **dict.fromkeys(("norm_eps", "logit_scale"), float),
+    **dict.fromkeys(("stride_in_1x1", "interaction_layer_scale", "pre_norm", "enforce_input_proj"), bool),
+}  # other fields: int
 
-    Args:
-        num_channels: input channels.
-        stem_out_channels: output channels of the DeepLab stem (three 3x3 convs; the first two have half as many).
-        depths: bottleneck blocks of res2..res5 (`[3, 4, 23, 3]` is ResNet-101).
-        res2_out_channels: output channels of res2 (doubled at each later stage).
-        width_per_group: bottleneck width of res2 (times `num_groups`; doubled at each later stage).
-        num_groups: groups of the 3x3 convolutions.
-        stride_in_1x1: whether a stage's stride sits in the first 1x1 conv (False: in the 3x3, as released).
-        res4_dilation: dilation of res4 (1 as released).
-        res5_dilation: dilation of res5 (1 as released); res5 then keeps stride 2 and its blocks use
-            `res5_dilation * res5_multi_grid[i]`.
-        res5_multi_grid: per-block dilation multipliers of res5 (`[1, 2, 4]` as released).
-        norm_eps: epsilon of the frozen batch norms of the backbone.
-        conv_dim: channels of the pixel decoder (`SEM_SEG_HEAD.CONVS_DIM`).
-        mask_dim: channels of the mask features (`SEM_SEG_HEAD.MASK_DIM`); must equal `conv_dim` (the interaction
-            normalises both with one LayerNorm).
-        norm_num_groups: groups of the pixel decoder's GroupNorms (32 as released).
-        encoder_layers: MSDeformAttn encoder layers on res3-res5.
-        encoder_attention_heads: heads of the deformable attention.
-        encoder_n_points: sampling points per head and level.
-        encoder_ffn_dim: feed-forward width of the encoder (1024 as released).
-        interaction_dim: inner width of the text interaction attention (`SEM_SEG_HEAD.EMBED_DIM`, 2048).
-        interaction_heads: heads of the text interaction attention (`SEM_SEG_HEAD.NUM_HEADS`).
-        interaction_layer_scale: whether the interaction scales its update by a learned `gamma`.
-        hidden_dim: width of the transformer decoder (`MASK_FORMER.HIDDEN_DIM`).
-        decoder_layers: masked-attention decoder layers (`MASK_FORMER.DEC_LAYERS`: 10, all of them run).
-        decoder_attention_heads: heads of the decoder attentions.
-        decoder_ffn_dim: feed-forward width of the decoder.
-        pre_norm: pre-LayerNorm decoder layers (False as released).
-        enforce_input_proj: 1x1 input projections before the decoder even when `conv_dim == hidden_dim`.
-        num_queries: object queries, i.e. proposals per image.
-        text_dim: dimension of the class (text) embeddings the queries predict (`SEM_SEG_HEAD.EMBEDDING_DIM`).
-        class_embed_hidden_dim: hidden width of the class-embedding MLP (`SEM_SEG_HEAD.EMBED_HIDDEN_DIM`).
-        class_embed_layers: layers of the class-embedding MLP (`SEM_SEG_HEAD.EMBED_LAYERS`).
-        logit_scale: temperature of the query/text cosine similarities (100, fixed in the release).
-        pixel_mean, pixel_std: per-channel normalisation of 0-255 RGB input.
-        size_divisibility: the normalised input is zero-padded bottom/right to a multiple of this.
-        test_short_side, test_max_size: test-time `ResizeShortestEdge` (640, long side capped at 2560).
+
+class FreeSegConfig(PretrainedConfig):
+    r"""Sizes of the FreeSeg generator; the defaults are the released MAFT/FreeSeg model
+    (`configs/coco-stuff-164k-156/eval.yaml`; detectron2 names in brackets).
+
+    Backbone (DeepLab ResNet): `depths` of res2..res5 (`[3, 4, 23, 3]` = ResNet-101), `stem_out_channels` (three 3x3
+    convs, the first two half as wide), `res2_out_channels` and `width_per_group` x `num_groups` (doubled per stage),
+    `stride_in_1x1` (False: stride in the 3x3), `res4_dilation`, `res5_dilation` with per-block `res5_multi_grid`.
+    Pixel decoder: `conv_dim` [CONVS_DIM], `mask_dim` [MASK_DIM] (must equal `conv_dim`), `norm_num_groups`, MSDeformAttn
+    `encoder_*`. Text interaction: `interaction_dim` [EMBED_DIM], `interaction_heads` [NUM_HEADS], learned `gamma`
+    with `interaction_layer_scale`. Decoder: `hidden_dim`, `decoder_layers` [DEC_LAYERS, all run], `pre_norm`,
+    `enforce_input_proj`, `num_queries` (proposals per image), `text_dim` [EMBEDDING_DIM], class-embedding MLP
+    `class_embed_hidden_dim` / `class_embed_layers` [EMBED_HIDDEN_DIM / EMBED_LAYERS], `logit_scale` (100). Input:
+    `pixel_mean` / `pixel_std` on 0-255 RGB, zero-padding to `size_divisibility`, test-time `ResizeShortestEdge`
+    `test_short_side` / `test_max_size` (640 / 2560).
     """
 
     model_type = "maft_freeseg"
@@ -97,43 +76,9 @@ class FreeSegConfig(PretrainedConfig):
         test_max_size: int = 2560,
         **kwargs,
     ):
-        self.num_channels = int(num_channels)
-        self.stem_out_channels = int(stem_out_channels)
-        self.depths = [int(d) for d in depths]
-        self.res2_out_channels = int(res2_out_channels)
-        self.width_per_group = int(width_per_group)
-        self.num_groups = int(num_groups)
-        self.stride_in_1x1 = bool(stride_in_1x1)
-        self.res4_dilation = int(res4_dilation)
-        self.res5_dilation = int(res5_dilation)
-        self.res5_multi_grid = [int(g) for g in res5_multi_grid]
-        self.norm_eps = float(norm_eps)
-        self.conv_dim = int(conv_dim)
-        self.mask_dim = int(mask_dim)
-        self.norm_num_groups = int(norm_num_groups)
-        self.encoder_layers = int(encoder_layers)
-        self.encoder_attention_heads = int(encoder_attention_heads)
-        self.encoder_n_points = int(encoder_n_points)
-        self.encoder_ffn_dim = int(encoder_ffn_dim)
-        self.interaction_dim = int(interaction_dim)
-        self.interaction_heads = int(interaction_heads)
-        self.interaction_layer_scale = bool(interaction_layer_scale)
-        self.hidden_dim = int(hidden_dim)
-        self.decoder_layers = int(decoder_layers)
-        self.decoder_attention_heads = int(decoder_attention_heads)
-        self.decoder_ffn_dim = int(decoder_ffn_dim)
-        self.pre_norm = bool(pre_norm)
-        self.enforce_input_proj = bool(enforce_input_proj)
-        self.num_queries = int(num_queries)
-        self.text_dim = int(text_dim)
-        self.class_embed_hidden_dim = int(class_embed_hidden_dim)
-        self.class_embed_layers = int(class_embed_layers)
-        self.logit_scale = float(logit_scale)
-        self.pixel_mean = [float(v) for v in pixel_mean]
-        self.pixel_std = [float(v) for v in pixel_std]
-        self.size_divisibility = int(size_divisibility)
-        self.test_short_side = int(test_short_side)
-        self.test_max_size = int(test_max_size)
+        for name, value in list(locals().items()):  # the arguments, in order, cast to their field types
+            if name not in ("self", "kwargs", "__class__"):
+                setattr(self, name, _CASTS.get(name, int)(value))
         super().__init__(**kwargs)
         self._validate()
 
@@ -170,6 +115,3 @@ class FreeSegConfig(PretrainedConfig):
             problems.append(f"size_divisibility must be >= 1, got {self.size_divisibility}")
         if problems:
             raise ValueError("Invalid FreeSegConfig: " + "; ".join(problems) + ".")
-
-
-__all__ = ["FREESEG_PIXEL_MEAN", "FREESEG_PIXEL_STD", "FreeSegConfig"]

@@ -16,10 +16,8 @@ Released name                                                  | `FreeSegModel` 
 `sem_seg_head.predictor.*` (`static_query` read as `query_feat`) | `predictor.*` (same)
 `clip_adapter.non_object_embedding` `(1, D)`                   | `void_embedding`
 
-`*.num_batches_tracked` of the backbone's norms (present if the backbone was saved with trainable batch norms) carry
-no inference information and are skipped. Sizes are read from the tensors; what they cannot tell (attention heads,
-deformable points, dilations, GroupNorm groups, pixel mean/std, test sizes) comes from the released config, the
-[`FreeSegConfig`] defaults, or `config_overrides`.
+The backbone's `*.num_batches_tracked` are skipped. Sizes are read from the tensors; the rest (heads, dilations,
+GroupNorm groups, pixel mean/std, test sizes) comes from the [`FreeSegConfig`] defaults or `config_overrides`.
 """
 
 from __future__ import annotations
@@ -148,19 +146,9 @@ def infer_freeseg_config(source: Mapping[str, torch.Tensor], **config_overrides)
 def convert_freeseg_state_dict(
     released_state_dict: Mapping, **config_overrides
 ) -> tuple[FreeSegConfig, dict[str, torch.Tensor]]:
-    """The released MAFT checkpoint's generator -> `(FreeSegConfig, state dict of FreeSegModel)`.
-
-    Args:
-        released_state_dict: the loaded checkpoint: a flat state dict, or one nested under `model` (detectron2).
-        **config_overrides: [`FreeSegConfig`] fields the tensors cannot tell (defaults: the released config).
-
-    Every generator tensor (`backbone.*`, `sem_seg_head.*`, `clip_adapter.non_object_embedding`) is used exactly
-    once; other tensors (the CLIP part) are ignored.
-
-    Raises:
-        ValueError: the checkpoint has no generator weights (only the CLIP part), or generator tensors are missing,
-            unexpected or of the wrong shape (each named).
-    """
+    """The released checkpoint's generator (flat or nested under `model`) -> `(FreeSegConfig, FreeSegModel state
+    dict)`; `config_overrides` set what the tensors cannot tell. Every generator tensor is used exactly once;
+    `ValueError` naming missing, unexpected or mis-shaped tensors, or when there is no generator."""
     flat = _flatten(released_state_dict)
     prefix = find_freeseg_prefix(flat)
     if prefix is None:
@@ -220,23 +208,8 @@ def _preview(names: list[str], limit: int = 12) -> str:
 def save_freeseg_generator(
     released_checkpoint, output_dir: str | os.PathLike, unsafe_pickle: bool = False, **config_overrides
 ) -> str:
-    """Write the generator of a released MAFT checkpoint as a `FreeSegModel` folder (`config.json` +
-    `model.safetensors`), loadable offline with `FreeSegModel.from_pretrained(output_dir)` or the proposal spec
-    `"freeseg:<output_dir>"`.
-
-    Args:
-        released_checkpoint: path of the released `.pth` (read safely, see
-            `maft_hf.hub.official_checkpoint.load_source_checkpoint`) or an already loaded state dict.
-        output_dir: the folder to write.
-        unsafe_pickle: passed to the checkpoint loader for pickles that hold more than tensors (trusted files only).
-        **config_overrides: see [`convert_freeseg_state_dict`].
-
-    Returns:
-        `output_dir` as a string.
-
-    Raises:
-        ValueError: see [`convert_freeseg_state_dict`] (e.g. a checkpoint without generator weights).
-    """
+    """Write the generator of a released checkpoint (a `.pth` path, read safely unless `unsafe_pickle`, or a loaded
+    state dict) as a `FreeSegModel` folder, usable as `"freeseg:<output_dir>"`; returns `output_dir`."""
     if isinstance(released_checkpoint, (str, os.PathLike)):
         from ...hub.official_checkpoint import load_source_checkpoint
 
@@ -249,13 +222,3 @@ def save_freeseg_generator(
     output_dir = os.fspath(output_dir)
     model.save_pretrained(output_dir, safe_serialization=True)
     return output_dir
-
-
-__all__ = [
-    "GENERATOR_PREFIXES",
-    "VOID_KEY",
-    "convert_freeseg_state_dict",
-    "find_freeseg_prefix",
-    "infer_freeseg_config",
-    "save_freeseg_generator",
-]

@@ -1,15 +1,7 @@
 """`FreeSegProposals`: the released MAFT models' own proposal source (spec `"freeseg:<folder>"`).
 
-FreeSeg's masks depend on the vocabulary: the text embeddings of the `K` classes (and the learned void embedding)
-enter the pixel features through the text interaction before the decoder runs. A call therefore needs the
-vocabulary: `generator(images, class_names=..., text_classifier=...)`. The class attribute `needs_vocabulary = True`
-tells callers to pass it.
-
-The class embeddings the release feeds the generator are MAFT's text classifier: the frozen CLIP ViT-B/16 text tower
-(`clip_adapter.clip_model`) over the same 14 prompt templates, each prompt embedding L2-normalised, averaged over
-the templates and normalised again (`maft_hf.inference.text_classifier.build_text_classifier`). Pass them as
-`text_classifier (K, D)`, or give the generator a text encoder (`set_text_encoder(clip_model, tokenizer)`) and only
-the class names.
+FreeSeg's masks depend on the vocabulary (`needs_vocabulary = True`): pass `class_names` and `text_classifier (K, D)`
+(MAFT's text classifier, `build_text_classifier`), or set a text encoder and pass only the names.
 
 Release-exact input path (`MAFT.forward` at test time):
 
@@ -44,13 +36,8 @@ _UPSAMPLE_CHUNK = 25  # queries upsampled to the padded input size at once (boun
 
 
 class CanvasProposals(NamedTuple):
-    """Proposals on the padded canvas of [`FreeSegProposals.propose_on_canvas`].
-
-    Attributes:
-        proposals: `masks (Q, Hp, Wp)` probabilities on the zero-padded canvas (no crop, no resize),
-            `class_scores (Q, K)`, `class_names`.
-        valid_size: `(H', W')`, the image region (top-left) of the canvas.
-    """
+    """[`FreeSegProposals.propose_on_canvas`] output: `proposals.masks (Q, Hp, Wp)` on the zero-padded canvas and
+    `valid_size (H', W')`, the image region (top-left) of the canvas."""
 
     proposals: Proposals
     valid_size: tuple[int, int]
@@ -70,10 +57,15 @@ def load_freeseg_model(model_or_path, local_files_only: bool | None = None) -> F
 def canvas_mask_probabilities(mask_logits: torch.Tensor, padded_size: tuple[int, int]) -> torch.Tensor:
     """`(Q, h, w)` mask logits -> `(Q, Hp, Wp)` probabilities: bilinear `align_corners=True` upsampling, sigmoid
     (MAFT's `mask_results`)."""
+    return _chunked_probabilities(mask_logits, padded_size)
+
+
+def _chunked_probabilities(mask_logits, padded_size, finish=None) -> torch.Tensor:
     chunks = []
-    for start in range(0, mask_logits.shape[0], _UPSAMPLE_CHUNK):
+    for start in range(0, mask_logits.shape[0], _UPSAMPLE_CHUNK):  # bounds memory
         logits = mask_logits[None, start : start + _UPSAMPLE_CHUNK].float()
-        chunks.append(F.interpolate(logits, size=tuple(padded_size), mode="bilinear", align_corners=True)[0].sigmoid())
+        probs = F.interpolate(logits, size=tuple(padded_size), mode="bilinear", align_corners=True).sigmoid()
+        chunks.append((probs if finish is None else finish(probs))[0])
     return torch.cat(chunks)
 
 
@@ -82,36 +74,20 @@ def image_mask_probabilities(
 ) -> torch.Tensor:
     """`(Q, h, w)` mask logits -> `(Q, H, W)` probabilities at the original image size: upsample to the padded size
     (`align_corners=True`), sigmoid, crop to `valid_size`, bilinear resize to `output_size` (`sem_seg_postprocess`)."""
-    chunks = []
-    for start in range(0, mask_logits.shape[0], _UPSAMPLE_CHUNK):
-        logits = mask_logits[None, start : start + _UPSAMPLE_CHUNK].float()
-        probs = F.interpolate(logits, size=tuple(padded_size), mode="bilinear", align_corners=True).sigmoid()
+
+    def finish(probs):
         probs = probs[:, :, : valid_size[0], : valid_size[1]]
         if tuple(probs.shape[-2:]) != tuple(output_size):
             probs = F.interpolate(probs, size=tuple(output_size), mode="bilinear", align_corners=False)
-        chunks.append(probs[0])
-    return torch.cat(chunks)
+        return probs
+
+    return _chunked_probabilities(mask_logits, padded_size, finish)
 
 
 class FreeSegProposals(ProposalGenerator):
-    """Proposals (and class scores over the vocabulary) from the released FreeSeg generator.
-
-    Args:
-        model_or_path: a converted folder (see `save_freeseg_generator`) or Hub id, or a [`FreeSegModel`].
-        device: where the model runs (default: where its parameters are).
-        text_encoder: optional CLIP model with `get_text_features` (e.g. the MAFT model) used to embed class names
-            when no `text_classifier` is passed; `tokenizer` is its tokenizer.
-        tokenizer: the text encoder's tokenizer.
-        templates: prompt templates for the text encoder (default: the 14 released ones).
-        local_files_only: passed to `from_pretrained` (None leaves the Hub default, e.g. `HF_HUB_OFFLINE`).
-
-    Example:
-
-    ```python
-    >>> generator = load_proposal_generator("freeseg:./maft-converted/freeseg")  # doctest: +SKIP
-    >>> proposals = generator([image], class_names=names, text_classifier=classifier)[0]  # doctest: +SKIP
-    >>> proposals.masks.shape, proposals.class_scores.shape  # (100, H, W), (100, K)  # doctest: +SKIP
-    ```"""
+    """Proposals (and class scores over the vocabulary) from the released FreeSeg generator: `model_or_path` is a
+    converted folder, Hub id or [`FreeSegModel`]; `text_encoder` / `tokenizer` / `templates` embed class names when a
+    call passes no `text_classifier`."""
 
     needs_vocabulary = True
 
@@ -144,15 +120,12 @@ class FreeSegProposals(ProposalGenerator):
         return next(self.model.parameters()).device
 
     def set_text_encoder(self, text_encoder, tokenizer, templates: Sequence[str] | None = None) -> None:
-        """Embed class names with this CLIP text tower (`get_text_features`) and tokenizer when a call passes
-        `class_names` without `text_classifier` (`maft_hf.inference.text_classifier.build_text_classifier`)."""
+        """Embed class names with this CLIP text tower and tokenizer when a call passes no `text_classifier`."""
         if text_encoder is None or tokenizer is None:
             raise ValueError("set_text_encoder needs both a text encoder (e.g. the MAFT/CLIP model) and its tokenizer.")
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.templates = None if templates is None else list(templates)
         self._text_cache.clear()
-
-    # ---- vocabulary ------------------------------------------------------------------------------------------------
 
     def _vocabulary(self, class_names, text_classifier) -> tuple[list[str], torch.Tensor]:
         """`(class names, (K + 1, D) text features)` for a call."""
@@ -196,11 +169,8 @@ class FreeSegProposals(ProposalGenerator):
             text_features = self.model.text_features_with_void(text_classifier.to(self.device, dtype))
         return class_names, text_features
 
-    # ---- model -----------------------------------------------------------------------------------------------------
-
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """The test-time `ResizeShortestEdge` output size of an image (short side `test_short_side`, long side capped at
-        `test_max_size`, rounded as detectron2 does)."""
+        """The test-time `ResizeShortestEdge` output size of an image."""
         return shortest_edge_size(height, width, self.config.test_short_side, self.config.test_max_size)
 
     @torch.no_grad()
@@ -219,19 +189,8 @@ class FreeSegProposals(ProposalGenerator):
         return outputs.mask_logits, outputs.class_logits, tuple(pixel_values.shape[-2:])
 
     def __call__(self, images, class_names: Sequence[str] | None = None, text_classifier=None) -> list[Proposals]:
-        """Proposals at each image's original resolution, computed as the release does (module docstring).
-
-        Args:
-            images: list of PIL images, `(H, W, 3)` uint8 arrays or `(3, H, W)` uint8 tensors (or a batch tensor).
-            class_names: the `K` class names of the vocabulary.
-            text_classifier: `(K, D)` class embeddings of MAFT's text tower (rows L2-normalised); computed from
-                `class_names` with the text encoder when None.
-
-        Returns:
-            one [`Proposals`] per image: `masks (Q, H, W)` in [0, 1], `class_scores (Q, K)` (softmax over `K + 1`,
-            void dropped), `class_names`. Each image runs alone (batch 1, as the release evaluates), so the padding
-            of one image never changes another's proposals.
-        """
+        """One [`Proposals`] per image at its original resolution, as the release computes them: `masks (Q, H, W)`,
+        `class_scores (Q, K)`. Each image runs alone (batch 1, as the release evaluates)."""
         names, text_features = self._vocabulary(class_names, text_classifier)
         results = []
         for image in load_images(images):
@@ -247,22 +206,9 @@ class FreeSegProposals(ProposalGenerator):
     def propose_on_canvas(
         self, images, class_names: Sequence[str] | None = None, text_classifier=None
     ) -> list[CanvasProposals]:
-        """Proposals on the zero-padded canvas, for images already at the working scale (the release-exact pipeline).
-
-        The images (e.g. resized with [`resized_size`] to the 640 scale, or 640x640 training crops) are normalised and
-        zero-padded together, bottom/right, to the batch's largest size rounded up to a multiple of
-        `size_divisibility` (detectron2's `ImageList.from_tensors`, as `MAFT.forward` batches them), and run in one
-        forward pass. The masks are MAFT's `mask_results`: logits upsampled to the canvas with `align_corners=True`,
-        sigmoid, no crop, no resize; IP-CLIP takes them with the equally padded CLIP image.
-
-        Args:
-            images: list of `(3, H', W')` uint8 tensors or `(H', W', 3)` uint8 arrays (or a batch tensor).
-            class_names, text_classifier: the vocabulary, as for `__call__`.
-
-        Returns:
-            one [`CanvasProposals`] per image: `proposals.masks (Q, Hp, Wp)` (the same canvas for the whole batch),
-            `proposals.class_scores (Q, K)`, and `valid_size (H', W')`, the image's region of the canvas.
-        """
+        """One [`CanvasProposals`] per image already at the working scale: the images are zero-padded together to a
+        multiple of `size_divisibility` (detectron2's `ImageList`) and run in one pass; masks are MAFT's
+        `mask_results` on that canvas (upsampled with `align_corners=True`, sigmoid, no crop, no resize)."""
         names, text_features = self._vocabulary(class_names, text_classifier)
         images = [image_to_tensor(image) for image in load_images(images)]
         mask_logits, class_logits, padded = self._forward(images, text_features)
@@ -273,12 +219,3 @@ class FreeSegProposals(ProposalGenerator):
             proposals = Proposals(masks=masks, class_scores=scores, class_names=list(names))
             results.append(CanvasProposals(proposals, (int(image.shape[-2]), int(image.shape[-1]))))
         return results
-
-
-__all__ = [
-    "CanvasProposals",
-    "FreeSegProposals",
-    "canvas_mask_probabilities",
-    "image_mask_probabilities",
-    "load_freeseg_model",
-]

@@ -1,21 +1,10 @@
-"""FreeSeg, the proposal generator of the released MAFT models, in pure PyTorch.
+"""FreeSeg, the proposal generator of the released MAFT models, in pure PyTorch (inference forward).
 
-`FreeSegModel` reproduces the forward of the authors' generator (FreeSeg's `MaskFormerInteractionHead` on a DeepLab
-ResNet) at inference:
-
-1. backbone: detectron2's DeepLab ResNet (stem of three 3x3 convs, bottlenecks with the stride in the 3x3 conv,
-   res5 multi-grid dilations), frozen batch norms; features res2..res5 at strides 4, 8, 16, 32;
-2. pixel decoder: Mask2Former's MSDeformAttn encoder on res3..res5 plus one FPN level on res2, giving three
-   multi-scale maps (1/32, 1/16, 1/8) and 1/4-resolution mask features;
-3. text interaction (`ContextInteraction`): each of the four maps attends to the text embeddings (K classes + void)
-   and adds the result (scaled by `gamma`) to its LayerNorm-ed self. As released, the key/value LayerNorm is applied
-   again at every pass, so the keys of the n-th map are the text embeddings normalised n times;
-4. masked-attention decoder (Mask2Former's, `decoder_layers` = 10 layers, all run): per query a mask embedding (dot
-   product with the mask features gives the mask logits) and a `text_dim` class embedding, whose cosine similarity
-   with the text embeddings times `logit_scale` (100) gives the class logits over K + 1.
-
-Deformable attention and the sine position embeddings are transformers' Mask2Former blocks (the same computation as
-the release's pure-PyTorch path of its CUDA kernel).
+DeepLab ResNet backbone (frozen batch norms) -> Mask2Former's MSDeformAttn pixel decoder (plus one FPN level) ->
+text interaction (each map attends to the K + 1 text embeddings; as released, the key LayerNorm is re-applied at
+every pass) -> Mask2Former's masked-attention decoder (all `decoder_layers` run), whose per-query class embedding is
+compared with the text embeddings (cosine x `logit_scale`). Deformable attention and sine position embeddings are
+transformers' Mask2Former blocks.
 """
 
 from __future__ import annotations
@@ -38,9 +27,6 @@ from .configuration_freeseg import FreeSegConfig
 _INTERACTION_CHUNK = 16384  # pixel tokens attending to the text at once (exact: tokens are independent)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Backbone: DeepLab ResNet
-# ---------------------------------------------------------------------------------------------------------------
 class FreeSegFrozenBatchNorm2d(nn.Module):
     """Batch norm with fixed statistics and affine parameters (detectron2's `FrozenBatchNorm2d`), all buffers."""
 
@@ -71,16 +57,21 @@ class FreeSegConvNorm(nn.Conv2d):
         return F.relu(x) if self.activation else x
 
 
+def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, eps: float, **kwargs) -> FreeSegConvNorm:
+    """A bias-free convolution followed by a frozen batch norm."""
+    norm = FreeSegFrozenBatchNorm2d(out_channels, eps)
+    return FreeSegConvNorm(in_channels, out_channels, kernel_size, bias=False, norm=norm, **kwargs)
+
+
 class FreeSegDeepLabStem(nn.Module):
     """Three 3x3 convolutions (stride 2, 1, 1; widths C/2, C/2, C) with ReLU, then a 3x3 max-pool of stride 2."""
 
     def __init__(self, config: FreeSegConfig):
         super().__init__()
         half, out, eps = config.stem_out_channels // 2, config.stem_out_channels, config.norm_eps
-        self.conv1 = FreeSegConvNorm(config.num_channels, half, 3, stride=2, padding=1, bias=False,
-                                     norm=FreeSegFrozenBatchNorm2d(half, eps))  # fmt: skip
-        self.conv2 = FreeSegConvNorm(half, half, 3, padding=1, bias=False, norm=FreeSegFrozenBatchNorm2d(half, eps))
-        self.conv3 = FreeSegConvNorm(half, out, 3, padding=1, bias=False, norm=FreeSegFrozenBatchNorm2d(out, eps))
+        self.conv1 = _conv_bn(config.num_channels, half, 3, eps, stride=2, padding=1)
+        self.conv2 = _conv_bn(half, half, 3, eps, padding=1)
+        self.conv3 = _conv_bn(half, out, 3, eps, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv1(x))
@@ -97,14 +88,12 @@ class FreeSegBottleneck(nn.Module):
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.shortcut = None
         if in_channels != out_channels:
-            self.shortcut = FreeSegConvNorm(in_channels, out_channels, 1, stride=stride, bias=False,
-                                            norm=FreeSegFrozenBatchNorm2d(out_channels, eps))  # fmt: skip
-        self.conv1 = FreeSegConvNorm(in_channels, bottleneck, 1, stride=stride_1x1, bias=False,
-                                     norm=FreeSegFrozenBatchNorm2d(bottleneck, eps))  # fmt: skip
-        self.conv2 = FreeSegConvNorm(bottleneck, bottleneck, 3, stride=stride_3x3, padding=dilation, dilation=dilation,
-                                     groups=groups, bias=False, norm=FreeSegFrozenBatchNorm2d(bottleneck, eps))  # fmt: skip
-        self.conv3 = FreeSegConvNorm(bottleneck, out_channels, 1, bias=False,
-                                     norm=FreeSegFrozenBatchNorm2d(out_channels, eps))  # fmt: skip
+            self.shortcut = _conv_bn(in_channels, out_channels, 1, eps, stride=stride)
+        self.conv1 = _conv_bn(in_channels, bottleneck, 1, eps, stride=stride_1x1)
+        self.conv2 = _conv_bn(
+            bottleneck, bottleneck, 3, eps, stride=stride_3x3, padding=dilation, dilation=dilation, groups=groups
+        )
+        self.conv3 = _conv_bn(bottleneck, out_channels, 1, eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.conv1(x))
@@ -132,20 +121,10 @@ class FreeSegBackbone(nn.Module):
                 dilations = [dilation * grid for grid in config.res5_multi_grid]
             else:
                 dilations = [dilation] * depth
-            blocks = []
-            for block in range(depth):
-                blocks.append(
-                    FreeSegBottleneck(
-                        in_channels if block == 0 else out_channels,
-                        out_channels,
-                        bottleneck,
-                        first_stride if block == 0 else 1,
-                        dilations[block],
-                        config.num_groups,
-                        config.stride_in_1x1,
-                        config.norm_eps,
-                    )
-                )
+            options = (config.num_groups, config.stride_in_1x1, config.norm_eps)
+            blocks = [
+                FreeSegBottleneck(in_channels, out_channels, bottleneck, first_stride, dilations[0], *options)
+            ] + [FreeSegBottleneck(out_channels, out_channels, bottleneck, 1, d, *options) for d in dilations[1:depth]]
             self.add_module(name, nn.Sequential(*blocks))
             self.out_channels.append(out_channels)
             in_channels, out_channels, bottleneck = out_channels, out_channels * 2, bottleneck * 2
@@ -159,9 +138,6 @@ class FreeSegBackbone(nn.Module):
         return features
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Pixel decoder: MSDeformAttn encoder + FPN level
-# ---------------------------------------------------------------------------------------------------------------
 class FreeSegEncoderLayer(nn.Module):
     """Post-norm deformable self-attention + FFN layer (Mask2Former's `MSDeformAttnTransformerEncoderLayer`)."""
 
@@ -265,9 +241,6 @@ class FreeSegPixelDecoder(nn.Module):
         return self.mask_features(outputs[-1]), outputs[: self.num_output_levels]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Text interaction
-# ---------------------------------------------------------------------------------------------------------------
 class FreeSegTextAttention(nn.Module):
     """Multi-head attention of pixel tokens (queries) on text embeddings (keys = values), the release's
     `MultiHeadAttention` (query scaled before the product, no mask)."""
@@ -325,9 +298,6 @@ class FreeSegContextInteraction(nn.Module):
         return outputs[-1], outputs[:-1]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Masked-attention transformer decoder
-# ---------------------------------------------------------------------------------------------------------------
 class FreeSegSelfAttentionLayer(nn.Module):
     def __init__(self, dim: int, heads: int, pre_norm: bool):
         super().__init__()
@@ -458,18 +428,10 @@ class FreeSegPredictor(nn.Module):
         return class_embeddings, mask_logits
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Model
-# ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class FreeSegOutput(ModelOutput):
-    """Outputs of [`FreeSegModel`].
-
-    Attributes:
-        mask_logits: `(B, Q, Hp/4, Wp/4)` mask logits of the queries.
-        class_logits: `(B, Q, K + 1)` `logit_scale * cos(class embedding, text feature)`, the last column is void.
-        class_embeddings: `(B, Q, text_dim)` the queries' class embeddings (not normalised).
-    """
+    """`mask_logits (B, Q, Hp/4, Wp/4)`, `class_logits (B, Q, K + 1)` (void last) and the queries' (unnormalised)
+    `class_embeddings (B, Q, text_dim)`."""
 
     mask_logits: torch.FloatTensor | None = None
     class_logits: torch.FloatTensor | None = None
@@ -524,24 +486,7 @@ class FreeSegPreTrainedModel(PreTrainedModel):
 
 
 class FreeSegModel(FreeSegPreTrainedModel):
-    """The FreeSeg generator: `forward(pixel_values, text_features)` -> mask logits and class logits.
-
-    Example:
-
-    ```python
-    >>> import torch
-    >>> from maft_hf.proposals.freeseg import FreeSegConfig, FreeSegModel
-    >>> config = FreeSegConfig(stem_out_channels=16, depths=[1, 1, 1, 1], res2_out_channels=32, width_per_group=8,
-    ...     res5_multi_grid=[1], conv_dim=32, mask_dim=32, norm_num_groups=8, encoder_layers=1,
-    ...     encoder_attention_heads=4, encoder_ffn_dim=64, interaction_dim=64, interaction_heads=4, hidden_dim=32,
-    ...     decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=64, num_queries=10, text_dim=16,
-    ...     class_embed_hidden_dim=32)
-    >>> model = FreeSegModel(config).eval()
-    >>> text = model.text_features_with_void(torch.nn.functional.normalize(torch.randn(5, 16), dim=-1))
-    >>> out = model(torch.randn(1, 3, 64, 96), text)
-    >>> tuple(out.mask_logits.shape), tuple(out.class_logits.shape)
-    ((1, 10, 16, 24), (1, 10, 6))
-    ```"""
+    """The FreeSeg generator: `forward(pixel_values, text_features)` -> mask logits and class logits."""
 
     def __init__(self, config: FreeSegConfig):
         super().__init__(config)
@@ -564,16 +509,8 @@ class FreeSegModel(FreeSegPreTrainedModel):
         return torch.cat([classes, void], dim=0)
 
     def forward(self, pixel_values: torch.Tensor, text_features: torch.Tensor, return_dict: bool = True):
-        """
-        Args:
-            pixel_values: `(B, 3, Hp, Wp)` images normalised with `config.pixel_mean/std` (0-255 scale) and
-                zero-padded to a multiple of `config.size_divisibility`.
-            text_features: `(K + 1, text_dim)` L2-normalised class embeddings with the void embedding last (see
-                [`text_features_with_void`]).
-
-        Returns:
-            [`FreeSegOutput`]: `mask_logits (B, Q, Hp/4, Wp/4)`, `class_logits (B, Q, K + 1)`.
-        """
+        """`pixel_values (B, 3, Hp, Wp)` normalised with `config.pixel_mean/std` (0-255 scale), zero-padded to a
+        multiple of `size_divisibility`; `text_features (K + 1, text_dim)` from [`text_features_with_void`]."""
         if pixel_values.ndim != 4:
             raise ValueError(f"pixel_values must be (B, 3, Hp, Wp), got {tuple(pixel_values.shape)}.")
         if text_features.ndim != 2 or text_features.shape[-1] != self.config.text_dim:
@@ -590,6 +527,3 @@ class FreeSegModel(FreeSegPreTrainedModel):
         if not return_dict:
             return mask_logits, class_logits, class_embeddings
         return FreeSegOutput(mask_logits=mask_logits, class_logits=class_logits, class_embeddings=class_embeddings)
-
-
-__all__ = ["FreeSegModel", "FreeSegOutput", "FreeSegPreTrainedModel"]

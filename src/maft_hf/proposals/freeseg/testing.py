@@ -47,6 +47,3 @@ def build_tiny_freeseg(directory: str | os.PathLike, seed: int = 0, **overrides)
     torch.manual_seed(seed)
     FreeSegModel(tiny_freeseg_config(**overrides)).save_pretrained(directory)
     return os.fspath(directory)
-
-
-__all__ = ["TINY_FREESEG", "build_tiny_freeseg", "tiny_freeseg_config"]
