@@ -55,3 +55,33 @@ def test_a_full_disk_keeps_the_earlier_checkpoints(tmp_path):
     with pytest.raises(OSError, match="No space left on device"):
         save_checkpoint(_Accelerator(full=True), tmp_path, 10, {"step": 10})
     assert load_training_state(first)["step"] == 10
+
+
+def test_generators_keep_huge_images_at_their_working_resolution(
+    tiny_mask2former_dir, tiny_sam_dir, tmp_path, monkeypatch
+):
+    """Over `FULL_RESOLUTION_PIXELS` a generator returns masks at its working size with `image_size` set (segment()
+    upsamples block by block); below it, masks at the image's size as before. The limit is lowered here so that a
+    small image counts as huge."""
+    import numpy as np
+    import torch
+
+    import maft_hf.proposals as proposals
+    from maft_hf.proposals import load_proposal_generator
+    from maft_hf.proposals.freeseg.testing import build_tiny_freeseg
+
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    generator = load_proposal_generator(f"mask2former:{tiny_mask2former_dir}", local_files_only=True)
+    (normal,) = generator([image])
+    assert normal.image_size is None and tuple(normal.masks.shape[-2:]) == (90, 120)
+    monkeypatch.setattr(proposals, "FULL_RESOLUTION_PIXELS", 1000)
+    (huge,) = generator([image])
+    assert huge.image_size == (90, 120) and huge.masks.shape[-2] * huge.masks.shape[-1] < 90 * 120
+    resized = torch.nn.functional.interpolate(huge.masks[None], size=(90, 120), mode="bilinear", align_corners=False)
+    assert (resized[0] - normal.masks).abs().mean() < 0.05  # the same masks, at another resolution
+    (sam,) = load_proposal_generator(f"sam:{tiny_sam_dir}", local_files_only=True)([image])
+    assert sam.image_size == (90, 120) and sam.masks.shape[-2:] != (90, 120)
+    freeseg = load_proposal_generator(f"freeseg:{build_tiny_freeseg(tmp_path / 'freeseg')}")
+    text = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)
+    (item,) = freeseg([image], class_names=["a", "b", "c"], text_classifier=text)
+    assert item.image_size == (90, 120) and item.masks.shape[-2:] != (90, 120)

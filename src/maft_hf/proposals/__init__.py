@@ -7,6 +7,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+FULL_RESOLUTION_PIXELS = 4096 * 4096
+
+
+def mask_size_for(image_size: tuple[int, int], working_size: tuple[int, int]) -> tuple[int, int]:
+    """The size a generator returns its masks at: the image's, or for images over `FULL_RESOLUTION_PIXELS` its own
+    working size (with `Proposals.image_size` set), so that memory stays bounded at any image size."""
+    image_size = tuple(int(s) for s in image_size)
+    return (
+        image_size if image_size[0] * image_size[1] <= FULL_RESOLUTION_PIXELS else tuple(int(s) for s in working_size)
+    )
+
 
 @dataclass
 class Proposals:

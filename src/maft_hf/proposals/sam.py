@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..data.transforms import resize_image
 from ..model.images import image_to_tensor, load_images
-from . import ProposalGenerator, Proposals
+from . import ProposalGenerator, Proposals, mask_size_for
 from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad
 from .universal import _load_model, _try_load
 
@@ -190,8 +190,9 @@ class SAMProposals(ProposalGenerator):
 
     @torch.no_grad()
     def _generate_one(self, image: torch.Tensor) -> Proposals:
-        output_size = tuple(image.shape[-2:])
+        image_size = tuple(image.shape[-2:])
         pixel_values, resized_size = self._preprocess(image)
+        output_size = mask_size_for(image_size, resized_size)  # the working size for huge images
         pixel_values = pixel_values.to(self.device, next(self.model.parameters()).dtype)
         padded_size = tuple(pixel_values.shape[-2:])
         embeddings = self.model.get_image_embeddings(pixel_values)
@@ -232,7 +233,7 @@ class SAMProposals(ProposalGenerator):
                 order = order[: self.max_proposals]
             low_res = low_res[order]
         masks = self._to_image_logits(low_res, padded_size, resized_size, output_size).sigmoid()
-        return Proposals(masks=masks)
+        return Proposals(masks=masks, image_size=image_size if output_size != image_size else None)
 
     def __call__(self, images) -> list[Proposals]:
         """Proposals at each image's resolution: `masks (N, H, W)` probabilities, `N >= 1` chosen by SAM."""

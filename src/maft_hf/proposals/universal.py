@@ -21,7 +21,7 @@ from transformers.image_transforms import get_size_with_aspect_ratio
 from ..data.transforms import resize_image
 from ..hub.conversion import pretrained_options
 from ..model.images import image_to_tensor, load_images
-from . import ProposalGenerator, Proposals
+from . import ProposalGenerator, Proposals, mask_size_for
 from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad, valid_size
 
 logger = logging.getLogger(__name__)
@@ -223,11 +223,12 @@ class UniversalSegmentationProposals(ProposalGenerator):
             if self.num_proposals is not None and self.num_proposals < logits.shape[0]:
                 confidence = logits.softmax(-1)[:, :-1].amax(-1)
                 keep = confidence.topk(self.num_proposals).indices.sort().values
-            masks = mask_logits_to_probabilities(
-                mask_logits[index, keep], padded, valid_size(pixel_mask[index]), output_size
-            )
+            valid = valid_size(pixel_mask[index])
+            target = mask_size_for(output_size, valid)
+            masks = mask_logits_to_probabilities(mask_logits[index, keep], padded, valid, target)
             scores = class_probabilities(logits[keep], renormalize=self.renormalize_classes)
-            results.append(Proposals(masks=masks, class_scores=scores, class_names=list(names)))
+            image_size = tuple(output_size) if target != tuple(output_size) else None
+            results.append(Proposals(masks=masks, class_scores=scores, class_names=list(names), image_size=image_size))
         return results
 
     def __call__(self, images) -> list[Proposals]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ...data.transforms import resize_image, shortest_edge_size
 from ...model.images import image_to_tensor, load_images
-from .. import ProposalGenerator, Proposals
+from .. import ProposalGenerator, Proposals, mask_size_for
 from .._images import normalize_and_pad
 from .configuration_freeseg import FreeSegConfig
 from .modeling_freeseg import FreeSegModel
@@ -198,9 +198,11 @@ class FreeSegProposals(ProposalGenerator):
             output_size = tuple(image.shape[-2:])
             resized = resize_image(image, self.resized_size(*output_size))
             mask_logits, class_logits, padded = self._forward([resized], text_features)
-            masks = image_mask_probabilities(mask_logits[0], padded, tuple(resized.shape[-2:]), output_size)
+            target = mask_size_for(output_size, tuple(resized.shape[-2:]))  # the working size for huge images
+            masks = image_mask_probabilities(mask_logits[0], padded, tuple(resized.shape[-2:]), target)
             scores = class_logits[0].float().softmax(-1)[:, :-1]
-            results.append(Proposals(masks=masks, class_scores=scores, class_names=list(names)))
+            image_size = output_size if target != output_size else None
+            results.append(Proposals(masks=masks, class_scores=scores, class_names=list(names), image_size=image_size))
         return results
 
     def propose_on_canvas(
