@@ -426,7 +426,6 @@ def find_release_samples(
     root = Path(data_root)
     validation = split == "validation"
     folder = "validation" if validation else "training"
-    samples: list[ReleaseSample] = []
     if name.startswith("coco_stuff") or name == "ade20k_150":  # one PNG per image, images beside
         if name == "ade20k_150":
             base = root / "ade" / "ADEChallengeData2016"
@@ -436,12 +435,11 @@ def find_release_samples(
             folder = "val2017" if validation else "train2017"
             label_folder = _require_dir(root / "coco" / "stuffthingmaps" / folder, "COCO-Stuff label")
             image_folder = _require_dir(root / "coco" / folder, "COCO image")
-        for label in sorted(label_folder.glob("*.png")):
-            samples.append(ReleaseSample(label.stem, image_folder / f"{label.stem}.jpg", label))
+        samples = [ReleaseSample(p.stem, image_folder / f"{p.stem}.jpg", p) for p in sorted(label_folder.glob("*.png"))]
     elif name == "ade20k_847":
         image_folder = _require_dir(root / "ade" / "ADE20K_2021_17_01" / "images" / "ADE" / folder, "ADE20K image")
-        for image in sorted(image_folder.rglob("*.jpg"), key=lambda p: p.name):
-            samples.append(ReleaseSample(image.stem, image, image.with_name(f"{image.stem}_seg.png")))
+        images = sorted(image_folder.rglob("*.jpg"), key=lambda p: p.name)
+        samples = [ReleaseSample(p.stem, p, p.with_name(f"{p.stem}_seg.png")) for p in images]
     else:  # PASCAL: an image-id list
         context = name.startswith("pascal_context")
         base = root / "VOCdevkit" / ("VOC2010" if context else "VOC2012")
@@ -455,9 +453,8 @@ def find_release_samples(
         labels = (
             Path(label_dir) if label_dir and not context else base / ("trainval" if context else "SegmentationClass")
         )
-        for image_id in sorted(ids):
-            label = labels / f"{image_id}.{'mat' if context else 'png'}"
-            samples.append(ReleaseSample(image_id, base / "JPEGImages" / f"{image_id}.jpg", label))
+        suffix = "mat" if context else "png"
+        samples = [ReleaseSample(i, base / "JPEGImages" / f"{i}.jpg", labels / f"{i}.{suffix}") for i in sorted(ids)]
     missing = [s for s in samples if not s.image_path.is_file() or not s.label_path.is_file()]
     if missing:
         first = missing[0]
@@ -606,16 +603,11 @@ def build_benchmark_dataset(
         benchmark_features(name), spec.class_names(), benchmark=benchmark_metadata(name)
     )
     id_map = None if ade847_id_map is None else dict(ade847_id_map)
+    gen_kwargs = dict(name=name, samples=tuple(samples), split=split, max_images=max_images, ade847_id_map=id_map)
     dataset = datasets.Dataset.from_generator(
         _generate_examples,
         features=features,
-        gen_kwargs={
-            "name": name,
-            "samples": tuple(samples),
-            "split": split,
-            "max_images": max_images,
-            "ade847_id_map": id_map,
-        },
+        gen_kwargs=gen_kwargs,
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
         fingerprint=_fingerprint(name, split, samples, max_images, ade847_id_map),
     )

@@ -75,16 +75,9 @@ METRICS = {  # canonical name -> label in tables and `metric_name` of the model-
     "pAcc": "pixel accuracy",
     "fwIoU": "frequency-weighted IoU",
 }
-_METRIC_ALIASES = {name.lower(): name for name in METRICS} | {
-    "mean_iou": "mIoU",
-    "miou_seen": "mIoU_seen",
-    "miou_unseen": "mIoU_unseen",
-    "unseen_miou": "mIoU_unseen",
-    "seen_miou": "mIoU_seen",
-    "mean_accuracy": "mAcc",
-    "overall_accuracy": "pAcc",
-    "pixel_accuracy": "pAcc",
-}
+_ALIASES = "mean_iou:mIoU miou_seen:mIoU_seen miou_unseen:mIoU_unseen unseen_miou:mIoU_unseen seen_miou:mIoU_seen"
+_ALIASES += " mean_accuracy:mAcc overall_accuracy:pAcc pixel_accuracy:pAcc"
+_METRIC_ALIASES = {name.lower(): name for name in METRICS} | dict(pair.split(":") for pair in _ALIASES.split())
 
 _TAB3 = ("ade20k_847", "ade20k_150", "pascal_context_459", "pascal_context_59", "pascal_voc_20")
 ROWS = {  # (benchmark, metric) rows of the evaluation table, per setting
@@ -267,7 +260,6 @@ def render_training_section(
     if other_backbone and input_image_size is not None and input_image_size != 480:
         recipe["input_image_size"] = f"{input_image_size} (our choice; the release uses 480 with ViT-B/16)"
     run = dict(training or {})
-    keys = list(recipe) + [k for k in run if k not in recipe]
     lines = [
         "Mask-aware fine-tuning of the image encoder only (paper section 4.2; `scripts/finetune.py`): mask-aware loss "
         "(SmoothL1 between each proposal's class score and its min-max normalised IoU with the ground-truth class "
@@ -282,7 +274,7 @@ def render_training_section(
         "| Hyper-parameter | Released recipe | This checkpoint |",
         "|---|---|---|",
     ]
-    for key in keys:
+    for key in list(recipe) + [k for k in run if k not in recipe]:
         label = TRAINING_LABELS.get(key, key)
         ours = _fmt(run[key]) if key in run else ("not yet trained" if not run else NOT_REPORTED)
         lines.append(f"| {label} | {_fmt(recipe.get(key, NOT_REPORTED))} | {ours} |")
@@ -483,9 +475,7 @@ def update_model_card_results(
 ) -> ModelCard:
     """Merge `results` into the card at `card_path` (a README.md or a checkpoint directory), save and return it.
     New values replace old ones per (benchmark, metric); only the `model-index` and the results table change."""
-    path = Path(card_path)
-    if path.is_dir():
-        path = path / "README.md"
+    path = Path(card_path) / "README.md" if Path(card_path).is_dir() else Path(card_path)
     card = ModelCard.load(path)
     match = _RESULTS_START.search(card.text)
     end = card.text.find(_RESULTS_END)

@@ -119,19 +119,18 @@ def find_mask_files(mask_paths: Sequence[str | os.PathLike], image_paths: Sequen
     Raises `ValueError` otherwise (naming the missing files)."""
     mask_paths = [Path(p) for p in mask_paths]
     if len(mask_paths) == 1 and mask_paths[0].is_dir():
-        folder, pairs, missing = mask_paths[0], [], []
-        for stem in (Path(image_path).stem for image_path in image_paths):
-            candidates = [folder / f"{stem}{ext}" for ext in MASK_EXTENSIONS if (folder / f"{stem}{ext}").is_file()]
-            if candidates:
-                pairs.append(candidates[0])
-            else:
-                missing.append(stem)
+        folder, stems = mask_paths[0], [Path(image_path).stem for image_path in image_paths]
+        found = [
+            next((folder / f"{s}{ext}" for ext in MASK_EXTENSIONS if (folder / f"{s}{ext}").is_file()), None)
+            for s in stems
+        ]
+        missing = [stem for stem, path in zip(stems, found) if path is None]
         if missing:
             raise ValueError(
                 f"The mask folder {os.fspath(folder)!r} has no mask file for the images {missing} (expected "
                 f"<stem> with one of {', '.join(MASK_EXTENSIONS)})."
             )
-        return pairs
+        return found
     for path in mask_paths:
         if not path.is_file():
             raise ValueError(f"No such mask file or folder: {os.fspath(path)!r}.")
@@ -171,18 +170,10 @@ def areas_from_counts(counts, class_names: Sequence[str], include_empty: bool = 
     counts = np.asarray(counts, dtype=np.int64)
     if counts.shape != (len(class_names),):
         raise ValueError(f"Expected {len(class_names)} counts (one per class), got shape {counts.shape}.")
-    total = int(counts.sum())
+    total = int(counts.sum()) or 1  # no pixel at all: every fraction is 0.0
     order = sorted(range(len(class_names)), key=lambda i: (-int(counts[i]), i))
-    return [
-        {
-            "id": int(i),
-            "name": class_names[i],
-            "pixels": int(counts[i]),
-            "fraction": int(counts[i]) / total if total else 0.0,
-        }
-        for i in order
-        if include_empty or counts[i] > 0
-    ]
+    rows = [(int(i), int(counts[i])) for i in order if include_empty or counts[i] > 0]
+    return [{"id": i, "name": class_names[i], "pixels": n, "fraction": n / total} for i, n in rows]
 
 
 def class_areas(seg_map, class_names: Sequence[str], include_empty: bool = False) -> list[dict]:
@@ -314,19 +305,9 @@ def parquet_features():
     from datasets import Features, Image, List, Value
 
     area = {"id": Value("int32"), "name": Value("string"), "pixels": Value("int64"), "fraction": Value("float64")}
-    return Features(
-        {
-            "index": Value("int64"),
-            "stem": Value("string"),
-            "image": Value("string"),
-            "masks": Value("string"),
-            "height": Value("int32"),
-            "width": Value("int32"),
-            "num_proposals": Value("int32"),
-            "segmentation": Image(),
-            "classes": List(area),
-        }
-    )
+    columns = "index:int64 stem:string image:string masks:string height:int32 width:int32 num_proposals:int32"
+    values = {name: Value(dtype) for name, dtype in (column.split(":") for column in columns.split())}
+    return Features({**values, "segmentation": Image(), "classes": List(area)})
 
 
 def parquet_row(index: int, stem: str, seg_map, class_names: Sequence[str], metadata: dict) -> dict:

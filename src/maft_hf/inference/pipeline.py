@@ -265,13 +265,8 @@ def segment(
         proposals = check_proposals(list(proposals), pil_images)
     device = model_device(model)
     image_processor = getattr(processor, "image_processor", None) or processor
-    options = {
-        "ensemble_weight": ensemble_weight,
-        "ensemble_formula": ensemble_formula,
-        "chunk_classes": chunk_classes,
-        "unlabeled_id": unlabeled_id,
-        "unlabeled_threshold": unlabeled_threshold,
-    }
+    options = {"ensemble_weight": ensemble_weight, "ensemble_formula": ensemble_formula, "chunk_classes": chunk_classes}
+    options.update(unlabeled_id=unlabeled_id, unlabeled_threshold=unlabeled_threshold)
     was_training = model.training
     model.eval()
     try:
@@ -351,17 +346,10 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         proposals = None if masks is None else [_user_proposals(masks, picture) for picture in pictures]
         text_classifier = self._text_classifier(names, forward.get("templates"))
         options = {k: v for k, v in forward.items() if k != "templates"}
+        options.update(proposals=proposals, text_classifier=text_classifier, preprocessing=preprocess["preprocessing"])
+        generator = None if proposals is not None else preprocess.get("proposal_generator")
         results = segment(
-            pictures,
-            names,
-            self.model,
-            self.image_processor,
-            None if proposals is not None else preprocess.get("proposal_generator"),
-            proposals=proposals,
-            text_classifier=text_classifier,
-            batch_size=batch_size,
-            preprocessing=preprocess["preprocessing"],
-            **options,
+            pictures, names, self.model, self.image_processor, generator, batch_size=batch_size, **options
         )
         return [self.postprocess(result) for result in results]
 
@@ -434,11 +422,8 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         return result
 
     def postprocess(self, model_outputs):
-        return {
-            "segmentation": model_outputs["segmentation"],
-            "class_names": list(model_outputs["class_names"]),
-            "scores": model_outputs["scores"],
-        }
+        out = model_outputs
+        return {"segmentation": out["segmentation"], "class_names": list(out["class_names"]), "scores": out["scores"]}
 
 
 def register_pipeline() -> None:

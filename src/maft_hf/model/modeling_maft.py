@@ -118,15 +118,8 @@ def mask_aware_layer(
     out, _ = interface(attn, queries[:, :, :num_copies], keys, values, copy_mask, scaling=attn.scale, dropout=dropout)
     residual = hidden_states[:, :num_copies]
     if keep_patches:
-        patches, _ = interface(
-            attn,
-            queries[:, :, num_copies:],
-            keys[:, :, num_copies:],
-            values[:, :, num_copies:],
-            None,
-            scaling=attn.scale,
-            dropout=dropout,
-        )
+        rows = (t[:, :, num_copies:] for t in (queries, keys, values))
+        patches, _ = interface(attn, *rows, None, scaling=attn.scale, dropout=dropout)
         out, residual = torch.cat([out, patches], dim=1), hidden_states
     hidden = residual + attn.out_proj(out.reshape(batch, out.shape[1], -1))
     return hidden + layer.mlp(layer.layer_norm2(hidden))
@@ -316,9 +309,8 @@ class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
                 "model returns CLIP's attentions (attn_implementation='eager')."
             )
         check_proposal_masks(proposal_masks, pixel_values.shape[0], proposal_valid_mask)
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         hidden = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
         visibility = proposals_to_patch_visibility(
@@ -327,14 +319,9 @@ class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
         if proposal_valid_mask is not None:
             visibility = visibility & proposal_valid_mask.to(device=visibility.device, dtype=torch.bool)[..., None]
         copy_mask = to_backend_mask(copy_rows_mask(visibility), self.config._attn_implementation, hidden.dtype)
-        hidden, all_hidden = self._encode_with_proposals(
-            hidden,
-            copy_mask,
-            proposal_masks.shape[1],
-            return_patch_tokens or output_hidden_states,
-            output_hidden_states,
-        )
-        mask_embeds = self.post_layernorm(hidden[:, : proposal_masks.shape[1]])
+        num_copies, keep_last = proposal_masks.shape[1], return_patch_tokens or output_hidden_states
+        hidden, all_hidden = self._encode_with_proposals(hidden, copy_mask, num_copies, keep_last, output_hidden_states)
+        mask_embeds = self.post_layernorm(hidden[:, :num_copies])
         output = MaskAwareCLIPVisionOutput(
             last_hidden_state=hidden, pooler_output=mask_embeds, hidden_states=all_hidden, mask_embeds=mask_embeds
         )
@@ -410,14 +397,9 @@ class MaskAwareCLIPVisionModelWithProjection(EagerOrSdpaAttention, CLIPVisionMod
             if return_dict is not None:
                 kwargs["return_dict"] = return_dict
             return super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        kwargs.update(return_dict=True, return_patch_tokens=return_patch_tokens)
         outputs = self.vision_model(
-            pixel_values,
-            proposal_masks,
-            proposal_valid_mask,
-            interpolate_pos_encoding,
-            return_dict=True,
-            return_patch_tokens=return_patch_tokens,
-            **kwargs,
+            pixel_values, proposal_masks, proposal_valid_mask, interpolate_pos_encoding, **kwargs
         )
         output = MaskAwareCLIPVisionModelOutput(
             last_hidden_state=outputs.last_hidden_state,
@@ -484,14 +466,9 @@ class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
         ```"""
         if proposal_masks is None:
             raise ValueError("get_mask_features needs proposal_masks of shape (batch, N, H, W); got None.")
+        kwargs.update(return_dict=True, return_patch_tokens=return_patch_tokens)
         outputs = self.vision_model(
-            pixel_values=pixel_values,
-            proposal_masks=proposal_masks,
-            proposal_valid_mask=proposal_valid_mask,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            return_dict=True,
-            return_patch_tokens=return_patch_tokens,
-            **kwargs,
+            pixel_values, proposal_masks, proposal_valid_mask, interpolate_pos_encoding, **kwargs
         )
         outputs.pooler_output = self.visual_projection(outputs.mask_embeds)
         return outputs if return_dict is not False else outputs.to_tuple()
