@@ -145,3 +145,10 @@ def test_fine_tuning_with_the_released_generator(tmp_path, monkeypatch):
     results = finetune.main(argv + ["--per_device_train_batch_size", "2", "--max_train_steps", "3"])
     assert results["train_steps"] == 3 and results["train_loss"] > 0
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_a_mistyped_freeseg_option_is_refused_before_anything_is_converted(release, tmp_path):
+    clip_dir, checkpoint = release
+    with pytest.raises(ValueError, match=r"\['res5_dilaton'\] are not FreeSegConfig fields"):
+        _convert(clip_dir, checkpoint, tmp_path / "maft", "--freeseg_option=res5_dilaton=2")
+    assert not (tmp_path / "maft").exists()

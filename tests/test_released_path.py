@@ -205,3 +205,72 @@ def test_released_ensemble_refuses_renormalised_generator_scores(model, processo
         segment(random_image(8, 8), ["a"], model, processor, RenormalizingGenerator(), ensemble_formula="released")
     with pytest.raises(ValueError, match=r"ensemble_formula must be one of \('paper', 'released'\)"):
         segment(random_image(8, 8), ["a"], model, processor, ImageSizeGenerator(), ensemble_formula="zsseg")
+
+
+def _labelled(images):
+    from datasets import Dataset, Features
+    from datasets import Image as ImageFeature
+
+    labels = [Image.fromarray((np.arange(im.height * im.width).reshape(im.height, im.width) % 3).astype(np.uint8))
+              for im in images]  # fmt: skip
+    features = Features({"image": ImageFeature(), "label": ImageFeature()})
+    return Dataset.from_dict({"image": images, "label": labels}, features=features)
+
+
+def test_released_evaluation_proposes_on_the_canvas_and_equals_segment(model, processor):
+    from maft_hf.evaluation.loop import evaluate_segmentation
+    from maft_hf.evaluation.metrics import ConfusionMatrix
+
+    images = [random_image(90, 120, seed=2), random_image(70, 50, seed=3)]
+    text = torch.randn(3, 16, generator=torch.Generator().manual_seed(1))
+    names = ["x", "y", "z"]
+    options = dict(text_classifier=text, ensemble_weight=0)
+    results = evaluate_segmentation(
+        model, processor, _labelled(images), names, CanvasGenerator(), progress=False,
+        segment_kwargs={"preprocessing": "released"}, **options,
+    )  # fmt: skip
+    expected = ConfusionMatrix(3, 255)
+    for image, label in zip(images, _labelled(images)["label"]):
+        (out,) = segment(image, names, model, processor, CanvasGenerator(), preprocessing="released", **options)
+        expected.update(out["segmentation"], torch.as_tensor(np.array(label)))
+    assert torch.equal(results["confusion_matrix"].matrix.cpu(), expected.matrix.cpu())
+
+
+def test_released_ensemble_refusal_holds_in_evaluation_and_pipeline_calls(model, processor, tmp_path):
+    from transformers import pipeline
+
+    from maft_hf.evaluation.loop import evaluate_segmentation
+
+    dataset = _labelled([random_image(8, 8)])
+    with pytest.raises(ValueError, match="renormalize_classes=False"):
+        evaluate_segmentation(
+            model, processor, dataset, ["x", "y", "z"], RenormalizingGenerator(), progress=False,
+            segment_kwargs={"ensemble_formula": "released"},
+        )  # fmt: skip
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    pipe = pipeline("open-vocabulary-segmentation", model=str(tmp_path), proposal_generator=RenormalizingGenerator())
+    with pytest.raises(ValueError, match="renormalize_classes=False"):
+        pipe(random_image(8, 8), candidate_labels=["a", "b"], ensemble_formula="released")
+
+
+def test_pipeline_options_given_at_construction_hold_for_every_call(model, processor, tmp_path):
+    from transformers import pipeline
+
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    images = [random_image(90, 120, seed=2), random_image(70, 50, seed=3)]
+    options = dict(preprocessing="released", unlabeled_id=7)
+    pipe = pipeline(
+        "open-vocabulary-segmentation", model=str(tmp_path), proposal_generator=ImageSizeGenerator(), **options
+    )
+    expected = segment(images, ["a", "b", "c"], model, processor, ImageSizeGenerator(), **options)
+    direct = segment(images, ["a", "b", "c"], model, processor, ImageSizeGenerator())
+    for got in (
+        pipe(images, candidate_labels=["a", "b", "c"]),
+        pipe(images, candidate_labels=["a", "b", "c"], batch_size=2),
+    ):
+        for one, want, other in zip(got, expected, direct):
+            assert torch.equal(one["segmentation"], want["segmentation"])
+            torch.testing.assert_close(one["scores"], want["scores"])
+    assert not all(torch.allclose(w["scores"], d["scores"]) for w, d in zip(expected, direct))  # options matter

@@ -19,7 +19,7 @@ import os
 
 from maft_hf.hub.official_checkpoint import convert_official_checkpoint
 from maft_hf.proposals.factory import parse_proposal_options
-from maft_hf.proposals.freeseg import save_freeseg_generator
+from maft_hf.proposals.freeseg import FreeSegConfig, save_freeseg_generator
 
 logger = logging.getLogger("maft_hf.convert_official_checkpoint")
 
@@ -65,6 +65,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    overrides = parse_proposal_options(args.freeseg_option)
+    unknown = sorted(set(overrides) - set(FreeSegConfig().to_dict()))
+    if unknown:
+        raise ValueError(f"--freeseg_option: {unknown} are not FreeSegConfig fields.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model, report = convert_official_checkpoint(
         args.checkpoint,
@@ -84,7 +88,6 @@ def main(argv=None):
     )
     freeseg_dir = args.freeseg_output_dir or os.path.join(args.output_dir, "freeseg")
     try:
-        overrides = parse_proposal_options(args.freeseg_option)
         save_freeseg_generator(args.checkpoint, freeseg_dir, unsafe_pickle=args.unsafe_pickle, **overrides)
         print(f"Wrote the FreeSeg proposal generator to {freeseg_dir} (use --proposals freeseg:{freeseg_dir})")
     except ValueError as err:  # the IP-CLIP part stands on its own

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 
 from ..data.labels import dataset_metadata, label_map_array
-from ..inference.pipeline import _call, check_proposals, resolve_proposal_generator, segment
+from ..inference.pipeline import _call, _released_ensemble_check, check_proposals, resolve_proposal_generator, segment
 from ..inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT, match_generator_scores
 from ..inference.text_classifier import build_text_classifier
 from ..inference.vocabulary import load_vocabulary, unseen_class_ids
 from ..model.images import load_image, load_images
+from ..proposals import Proposals
 from .metrics import ConfusionMatrix, compute_segmentation_metrics
 from .progress import ProgressFile
 
@@ -203,20 +204,28 @@ def _evaluate_shard(state: dict, generator, model, processor, text_classifier, s
         unit="image",
         disable=not (settings["progress"] and is_main),
     )
+    released = settings["segment_kwargs"].get("preprocessing") == "released"
+    on_canvas = released and hasattr(generator, "propose_on_canvas")
     for batch in iterate_batches(shard, indices, settings["batch_size"], skip=state["count"]):
         images = load_images([row[settings["image_column"]] for _, row in batch])
-        proposals = [
-            check_proposals(_call(generator, generator, [image], names, text_classifier), [image])[0]
-            for image in images
-        ]
-        state["with_scores"] += sum(item.class_scores is not None for item in proposals)
+        if on_canvas:  # segment() asks the generator for proposals on the padded canvas, as the release does
+            proposals = None
+            scored = [Proposals(torch.zeros(1, 1, 1), torch.zeros(1, len(names)), list(names))]  # it scores `names`
+        else:
+            proposals = [
+                check_proposals(_call(generator, generator, [image], names, text_classifier), [image])[0]
+                for image in images
+            ]
+            scored = [item for item in proposals if item.class_scores is not None]
+        state["with_scores"] += len(images) if on_canvas else len(scored)
         if unseen and settings["ensemble_weight"]:
-            _track_unseen_known(state["known"], proposals, names, unseen)
+            _track_unseen_known(state["known"], scored, names, unseen)
         outputs = segment(
             images,
             names,
             model,
             processor,
+            generator if on_canvas else None,
             ensemble_weight=settings["ensemble_weight"],
             proposals=proposals,
             text_classifier=text_classifier,
@@ -314,6 +323,7 @@ def evaluate_segmentation(
         raise ValueError("The dataset is empty: nothing to evaluate.")
     check_dataset(dataset, names, ignore_index, image_column, label_column, num_check_samples)
     generator = resolve_proposal_generator(proposal_generator)
+    _released_ensemble_check(generator, (segment_kwargs or {}).get("ensemble_formula", "paper"))
     rank, world = (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
     progress_file = None
     if progress_dir is not None:

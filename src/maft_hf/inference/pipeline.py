@@ -203,6 +203,9 @@ def _proposals_and_frames(generator, images, given, image_processor, inputs, nam
     return items, [((image.height, image.width), size) for image, size in zip(images, valid)]
 
 
+FORWARD_DEFAULTS = {"ensemble_formula": "paper", "unlabeled_id": None, "unlabeled_threshold": 0.5}
+
+
 def _released_ensemble_check(generator, ensemble_formula: str) -> None:
     if ensemble_formula == "released" and getattr(generator, "renormalize_classes", False):
         raise ValueError(
@@ -346,7 +349,8 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         proposals = None if masks is None else [_user_proposals(masks, picture) for picture in pictures]
         text_classifier = self._text_classifier(names, forward.get("templates"))
         options = {k: v for k, v in forward.items() if k != "templates"}
-        options.update(proposals=proposals, text_classifier=text_classifier, preprocessing=preprocess["preprocessing"])
+        preprocessing = preprocess.get("preprocessing", "direct")
+        options.update(proposals=proposals, text_classifier=text_classifier, preprocessing=preprocessing)
         generator = None if proposals is not None else preprocess.get("proposal_generator")
         results = segment(
             pictures, names, self.model, self.image_processor, generator, batch_size=batch_size, **options
@@ -373,17 +377,26 @@ class OpenVocabularySegmentationPipeline(Pipeline):
     ):
         if unused:
             raise ValueError(f"Unknown arguments for {type(self).__name__}: {sorted(unused)}.")
-        preprocess = {"preprocessing": preprocessing or "direct"}
-        forward = {"ensemble_formula": ensemble_formula or "paper", "unlabeled_id": unlabeled_id}
-        forward["unlabeled_threshold"] = 0.5 if unlabeled_threshold is None else float(unlabeled_threshold)
+        # Only what this call sets: options given to pipeline() must survive calls that do not repeat them.
         check_options(
-            ensemble_weight, forward["ensemble_formula"], preprocess["preprocessing"], forward["unlabeled_threshold"]
+            ensemble_weight,
+            ensemble_formula or "paper",
+            preprocessing or "direct",
+            0.5 if unlabeled_threshold is None else unlabeled_threshold,
         )
+        preprocess, forward = {}, {}
+        if preprocessing is not None:
+            preprocess["preprocessing"] = preprocessing
+        if ensemble_formula is not None:
+            forward["ensemble_formula"] = ensemble_formula
+        if unlabeled_id is not None:
+            forward["unlabeled_id"] = unlabeled_id
+        if unlabeled_threshold is not None:
+            forward["unlabeled_threshold"] = float(unlabeled_threshold)
         if candidate_labels is not None:
             preprocess["candidate_labels"] = load_vocabulary(candidate_labels)
         if proposal_generator is not None:
             preprocess["proposal_generator"] = resolve_proposal_generator(proposal_generator)
-            _released_ensemble_check(preprocess["proposal_generator"], forward["ensemble_formula"])
         if proposal_masks is not None:
             preprocess["proposal_masks"] = proposal_masks
         if ensemble_weight is not None:
@@ -417,7 +430,8 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             generator, [model_inputs["image"]], given, self.image_processor, inputs, names, text_classifier,
             model_inputs["preprocessing"],
         )  # fmt: skip
-        options = {"ensemble_weight": ensemble_weight, "chunk_classes": None, **options}
+        options = {"ensemble_weight": ensemble_weight, "chunk_classes": None, **FORWARD_DEFAULTS, **options}
+        _released_ensemble_check(generator, options["ensemble_formula"])
         (result,) = classify_and_map(self.model, inputs["pixel_values"], items, text_classifier, names, frames, options)
         return result
 
