@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 import torch
+from test_official_conversion import fine_tune, openai_visual_from_clip
 from transformers import AutoModel, AutoProcessor, CLIPConfig, CLIPModel
 
 from maft_hf import MAFTProcessor, MaskAwareCLIPModel
@@ -84,34 +85,6 @@ VIT_L_SHAPED = dict(
 )
 
 
-def openai_visual(clip, layers):
-    """The OpenAI-layout image encoder of `clip`, as the release stores it, with perturbed ("fine-tuned") blocks."""
-    sd = {k: v.detach().clone() for k, v in clip.state_dict().items()}
-    v = "vision_model."
-    out = {
-        "conv1.weight": sd[v + "embeddings.patch_embedding.weight"],
-        "class_embedding": sd[v + "embeddings.class_embedding"],
-        "positional_embedding": sd[v + "embeddings.position_embedding.weight"],
-        "ln_pre.weight": sd[v + "pre_layrnorm.weight"],
-        "ln_pre.bias": sd[v + "pre_layrnorm.bias"],
-        "ln_post.weight": sd[v + "post_layernorm.weight"] + 0.1,
-        "ln_post.bias": sd[v + "post_layernorm.bias"],
-        "proj": sd["visual_projection.weight"].t().contiguous(),
-    }
-    g = torch.Generator().manual_seed(1)
-    for i in range(layers):
-        hf, oa = f"{v}encoder.layers.{i}.", f"transformer.resblocks.{i}."
-        for kind in ("weight", "bias"):
-            qkv = torch.cat([sd[hf + f"self_attn.{p}_proj.{kind}"] for p in "qkv"])
-            out[oa + f"attn.in_proj_{kind}"] = qkv + 0.05 * torch.randn(qkv.shape, generator=g)
-            out[oa + f"attn.out_proj.{kind}"] = sd[hf + f"self_attn.out_proj.{kind}"]
-            out[oa + f"ln_1.{kind}"] = sd[hf + f"layer_norm1.{kind}"]
-            out[oa + f"ln_2.{kind}"] = sd[hf + f"layer_norm2.{kind}"]
-            out[oa + f"mlp.c_fc.{kind}"] = sd[hf + f"mlp.fc1.{kind}"]
-            out[oa + f"mlp.c_proj.{kind}"] = sd[hf + f"mlp.fc2.{kind}"]
-    return out
-
-
 def released_vit_l_forward(w, pixels, masks, heads, layers, start=8, side=480, patch=14):
     """The release's IP-CLIP forward, written from its behaviour: squeeze to 480 px, 34 x 34 patches from the
     top-left 476 px, position grid 16 -> 34 (bicubic, align_corners=True, class position kept), proposals resized
@@ -165,7 +138,7 @@ def test_released_vit_l14_conversion_equals_the_release_forward_at_480px(tmp_pat
     clip = CLIPModel(CLIPConfig(vision_config=VIT_L_SHAPED, text_config=TINY_TEXT, projection_dim=16))
     clip.save_pretrained(tmp_path / "clip")
     build_tiny_tokenizer(tmp_path / "clip")
-    weights = openai_visual(clip, 24)
+    weights = fine_tune(openai_visual_from_clip(clip))  # the released layout, attention and norms perturbed
     release = {f"clip_adapter.clip_model.visual.{k}": t for k, t in weights.items()}
     torch.save({"model": release}, tmp_path / "model_final.pth")
 

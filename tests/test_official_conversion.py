@@ -46,7 +46,7 @@ def openai_visual_from_clip(clip: CLIPModel) -> dict:
         "ln_post.bias": sd[v + "post_layernorm.bias"],
         "proj": sd["visual_projection.weight"].t().contiguous(),  # OpenAI keeps (D, P)
     }
-    for i in range(LAYERS):
+    for i in range(clip.config.vision_config.num_hidden_layers):
         hf, oa = f"{v}encoder.layers.{i}.", f"transformer.resblocks.{i}."
         for kind in ("weight", "bias"):
             out[oa + f"attn.in_proj_{kind}"] = torch.cat([sd[hf + f"self_attn.{p}_proj.{kind}"] for p in "qkv"])
