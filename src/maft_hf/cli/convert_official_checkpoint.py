@@ -17,7 +17,7 @@ import json
 import logging
 import os
 
-from maft_hf.hub.official_checkpoint import convert_official_checkpoint
+from maft_hf.hub.official_checkpoint import convert_official_checkpoint, load_source_checkpoint
 from maft_hf.proposals.factory import parse_proposal_options
 from maft_hf.proposals.freeseg import FreeSegConfig, save_freeseg_generator
 
@@ -70,8 +70,9 @@ def main(argv=None):
     if unknown:
         raise ValueError(f"--freeseg_option: {unknown} are not FreeSegConfig fields.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    source = load_source_checkpoint(args.checkpoint, unsafe_pickle=args.unsafe_pickle)  # read once, used twice
     model, report = convert_official_checkpoint(
-        args.checkpoint,
+        source,
         args.clip,
         args.output_dir,
         prefix=args.prefix,
@@ -88,7 +89,7 @@ def main(argv=None):
     )
     freeseg_dir = args.freeseg_output_dir or os.path.join(args.output_dir, "freeseg")
     try:
-        save_freeseg_generator(args.checkpoint, freeseg_dir, unsafe_pickle=args.unsafe_pickle, **overrides)
+        save_freeseg_generator(source, freeseg_dir, **overrides)
         print(f"Wrote the FreeSeg proposal generator to {freeseg_dir} (use --proposals freeseg:{freeseg_dir})")
     except ValueError as err:  # the IP-CLIP part stands on its own
         logger.warning("No FreeSeg proposal generator converted: %s", err)

@@ -437,7 +437,7 @@ def _verify(model, encoder, vision, atol: float) -> float:
 
 
 def convert_official_checkpoint(
-    checkpoint_path: str | os.PathLike,
+    checkpoint_path: str | os.PathLike | Mapping[str, torch.Tensor],
     clip_name_or_path: str,
     output_dir: str | os.PathLike,
     *,
@@ -453,7 +453,8 @@ def convert_official_checkpoint(
     hub_model_id: str | None = None,
     token: str | None = None,
 ):
-    """Convert a released MAFT checkpoint into a MAFT checkpoint directory; returns `(model, report)`.
+    """Convert a released MAFT checkpoint (a path, or the flat state dict of [`load_source_checkpoint`]) into a MAFT
+    checkpoint directory; returns `(model, report)`.
 
     `clip_name_or_path` is the `CLIPModel` it was fine-tuned from (text tower, config, tokenizer); `prefix` is found
     automatically when None; `verify` compares the image embeddings with [`openai_visual_forward`] (`ValueError` above
@@ -465,7 +466,11 @@ def convert_official_checkpoint(
 
     config = CLIPConfig.from_pretrained(clip_name_or_path, local_files_only=local_files_only)
     vision = config.vision_config
-    flat = load_source_checkpoint(checkpoint_path, unsafe_pickle=unsafe_pickle)
+    flat = (
+        checkpoint_path
+        if isinstance(checkpoint_path, Mapping)
+        else load_source_checkpoint(checkpoint_path, unsafe_pickle=unsafe_pickle)
+    )
     chosen = None
     if prefix is not None or len(find_visual_prefixes(flat)) <= 1:  # fail before loading the base weights
         chosen, candidates = select_visual_prefix(flat, prefix)
