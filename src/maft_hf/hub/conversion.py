@@ -1,9 +1,6 @@
-"""Turn a CLIP checkpoint (Hub id or local directory) into a MAFT checkpoint directory.
-
-A MAFT checkpoint has exactly CLIP's parameters; conversion rewrites the config (model_type "maft", mask-aware
-vision config with the preset's input size and start layer) and writes a `MAFTProcessor` (our image processor at
-the model's input size plus the source's tokenizer).
-"""
+"""Turn a CLIP checkpoint (Hub id or local directory) into a MAFT checkpoint directory: CLIP's parameters, a MAFT
+config (mask-aware vision config with the preset's input size and start layer) and a `MAFTProcessor` (our image
+processor at the model's input size plus the source's tokenizer)."""
 
 from __future__ import annotations
 
@@ -24,17 +21,20 @@ PRESETS = {
 }
 
 
+def preset_name(vision_config) -> str | None:
+    """The `PRESETS` key matching a CLIP vision config's patch size and depth, else None."""
+    shape = (vision_config.patch_size, vision_config.num_hidden_layers)
+    return next((name for name, p in PRESETS.items() if shape == (p["patch_size"], p["num_hidden_layers"])), None)
+
+
 def preset_for(vision_config) -> dict:
     """`input_image_size` and `mask_start_layer` for a CLIP vision config: its `PRESETS` entry, else 480 px and 2/3
     of the depth."""
-    shape = (vision_config.patch_size, vision_config.num_hidden_layers)
-    for preset in PRESETS.values():
-        if shape == (preset["patch_size"], preset["num_hidden_layers"]):
-            return {k: preset[k] for k in ("input_image_size", "mask_start_layer")}
-    return {
+    preset = PRESETS.get(preset_name(vision_config)) or {
         "input_image_size": max(vision_config.patch_size, 480),
         "mask_start_layer": 2 * vision_config.num_hidden_layers // 3,
     }
+    return {key: preset[key] for key in ("input_image_size", "mask_start_layer")}
 
 
 def pretrained_options(local_files_only: bool | None) -> dict:
@@ -42,10 +42,9 @@ def pretrained_options(local_files_only: bool | None) -> dict:
     return {} if local_files_only is None else {"local_files_only": local_files_only}
 
 
-def _clip_mean_std(name_or_path: str, local_files_only: bool | None) -> tuple[list | None, list | None]:
+def _clip_mean_std(name_or_path: str, options: dict) -> tuple[list | None, list | None]:
     from transformers.utils import cached_file
 
-    options = pretrained_options(local_files_only)
     try:
         with open(cached_file(name_or_path, "preprocessor_config.json", **options)) as f:
             config = json.load(f)
@@ -87,12 +86,11 @@ def load_clip_as_maft(
     problems = {k: sorted(v) for k, v in info.items() if k != "error_msgs" and v}
     if problems:
         raise ValueError(f"{clip_name_or_path!r} does not match the CLIP architecture of its config: {problems}")
-    image_mean, image_std = _clip_mean_std(clip_name_or_path, local_files_only)
-    processor = MAFTProcessor(
-        MAFTImageProcessor(size=config.vision_config.input_image_size, image_mean=image_mean, image_std=image_std),
-        AutoTokenizer.from_pretrained(clip_name_or_path, **options),
+    image_mean, image_std = _clip_mean_std(clip_name_or_path, options)
+    image_processor = MAFTImageProcessor(
+        config.vision_config.input_image_size, image_mean=image_mean, image_std=image_std
     )
-    return model, processor
+    return model, MAFTProcessor(image_processor, AutoTokenizer.from_pretrained(clip_name_or_path, **options))
 
 
 def convert_clip_checkpoint(

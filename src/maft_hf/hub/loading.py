@@ -5,13 +5,10 @@
 from __future__ import annotations
 
 import difflib
-import logging
 import os
 import re
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -24,22 +21,22 @@ def check_device(device: str | torch.device | None) -> torch.device | None:
         device = torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"Unknown device {str(device)!r} ({err}); expected e.g. 'cpu', 'cuda' or 'cuda:1'.") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support"
-            raise ValueError(
-                f"Device {str(device)!r} was asked for, but CUDA is not available here (PyTorch {torch.__version__} "
-                f"with {build}, no GPU visible): use --device cpu, or leave --device unset to pick one."
-            )
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"Device {str(device)!r} was asked for, but only {count} CUDA device(s) are visible.")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and count == 0:
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support"
+        raise ValueError(
+            f"Device {str(device)!r} was asked for, but CUDA is not available here (PyTorch {torch.__version__} "
+            f"with {build}, no GPU visible): use --device cpu, or leave --device unset to pick one."
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= count:
+        raise ValueError(f"Device {str(device)!r} was asked for, but only {count} CUDA device(s) are visible.")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"Device {str(device)!r} was asked for, but MPS is not available here: use --device cpu.")
     return device
 
 
-def _check_local_folder(name_or_path: str) -> bool:
+def _is_local_checkpoint(name_or_path: str) -> bool:
+    """True for a checkpoint folder, False for a Hub id; `ValueError` for anything else, with close names."""
     if os.path.isdir(name_or_path):
         if not os.path.isfile(os.path.join(name_or_path, "config.json")):
             found = ", ".join(sorted(os.listdir(name_or_path))[:10]) or "nothing"
@@ -49,13 +46,11 @@ def _check_local_folder(name_or_path: str) -> bool:
         return True
     if os.path.exists(name_or_path):
         raise ValueError(f"{name_or_path!r} is a file; expected a checkpoint folder (with config.json) or a Hub id.")
-    looks_like_hub_id = _HUB_ID.match(name_or_path) and not os.path.isdir(name_or_path.split("/")[0])
-    if looks_like_hub_id:
+    if _HUB_ID.match(name_or_path) and not os.path.isdir(name_or_path.split("/")[0]):
         return False
     parent = os.path.dirname(os.path.abspath(os.path.expanduser(name_or_path)))
-    near = []
-    if os.path.isdir(parent):
-        near = difflib.get_close_matches(os.path.basename(os.path.normpath(name_or_path)), os.listdir(parent), n=3)
+    names = os.listdir(parent) if os.path.isdir(parent) else []
+    near = difflib.get_close_matches(os.path.basename(os.path.normpath(name_or_path)), names, n=3)
     raise ValueError(
         f"The model folder {name_or_path!r} does not exist (looked for {os.path.abspath(name_or_path)})"
         + (f"; similar names there: {', '.join(near)}" if near else "")
@@ -66,17 +61,15 @@ def _check_local_folder(name_or_path: str) -> bool:
 def _check_weight_files(folder: str) -> None:
     from safetensors import safe_open
 
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".safetensors"):
-            path = os.path.join(folder, name)
-            try:
-                with safe_open(path, framework="pt") as f:
-                    f.keys()
-            except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-                raise ValueError(
-                    f"The weights file {path} is damaged ({err}; {os.path.getsize(path):,} bytes): it was probably "
-                    "cut short by an interrupted download or copy. Download or save the checkpoint again."
-                ) from None
+    for path in sorted(os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".safetensors")):
+        try:
+            with safe_open(path, framework="pt") as f:
+                f.keys()
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(
+                f"The weights file {path} is damaged ({err}; {os.path.getsize(path):,} bytes): it was probably "
+                "cut short by an interrupted download or copy. Download or save the checkpoint again."
+            ) from None
 
 
 def load_model_and_processor(
@@ -97,13 +90,12 @@ def load_model_and_processor(
     from .conversion import load_clip_as_maft, pretrained_options
 
     device = check_device(device)
-    local = _check_local_folder(os.fspath(name_or_path))
+    local = _is_local_checkpoint(os.fspath(name_or_path))
     options = pretrained_options(local_files_only)
     try:
-        config_dict, _ = PretrainedConfig.get_config_dict(name_or_path, **options)
+        model_type = PretrainedConfig.get_config_dict(name_or_path, **options)[0].get("model_type")
     except OSError as err:
         raise ValueError(f"Cannot read the config of {name_or_path!r}: {err}") from None
-    model_type = config_dict.get("model_type")
     if model_type == "clip" and not allow_clip:
         raise ValueError(
             f"{name_or_path!r} is a plain CLIP checkpoint (model_type 'clip'), not a MAFT checkpoint with a "
@@ -139,9 +131,8 @@ def load_proposal_generator(spec: str, options=None, offline: bool = False, devi
     from ..proposals import load_proposal_generator as build
     from ..proposals.factory import parse_proposal_spec
 
-    kind, _ = parse_proposal_spec(spec)
     options = dict(options or {})
-    if kind != "grid":
+    if parse_proposal_spec(spec)[0] != "grid":
         options = {"device": device, **({"local_files_only": True} if offline else {}), **options}
     try:
         return build(spec, **options)

@@ -1,8 +1,7 @@
-"""Hub model cards for MAFT checkpoints, rendered from `maft_hf/assets/model_card_template.md`.
+"""Hub model cards of MAFT checkpoints, rendered from `maft_hf/assets/model_card_template.md`.
 
-Only measured results enter the `model-index` and the "this checkpoint" column; the paper's columns come from
-[`maft_hf.data.benchmarks.BENCHMARKS`]. Results are percentages per benchmark, e.g. `{"ade20k_150": {"mIoU": 29.3}}`;
-a bare number means mIoU."""
+Results are percentages per benchmark, e.g. `{"ade20k_150": {"mIoU": 29.3}}` (a bare number means mIoU); only measured
+ones enter the `model-index` and the "this checkpoint" column, the paper's columns come from `BENCHMARKS`."""
 
 from __future__ import annotations
 
@@ -15,7 +14,9 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..data.benchmarks import BENCHMARKS
 from ..model.hub_maft import CUSTOM_PIPELINES
+from .conversion import PRESETS, preset_name
 
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "assets" / "model_card_template.md"
 (PIPELINE_TAG,) = CUSTOM_PIPELINES
@@ -37,20 +38,21 @@ CITATION = """@inproceedings{jiao2023learning,
   year      = {2023}
 }"""
 
-# paper_row: the row of `other_paper_results` (None: `paper_results`); released: the authors' README has its numbers.
+# pattern: matches a CLIP model id; paper_row: the row of `other_paper_results` (absent: `paper_results`);
+# paper_header: the paper's column (absent: none); released: the authors' README has its numbers.
 BACKBONES = {
     "vit-b16": {
         "name": "CLIP ViT-B/16",
-        "paper_row": None,
+        "pattern": r"(base|vit-b)-?(patch)?-?16",
         "paper_header": "Paper (FreeSeg + MAFT, ViT-B/16)",
         "released": True,
         "source": "paper section 5.1 (480 x 480 CLIP input) and Tab. 4e (mask attention from layer 8)",
     },
     "vit-l14": {
         "name": "CLIP ViT-L/14",
+        "pattern": r"(large|vit-l)-?(patch)?-?14",
         "paper_row": "FreeSeg + MAFT, CLIP ViT-L/14 (Tab. 6)",
         "paper_header": "Paper (FreeSeg + MAFT, ViT-L/14, Tab. 6)",
-        "released": False,
         "source": (
             "the released code, as run: the paper (Tab. 6) states neither, but the release builds ViT-L/14 IP-CLIP with "
             "mask attention from layer 8 (its start-layer setting lands in another argument) on a 480 x 480 input, "
@@ -59,9 +61,7 @@ BACKBONES = {
     },
     "vit-b32": {
         "name": "CLIP ViT-B/32",
-        "paper_row": None,
-        "paper_header": None,
-        "released": False,
+        "pattern": r"(base|vit-b)-?(patch)?-?32",
         "source": "our choice: the ViT-B/16 settings (480 px, layer 8); the paper has no ViT-B/32 model",
     },
 }
@@ -113,16 +113,10 @@ _RESULTS_START = re.compile(r"<!-- maft-results (\{.*?\}) -->\n")
 _RESULTS_END = "<!-- /maft-results -->"
 
 
-def _benchmarks() -> dict:
-    from ..data.benchmarks import BENCHMARKS
-
-    return BENCHMARKS
-
-
 def _benchmark_key(name: str) -> str:
     """The `BENCHMARKS` key of a key or display name (`"A-150"` -> `"ade20k_150"`); other names are kept."""
-    names = {k: k for k in _benchmarks()}
-    names.update({n.lower(): k for k, spec in _benchmarks().items() for n in (spec.display_name, k.replace("_", "-"))})
+    names = {k: k for k in BENCHMARKS}
+    names.update({n.lower(): k for k, spec in BENCHMARKS.items() for n in (spec.display_name, k.replace("_", "-"))})
     return names.get(name, names.get(name.lower(), name))
 
 
@@ -135,7 +129,6 @@ def normalize_results(results: Mapping | None) -> dict[str, dict[str, float]]:
             continue
         if not isinstance(metrics, Mapping):
             metrics = {"mIoU": metrics}
-        key = _benchmark_key(str(benchmark))
         for metric, value in metrics.items():
             if value is None:
                 continue
@@ -149,47 +142,31 @@ def normalize_results(results: Mapping | None) -> dict[str, dict[str, float]]:
                 raise ValueError(f"{benchmark} {metric} must be a finite number (percent), got {value!r}.")
             if not 0.0 <= value <= 100.0:
                 raise ValueError(f"{benchmark} {metric} must be a percentage in [0, 100], got {value}.")
-            out.setdefault(key, {})[canonical] = float(value)
+            out.setdefault(_benchmark_key(str(benchmark)), {})[canonical] = float(value)
     return out
 
 
 def infer_backbone(base_model: str | None = None, config=None) -> str | None:
     """`"vit-b16"`, `"vit-l14"` or `"vit-b32"` from a config (patch size and depth) or a CLIP model id; else None."""
     if config is not None:
-        vision = getattr(config, "vision_config", config)
-        from .conversion import PRESETS
-
-        for name, preset in PRESETS.items():
-            if (vision.patch_size, vision.num_hidden_layers) == (preset["patch_size"], preset["num_hidden_layers"]):
-                return name
-        return None
+        return preset_name(getattr(config, "vision_config", config))
     text = (base_model or "").lower().replace("_", "-")
-    for pattern, name in (
-        (r"(large|vit-l)-?(patch)?-?14", "vit-l14"),
-        (r"(base|vit-b)-?(patch)?-?16", "vit-b16"),
-        (r"(base|vit-b)-?(patch)?-?32", "vit-b32"),
-    ):
-        if re.search(pattern, text):
-            return name
-    return None
+    return next((name for name, info in BACKBONES.items() if re.search(info["pattern"], text)), None)
 
 
 def paper_columns(backbone: str | None) -> list[tuple[str, dict[str, dict[str, float]]]]:
     """The reference columns of the results table for a backbone: `[(header, {benchmark: {metric: value}})]`."""
-    info = BACKBONES.get(backbone or "")
-    if info is None or info["paper_header"] is None:
+    info = BACKBONES.get(backbone or "", {})
+    if "paper_header" not in info:
         return []
-    paper, released = {}, {}
-    for key, spec in _benchmarks().items():
-        row = spec.paper_results if info["paper_row"] is None else spec.other_paper_results.get(info["paper_row"], {})
-        if row:
-            paper[key] = dict(row)
-        if info["released"] and spec.released_checkpoint_results:
-            released[key] = dict(spec.released_checkpoint_results)
+    row = info.get("paper_row")
+    paper = {k: spec.other_paper_results.get(row, {}) if row else spec.paper_results for k, spec in BENCHMARKS.items()}
     columns = [(info["paper_header"], paper)]
-    if released:
-        columns.append(("Authors' released checkpoint", released))
-    return columns
+    if info.get("released"):
+        columns.append(
+            ("Authors' released checkpoint", {k: s.released_checkpoint_results for k, s in BENCHMARKS.items()})
+        )
+    return [(header, {k: dict(v) for k, v in values.items() if v}) for header, values in columns]
 
 
 def _fmt(value) -> str:
@@ -201,37 +178,39 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _metric_label(metric: str) -> str:
+    return METRICS[metric].split(" (")[0] + {"mIoU_seen": " (seen)", "mIoU_unseen": " (unseen)"}.get(metric, "")
+
+
+def _table_row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def render_results_section(
-    results: Mapping | None,
-    backbone: str | None,
-    setting: str = "open_vocabulary",
-    evaluation_proposals: str | None = None,
+    results: Mapping | None, backbone: str | None, setting: str = "open_vocabulary", evaluation_proposals=None
 ) -> str:
     """The results table: one row per (benchmark, metric), this checkpoint's column and the paper's columns."""
     measured = normalize_results(results)
-    benchmarks = _benchmarks()
     rows = list(ROWS[setting])
-    for key, metrics in measured.items():
-        rows += [(key, metric) for metric in metrics if (key, metric) not in rows]
+    rows += [(key, metric) for key, metrics in measured.items() for metric in metrics if (key, metric) not in rows]
     columns = paper_columns(backbone)
     header = ["Benchmark", "Classes", "Metric", "This checkpoint"] + [name for name, _ in columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [_table_row(header), "|" + "---|" * len(header)]
     for key, metric in rows:
-        spec = benchmarks.get(key)
-        name = f"{spec.display_name} (`{key}`)" if spec else f"`{key}`"
-        classes = str(spec.num_classes) if spec else NOT_REPORTED
+        spec = BENCHMARKS.get(key)
         ours = measured.get(key, {}).get(metric)
-        cells = [name, classes, _metric_label(metric), NOT_MEASURED if ours is None else f"**{ours:.2f}**"]
-        cells += [_fmt(values.get(key, {}).get(metric, NOT_REPORTED)) for _, values in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-
+        cells = [
+            f"{spec.display_name} (`{key}`)" if spec else f"`{key}`",
+            str(spec.num_classes) if spec else NOT_REPORTED,
+        ]
+        cells += [_metric_label(metric), NOT_MEASURED if ours is None else f"**{ours:.2f}**"]
+        lines.append(_table_row(cells + [_fmt(values.get(key, {}).get(metric, NOT_REPORTED)) for _, values in columns]))
+    evaluated_on = {
+        "open_vocabulary": "the 5 open-vocabulary benchmarks of paper Tab. 3 (the model is trained on COCO-Stuff only).",
+        "zero_shot": "COCO-Stuff with 156 seen / 15 unseen classes (paper Tab. 1).",
+    }
     notes = [
-        "mIoU in percent on the validation split of each benchmark: "
-        + (
-            "the 5 open-vocabulary benchmarks of paper Tab. 3 (the model is trained on COCO-Stuff only)."
-            if setting == "open_vocabulary"
-            else "COCO-Stuff with 156 seen / 15 unseen classes (paper Tab. 1)."
-        ),
+        f"mIoU in percent on the validation split of each benchmark: {evaluated_on[setting]}",
         '"not yet measured": no evaluation run of this checkpoint exists yet (numbers are never copied from the '
         f"paper); {NOT_REPORTED}: the paper reports no number.",
         "Proposals behind the numbers: this checkpoint's column, "
@@ -242,15 +221,8 @@ def render_results_section(
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 
-def _metric_label(metric: str) -> str:
-    return METRICS[metric].split(" (")[0] + {"mIoU_seen": " (seen)", "mIoU_unseen": " (unseen)"}.get(metric, "")
-
-
 def render_training_section(
-    training: Mapping | None,
-    setting: str = "open_vocabulary",
-    backbone: str | None = "vit-b16",
-    input_image_size: int | None = None,
+    training: Mapping | None, setting: str = "open_vocabulary", backbone: str | None = "vit-b16", input_image_size=None
 ) -> str:
     """The training table: the released (ViT-B/16) recipe beside the hyper-parameters of this checkpoint's run."""
     recipe = dict(RELEASED_RECIPE)
@@ -260,24 +232,21 @@ def render_training_section(
     if other_backbone and input_image_size is not None and input_image_size != 480:
         recipe["input_image_size"] = f"{input_image_size} (our choice; the release uses 480 with ViT-B/16)"
     run = dict(training or {})
-    lines = [
+    intro = (
         "Mask-aware fine-tuning of the image encoder only (paper section 4.2; `scripts/finetune.py`): mask-aware loss "
         "(SmoothL1 between each proposal's class score and its min-max normalised IoU with the ground-truth class "
         "mask) plus self-distillation towards the frozen original CLIP on the whole image."
-        + (
-            f" The released recipe is that of ViT-B/16; the paper gives none for "
-            f"{BACKBONES.get(backbone or '', {}).get('name', 'this backbone')}, so the same hyper-parameters are used."
-            if other_backbone
-            else ""
-        ),
-        "",
-        "| Hyper-parameter | Released recipe | This checkpoint |",
-        "|---|---|---|",
-    ]
+    )
+    if other_backbone:
+        name = BACKBONES.get(backbone or "", {}).get("name", "this backbone")
+        intro += (
+            f" The released recipe is that of ViT-B/16; the paper gives none for {name}, so the same hyper-parameters "
+            "are used."
+        )
+    lines = [intro, "", "| Hyper-parameter | Released recipe | This checkpoint |", "|---|---|---|"]
     for key in list(recipe) + [k for k in run if k not in recipe]:
-        label = TRAINING_LABELS.get(key, key)
         ours = _fmt(run[key]) if key in run else ("not yet trained" if not run else NOT_REPORTED)
-        lines.append(f"| {label} | {_fmt(recipe.get(key, NOT_REPORTED))} | {ours} |")
+        lines.append(_table_row([TRAINING_LABELS.get(key, key), _fmt(recipe.get(key, NOT_REPORTED)), ours]))
     if not run:
         lines += [
             "",
@@ -296,16 +265,16 @@ def render_compute_section(compute: str | Mapping | None) -> str:
 
 
 def eval_results_from(results: Mapping | None) -> list[EvalResult]:
-    benchmarks = _benchmarks()
+    """The `model-index` entries of measured results."""
     out = []
     for key, metrics in normalize_results(results).items():
-        spec = benchmarks.get(key)
-        zero_shot = spec is not None and spec.setting == "zero_shot"
+        spec = BENCHMARKS.get(key)
+        task = "Zero-shot" if spec is not None and spec.setting == "zero_shot" else "Open-vocabulary"
         for metric, value in metrics.items():
             out.append(
                 EvalResult(
                     task_type="image-segmentation",
-                    task_name=("Zero-shot" if zero_shot else "Open-vocabulary") + " semantic segmentation",
+                    task_name=f"{task} semantic segmentation",
                     dataset_type=key,
                     dataset_name=spec.display_name if spec else key,
                     dataset_split="validation",
@@ -355,11 +324,9 @@ def make_model_card(
 ) -> ModelCard:
     """Render the model card of a MAFT checkpoint (`card.save("README.md")` writes it).
 
-    `results`: measured percentages `{benchmark: {metric: value}}`, the only ones in the `model-index`; `training`:
-    this run's hyper-parameters (keys of `RELEASED_RECIPE`); `backbone` (`"vit-b16"`, `"vit-l14"`, `"vit-b32"`) is
-    inferred from `config` or `base_model`; `input_image_size` / `mask_start_layer` override the preset's; `None`
-    results / training / compute render "not yet measured" / "not yet trained".
-    """
+    `results`: measured percentages, the only ones in the `model-index`; `training`: this run's hyper-parameters (keys
+    of `RELEASED_RECIPE`); `backbone` is inferred from `config` or `base_model`; `input_image_size` /
+    `mask_start_layer` override the preset's. Missing results / training / compute render as "not yet ..."."""
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}.")
     backbone = backbone or infer_backbone(base_model, config)
@@ -415,7 +382,7 @@ def make_model_card(
         "citation": CITATION,
         "pipeline_tag": PIPELINE_TAG,
     }
-    path = Path(template_path) if template_path is not None else TEMPLATE_PATH
+    path = Path(TEMPLATE_PATH if template_path is None else template_path)
     if not path.is_file():
         raise ValueError(
             f"Model card template {str(path)!r} not found; pass template_path= (a file with {{{{ name }}}} "
@@ -427,35 +394,31 @@ def make_model_card(
 def model_card_for(model, model_id: str) -> ModelCard:
     """The card of a model as it is (settings and parameter count read from it)."""
     backbone = infer_backbone(config=model.config)
+    num_parameters = sum(p.numel() for p in model.parameters())
     return make_model_card(
-        model_id,
-        BASE_MODELS.get(backbone),
-        backbone=backbone,
-        config=model.config,
-        num_parameters=sum(p.numel() for p in model.parameters()),
+        model_id, BASE_MODELS.get(backbone), backbone=backbone, config=model.config, num_parameters=num_parameters
     )
 
 
 def _model_settings(backbone, config, input_image_size, mask_start_layer, base_model) -> dict:
-    from .conversion import PRESETS
-
-    preset = dict(PRESETS.get(backbone or "", {}))
+    """Patch size, depth, input size and mask start layer: the preset's, then the config's, then the overrides."""
     keys = ("patch_size", "num_hidden_layers", "input_image_size", "mask_start_layer")
+    settings = dict(PRESETS.get(backbone or "", {}))
     vision = getattr(config, "vision_config", None)
     if vision is not None:
-        preset.update({key: getattr(vision, key) for key in keys})
+        settings.update({key: getattr(vision, key) for key in keys})
     overrides = {"input_image_size": input_image_size, "mask_start_layer": mask_start_layer}
-    preset.update({key: value for key, value in overrides.items() if value is not None})
+    settings.update({key: value for key, value in overrides.items() if value is not None})
     for key in keys:
-        if key not in preset:
+        if key not in settings:
             raise ValueError(
                 f"Cannot tell the model's {key} from base_model={base_model!r}: pass backbone= (one of "
                 f"{sorted(BACKBONES)}), config=, or input_image_size= and mask_start_layer=."
             )
-    return preset
+    return settings
 
 
-def _hub_url(model_id: str) -> str:
+def _hub_url(model_id: str | None) -> str:
     if model_id is None:
         return "https://huggingface.co/openai"
     return f"https://huggingface.co/{model_id}" if re.fullmatch(r"[\w.-]+/[\w.-]+", model_id) else model_id
@@ -463,11 +426,8 @@ def _hub_url(model_id: str) -> str:
 
 def _results_block(measured, backbone, setting, evaluation_proposals) -> str:
     options = {"backbone": backbone, "setting": setting, "evaluation_proposals": evaluation_proposals}
-    return (
-        f"<!-- maft-results {json.dumps(options)} -->\n"
-        + render_results_section(measured, backbone, setting, evaluation_proposals)
-        + f"\n{_RESULTS_END}"
-    )
+    table = render_results_section(measured, backbone, setting, evaluation_proposals)
+    return f"<!-- maft-results {json.dumps(options)} -->\n{table}\n{_RESULTS_END}"
 
 
 def update_model_card_results(
@@ -531,7 +491,7 @@ def _training_column(values: dict, metrics: dict) -> dict:
 def write_model_card(output_dir: str | os.PathLike, args, metrics: Mapping | None = None) -> str:
     """Write `output_dir/README.md` for a fine-tuned checkpoint (after its `save_pretrained`); returns its path.
 
-    `args` is the fine-tuning `argparse.Namespace` or a dict of its fields (plus `training_vocabulary` and
+    `args`: the fine-tuning `argparse.Namespace` or a dict of its fields (plus `training_vocabulary` and
     `global_batch_size`); `metrics` (final loss, rank correlations) join the training table."""
     values = dict(vars(args)) if not isinstance(args, Mapping) else dict(args)
     output_dir = os.fspath(output_dir)

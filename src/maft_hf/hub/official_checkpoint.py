@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -31,15 +31,28 @@ ANCHOR_KEYS = ("conv1.weight", "class_embedding", "positional_embedding")
 # Containers searched first when a pickle nests its state dict (detectron2: "model"; Lightning: "state_dict").
 PREFERRED_CONTAINERS = ("model", "state_dict")
 
-_STEM = {
-    "conv1.weight": "vision_model.embeddings.patch_embedding.weight",
-    "class_embedding": "vision_model.embeddings.class_embedding",
-    "positional_embedding": "vision_model.embeddings.position_embedding.weight",
-    "ln_pre.weight": "vision_model.pre_layrnorm.weight",
-    "ln_pre.bias": "vision_model.pre_layrnorm.bias",
-    "ln_post.weight": "vision_model.post_layernorm.weight",
-    "ln_post.bias": "vision_model.post_layernorm.bias",
+_STEMS = {  # per tower: OpenAI name -> transformers name of the tensors outside the blocks (projections transposed)
+    "visual": {
+        "conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+        "class_embedding": "vision_model.embeddings.class_embedding",
+        "positional_embedding": "vision_model.embeddings.position_embedding.weight",
+        "ln_pre.weight": "vision_model.pre_layrnorm.weight",
+        "ln_pre.bias": "vision_model.pre_layrnorm.bias",
+        "ln_post.weight": "vision_model.post_layernorm.weight",
+        "ln_post.bias": "vision_model.post_layernorm.bias",
+        "proj": "visual_projection.weight",
+    },
+    "text": {
+        "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+        "positional_embedding": "text_model.embeddings.position_embedding.weight",
+        "ln_final.weight": "text_model.final_layer_norm.weight",
+        "ln_final.bias": "text_model.final_layer_norm.bias",
+        "logit_scale": "logit_scale",
+        "text_projection": "text_projection.weight",
+    },
 }
+_ENCODERS = {"visual": "vision_model.encoder", "text": "text_model.encoder"}
+_PROJECTIONS = ("proj", "text_projection")
 _BLOCK = {  # same layout on both sides
     f"{src}.{kind}": f"{dst}.{kind}"
     for src, dst in [("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("mlp.c_fc", "mlp.fc1")]
@@ -47,13 +60,6 @@ _BLOCK = {  # same layout on both sides
     for kind in ("weight", "bias")
 }
 _IN_PROJ = {"attn.in_proj_weight": "weight", "attn.in_proj_bias": "bias"}  # packed q, k, v (nn.MultiheadAttention)
-_TEXT_STEM = {
-    "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
-    "positional_embedding": "text_model.embeddings.position_embedding.weight",
-    "ln_final.weight": "text_model.final_layer_norm.weight",
-    "ln_final.bias": "text_model.final_layer_norm.bias",
-    "logit_scale": "logit_scale",
-}
 _RESBLOCK = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
 # Parameters the released fine-tuning leaves frozen (DESIGN section 2): they should equal the base CLIP's.
 _FROZEN_HF = re.compile(
@@ -75,42 +81,19 @@ def flatten_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def load_source_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """A released checkpoint (`.pth`/`.pt`/`.pkl` or `.safetensors`) as a flat `{dotted key: tensor}`, read without
-    running code; a file that needs more raises `ValueError` unless `unsafe_pickle=True` (trusted files only)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"Checkpoint file {path!r} does not exist.")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+def restricted_unpickle(file, allowed: Mapping[tuple[str, str], object]):
+    """Unpickle the binary `file` resolving only the globals of `allowed`, keyed `(module, name)`, where a module may
+    be a package's root (`"numpy"`) standing for all its submodules; any other global raises
+    `pickle.UnpicklingError("refused to load module.name ...")` before it is imported, so no code from the file runs."""
 
-        return load_file(path)
-    try:
-        obj = _safe_load(path)
-    except pickle.UnpicklingError as err:
-        if not unsafe_pickle:
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-            detail = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "")
-            raise ValueError(
-                f"{path!r} cannot be read safely (torch.load(weights_only=True), or an unpickler of containers and "
-                f"NumPy arrays for plain pickles): it holds other objects ({detail}). If you trust the file, pass "
-                "unsafe_pickle=True (--unsafe_pickle), which lets the pickle run arbitrary code."
-            ) from err
-        warnings.warn(
-            f"Loading {path!r} with torch.load(weights_only=False): the pickle can run arbitrary code. "
-            "Only do this for files you trust.",
-            stacklevel=2,
-        )
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - not a torch.save file: a plain pickle
-            if zipfile.is_zipfile(path):
-                raise
-            with open(path, "rb") as f:
-                obj = pickle.load(f)  # noqa: S301 - explicitly allowed by unsafe_pickle
-    if hasattr(obj, "state_dict") and not isinstance(obj, Mapping):  # a pickled nn.Module (unsafe path only)
-        obj = obj.state_dict()
-    return flatten_tensors(obj)
+    class RestrictedUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            for key in ((module, name), (module.split(".")[0], name)):
+                if key in allowed:
+                    return allowed[key]
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: not an allowed global")
+
+    return RestrictedUnpickler(file).load()
 
 
 def _numpy_array_globals() -> list:
@@ -125,29 +108,57 @@ def _numpy_array_globals() -> list:
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *sorted(dtype_classes, key=str)]
 
 
-def _safe_load(path: str):
-    """`torch.load(weights_only=True)` allowing NumPy arrays, else an unpickler of containers and arrays only."""
+def _load_pickle(path: str, safe: bool):
+    """`torch.load` (with `weights_only=safe`, NumPy arrays allowed), else, for a plain pickle, an unpickler: when
+    `safe`, one of containers and NumPy arrays only (`pickle.UnpicklingError` for anything else)."""
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # plain pickles: handled below
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+            return torch.load(path, map_location="cpu", weights_only=safe)
+    except Exception:  # noqa: BLE001 - not a torch.save archive: a plain pickle
         if zipfile.is_zipfile(path):
             raise
-    allowed = {("numpy", getattr(g, "__name__", None)): g for g in _numpy_array_globals()}
-    allowed["collections", "OrderedDict"] = OrderedDict
-
-    class ArraysOnly(pickle.Unpickler):
-        def find_class(self, module, name):
-            if (module.split(".")[0], name) in allowed:
-                return allowed[module.split(".")[0], name]
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed by the safe loader")
-
     with open(path, "rb") as f:
+        if not safe:
+            return pickle.load(f)  # noqa: S301 - explicitly allowed by unsafe_pickle
+        allowed = {("numpy", g.__name__): g for g in _numpy_array_globals()}
+        allowed["collections", "OrderedDict"] = OrderedDict
         try:
-            return ArraysOnly(f).load()
+            return restricted_unpickle(f, allowed)
         except Exception as err:  # noqa: BLE001 - any failure here means "not a plain safe pickle"
             raise pickle.UnpicklingError(str(err)) from err
+
+
+def load_source_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """A released checkpoint (`.pth`/`.pt`/`.pkl` or `.safetensors`) as a flat `{dotted key: tensor}`, read without
+    running code; a file that needs more raises `ValueError` unless `unsafe_pickle=True` (trusted files only)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Checkpoint file {path!r} does not exist.")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        obj = _load_pickle(path, safe=True)
+    except pickle.UnpicklingError as err:
+        if not unsafe_pickle:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            detail = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "")
+            raise ValueError(
+                f"{path!r} cannot be read safely (torch.load(weights_only=True), or an unpickler of containers and "
+                f"NumPy arrays for plain pickles): it holds other objects ({detail}). If you trust the file, pass "
+                "unsafe_pickle=True (--unsafe_pickle), which lets the pickle run arbitrary code."
+            ) from err
+        warnings.warn(
+            f"Loading {path!r} with torch.load(weights_only=False): the pickle can run arbitrary code. "
+            "Only do this for files you trust.",
+            stacklevel=2,
+        )
+        obj = _load_pickle(path, safe=False)
+    if hasattr(obj, "state_dict") and not isinstance(obj, Mapping):  # a pickled nn.Module (unsafe path only)
+        obj = obj.state_dict()
+    return flatten_tensors(obj)
 
 
 def find_visual_prefixes(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
@@ -203,6 +214,7 @@ def check_openai_visual(
     """Check an OpenAI-layout image encoder (prefix stripped) against a CLIP vision config; `ValueError` lists every
     missing, mis-shaped and (unless `allow_unused`) unused tensor. Returns the unused names."""
     expected = expected_openai_visual_shapes(vision_config, projection_dim)
+    grid = vision_config.image_size // vision_config.patch_size
     problems = []
     layers = _layer_count(source)
     if layers != vision_config.num_hidden_layers:
@@ -212,17 +224,14 @@ def check_openai_visual(
     missing = [name for name in expected if name not in source]
     if missing:
         problems.append(f"missing tensors: {_preview(missing)}")
-    mismatched = [
-        f"{name}: expected {expected[name]}, found {tuple(source[name].shape)}"
-        for name in expected
-        if name in source and tuple(_squeeze_position(name, source[name]).shape) != expected[name]
-    ]
+    shapes = {name: tuple(_squeeze_position(name, source[name]).shape) for name in expected if name in source}
+    mismatched = [name for name, shape in shapes.items() if shape != expected[name]]
     if mismatched:
-        problems.append("shapes that do not match the CLIP config: " + _preview(mismatched))
-        if "positional_embedding" in source and not any(m.startswith("conv1") for m in mismatched):
-            positions = _squeeze_position("positional_embedding", source["positional_embedding"]).shape[0] - 1
-            side = math.isqrt(positions)
-            if side * side == positions and side != vision_config.image_size // vision_config.patch_size:
+        found = [f"{name}: expected {expected[name]}, found {tuple(source[name].shape)}" for name in mismatched]
+        problems.append("shapes that do not match the CLIP config: " + _preview(found))
+        if "positional_embedding" in shapes and "conv1.weight" not in mismatched:
+            side = math.isqrt(shapes["positional_embedding"][0] - 1)
+            if side * side == shapes["positional_embedding"][0] - 1 and side != grid:
                 problems.append(
                     f"the position embeddings are for a {side}x{side} grid ({side * vision_config.patch_size} px), "
                     f"the config's for {vision_config.image_size} px: the release keeps the pre-training grid"
@@ -231,70 +240,33 @@ def check_openai_visual(
     if unused and not allow_unused:
         problems.append(f"tensors the mapping does not use (pass allow_unused=True to skip them): {_preview(unused)}")
     if problems:
-        g = vision_config.image_size // vision_config.patch_size
         raise ValueError(
             "The checkpoint's CLIP image encoder does not match the CLIP config (hidden_size "
             f"{vision_config.hidden_size}, intermediate_size {vision_config.intermediate_size}, "
-            f"{vision_config.num_hidden_layers} layers, patch {vision_config.patch_size}, {g}x{g} grid, projection "
-            f"{projection_dim}): " + "; ".join(problems) + ". Is the CLIP checkpoint the one MAFT was fine-tuned from?"
+            f"{vision_config.num_hidden_layers} layers, patch {vision_config.patch_size}, {grid}x{grid} grid, "
+            f"projection {projection_dim}): " + "; ".join(problems) + ". Is the CLIP checkpoint the one MAFT was "
+            "fine-tuned from?"
         )
     return unused
 
 
-def _map_blocks(source, num_layers: int, prefix: str, take) -> dict[str, torch.Tensor]:
-    """The blocks of an OpenAI tower as `prefix.layers.{i}.*`; `take(name)` returns None for skipped tensors."""
-    out = {}
-    for layer in range(num_layers):
-        src, dst = f"transformer.resblocks.{layer}.", f"{prefix}.layers.{layer}."
-        for name, target in _BLOCK.items():
-            out[dst + target] = take(src + name)
-        for name, kind in _IN_PROJ.items():
-            packed = take(src + name)
-            for proj, tensor in zip("qkv", packed.chunk(3, dim=0) if packed is not None else (None,) * 3):
-                out[f"{dst}self_attn.{proj}_proj.{kind}"] = None if tensor is None else tensor.contiguous()
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def openai_visual_to_transformers(
-    source: Mapping[str, torch.Tensor], num_layers: int, dtype: torch.dtype = torch.float32
-) -> tuple[dict[str, torch.Tensor], Counter]:
-    """An OpenAI-layout image encoder (checked) in transformers names, and a `Counter` of reads per source name."""
-    used: Counter = Counter()
-
-    def take(name):
-        used[name] += 1
-        return _squeeze_position(name, source[name]).to(dtype)
-
-    out = {target: take(name) for name, target in _STEM.items()}
-    out.update(_map_blocks(source, num_layers, "vision_model.encoder", take))
-    out["visual_projection.weight"] = take("proj").t().contiguous()
-    return out, used
-
-
-def openai_text_to_transformers(
-    source: Mapping[str, torch.Tensor], num_layers: int, dtype: torch.dtype = torch.float32
+def openai_to_transformers(
+    source: Mapping[str, torch.Tensor], tower: str = "visual", dtype: torch.dtype = torch.float32
 ) -> dict[str, torch.Tensor]:
-    """An OpenAI-layout text tower in transformers names (absent names skipped)."""
-
-    def take(name):
-        return source[name].to(dtype) if name in source else None
-
-    out = {target: take(name) for name, target in _TEXT_STEM.items()}
-    out["text_projection.weight"] = take("text_projection").t() if "text_projection" in source else None
-    out.update(_map_blocks(source, num_layers, "text_model.encoder", take))
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def transformers_visual_to_openai(state_dict: Mapping[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """Inverse of [`openai_visual_to_transformers`] (for comparing with a base CLIP)."""
-    out = {name: state_dict[target] for name, target in _STEM.items()}
-    for layer in range(num_layers):
-        src, dst = f"transformer.resblocks.{layer}.", f"vision_model.encoder.layers.{layer}."
-        out.update({src + name: state_dict[dst + target] for name, target in _BLOCK.items()})
-        for name, kind in _IN_PROJ.items():
-            out[src + name] = torch.cat([state_dict[f"{dst}self_attn.{p}_proj.{kind}"] for p in "qkv"], dim=0)
-    out["proj"] = state_dict["visual_projection.weight"].t()
-    return out
+    """An OpenAI-layout image (`tower="visual"`) or text tower, prefix stripped, in transformers names: packed q/k/v
+    split, projections transposed; tensors the mapping does not know are skipped."""
+    stem, encoder, out = _STEMS[tower], _ENCODERS[tower], {}
+    for name, tensor in source.items():
+        layer, part = block.groups() if (block := _RESBLOCK.match(name)) else (None, None)
+        if name in stem:
+            tensor = _squeeze_position(name, tensor)
+            out[stem[name]] = tensor.t() if name in _PROJECTIONS else tensor
+        elif part in _BLOCK:
+            out[f"{encoder}.layers.{layer}.{_BLOCK[part]}"] = tensor
+        elif part in _IN_PROJ:
+            for proj, chunk in zip("qkv", tensor.chunk(3, dim=0)):
+                out[f"{encoder}.layers.{layer}.self_attn.{proj}_proj.{_IN_PROJ[part]}"] = chunk
+    return {name: tensor.to(dtype).contiguous() for name, tensor in out.items()}
 
 
 def openai_visual_forward(
@@ -359,10 +331,10 @@ class OfficialConversionReport:
 
 
 def select_visual_prefix(
-    state_dict: Mapping[str, torch.Tensor], prefix: str | None = None, base_visual: Mapping | None = None
+    state_dict: Mapping[str, torch.Tensor], prefix: str | None = None, base: Mapping | None = None
 ) -> tuple[str, list[str]]:
-    """`(prefix, candidates)` of the fine-tuned image encoder. Without `prefix`, copies equal to `base_visual` are
-    dropped; unless exactly one encoder is left, `ValueError` lists the candidates."""
+    """`(prefix, candidates)` of the fine-tuned image encoder. Without `prefix`, copies equal to the base CLIP (`base`:
+    its transformers state dict) are dropped; unless exactly one encoder is left, `ValueError` lists the candidates."""
     candidates = find_visual_prefixes(state_dict)
     if prefix is not None:
         prefix = prefix if prefix.endswith(".") or not prefix else prefix + "."
@@ -381,8 +353,8 @@ def select_visual_prefix(
         )
     if len(candidates) == 1:
         return candidates[0], candidates
-    if base_visual is not None:
-        tuned = [c for c in candidates if not _equals_base(strip_prefix(state_dict, c), base_visual)]
+    if base is not None:
+        tuned = [c for c in candidates if not _equals_base(strip_prefix(state_dict, c), base)]
         if len(tuned) == 1:
             logger.info("Image encoders at %s; taking %r, the only one unlike the base.", candidates, tuned[0])
             return tuned[0], candidates
@@ -390,18 +362,20 @@ def select_visual_prefix(
 
 
 def _equals_base(source: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> bool:
-    names = [n for n in base if n in source and (n.endswith("in_proj_weight") or n == "conv1.weight")]
-    return bool(names) and all(
-        source[n].shape == base[n].shape and torch.equal(source[n].float(), base[n].float()) for n in names
+    """Whether an encoder's patch embedding and attention in-projections (MAFT trains these) equal the base's."""
+    compared = {n: t for n, t in source.items() if n == "conv1.weight" or n.endswith("attn.in_proj_weight")}
+    tensors = {n: t for n, t in openai_to_transformers(compared).items() if n in base}
+    return bool(tensors) and all(
+        t.shape == base[n].shape and torch.equal(t, base[n].float()) for n, t in tensors.items()
     )
 
 
-def _compare_text_tower(flat, config, base, clip_name_or_path: str) -> float | None:
+def _compare_text_tower(flat, base, clip_name_or_path: str) -> float | None:
     """Largest difference between the release's one stored text tower and the base's; None without one."""
     roots = [k[: -len("token_embedding.weight")] for k in flat if k.endswith("token_embedding.weight")]
     if len(roots) != 1:
         return None
-    text = openai_text_to_transformers(strip_prefix(flat, roots[0]), config.text_config.num_hidden_layers)
+    text = openai_to_transformers(strip_prefix(flat, roots[0]), tower="text")
     shared = [k for k in text if k in base and text[k].shape == base[k].shape]
     if not shared:
         return None
@@ -424,9 +398,8 @@ def _verify(model, encoder, vision, atol: float) -> float:
     pixels = torch.randn(2, vision.num_channels, vision.image_size, vision.image_size, generator=generator)
     with torch.no_grad():
         ours = model.get_image_features(pixel_values=pixels).pooler_output
-        reference = openai_visual_forward(
-            encoder, pixels, vision.num_attention_heads, ACT2FN[vision.hidden_act], vision.layer_norm_eps
-        )
+        act = ACT2FN[vision.hidden_act]
+        reference = openai_visual_forward(encoder, pixels, vision.num_attention_heads, act, vision.layer_norm_eps)
     diff = (ours - reference).abs().max().item()
     if not diff <= atol:
         raise ValueError(
@@ -466,11 +439,10 @@ def convert_official_checkpoint(
 
     config = CLIPConfig.from_pretrained(clip_name_or_path, local_files_only=local_files_only)
     vision = config.vision_config
-    flat = (
-        checkpoint_path
-        if isinstance(checkpoint_path, Mapping)
-        else load_source_checkpoint(checkpoint_path, unsafe_pickle=unsafe_pickle)
-    )
+    if isinstance(checkpoint_path, Mapping):
+        flat = checkpoint_path
+    else:
+        flat = load_source_checkpoint(checkpoint_path, unsafe_pickle=unsafe_pickle)
     chosen = None
     if prefix is not None or len(find_visual_prefixes(flat)) <= 1:  # fail before loading the base weights
         chosen, candidates = select_visual_prefix(flat, prefix)
@@ -479,30 +451,27 @@ def convert_official_checkpoint(
     model, processor = load_clip_as_maft(clip_name_or_path, mask_start_layer, input_image_size, local_files_only)
     base = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if chosen is None:
-        base_visual = transformers_visual_to_openai(base, vision.num_hidden_layers)
-        chosen, candidates = select_visual_prefix(flat, None, base_visual)
+        chosen, candidates = select_visual_prefix(flat, None, base)
     source = strip_prefix(flat, chosen)
     unused = check_openai_visual(source, vision, config.projection_dim, allow_unused=allow_unused)
     encoder = {k: v for k, v in source.items() if k not in set(unused)}
-    converted, used = openai_visual_to_transformers(encoder, vision.num_hidden_layers)
+    converted = openai_to_transformers(encoder)
     targets = {k for k in base if k.startswith("vision_model.") or k == "visual_projection.weight"}
-    if sorted(used) != sorted(encoder) or any(count != 1 for count in used.values()) or set(converted) != targets:
-        raise RuntimeError(f"internal error: tensors not mapped exactly once: {dict(used)}, {set(converted) ^ targets}")
-    result = model.load_state_dict(converted, strict=False)
-    if result.unexpected_keys or set(result.missing_keys) & targets:
-        raise RuntimeError(f"internal error while loading the converted weights: {result}")
+    if set(converted) != targets:
+        raise RuntimeError(f"internal error: tensors not mapped one to one: {set(converted) ^ targets}")
+    model.load_state_dict(converted, strict=False)
 
     changed = sorted(k for k in converted if not torch.equal(converted[k], base[k].to(converted[k].dtype)))
     report = OfficialConversionReport(
         prefix=chosen,
         candidates=candidates,
-        used=sorted(used),
+        used=sorted(encoder),
         unused=unused,
         outside_encoder=len(flat) - len(source),
         source_dtypes=sorted({str(t.dtype).replace("torch.", "") for t in encoder.values()}),
         changed_from_base=changed,
         frozen_changed=[k for k in changed if _FROZEN_HF.match(k)],
-        text_tower_max_abs_diff=_compare_text_tower(flat, config, base, clip_name_or_path),
+        text_tower_max_abs_diff=_compare_text_tower(flat, base, clip_name_or_path),
     )
     if not changed:
         logger.warning("The converted image encoder equals the base CLIP's: is this a fine-tuned checkpoint?")
