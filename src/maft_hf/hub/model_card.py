@@ -269,20 +269,13 @@ def eval_results_from(results: Mapping | None) -> list[EvalResult]:
     out = []
     for key, metrics in normalize_results(results).items():
         spec = BENCHMARKS.get(key)
-        task = "Zero-shot" if spec is not None and spec.setting == "zero_shot" else "Open-vocabulary"
-        for metric, value in metrics.items():
-            out.append(
-                EvalResult(
-                    task_type="image-segmentation",
-                    task_name=f"{task} semantic segmentation",
-                    dataset_type=key,
-                    dataset_name=spec.display_name if spec else key,
-                    dataset_split="validation",
-                    metric_type=metric,
-                    metric_name=_metric_label(metric),
-                    metric_value=round(value, 4),
-                )
-            )
+        setting = "Zero-shot" if spec is not None and spec.setting == "zero_shot" else "Open-vocabulary"
+        common = dict(task_type="image-segmentation", task_name=f"{setting} semantic segmentation", dataset_type=key)
+        common.update(dataset_name=spec.display_name if spec else key, dataset_split="validation")
+        out += [
+            EvalResult(**common, metric_type=metric, metric_name=_metric_label(metric), metric_value=round(value, 4))
+            for metric, value in metrics.items()
+        ]
     return out
 
 
@@ -322,11 +315,9 @@ def make_model_card(
     model_name: str | None = None,
     template_path: str | os.PathLike | None = None,
 ) -> ModelCard:
-    """Render the model card of a MAFT checkpoint (`card.save("README.md")` writes it).
-
-    `results`: measured percentages, the only ones in the `model-index`; `training`: this run's hyper-parameters (keys
-    of `RELEASED_RECIPE`); `backbone` is inferred from `config` or `base_model`; `input_image_size` /
-    `mask_start_layer` override the preset's. Missing results / training / compute render as "not yet ..."."""
+    """Render the model card of a MAFT checkpoint (`card.save("README.md")` writes it). `results`: measured
+    percentages, the only ones in the `model-index`; `training`: this run's hyper-parameters (keys of
+    `RELEASED_RECIPE`); `backbone` is inferred from `config` or `base_model`; missing ones render as "not yet ..."."""
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}.")
     backbone = backbone or infer_backbone(base_model, config)
@@ -403,10 +394,9 @@ def model_card_for(model, model_id: str) -> ModelCard:
 def _model_settings(backbone, config, input_image_size, mask_start_layer, base_model) -> dict:
     """Patch size, depth, input size and mask start layer: the preset's, then the config's, then the overrides."""
     keys = ("patch_size", "num_hidden_layers", "input_image_size", "mask_start_layer")
-    settings = dict(PRESETS.get(backbone or "", {}))
     vision = getattr(config, "vision_config", None)
-    if vision is not None:
-        settings.update({key: getattr(vision, key) for key in keys})
+    from_config = {key: getattr(vision, key) for key in keys} if vision is not None else {}
+    settings = {**PRESETS.get(backbone or "", {}), **from_config}
     overrides = {"input_image_size": input_image_size, "mask_start_layer": mask_start_layer}
     settings.update({key: value for key, value in overrides.items() if value is not None})
     for key in keys:
@@ -467,21 +457,17 @@ def _training_column(values: dict, metrics: dict) -> dict:
     table = {
         "dataset": f"{dataset} (split {values.get('train_split')}, {len(vocabulary)} classes{zero_shot})",
         "proposal_generator": f"{proposals} (frozen)",
-        "max_train_steps": values.get("max_train_steps"),
         "total_batch_size": values.get("global_batch_size"),
         "optimizer": "AdamW",
-        "learning_rate": values.get("learning_rate"),
         "weight_decay": f"{values.get('weight_decay')} (0 on norms)",
         "lr_scheduler": f"poly (power {values.get('lr_power')}, {values.get('lr_warmup_steps') or 0} warmup steps)",
-        "max_grad_norm": values.get("max_grad_norm"),
-        "input_image_size": values.get("input_image_size"),
         "mask_aware_loss_weight": 1.0,
-        "distillation_weight": values.get("distillation_weight"),
         "trained_parameters": f"freeze policy {values.get('freeze_policy')!r}",
         "precision": "fp32" if values.get("mixed_precision") in (None, "no") else values.get("mixed_precision"),
-        "seed": values.get("seed"),
-        "crop size / short side": f"{values.get('crop_size')} / {values.get('short_side')}",
     }
+    same = ("max_train_steps", "learning_rate", "max_grad_norm", "input_image_size", "distillation_weight", "seed")
+    table.update({key: values.get(key) for key in same})  # seed, then crop size: the rows after the recipe's
+    table["crop size / short side"] = f"{values.get('crop_size')} / {values.get('short_side')}"
     for key, value in metrics.items():
         name = key if key.startswith(("rank_", "train_")) else f"final {key}"
         table[name] = round(value, 4) if isinstance(value, float) else value
@@ -490,9 +476,8 @@ def _training_column(values: dict, metrics: dict) -> dict:
 
 def write_model_card(output_dir: str | os.PathLike, args, metrics: Mapping | None = None) -> str:
     """Write `output_dir/README.md` for a fine-tuned checkpoint (after its `save_pretrained`); returns its path.
-
-    `args`: the fine-tuning `argparse.Namespace` or a dict of its fields (plus `training_vocabulary` and
-    `global_batch_size`); `metrics` (final loss, rank correlations) join the training table."""
+    `args`: the fine-tuning arguments (a Namespace or dict, plus `training_vocabulary` and `global_batch_size`);
+    `metrics` (final loss, rank correlations) join the training table."""
     values = dict(vars(args)) if not isinstance(args, Mapping) else dict(args)
     output_dir = os.fspath(output_dir)
     config = None

@@ -1,10 +1,8 @@
 """Convert a checkpoint of the authors' released MAFT models into a MAFT checkpoint directory.
 
 The release (detectron2 pickle) holds CLIP image encoders in OpenAI names: the fine-tuned one at `model.IPCLIP.` and
-frozen copies of the base CLIP (skipped when the prefix is chosen automatically). The text tower, config and tokenizer
-come from the base CLIP. Every source tensor is used exactly once, shapes are checked against the CLIP config, and the
-image embeddings are compared with an independent OpenAI-layout forward ([`openai_visual_forward`]).
-"""
+frozen copies of the base CLIP, which gives the text tower, config and tokenizer. Every source tensor is used once,
+shapes are checked against the CLIP config, and the image embeddings against [`openai_visual_forward`]."""
 
 from __future__ import annotations
 
@@ -25,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
+StateDict = Mapping[str, torch.Tensor]
 
 # The keys whose joint presence under a prefix marks an OpenAI-layout CLIP image encoder.
 ANCHOR_KEYS = ("conv1.weight", "class_embedding", "positional_embedding")
@@ -82,9 +81,8 @@ def flatten_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def restricted_unpickle(file, allowed: Mapping[tuple[str, str], object]):
-    """Unpickle the binary `file` resolving only the globals of `allowed`, keyed `(module, name)`, where a module may
-    be a package's root (`"numpy"`) standing for all its submodules; any other global raises
-    `pickle.UnpicklingError("refused to load module.name ...")` before it is imported, so no code from the file runs."""
+    """Unpickle a binary file resolving only the globals of `allowed`, keyed `(module, name)` (module `"numpy"`: any
+    NumPy module); any other global raises `pickle.UnpicklingError("refused to load module.name ...")` unimported."""
 
     class RestrictedUnpickler(pickle.Unpickler):
         def find_class(self, module, name):
@@ -109,8 +107,7 @@ def _numpy_array_globals() -> list:
 
 
 def _load_pickle(path: str, safe: bool):
-    """`torch.load` (with `weights_only=safe`, NumPy arrays allowed), else, for a plain pickle, an unpickler: when
-    `safe`, one of containers and NumPy arrays only (`pickle.UnpicklingError` for anything else)."""
+    """`torch.load(weights_only=safe)` allowing NumPy arrays, else a plain unpickler (`safe`: arrays and containers)."""
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # plain pickles: handled below
@@ -161,19 +158,15 @@ def load_source_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False)
     return flatten_tensors(obj)
 
 
-def find_visual_prefixes(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+def find_visual_prefixes(state_dict: StateDict) -> list[str]:
     """Every prefix holding an OpenAI-layout image encoder ([`ANCHOR_KEYS`]), those under `model.` first."""
-    prefixes = [
-        key[: -len(ANCHOR_KEYS[0])]
-        for key in state_dict
-        if (key == ANCHOR_KEYS[0] or key.endswith("." + ANCHOR_KEYS[0]))
-        and all(key[: -len(ANCHOR_KEYS[0])] + anchor in state_dict for anchor in ANCHOR_KEYS)
-    ]
+    prefixes = {key[: -len(ANCHOR_KEYS[0])] for key in state_dict if f".{key}".endswith("." + ANCHOR_KEYS[0])}
+    prefixes = [prefix for prefix in prefixes if all(prefix + anchor in state_dict for anchor in ANCHOR_KEYS)]
     order = {name: i for i, name in enumerate(PREFERRED_CONTAINERS)}
     return sorted(prefixes, key=lambda p: (order.get(p.split(".", 1)[0], len(order)), p))
 
 
-def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def strip_prefix(state_dict: StateDict, prefix: str) -> dict[str, torch.Tensor]:
     return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
 
 
@@ -208,9 +201,7 @@ def _preview(items, limit: int = 12) -> str:
     return ", ".join(items[:limit]) + (f" ... and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def check_openai_visual(
-    source: Mapping[str, torch.Tensor], vision_config, projection_dim: int, allow_unused: bool = False
-) -> list[str]:
+def check_openai_visual(source: StateDict, vision_config, projection_dim: int, allow_unused: bool = False) -> list[str]:
     """Check an OpenAI-layout image encoder (prefix stripped) against a CLIP vision config; `ValueError` lists every
     missing, mis-shaped and (unless `allow_unused`) unused tensor. Returns the unused names."""
     expected = expected_openai_visual_shapes(vision_config, projection_dim)
@@ -250,14 +241,13 @@ def check_openai_visual(
     return unused
 
 
-def openai_to_transformers(
-    source: Mapping[str, torch.Tensor], tower: str = "visual", dtype: torch.dtype = torch.float32
-) -> dict[str, torch.Tensor]:
+def openai_to_transformers(source: StateDict, tower: str = "visual", dtype=torch.float32) -> dict[str, torch.Tensor]:
     """An OpenAI-layout image (`tower="visual"`) or text tower, prefix stripped, in transformers names: packed q/k/v
     split, projections transposed; tensors the mapping does not know are skipped."""
     stem, encoder, out = _STEMS[tower], _ENCODERS[tower], {}
     for name, tensor in source.items():
-        layer, part = block.groups() if (block := _RESBLOCK.match(name)) else (None, None)
+        block = _RESBLOCK.match(name)
+        layer, part = block.groups() if block else (None, None)
         if name in stem:
             tensor = _squeeze_position(name, tensor)
             out[stem[name]] = tensor.t() if name in _PROJECTIONS else tensor
@@ -269,9 +259,7 @@ def openai_to_transformers(
     return {name: tensor.to(dtype).contiguous() for name, tensor in out.items()}
 
 
-def openai_visual_forward(
-    source: Mapping[str, torch.Tensor], pixel_values: torch.Tensor, num_heads: int, activation=None, eps: float = 1e-5
-) -> torch.Tensor:
+def openai_visual_forward(source: StateDict, pixel_values, num_heads: int, activation=None, eps=1e-5) -> torch.Tensor:
     """Image embeddings `(batch, P)` of an OpenAI-layout image encoder computed from its tensors, for `pixel_values
     (batch, 3, S, S)` at its native size; `activation` defaults to QuickGELU."""
     act = activation or (lambda t: t * torch.sigmoid(1.702 * t))
@@ -330,9 +318,7 @@ class OfficialConversionReport:
         return "\n".join(lines)
 
 
-def select_visual_prefix(
-    state_dict: Mapping[str, torch.Tensor], prefix: str | None = None, base: Mapping | None = None
-) -> tuple[str, list[str]]:
+def select_visual_prefix(state_dict: StateDict, prefix=None, base: StateDict | None = None) -> tuple[str, list[str]]:
     """`(prefix, candidates)` of the fine-tuned image encoder. Without `prefix`, copies equal to the base CLIP (`base`:
     its transformers state dict) are dropped; unless exactly one encoder is left, `ValueError` lists the candidates."""
     candidates = find_visual_prefixes(state_dict)
@@ -361,13 +347,11 @@ def select_visual_prefix(
     raise ValueError(f"The checkpoint holds several CLIP image encoders, at {candidates}; pass prefix= (--prefix).")
 
 
-def _equals_base(source: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> bool:
+def _equals_base(source: StateDict, base: StateDict) -> bool:
     """Whether an encoder's patch embedding and attention in-projections (MAFT trains these) equal the base's."""
     compared = {n: t for n, t in source.items() if n == "conv1.weight" or n.endswith("attn.in_proj_weight")}
-    tensors = {n: t for n, t in openai_to_transformers(compared).items() if n in base}
-    return bool(tensors) and all(
-        t.shape == base[n].shape and torch.equal(t, base[n].float()) for n, t in tensors.items()
-    )
+    pairs = [(t, base[n]) for n, t in openai_to_transformers(compared).items() if n in base]
+    return bool(pairs) and all(t.shape == b.shape and torch.equal(t, b.float()) for t, b in pairs)
 
 
 def _compare_text_tower(flat, base, clip_name_or_path: str) -> float | None:
@@ -377,10 +361,8 @@ def _compare_text_tower(flat, base, clip_name_or_path: str) -> float | None:
         return None
     text = openai_to_transformers(strip_prefix(flat, roots[0]), tower="text")
     shared = [k for k in text if k in base and text[k].shape == base[k].shape]
-    if not shared:
-        return None
-    diff = max((text[k] - base[k]).abs().max().item() for k in shared)
-    if diff > 1e-6:
+    diff = max(((text[k] - base[k]).abs().max().item() for k in shared), default=None)
+    if diff is not None and diff > 1e-6:
         logger.warning(
             "The checkpoint's text tower differs from %r's by up to %.3g; MAFT keeps the text tower frozen, so the "
             "base is probably not the one it was fine-tuned from; the base's is used.",
@@ -410,7 +392,7 @@ def _verify(model, encoder, vision, atol: float) -> float:
 
 
 def convert_official_checkpoint(
-    checkpoint_path: str | os.PathLike | Mapping[str, torch.Tensor],
+    checkpoint_path: str | os.PathLike | StateDict,
     clip_name_or_path: str,
     output_dir: str | os.PathLike,
     *,
