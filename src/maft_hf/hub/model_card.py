@@ -15,6 +15,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..data.benchmarks import BENCHMARKS
+from ..model.configuration_maft import MAFTConfig
 from ..model.hub_maft import CUSTOM_PIPELINES
 from .conversion import PRESETS, preset_name
 
@@ -125,11 +126,9 @@ def normalize_results(results: Mapping | None) -> dict[str, dict[str, float]]:
     `ValueError` for unknown metrics and values that are not finite numbers in [0, 100]."""
     out: dict[str, dict[str, float]] = {}
     for benchmark, metrics in (results or {}).items():
-        if metrics is None:
-            continue
-        if not isinstance(metrics, Mapping):
+        if metrics is not None and not isinstance(metrics, Mapping):
             metrics = {"mIoU": metrics}
-        for metric, value in metrics.items():
+        for metric, value in (metrics or {}).items():
             if value is None:
                 continue
             canonical = _METRIC_ALIASES.get(str(metric).lower())
@@ -199,12 +198,11 @@ def render_results_section(
     for key, metric in rows:
         spec = BENCHMARKS.get(key)
         ours = measured.get(key, {}).get(metric)
-        cells = [
-            f"{spec.display_name} (`{key}`)" if spec else f"`{key}`",
-            str(spec.num_classes) if spec else NOT_REPORTED,
-        ]
-        cells += [_metric_label(metric), NOT_MEASURED if ours is None else f"**{ours:.2f}**"]
-        lines.append(_table_row(cells + [_fmt(values.get(key, {}).get(metric, NOT_REPORTED)) for _, values in columns]))
+        name = f"{spec.display_name} (`{key}`)" if spec else f"`{key}`"
+        cells = [name, str(spec.num_classes) if spec else NOT_REPORTED, _metric_label(metric)]
+        cells.append(NOT_MEASURED if ours is None else f"**{ours:.2f}**")
+        cells += [_fmt(values.get(key, {}).get(metric, NOT_REPORTED)) for _, values in columns]
+        lines.append(_table_row(cells))
     evaluated_on = {
         "open_vocabulary": "the 5 open-vocabulary benchmarks of paper Tab. 3 (the model is trained on COCO-Stuff only).",
         "zero_shot": "COCO-Stuff with 156 seen / 15 unseen classes (paper Tab. 1).",
@@ -482,8 +480,6 @@ def write_model_card(output_dir: str | os.PathLike, args, metrics: Mapping | Non
     output_dir = os.fspath(output_dir)
     config = None
     if os.path.isfile(os.path.join(output_dir, "config.json")):
-        from ..model.configuration_maft import MAFTConfig
-
         config = MAFTConfig.from_pretrained(output_dir)
         values.setdefault("input_image_size", config.vision_config.input_image_size)
     dataset = values.get("dataset_name")
