@@ -39,16 +39,9 @@ CITATION = """@inproceedings{jiao2023learning,
   year      = {2023}
 }"""
 
-# pattern: matches a CLIP model id; paper_row: the row of `other_paper_results` (absent: `paper_results`);
-# paper_header: the paper's column (absent: none); released: the authors' README has its numbers.
+# pattern: matches a CLIP model id (tried in this order); paper_row: the row of `other_paper_results` (absent:
+# `paper_results`); paper_header: the paper's column (absent: none); released: the authors' README has its numbers.
 BACKBONES = {
-    "vit-b16": {
-        "name": "CLIP ViT-B/16",
-        "pattern": r"(base|vit-b)-?(patch)?-?16",
-        "paper_header": "Paper (FreeSeg + MAFT, ViT-B/16)",
-        "released": True,
-        "source": "paper section 5.1 (480 x 480 CLIP input) and Tab. 4e (mask attention from layer 8)",
-    },
     "vit-l14": {
         "name": "CLIP ViT-L/14",
         "pattern": r"(large|vit-l)-?(patch)?-?14",
@@ -59,6 +52,13 @@ BACKBONES = {
             "mask attention from layer 8 (its start-layer setting lands in another argument) on a 480 x 480 input, "
             "of which the 14 px patches read a 34 x 34 grid (the top-left 476 px)"
         ),
+    },
+    "vit-b16": {
+        "name": "CLIP ViT-B/16",
+        "pattern": r"(base|vit-b)-?(patch)?-?16",
+        "paper_header": "Paper (FreeSeg + MAFT, ViT-B/16)",
+        "released": True,
+        "source": "paper section 5.1 (480 x 480 CLIP input) and Tab. 4e (mask attention from layer 8)",
     },
     "vit-b32": {
         "name": "CLIP ViT-B/32",
@@ -203,12 +203,13 @@ def render_results_section(
         cells.append(NOT_MEASURED if ours is None else f"**{ours:.2f}**")
         cells += [_fmt(values.get(key, {}).get(metric, NOT_REPORTED)) for _, values in columns]
         lines.append(_table_row(cells))
-    evaluated_on = {
-        "open_vocabulary": "the 5 open-vocabulary benchmarks of paper Tab. 3 (the model is trained on COCO-Stuff only).",
-        "zero_shot": "COCO-Stuff with 156 seen / 15 unseen classes (paper Tab. 1).",
-    }
+    evaluated_on = (
+        "the 5 open-vocabulary benchmarks of paper Tab. 3 (the model is trained on COCO-Stuff only)."
+        if setting == "open_vocabulary"
+        else "COCO-Stuff with 156 seen / 15 unseen classes (paper Tab. 1)."
+    )
     notes = [
-        f"mIoU in percent on the validation split of each benchmark: {evaluated_on[setting]}",
+        f"mIoU in percent on the validation split of each benchmark: {evaluated_on}",
         '"not yet measured": no evaluation run of this checkpoint exists yet (numbers are never copied from the '
         f"paper); {NOT_REPORTED}: the paper reports no number.",
         "Proposals behind the numbers: this checkpoint's column, "
