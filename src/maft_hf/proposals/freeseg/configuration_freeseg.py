@@ -83,7 +83,9 @@ class FreeSegConfig(PretrainedConfig):
         if len(self.depths) != 4 or min(self.depths) < 1:
             problems.append(f"depths must give >= 1 block for each of res2..res5, got {self.depths}")
         if len(self.res5_multi_grid) != self.depths[-1]:
-            problems.append(f"res5_multi_grid needs one entry per res5 block, got {self.res5_multi_grid}")
+            problems.append(
+                f"res5_multi_grid needs one entry per res5 block ({self.depths[-1]}), got {self.res5_multi_grid}"
+            )
         if self.res4_dilation not in (1, 2) or self.res5_dilation not in (1, 2, 4):
             got = (self.res4_dilation, self.res5_dilation)
             problems.append(f"res4_dilation must be 1 or 2 and res5_dilation 1, 2 or 4, got {got}")

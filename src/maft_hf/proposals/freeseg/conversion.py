@@ -93,10 +93,6 @@ def infer_freeseg_config(source: Mapping[str, torch.Tensor], **config_overrides)
         class_embed_layers=class_layers,
         class_embed_hidden_dim=shape("predictor.class_embed.layers.0.weight")[0] if class_layers > 1 else 0,
     )
-    if depths[-1] != 3 and "res5_multi_grid" not in config_overrides:
-        raise ValueError(
-            f"res5 has {depths[-1]} blocks; the released multi-grid [1, 2, 4] needs 3: pass res5_multi_grid=[...]."
-        )
     if heads * num_levels * inferred["encoder_n_points"] != attention_weights:
         raise ValueError(
             f"The deformable attention has {attention_weights} attention weights, not a multiple of "

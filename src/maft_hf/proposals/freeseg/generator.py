@@ -105,15 +105,13 @@ class FreeSegProposals(ProposalGenerator):
         if text_classifier is None:
             if class_names is None:
                 raise ValueError(
-                    "FreeSeg needs the vocabulary (its masks depend on the class text embeddings): pass "
-                    "class_names=[...] together with text_classifier=<(K, D) class embeddings of MAFT's text tower>, "
-                    "or set a text encoder first (generator.set_text_encoder(clip_model, tokenizer))."
+                    "FreeSeg needs the vocabulary (its masks depend on it): pass class_names=[...] with "
+                    "text_classifier=<(K, D) MAFT text classifier>, or set_text_encoder(clip_model, tokenizer) first."
                 )
             if self.text_encoder is None:
                 raise ValueError(
-                    "FreeSeg got class_names but no text_classifier and has no text encoder: pass "
-                    "text_classifier=build_text_classifier(model, tokenizer, class_names) or call "
-                    "generator.set_text_encoder(model, tokenizer)."
+                    "FreeSeg got class_names but no text_classifier and has no text encoder: pass text_classifier="
+                    "build_text_classifier(model, tokenizer, class_names) or call set_text_encoder(model, tokenizer)."
                 )
             key = tuple(str(name) for name in class_names)
             if key not in self._text_cache:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.models.detr.modeling_detr import DetrMLPPredictionHead  # `layers.{i}`, ReLU between them
 from transformers.models.mask2former.modeling_mask2former import (
     Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention,
     Mask2FormerSinePositionEmbedding,
@@ -151,19 +152,6 @@ class FreeSegEncoderLayer(nn.Module):
         return self.norm2(hidden + self.linear2(F.relu(self.linear1(hidden))))
 
 
-def encoder_reference_points(spatial_shapes, batch_size: int, num_levels: int, device) -> torch.Tensor:
-    """Normalised pixel centres of every level, `(B, sum(h*w), num_levels, 2)` as (x, y) (no padding masks)."""
-    points = []
-    for height, width in spatial_shapes:
-        ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=device),
-            torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device),
-            indexing="ij",
-        )
-        points.append(torch.stack((ref_x.reshape(-1) / width, ref_y.reshape(-1) / height), -1))
-    return torch.cat(points, 0)[None, :, None].expand(batch_size, -1, num_levels, -1)
-
-
 class FreeSegPixelDecoder(nn.Module):
     """Mask2Former's `MSDeformAttnPixelDecoder`: encoder on res3..res5, one FPN level on res2 (the release's
     `adapter_1` / `layer_1`), 1x1 mask-feature conv. Returns the mask features and the three encoder maps."""
@@ -201,7 +189,13 @@ class FreeSegPixelDecoder(nn.Module):
             position = self.position_embedding(x.shape, x.device, torch.float32).flatten(2).transpose(1, 2)
             positions.append(position + self.level_embed[level].view(1, 1, -1))
         hidden, position = torch.cat(sources, 1), torch.cat(positions, 1)
-        reference_points = encoder_reference_points(shapes, hidden.shape[0], len(shapes), hidden.device)
+        points = []  # the normalised pixel centres (x, y) of every level (no padding masks)
+        for height, width in shapes:
+            centre_y = torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=hidden.device) / height
+            centre_x = torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=hidden.device) / width
+            ref_y, ref_x = torch.meshgrid(centre_y, centre_x, indexing="ij")
+            points.append(torch.stack((ref_x.reshape(-1), ref_y.reshape(-1)), -1))
+        reference_points = torch.cat(points)[None, :, None].expand(hidden.shape[0], -1, len(shapes), -1)
         for layer in self.encoder.layers:
             hidden = layer(hidden, position, reference_points, shapes)
         parts = hidden.split([h * w for h, w in shapes], dim=1)
@@ -310,20 +304,6 @@ class FreeSegFFNLayer(FreeSegResidualLayer):
         return self.residual(target, lambda x: self.linear2(F.relu(self.linear1(x))))
 
 
-class FreeSegMLP(nn.Module):
-    """`num_layers` linear layers with ReLU between them (`layers.{i}`)."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
-        super().__init__()
-        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
-        return self.layers[-1](x)
-
-
 class FreeSegPredictor(nn.Module):
     """The release's `OpenTransformerPredictor`: Mask2Former's masked-attention decoder whose class head is an MLP
     to a `text_dim` class embedding. All `decoder_layers` layers run (the release does not subtract one)."""
@@ -353,8 +333,10 @@ class FreeSegPredictor(nn.Module):
             nn.Conv2d(config.conv_dim, dim, kernel_size=1) if project else nn.Identity()
             for _ in range(self.num_feature_levels)
         )
-        self.class_embed = FreeSegMLP(dim, config.class_embed_hidden_dim, config.text_dim, config.class_embed_layers)
-        self.mask_embed = FreeSegMLP(dim, dim, config.mask_dim, 3)
+        self.class_embed = DetrMLPPredictionHead(
+            dim, config.class_embed_hidden_dim, config.text_dim, config.class_embed_layers
+        )
+        self.mask_embed = DetrMLPPredictionHead(dim, dim, config.mask_dim, 3)
 
     def _heads(self, output, mask_features, target_size, with_class: bool):
         decoded = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
@@ -402,12 +384,23 @@ class FreeSegOutput(ModelOutput):
     class_embeddings: torch.FloatTensor | None = None
 
 
-class FreeSegPreTrainedModel(PreTrainedModel):
+class FreeSegModel(PreTrainedModel):
+    """The FreeSeg generator: `forward(pixel_values, text_features)` -> mask logits and class logits."""
+
     config_class = FreeSegConfig
     config: FreeSegConfig
     base_model_prefix = "freeseg"
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
+
+    def __init__(self, config: FreeSegConfig):
+        super().__init__(config)
+        self.backbone = FreeSegBackbone(config)
+        self.pixel_decoder = FreeSegPixelDecoder(config, self.backbone.out_channels)
+        self.interaction = FreeSegContextInteraction(config)
+        self.predictor = FreeSegPredictor(config)
+        self.void_embedding = nn.Parameter(torch.zeros(1, config.text_dim))  # the release's non_object_embedding
+        self.post_init()
 
     def _init_weights(self, module: nn.Module):
         if isinstance(module, FreeSegFrozenBatchNorm2d):
@@ -444,19 +437,6 @@ class FreeSegPreTrainedModel(PreTrainedModel):
             init.normal_(module.void_embedding, std=self.config.text_dim**-0.5)
         else:
             super()._init_weights(module)
-
-
-class FreeSegModel(FreeSegPreTrainedModel):
-    """The FreeSeg generator: `forward(pixel_values, text_features)` -> mask logits and class logits."""
-
-    def __init__(self, config: FreeSegConfig):
-        super().__init__(config)
-        self.backbone = FreeSegBackbone(config)
-        self.pixel_decoder = FreeSegPixelDecoder(config, self.backbone.out_channels)
-        self.interaction = FreeSegContextInteraction(config)
-        self.predictor = FreeSegPredictor(config)
-        self.void_embedding = nn.Parameter(torch.zeros(1, config.text_dim))  # the release's non_object_embedding
-        self.post_init()
 
     def text_features_with_void(self, class_embeddings: torch.Tensor) -> torch.Tensor:
         """`(K, D)` class embeddings (e.g. a `text_classifier`) -> `(K + 1, D)`: each row L2-normalised, the
