@@ -1,11 +1,9 @@
 """Convert the FreeSeg generator inside a released MAFT checkpoint into a [`FreeSegModel`] folder.
 
-The released `.pth` (detectron2 style, usually `{"model": state_dict, ...}`) holds the whole MAFT model. The
-generator is every tensor under `backbone.` and `sem_seg_head.` plus the learned void text embedding
-`clip_adapter.non_object_embedding`; the rest (`clip_adapter.clip_model.*`, `IPCLIP.*`, ...) is the CLIP part. The
-key table is `_RENAMES`; the backbone's `*.num_batches_tracked` are skipped. Sizes are read from the tensors; the rest
-(heads, dilations, GroupNorm groups, pixel mean/std, test sizes) comes from the [`FreeSegConfig`] defaults or
-`config_overrides`.
+The generator is every tensor under `backbone.` and `sem_seg_head.` of the released state dict plus the learned void
+text embedding `clip_adapter.non_object_embedding`; the rest is the CLIP part. Keys are renamed by `_RENAMES`, sizes
+read from the tensors; what they cannot tell (heads, dilations, GroupNorm groups, pixel mean/std, test sizes) comes
+from the [`FreeSegConfig`] defaults or `config_overrides`.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ import torch
 
 from ...hub.official_checkpoint import flatten_tensors
 from .configuration_freeseg import FreeSegConfig
+from .modeling_freeseg import FreeSegModel
 
 GENERATOR_PREFIXES = ("backbone.", "sem_seg_head.")
 VOID_KEY = "clip_adapter.non_object_embedding"
@@ -121,7 +120,7 @@ def convert_freeseg_state_dict(
         name = key[len(prefix) :]
         if not key.startswith(prefix) or not (name.startswith(GENERATOR_PREFIXES) or name == VOID_KEY):
             continue
-        if name.startswith("backbone.") and name.endswith(".num_batches_tracked"):
+        if name.startswith("backbone.") and name.endswith(".num_batches_tracked"):  # trainable-BN checkpoints
             continue
         target = _rename(name)
         if target in source:
@@ -131,8 +130,6 @@ def convert_freeseg_state_dict(
         raise ValueError(f"The checkpoint has the generator but not its void text embedding {prefix + VOID_KEY!r}.")
 
     config = infer_freeseg_config(source, **config_overrides)
-    from .modeling_freeseg import FreeSegModel
-
     with torch.device("meta"):
         expected = {key: tuple(value.shape) for key, value in FreeSegModel(config).state_dict().items()}
     mismatched = [
@@ -168,8 +165,6 @@ def save_freeseg_generator(
 
         released_checkpoint = load_source_checkpoint(released_checkpoint, unsafe_pickle=unsafe_pickle)
     config, state_dict = convert_freeseg_state_dict(released_checkpoint, **config_overrides)
-    from .modeling_freeseg import FreeSegModel
-
     model = FreeSegModel(config)
     model.load_state_dict(state_dict, strict=True)
     model.save_pretrained(os.fspath(output_dir), safe_serialization=True)
