@@ -36,9 +36,7 @@ _RENAMES = (
 def find_freeseg_prefix(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """The prefix (`""`, `"model."`, ...) under which a flat state dict holds the FreeSeg generator, or None."""
     candidates = [key[: -len(_ANCHOR)] for key in state_dict if key == _ANCHOR or key.endswith("." + _ANCHOR)]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda prefix: (prefix not in ("", "model."), len(prefix)))
+    return min(candidates, key=lambda prefix: (prefix not in ("", "model."), len(prefix)), default=None)
 
 
 def _rename(key: str) -> str:

@@ -79,14 +79,15 @@ class FreeSegDeepLabStem(nn.Module):
 class FreeSegBottleneck(nn.Module):
     """ResNet bottleneck (1x1, 3x3 dilated, 1x1) with a projection shortcut when the width changes."""
 
-    def __init__(self, in_channels, out_channels, bottleneck, stride, dilation, groups, stride_in_1x1, eps):
+    def __init__(self, in_channels, out_channels, bottleneck, stride, dilation, config: FreeSegConfig):
         super().__init__()
-        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        eps = config.norm_eps
+        stride_1x1, stride_3x3 = (stride, 1) if config.stride_in_1x1 else (1, stride)
         self.shortcut = (
             _conv_bn(in_channels, out_channels, 1, eps, stride=stride) if in_channels != out_channels else None
         )
         self.conv1 = _conv_bn(in_channels, bottleneck, 1, eps, stride=stride_1x1, activation=True)
-        dilated = dict(padding=dilation, dilation=dilation, groups=groups, activation=True)
+        dilated = dict(padding=dilation, dilation=dilation, groups=config.num_groups, activation=True)
         self.conv2 = _conv_bn(bottleneck, bottleneck, 3, eps, stride=stride_3x3, **dilated)
         self.conv3 = _conv_bn(bottleneck, out_channels, 1, eps)
 
@@ -105,16 +106,13 @@ class FreeSegBackbone(nn.Module):
         self.stem = FreeSegDeepLabStem(config)
         in_channels, out_channels = config.stem_out_channels, config.res2_out_channels
         bottleneck = config.num_groups * config.width_per_group
-        options = (config.num_groups, config.stride_in_1x1, config.norm_eps)
         self.out_channels = []
         for index, (name, depth) in enumerate(zip(self.stage_names, config.depths)):
             dilation = (1, 1, config.res4_dilation, config.res5_dilation)[index]
             stride = 1 if index == 0 or dilation > 1 else 2
             blocks = []
             for grid in config.res5_multi_grid if name == "res5" else [1] * depth:
-                blocks.append(
-                    FreeSegBottleneck(in_channels, out_channels, bottleneck, stride, dilation * grid, *options)
-                )
+                blocks.append(FreeSegBottleneck(in_channels, out_channels, bottleneck, stride, dilation * grid, config))
                 in_channels, stride = out_channels, 1
             self.add_module(name, nn.Sequential(*blocks))
             self.out_channels.append(out_channels)
