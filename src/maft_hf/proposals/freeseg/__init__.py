@@ -7,17 +7,10 @@ See `docs/freeseg.md`. `FreeSegModel` is the network, `FreeSegProposals` the pro
 from __future__ import annotations
 
 _LAZY_EXPORTS = {
-    "FREESEG_PIXEL_MEAN": ".configuration_freeseg",
-    "FREESEG_PIXEL_STD": ".configuration_freeseg",
-    "FreeSegConfig": ".configuration_freeseg",
-    "FreeSegModel": ".modeling_freeseg",
-    "FreeSegOutput": ".modeling_freeseg",
-    "CanvasProposals": ".generator",
-    "FreeSegProposals": ".generator",
-    "load_freeseg_model": ".generator",
-    "convert_freeseg_state_dict": ".conversion",
-    "find_freeseg_prefix": ".conversion",
-    "save_freeseg_generator": ".conversion",
+    **dict.fromkeys(("FREESEG_PIXEL_MEAN", "FREESEG_PIXEL_STD", "FreeSegConfig"), ".configuration_freeseg"),
+    **dict.fromkeys(("FreeSegModel", "FreeSegOutput"), ".modeling_freeseg"),
+    **dict.fromkeys(("CanvasProposals", "FreeSegProposals", "load_freeseg_model"), ".generator"),
+    **dict.fromkeys(("convert_freeseg_state_dict", "find_freeseg_prefix", "save_freeseg_generator"), ".conversion"),
 }
 __all__ = list(_LAZY_EXPORTS)
 

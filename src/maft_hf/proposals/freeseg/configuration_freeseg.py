@@ -18,19 +18,15 @@ _CASTS = {
 
 
 class FreeSegConfig(PretrainedConfig):
-    r"""Sizes of the FreeSeg generator; the defaults are the released MAFT/FreeSeg model
-    (`configs/coco-stuff-164k-156/eval.yaml`; detectron2 names in brackets).
+    r"""Sizes of the FreeSeg generator; the defaults are the released model (`configs/coco-stuff-164k-156/eval.yaml`).
 
-    Backbone (DeepLab ResNet): `depths` of res2..res5 (`[3, 4, 23, 3]` = ResNet-101), `stem_out_channels` (three 3x3
-    convs, the first two half as wide), `res2_out_channels` and `width_per_group` x `num_groups` (doubled per stage),
-    `stride_in_1x1` (False: stride in the 3x3), `res4_dilation`, `res5_dilation` with per-block `res5_multi_grid`.
-    Pixel decoder: `conv_dim` [CONVS_DIM], `mask_dim` [MASK_DIM] (must equal `conv_dim`), `norm_num_groups`, MSDeformAttn
-    `encoder_*`. Text interaction: `interaction_dim` [EMBED_DIM], `interaction_heads` [NUM_HEADS], learned `gamma`
-    with `interaction_layer_scale`. Decoder: `hidden_dim`, `decoder_layers` [DEC_LAYERS, all run], `pre_norm`,
-    `enforce_input_proj`, `num_queries` (proposals per image), `text_dim` [EMBEDDING_DIM], class-embedding MLP
-    `class_embed_hidden_dim` / `class_embed_layers` [EMBED_HIDDEN_DIM / EMBED_LAYERS], `logit_scale` (100). Input:
-    `pixel_mean` / `pixel_std` on 0-255 RGB, zero-padding to `size_divisibility`, test-time `ResizeShortestEdge`
-    `test_short_side` / `test_max_size` (640 / 2560).
+    Backbone: DeepLab ResNet with `depths` of res2..res5, a stem of three 3x3 convs (the first two half as wide),
+    bottleneck width `width_per_group` x `num_groups` (doubled per stage), res5 per-block `res5_multi_grid`
+    dilations. Pixel decoder: `conv_dim` [CONVS_DIM] (`mask_dim` must equal it), MSDeformAttn `encoder_*`. Text
+    interaction: `interaction_dim` / `interaction_heads` [EMBED_DIM / NUM_HEADS]. Decoder: all `decoder_layers`
+    [DEC_LAYERS] run; class-embedding MLP [EMBED_HIDDEN_DIM / EMBED_LAYERS] to `text_dim`. Input: `pixel_mean` /
+    `pixel_std` on 0-255 RGB, zero-padding to `size_divisibility`, test-time resize to `test_short_side` (long side
+    at most `test_max_size`).
     """
 
     model_type = "maft_freeseg"
@@ -91,22 +87,20 @@ class FreeSegConfig(PretrainedConfig):
                 f"res5_multi_grid needs one entry per res5 block ({self.depths[-1]}), got {self.res5_multi_grid}"
             )
         if self.res4_dilation not in (1, 2) or self.res5_dilation not in (1, 2, 4):
-            problems.append(
-                f"res4_dilation must be 1 or 2 and res5_dilation 1, 2 or 4, got {self.res4_dilation}, {self.res5_dilation}"
-            )
+            got = (self.res4_dilation, self.res5_dilation)
+            problems.append(f"res4_dilation must be 1 or 2 and res5_dilation 1, 2 or 4, got {got}")
         if self.mask_dim != self.conv_dim:
             problems.append(f"mask_dim ({self.mask_dim}) must equal conv_dim ({self.conv_dim})")
-        for name, dim, heads in (
-            ("conv_dim / encoder_attention_heads", self.conv_dim, self.encoder_attention_heads),
-            ("interaction_dim / interaction_heads", self.interaction_dim, self.interaction_heads),
-            ("hidden_dim / decoder_attention_heads", self.hidden_dim, self.decoder_attention_heads),
+        for name in (
+            "conv_dim / encoder_attention_heads",
+            "interaction_dim / interaction_heads",
+            "hidden_dim / decoder_attention_heads",
         ):
+            dim, heads = (getattr(self, field) for field in name.split(" / "))
             if heads < 1 or dim % heads:
                 problems.append(f"{name} must divide evenly, got {dim} / {heads}")
         if self.conv_dim % self.norm_num_groups:
-            problems.append(
-                f"conv_dim ({self.conv_dim}) must be a multiple of norm_num_groups ({self.norm_num_groups})"
-            )
+            problems.append(f"conv_dim ({self.conv_dim}) must be a multiple of norm_num_groups")
         if self.hidden_dim % 2 or self.conv_dim % 2:
             problems.append("conv_dim and hidden_dim must be even (sine position embeddings)")
         if len(self.pixel_mean) != self.num_channels or len(self.pixel_std) != self.num_channels:

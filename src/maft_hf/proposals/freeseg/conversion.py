@@ -1,23 +1,9 @@
 """Convert the FreeSeg generator inside a released MAFT checkpoint into a [`FreeSegModel`] folder.
 
-The released `.pth` (detectron2 style, usually `{"model": state_dict, ...}`) holds the whole MAFT model. The
-generator is every tensor under `backbone.` and `sem_seg_head.` plus the learned void text embedding
-`clip_adapter.non_object_embedding`; everything else (`clip_adapter.clip_model.*`, `IPCLIP.*`, `T.*`,
-`criterion.*`, ...) belongs to the CLIP part and is left to the IP-CLIP conversion.
-
-Released name                                                  | `FreeSegModel` name
--------------------------------------------------------------- | ------------------------------------------------
-`backbone.{stem,res2..res5}.*`                                 | `backbone.*` (same layout)
-`sem_seg_head.pixel_decoder.input_proj.*`, `.mask_features.*`  | `pixel_decoder.*` (same)
-`sem_seg_head.pixel_decoder.transformer.level_embed`           | `pixel_decoder.level_embed`
-`sem_seg_head.pixel_decoder.transformer.encoder.layers.*`      | `pixel_decoder.encoder.layers.*`
-`sem_seg_head.pixel_decoder.adapter_{k}.*` / `layer_{k}.*`     | `pixel_decoder.lateral_convs.{k-1}.*` / `output_convs.{k-1}.*`
-`sem_seg_head.interaction.*`                                   | `interaction.*` (same)
-`sem_seg_head.predictor.*` (`static_query` read as `query_feat`) | `predictor.*` (same)
-`clip_adapter.non_object_embedding` `(1, D)`                   | `void_embedding`
-
-The backbone's `*.num_batches_tracked` are skipped. Sizes are read from the tensors; the rest (heads, dilations,
-GroupNorm groups, pixel mean/std, test sizes) comes from the [`FreeSegConfig`] defaults or `config_overrides`.
+The generator is every tensor under `backbone.` and `sem_seg_head.` of the released state dict plus the learned void
+text embedding `clip_adapter.non_object_embedding`; the rest is the CLIP part. Keys are renamed by `_RENAMES`, sizes
+read from the tensors; what they cannot tell (heads, dilations, GroupNorm groups, pixel mean/std, test sizes) comes
+from the [`FreeSegConfig`] defaults or `config_overrides`.
 """
 
 from __future__ import annotations
@@ -28,68 +14,41 @@ from collections.abc import Mapping
 
 import torch
 
+from ...hub.official_checkpoint import flatten_tensors
 from .configuration_freeseg import FreeSegConfig
+from .modeling_freeseg import FreeSegModel
 
 GENERATOR_PREFIXES = ("backbone.", "sem_seg_head.")
 VOID_KEY = "clip_adapter.non_object_embedding"
 _ANCHOR = "backbone.stem.conv1.weight"
-_PIXEL_DECODER_RENAMES = (
-    (re.compile(r"^transformer\.level_embed$"), "level_embed"),
-    (re.compile(r"^transformer\.encoder\.layers\.(.+)$"), r"encoder.layers.\1"),
-    (re.compile(r"^adapter_(\d+)\.(.+)$"), None),  # lateral_convs.{k-1}
-    (re.compile(r"^layer_(\d+)\.(.+)$"), None),  # output_convs.{k-1}
+# released name (prefix stripped) -> `FreeSegModel` name, the first matching rule; `backbone.*` and unknown
+# `sem_seg_head.*` keys are kept as they are (the latter then reported as unexpected)
+_RENAMES = (
+    (rf"^{re.escape(VOID_KEY)}$", "void_embedding"),
+    (r"^sem_seg_head\.pixel_decoder\.transformer\.(level_embed$|encoder\.layers\.)", r"pixel_decoder.\1"),
+    (r"^sem_seg_head\.pixel_decoder\.adapter_(\d+)\.", lambda m: f"pixel_decoder.lateral_convs.{int(m[1]) - 1}."),
+    (r"^sem_seg_head\.pixel_decoder\.layer_(\d+)\.", lambda m: f"pixel_decoder.output_convs.{int(m[1]) - 1}."),
+    (r"^sem_seg_head\.predictor\.static_query\.", "predictor.query_feat."),
+    (r"^sem_seg_head\.(pixel_decoder|interaction|predictor)\.", r"\1."),
 )
-
-
-def _flatten(obj, prefix: str = "") -> dict[str, torch.Tensor]:
-    out = {}
-    if isinstance(obj, Mapping):
-        for key, value in obj.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-    elif isinstance(obj, torch.Tensor):
-        out[prefix[:-1]] = obj
-    elif type(obj).__module__ == "numpy" and hasattr(obj, "shape"):
-        out[prefix[:-1]] = torch.as_tensor(obj)
-    return out
 
 
 def find_freeseg_prefix(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """The prefix (`""`, `"model."`, ...) under which a flat state dict holds the FreeSeg generator, or None."""
     candidates = [key[: -len(_ANCHOR)] for key in state_dict if key == _ANCHOR or key.endswith("." + _ANCHOR)]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda prefix: (prefix not in ("", "model."), len(prefix)))
+    return min(candidates, key=lambda prefix: (prefix not in ("", "model."), len(prefix)), default=None)
 
 
-def _rename(key: str) -> str | None:
-    """Released key (prefix stripped) -> `FreeSegModel` key; None when the key is not part of the generator."""
-    if key == VOID_KEY:
-        return "void_embedding"
-    if key.startswith("backbone."):
-        return key
-    if key.startswith("sem_seg_head.pixel_decoder."):
-        rest = key[len("sem_seg_head.pixel_decoder.") :]
-        for pattern, target in _PIXEL_DECODER_RENAMES:
-            match = pattern.match(rest)
-            if match is None:
-                continue
-            if target is not None:
-                return "pixel_decoder." + match.expand(target)
-            kind = "lateral_convs" if rest.startswith("adapter_") else "output_convs"
-            return f"pixel_decoder.{kind}.{int(match.group(1)) - 1}.{match.group(2)}"
-        return "pixel_decoder." + rest
-    if key.startswith("sem_seg_head.interaction."):
-        return "interaction." + key[len("sem_seg_head.interaction.") :]
-    if key.startswith("sem_seg_head.predictor."):
-        return "predictor." + key[len("sem_seg_head.predictor.") :].replace("static_query", "query_feat")
-    if key.startswith("sem_seg_head."):
-        return "sem_seg_head." + key[len("sem_seg_head.") :]  # unknown head tensor: reported as unexpected
-    return None
+def _rename(key: str) -> str:
+    for pattern, target in _RENAMES:
+        renamed, count = re.subn(pattern, target, key, count=1)
+        if count:
+            return renamed
+    return key
 
 
 def _count(source: Mapping[str, torch.Tensor], pattern: str) -> int:
-    regex = re.compile(pattern)
-    indices = {int(m.group(1)) for m in map(regex.match, source) if m}
+    indices = {int(m[1]) for m in map(re.compile(pattern).match, source) if m}
     return max(indices) + 1 if indices else 0
 
 
@@ -131,10 +90,6 @@ def infer_freeseg_config(source: Mapping[str, torch.Tensor], **config_overrides)
         class_embed_layers=class_layers,
         class_embed_hidden_dim=shape("predictor.class_embed.layers.0.weight")[0] if class_layers > 1 else 0,
     )
-    if depths[-1] != 3 and "res5_multi_grid" not in config_overrides:
-        raise ValueError(
-            f"res5 has {depths[-1]} blocks; the released multi-grid [1, 2, 4] needs 3: pass res5_multi_grid=[...]."
-        )
     if heads * num_levels * inferred["encoder_n_points"] != attention_weights:
         raise ValueError(
             f"The deformable attention has {attention_weights} attention weights, not a multiple of "
@@ -149,7 +104,7 @@ def convert_freeseg_state_dict(
     """The released checkpoint's generator (flat or nested under `model`) -> `(FreeSegConfig, FreeSegModel state
     dict)`; `config_overrides` set what the tensors cannot tell. Every generator tensor is used exactly once;
     `ValueError` naming missing, unexpected or mis-shaped tensors, or when there is no generator."""
-    flat = _flatten(released_state_dict)
+    flat = flatten_tensors(released_state_dict)
     prefix = find_freeseg_prefix(flat)
     if prefix is None:
         heads = sorted({key.split(".", 1)[0] for key in flat})[:8]
@@ -158,15 +113,12 @@ def convert_freeseg_state_dict(
             f"{_ANCHOR!r}); its top-level names are {heads}. Convert its IP-CLIP part alone, and take proposals "
             "from another source."
         )
-    source, skipped = {}, []
+    source = {}
     for key, tensor in flat.items():
-        if not key.startswith(prefix):
-            continue
         name = key[len(prefix) :]
-        if not (name.startswith(GENERATOR_PREFIXES) or name == VOID_KEY):
+        if not key.startswith(prefix) or not (name.startswith(GENERATOR_PREFIXES) or name == VOID_KEY):
             continue
-        if name.startswith("backbone.") and name.endswith(".num_batches_tracked"):
-            skipped.append(name)
+        if name.startswith("backbone.") and name.endswith(".num_batches_tracked"):  # trainable-BN checkpoints
             continue
         target = _rename(name)
         if target in source:
@@ -176,33 +128,29 @@ def convert_freeseg_state_dict(
         raise ValueError(f"The checkpoint has the generator but not its void text embedding {prefix + VOID_KEY!r}.")
 
     config = infer_freeseg_config(source, **config_overrides)
-    from .modeling_freeseg import FreeSegModel
-
     with torch.device("meta"):
         expected = {key: tuple(value.shape) for key, value in FreeSegModel(config).state_dict().items()}
-    missing = sorted(set(expected) - set(source))
-    unexpected = sorted(set(source) - set(expected))
-    mismatched = sorted(
+    mismatched = [
         f"{key}: expected {expected[key]}, found {tuple(source[key].shape)}"
         for key in set(expected) & set(source)
         if tuple(source[key].shape) != expected[key]
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing tensors: {_preview(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {_preview(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {_preview(mismatched)}")
+    ]
+    problems = [
+        f"{kind}: {_preview(sorted(names))}"
+        for kind, names in [
+            ("missing tensors", set(expected) - set(source)),
+            ("unexpected tensors", set(source) - set(expected)),
+            ("shape mismatches", mismatched),
+        ]
+        if names
+    ]
     if problems:
         raise ValueError("The checkpoint's FreeSeg generator does not match FreeSegModel: " + "; ".join(problems) + ".")
-    state_dict = {key: source[key].detach().clone().contiguous() for key in expected}
-    return config, state_dict
+    return config, {key: source[key].detach().clone().contiguous() for key in expected}
 
 
 def _preview(names: list[str], limit: int = 12) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def save_freeseg_generator(
@@ -215,10 +163,7 @@ def save_freeseg_generator(
 
         released_checkpoint = load_source_checkpoint(released_checkpoint, unsafe_pickle=unsafe_pickle)
     config, state_dict = convert_freeseg_state_dict(released_checkpoint, **config_overrides)
-    from .modeling_freeseg import FreeSegModel
-
     model = FreeSegModel(config)
     model.load_state_dict(state_dict, strict=True)
-    output_dir = os.fspath(output_dir)
-    model.save_pretrained(output_dir, safe_serialization=True)
-    return output_dir
+    model.save_pretrained(os.fspath(output_dir), safe_serialization=True)
+    return os.fspath(output_dir)

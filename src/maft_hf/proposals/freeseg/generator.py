@@ -1,19 +1,8 @@
-"""`FreeSegProposals`: the released MAFT models' own proposal source (spec `"freeseg:<folder>"`).
+"""`FreeSegProposals`: the released MAFT models' own proposal source (spec `"freeseg:<folder>"`), with the release's
+test-time input path (resize, normalise, pad to 32, forward, masks back to the image; `docs/freeseg.md`).
 
 FreeSeg's masks depend on the vocabulary (`needs_vocabulary = True`): pass `class_names` and `text_classifier (K, D)`
 (MAFT's text classifier, `build_text_classifier`), or set a text encoder and pass only the names.
-
-Release-exact input path (`MAFT.forward` at test time):
-
-1. `ResizeShortestEdge(640, max 2560)` (the long side capped), bilinear;
-2. normalise with the generator's pixel mean/std (0-255 scale), zero-pad bottom/right to a multiple of 32;
-3. forward; mask logits (1/4 resolution) upsampled to the padded size, bilinear `align_corners=True`, sigmoid;
-4. crop to the resized image; resize bilinearly (`align_corners=False`) to the original size, as detectron2's
-   `sem_seg_postprocess` does to MAFT's per-pixel scores (which are linear in the mask probabilities);
-5. class scores: softmax over `K + 1`, the void column dropped afterwards.
-
-Step 1 uses torch's antialiased bilinear resize (`maft_hf.data.transforms.resize_image`) where detectron2 uses PIL's
-bilinear filter on uint8 images: pixel values can differ by a grey level or two.
 """
 
 from __future__ import annotations
@@ -54,34 +43,20 @@ def load_freeseg_model(model_or_path, local_files_only: bool | None = None) -> F
     raise ValueError(f"Expected a FreeSeg folder / Hub id or a FreeSegModel, got {type(model_or_path).__name__}.")
 
 
-def canvas_mask_probabilities(mask_logits: torch.Tensor, padded_size: tuple[int, int]) -> torch.Tensor:
-    """`(Q, h, w)` mask logits -> `(Q, Hp, Wp)` probabilities: bilinear `align_corners=True` upsampling, sigmoid
-    (MAFT's `mask_results`)."""
-    return _chunked_probabilities(mask_logits, padded_size)
-
-
-def _chunked_probabilities(mask_logits, padded_size, finish=None) -> torch.Tensor:
+def mask_probabilities(mask_logits, padded_size, valid_size=None, output_size=None) -> torch.Tensor:
+    """`(Q, h, w)` mask logits -> probabilities: bilinear upsampling to the `(Hp, Wp)` padded size with
+    `align_corners=True` and sigmoid (MAFT's `mask_results`); with `valid_size` and `output_size` also cropped to the
+    image region and resized bilinearly to `output_size` (detectron2's `sem_seg_postprocess`)."""
     chunks = []
-    for start in range(0, mask_logits.shape[0], _UPSAMPLE_CHUNK):  # bounds memory
+    for start in range(0, mask_logits.shape[0], _UPSAMPLE_CHUNK):
         logits = mask_logits[None, start : start + _UPSAMPLE_CHUNK].float()
         probs = F.interpolate(logits, size=tuple(padded_size), mode="bilinear", align_corners=True).sigmoid()
-        chunks.append((probs if finish is None else finish(probs))[0])
+        if valid_size is not None:
+            probs = probs[:, :, : valid_size[0], : valid_size[1]]
+            if tuple(probs.shape[-2:]) != tuple(output_size):
+                probs = F.interpolate(probs, size=tuple(output_size), mode="bilinear", align_corners=False)
+        chunks.append(probs[0])
     return torch.cat(chunks)
-
-
-def image_mask_probabilities(
-    mask_logits: torch.Tensor, padded_size: tuple[int, int], valid_size: tuple[int, int], output_size: tuple[int, int]
-) -> torch.Tensor:
-    """`(Q, h, w)` mask logits -> `(Q, H, W)` probabilities at the original image size: upsample to the padded size
-    (`align_corners=True`), sigmoid, crop to `valid_size`, bilinear resize to `output_size` (`sem_seg_postprocess`)."""
-
-    def finish(probs):
-        probs = probs[:, :, : valid_size[0], : valid_size[1]]
-        if tuple(probs.shape[-2:]) != tuple(output_size):
-            probs = F.interpolate(probs, size=tuple(output_size), mode="bilinear", align_corners=False)
-        return probs
-
-    return _chunked_probabilities(mask_logits, padded_size, finish)
 
 
 class FreeSegProposals(ProposalGenerator):
@@ -104,9 +79,7 @@ class FreeSegProposals(ProposalGenerator):
         self.model = load_freeseg_model(model_or_path, local_files_only).eval()
         if device is not None:
             self.model.to(device)
-        self.text_encoder = None
-        self.tokenizer = None
-        self.templates = None
+        self.text_encoder = self.tokenizer = self.templates = None
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
         if text_encoder is not None or tokenizer is not None:
             self.set_text_encoder(text_encoder, tokenizer, templates)
@@ -132,42 +105,29 @@ class FreeSegProposals(ProposalGenerator):
         if text_classifier is None:
             if class_names is None:
                 raise ValueError(
-                    "FreeSeg needs the vocabulary (its masks depend on the class text embeddings): pass "
-                    "class_names=[...] together with text_classifier=<(K, D) class embeddings of MAFT's text tower>, "
-                    "or set a text encoder first (generator.set_text_encoder(clip_model, tokenizer))."
+                    "FreeSeg needs the vocabulary (its masks depend on it): pass class_names=[...] with "
+                    "text_classifier=<(K, D) MAFT text classifier>, or set_text_encoder(clip_model, tokenizer) first."
                 )
-            class_names = [str(name) for name in class_names]
             if self.text_encoder is None:
                 raise ValueError(
-                    "FreeSeg got class_names but no text_classifier and has no text encoder: pass "
-                    "text_classifier=build_text_classifier(model, tokenizer, class_names) or call "
-                    "generator.set_text_encoder(model, tokenizer)."
+                    "FreeSeg got class_names but no text_classifier and has no text encoder: pass text_classifier="
+                    "build_text_classifier(model, tokenizer, class_names) or call set_text_encoder(model, tokenizer)."
                 )
-            key = tuple(class_names)
+            key = tuple(str(name) for name in class_names)
             if key not in self._text_cache:
                 from ...inference.text_classifier import build_text_classifier
 
                 self._text_cache[key] = build_text_classifier(
-                    self.text_encoder, self.tokenizer, class_names, templates=self.templates
+                    self.text_encoder, self.tokenizer, list(key), templates=self.templates
                 )
             text_classifier = self._text_cache[key]
-        if not isinstance(text_classifier, torch.Tensor) or text_classifier.ndim != 2:
-            raise ValueError(f"text_classifier must be a (K, D) tensor, got {getattr(text_classifier, 'shape', None)}.")
-        if text_classifier.shape[-1] != self.config.text_dim:
-            raise ValueError(
-                f"text_classifier has dimension {text_classifier.shape[-1]}, the generator expects {self.config.text_dim}."
-            )
-        if class_names is None:
-            class_names = [f"class_{index}" for index in range(text_classifier.shape[0])]
-        class_names = [str(name) for name in class_names]
-        if len(class_names) != text_classifier.shape[0]:
-            raise ValueError(
-                f"{len(class_names)} class names for a text_classifier of {text_classifier.shape[0]} rows."
-            )
-        dtype = next(self.model.parameters()).dtype
         with torch.no_grad():
-            text_features = self.model.text_features_with_void(text_classifier.to(self.device, dtype))
-        return class_names, text_features
+            text_features = self.model.text_features_with_void(text_classifier)  # validates its shape
+        if class_names is None:
+            class_names = [f"class_{index}" for index in range(len(text_classifier))]
+        if len(class_names) != len(text_classifier):
+            raise ValueError(f"{len(class_names)} class names for a text_classifier of {len(text_classifier)} rows.")
+        return [str(name) for name in class_names], text_features
 
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
         """The test-time `ResizeShortestEdge` output size of an image."""
@@ -176,17 +136,11 @@ class FreeSegProposals(ProposalGenerator):
     @torch.no_grad()
     def _forward(self, images: list[torch.Tensor], text_features: torch.Tensor):
         """Normalise, zero-pad the batch to a multiple of `size_divisibility`, run the model."""
+        config = self.config
         images = [image.to(self.device) for image in images]
-        pixel_values, _ = normalize_and_pad(
-            images,
-            self.config.pixel_mean,
-            self.config.pixel_std,
-            rescale_factor=1.0,
-            size_divisor=self.config.size_divisibility,
-        )
-        dtype = next(self.model.parameters()).dtype
-        outputs = self.model(pixel_values.to(dtype), text_features)
-        return outputs.mask_logits, outputs.class_logits, tuple(pixel_values.shape[-2:])
+        pixel_values, _ = normalize_and_pad(images, config.pixel_mean, config.pixel_std, 1.0, config.size_divisibility)
+        outputs = self.model(pixel_values.to(next(self.model.parameters()).dtype), text_features)
+        return outputs.mask_logits, outputs.class_logits.float().softmax(-1)[..., :-1], tuple(pixel_values.shape[-2:])
 
     def __call__(self, images, class_names: Sequence[str] | None = None, text_classifier=None) -> list[Proposals]:
         """One [`Proposals`] per image at its original resolution, as the release computes them: `masks (Q, H, W)`,
@@ -197,12 +151,13 @@ class FreeSegProposals(ProposalGenerator):
             image = image_to_tensor(image)
             output_size = tuple(image.shape[-2:])
             resized = resize_image(image, self.resized_size(*output_size))
-            mask_logits, class_logits, padded = self._forward([resized], text_features)
+            mask_logits, scores, padded = self._forward([resized], text_features)
             target = mask_size_for(output_size, tuple(resized.shape[-2:]))  # the working size for huge images
-            masks = image_mask_probabilities(mask_logits[0], padded, tuple(resized.shape[-2:]), target)
-            scores = class_logits[0].float().softmax(-1)[:, :-1]
+            masks = mask_probabilities(mask_logits[0], padded, tuple(resized.shape[-2:]), target)
             image_size = output_size if target != output_size else None
-            results.append(Proposals(masks=masks, class_scores=scores, class_names=list(names), image_size=image_size))
+            results.append(
+                Proposals(masks=masks, class_scores=scores[0], class_names=list(names), image_size=image_size)
+            )
         return results
 
     def propose_on_canvas(
@@ -213,11 +168,10 @@ class FreeSegProposals(ProposalGenerator):
         `mask_results` on that canvas (upsampled with `align_corners=True`, sigmoid, no crop, no resize)."""
         names, text_features = self._vocabulary(class_names, text_classifier)
         images = [image_to_tensor(image) for image in load_images(images)]
-        mask_logits, class_logits, padded = self._forward(images, text_features)
+        mask_logits, scores, padded = self._forward(images, text_features)
         results = []
-        for index, image in enumerate(images):
-            masks = canvas_mask_probabilities(mask_logits[index], padded)
-            scores = class_logits[index].float().softmax(-1)[:, :-1]
-            proposals = Proposals(masks=masks, class_scores=scores, class_names=list(names))
-            results.append(CanvasProposals(proposals, (int(image.shape[-2]), int(image.shape[-1]))))
+        for logits, image_scores, image in zip(mask_logits, scores, images):
+            masks = mask_probabilities(logits, padded)
+            proposals = Proposals(masks=masks, class_scores=image_scores, class_names=list(names))
+            results.append(CanvasProposals(proposals, tuple(image.shape[-2:])))
         return results

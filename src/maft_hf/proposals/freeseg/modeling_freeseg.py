@@ -1,10 +1,8 @@
-"""FreeSeg, the proposal generator of the released MAFT models, in pure PyTorch (inference forward).
+"""FreeSeg, the proposal generator of the released MAFT models, in pure PyTorch (inference forward; `docs/freeseg.md`).
 
 DeepLab ResNet backbone (frozen batch norms) -> Mask2Former's MSDeformAttn pixel decoder (plus one FPN level) ->
-text interaction (each map attends to the K + 1 text embeddings; as released, the key LayerNorm is re-applied at
-every pass) -> Mask2Former's masked-attention decoder (all `decoder_layers` run), whose per-query class embedding is
-compared with the text embeddings (cosine x `logit_scale`). Deformable attention and sine position embeddings are
-transformers' Mask2Former blocks.
+text interaction (each map attends to the K + 1 text embeddings) -> Mask2Former's masked-attention decoder, whose
+per-query class embedding is compared with the text embeddings (cosine x `logit_scale`).
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.models.detr.modeling_detr import DetrMLPPredictionHead  # `layers.{i}`, ReLU between them
 from transformers.models.mask2former.modeling_mask2former import (
     Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention,
     Mask2FormerSinePositionEmbedding,
@@ -30,20 +29,20 @@ _INTERACTION_CHUNK = 16384  # pixel tokens attending to the text at once (exact:
 class FreeSegFrozenBatchNorm2d(nn.Module):
     """Batch norm with fixed statistics and affine parameters (detectron2's `FrozenBatchNorm2d`), all buffers."""
 
+    defaults = (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0))
+
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
-        self.register_buffer("weight", torch.ones(num_features))
-        self.register_buffer("bias", torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
+        for name, value in self.defaults:
+            self.register_buffer(name, torch.full((num_features,), value))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
 class FreeSegConvNorm(nn.Conv2d):
-    """A convolution followed by an optional norm (`.norm`) and activation, laid out as detectron2's `Conv2d`."""
+    """A convolution followed by an optional norm (`.norm`) and ReLU, laid out as detectron2's `Conv2d`."""
 
     def __init__(self, *args, norm: nn.Module | None = None, activation: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -69,38 +68,32 @@ class FreeSegDeepLabStem(nn.Module):
     def __init__(self, config: FreeSegConfig):
         super().__init__()
         half, out, eps = config.stem_out_channels // 2, config.stem_out_channels, config.norm_eps
-        self.conv1 = _conv_bn(config.num_channels, half, 3, eps, stride=2, padding=1)
-        self.conv2 = _conv_bn(half, half, 3, eps, padding=1)
-        self.conv3 = _conv_bn(half, out, 3, eps, padding=1)
+        self.conv1 = _conv_bn(config.num_channels, half, 3, eps, stride=2, padding=1, activation=True)
+        self.conv2 = _conv_bn(half, half, 3, eps, padding=1, activation=True)
+        self.conv3 = _conv_bn(half, out, 3, eps, padding=1, activation=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
-        x = F.relu(self.conv3(x))
-        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        return F.max_pool2d(self.conv3(self.conv2(self.conv1(x))), kernel_size=3, stride=2, padding=1)
 
 
 class FreeSegBottleneck(nn.Module):
     """ResNet bottleneck (1x1, 3x3 dilated, 1x1) with a projection shortcut when the width changes."""
 
-    def __init__(self, in_channels, out_channels, bottleneck, stride, dilation, groups, stride_in_1x1, eps):
+    def __init__(self, in_channels, out_channels, bottleneck, stride, dilation, config: FreeSegConfig):
         super().__init__()
-        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.shortcut = None
-        if in_channels != out_channels:
-            self.shortcut = _conv_bn(in_channels, out_channels, 1, eps, stride=stride)
-        self.conv1 = _conv_bn(in_channels, bottleneck, 1, eps, stride=stride_1x1)
-        self.conv2 = _conv_bn(
-            bottleneck, bottleneck, 3, eps, stride=stride_3x3, padding=dilation, dilation=dilation, groups=groups
+        eps = config.norm_eps
+        stride_1x1, stride_3x3 = (stride, 1) if config.stride_in_1x1 else (1, stride)
+        self.shortcut = (
+            _conv_bn(in_channels, out_channels, 1, eps, stride=stride) if in_channels != out_channels else None
         )
+        self.conv1 = _conv_bn(in_channels, bottleneck, 1, eps, stride=stride_1x1, activation=True)
+        dilated = dict(padding=dilation, dilation=dilation, groups=config.num_groups, activation=True)
+        self.conv2 = _conv_bn(bottleneck, bottleneck, 3, eps, stride=stride_3x3, **dilated)
         self.conv3 = _conv_bn(bottleneck, out_channels, 1, eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.conv1(x))
-        out = F.relu(self.conv2(out))
-        out = self.conv3(out)
         shortcut = x if self.shortcut is None else self.shortcut(x)
-        return F.relu(out + shortcut)
+        return F.relu(self.conv3(self.conv2(self.conv1(x))) + shortcut)
 
 
 class FreeSegBackbone(nn.Module):
@@ -115,26 +108,21 @@ class FreeSegBackbone(nn.Module):
         bottleneck = config.num_groups * config.width_per_group
         self.out_channels = []
         for index, (name, depth) in enumerate(zip(self.stage_names, config.depths)):
-            dilation = {"res4": config.res4_dilation, "res5": config.res5_dilation}.get(name, 1)
-            first_stride = 1 if index == 0 or dilation > 1 else 2
-            if name == "res5":
-                dilations = [dilation * grid for grid in config.res5_multi_grid]
-            else:
-                dilations = [dilation] * depth
-            options = (config.num_groups, config.stride_in_1x1, config.norm_eps)
-            blocks = [
-                FreeSegBottleneck(in_channels, out_channels, bottleneck, first_stride, dilations[0], *options)
-            ] + [FreeSegBottleneck(out_channels, out_channels, bottleneck, 1, d, *options) for d in dilations[1:depth]]
+            dilation = (1, 1, config.res4_dilation, config.res5_dilation)[index]
+            stride = 1 if index == 0 or dilation > 1 else 2
+            blocks = []
+            for grid in config.res5_multi_grid if name == "res5" else [1] * depth:
+                blocks.append(FreeSegBottleneck(in_channels, out_channels, bottleneck, stride, dilation * grid, config))
+                in_channels, stride = out_channels, 1
             self.add_module(name, nn.Sequential(*blocks))
             self.out_channels.append(out_channels)
-            in_channels, out_channels, bottleneck = out_channels, out_channels * 2, bottleneck * 2
+            out_channels, bottleneck = out_channels * 2, bottleneck * 2
 
     def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.stem(pixel_values)
         features = {}
         for name in self.stage_names:
-            x = getattr(self, name)(x)
-            features[name] = x
+            x = features[name] = getattr(self, name)(x)
         return features
 
 
@@ -143,13 +131,8 @@ class FreeSegEncoderLayer(nn.Module):
 
     def __init__(self, config: FreeSegConfig, num_levels: int):
         super().__init__()
-        dim = config.conv_dim
-        self.self_attn = Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention(
-            embed_dim=dim,
-            num_heads=config.encoder_attention_heads,
-            n_levels=num_levels,
-            n_points=config.encoder_n_points,
-        )
+        dim, heads, points = config.conv_dim, config.encoder_attention_heads, config.encoder_n_points
+        self.self_attn = Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention(dim, heads, num_levels, points)
         self.norm1 = nn.LayerNorm(dim)
         self.linear1 = nn.Linear(dim, config.encoder_ffn_dim)
         self.linear2 = nn.Linear(config.encoder_ffn_dim, dim)
@@ -167,34 +150,19 @@ class FreeSegEncoderLayer(nn.Module):
         return self.norm2(hidden + self.linear2(F.relu(self.linear1(hidden))))
 
 
-def encoder_reference_points(spatial_shapes, batch_size: int, num_levels: int, device) -> torch.Tensor:
-    """Normalised pixel centres of every level, `(B, sum(h*w), num_levels, 2)` as (x, y) (no padding masks)."""
-    points = []
-    for height, width in spatial_shapes:
-        ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=device),
-            torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device),
-            indexing="ij",
-        )
-        points.append(torch.stack((ref_x.reshape(-1) / width, ref_y.reshape(-1) / height), -1))
-    points = torch.cat(points, 0)
-    return points[None, :, None].expand(batch_size, -1, num_levels, -1)
-
-
 class FreeSegPixelDecoder(nn.Module):
-    """Mask2Former's `MSDeformAttnPixelDecoder` (encoder on res3..res5, FPN on res2, 1x1 mask-feature conv)."""
+    """Mask2Former's `MSDeformAttnPixelDecoder`: encoder on res3..res5, one FPN level on res2 (the release's
+    `adapter_1` / `layer_1`), 1x1 mask-feature conv. Returns the mask features and the three encoder maps."""
 
-    encoder_features = ("res3", "res4", "res5")
-    fpn_features = ("res2",)
+    encoder_features = ("res5", "res4", "res3")  # from low to high resolution
 
     def __init__(self, config: FreeSegConfig, backbone_channels: list[int]):
         super().__init__()
         dim, groups = config.conv_dim, config.norm_num_groups
         channels = dict(zip(FreeSegBackbone.stage_names, backbone_channels))
-        # from low to high resolution: res5, res4, res3
         self.input_proj = nn.ModuleList(
             nn.Sequential(nn.Conv2d(channels[name], dim, kernel_size=1), nn.GroupNorm(groups, dim))
-            for name in self.encoder_features[::-1]
+            for name in self.encoder_features
         )
         num_levels = len(self.encoder_features)
         self.level_embed = nn.Parameter(torch.zeros(num_levels, dim))
@@ -204,41 +172,35 @@ class FreeSegPixelDecoder(nn.Module):
         )
         self.position_embedding = Mask2FormerSinePositionEmbedding(num_position_features=dim // 2, normalize=True)
         self.mask_features = nn.Conv2d(dim, config.mask_dim, kernel_size=1)
-        # one entry per FPN feature, in backbone order (res2 first), as the release's adapter_1 / layer_1
-        self.lateral_convs = nn.ModuleList(
-            FreeSegConvNorm(channels[name], dim, 1, bias=False, norm=nn.GroupNorm(groups, dim))
-            for name in self.fpn_features
-        )
-        self.output_convs = nn.ModuleList(
-            FreeSegConvNorm(dim, dim, 3, padding=1, bias=False, norm=nn.GroupNorm(groups, dim), activation=True)
-            for _ in self.fpn_features
-        )
-        self.num_output_levels = 3
+        lateral = FreeSegConvNorm(channels["res2"], dim, 1, bias=False, norm=nn.GroupNorm(groups, dim))
+        self.lateral_convs = nn.ModuleList([lateral])
+        output = FreeSegConvNorm(dim, dim, 3, padding=1, bias=False, norm=nn.GroupNorm(groups, dim), activation=True)
+        self.output_convs = nn.ModuleList([output])
 
     def forward(self, features: dict[str, torch.Tensor]):
         sources, positions, shapes = [], [], []
-        for level, name in enumerate(self.encoder_features[::-1]):
+        for level, name in enumerate(self.encoder_features):
             x = features[name].float()
             source = self.input_proj[level](x)
-            batch, dim, height, width = source.shape
-            position = self.position_embedding(x.shape, x.device, torch.float32)
-            shapes.append((height, width))
+            shapes.append(tuple(source.shape[-2:]))
             sources.append(source.flatten(2).transpose(1, 2))
-            positions.append(position.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1))
-        hidden = torch.cat(sources, 1)
-        position = torch.cat(positions, 1)
-        reference_points = encoder_reference_points(shapes, hidden.shape[0], len(shapes), hidden.device)
+            position = self.position_embedding(x.shape, x.device, torch.float32).flatten(2).transpose(1, 2)
+            positions.append(position + self.level_embed[level].view(1, 1, -1))
+        hidden, position = torch.cat(sources, 1), torch.cat(positions, 1)
+        points = []  # the normalised pixel centres (x, y) of every level (no padding masks)
+        for height, width in shapes:
+            centre_y = torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=hidden.device) / height
+            centre_x = torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=hidden.device) / width
+            ref_y, ref_x = torch.meshgrid(centre_y, centre_x, indexing="ij")
+            points.append(torch.stack((ref_x.reshape(-1), ref_y.reshape(-1)), -1))
+        reference_points = torch.cat(points)[None, :, None].expand(hidden.shape[0], -1, len(shapes), -1)
         for layer in self.encoder.layers:
             hidden = layer(hidden, position, reference_points, shapes)
-
-        outputs = []
-        for level, part in enumerate(hidden.split([h * w for h, w in shapes], dim=1)):
-            outputs.append(part.transpose(1, 2).reshape(hidden.shape[0], -1, *shapes[level]))
-        for index in reversed(range(len(self.fpn_features))):  # from low to high resolution
-            lateral = self.lateral_convs[index](features[self.fpn_features[index]].float())
-            merged = lateral + F.interpolate(outputs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-            outputs.append(self.output_convs[index](merged))
-        return self.mask_features(outputs[-1]), outputs[: self.num_output_levels]
+        parts = hidden.split([h * w for h, w in shapes], dim=1)
+        outputs = [part.transpose(1, 2).reshape(hidden.shape[0], -1, *shape) for part, shape in zip(parts, shapes)]
+        lateral = self.lateral_convs[0](features["res2"].float())
+        merged = lateral + F.interpolate(outputs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+        return self.mask_features(self.output_convs[0](merged)), outputs
 
 
 class FreeSegTextAttention(nn.Module):
@@ -262,19 +224,17 @@ class FreeSegTextAttention(nn.Module):
         values = self.v_proj(value).view(batch, -1, heads, head_dim).transpose(1, 2)
         chunks = []
         for start in range(0, length, _INTERACTION_CHUNK):
-            q = (self.q_proj(query[:, start : start + _INTERACTION_CHUNK]) * self.scale).view(
-                batch, -1, heads, head_dim
-            )
-            weights = torch.matmul(q.transpose(1, 2), keys.transpose(-1, -2)).softmax(-1)
-            attended = torch.matmul(weights, values).transpose(1, 2).reshape(batch, -1, heads * head_dim)
+            q = self.q_proj(query[:, start : start + _INTERACTION_CHUNK]) * self.scale
+            weights = torch.matmul(q.view(batch, -1, heads, head_dim).transpose(1, 2), keys.transpose(-1, -2))
+            attended = torch.matmul(weights.softmax(-1), values).transpose(1, 2).reshape(batch, -1, heads * head_dim)
             chunks.append(self.out_proj(attended))
         return torch.cat(chunks, 1)
 
 
 class FreeSegContextInteraction(nn.Module):
     """The release's `ContextInteraction`: the three multi-scale maps and the mask features, in that order, attend to
-    the text embeddings; each map becomes `LN_q(map) + gamma * attention`. The key LayerNorm is re-applied at each
-    pass (the n-th map sees the text normalised n times), exactly as released."""
+    the text embeddings; each map becomes `LN_q(map) + gamma * attention`. As released, the key LayerNorm is
+    re-applied at each pass (the n-th map sees the text normalised n times)."""
 
     def __init__(self, config: FreeSegConfig):
         super().__init__()
@@ -289,72 +249,57 @@ class FreeSegContextInteraction(nn.Module):
         keys = text_features.expand(batch, -1, -1)
         outputs = []
         for features in [*multi_scale, mask_features]:
-            _, _, height, width = features.shape
             query = self.layer_norm_q_1(features.flatten(2).transpose(1, 2))
             keys = self.layer_norm_k_1(keys)
             delta = self.attn(query, keys, keys)
             query = query + (delta if self.gamma is None else self.gamma * delta)
-            outputs.append(query.transpose(1, 2).reshape(batch, -1, height, width))
+            outputs.append(query.transpose(1, 2).reshape(features.shape))
         return outputs[-1], outputs[:-1]
 
 
-class FreeSegSelfAttentionLayer(nn.Module):
-    def __init__(self, dim: int, heads: int, pre_norm: bool):
+class FreeSegResidualLayer(nn.Module):
+    """A decoder sublayer `f` with its residual and LayerNorm: `norm(x + f(x))`, or `x + f(norm(x))` if `pre_norm`."""
+
+    def __init__(self, dim: int, pre_norm: bool):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(dim, heads)
         self.norm = nn.LayerNorm(dim)
         self.pre_norm = pre_norm
+
+    def residual(self, target: torch.Tensor, sublayer) -> torch.Tensor:
+        if self.pre_norm:
+            return target + sublayer(self.norm(target))
+        return self.norm(target + sublayer(target))
+
+
+class FreeSegSelfAttentionLayer(FreeSegResidualLayer):
+    def __init__(self, dim: int, heads: int, pre_norm: bool):
+        super().__init__(dim, pre_norm)
+        self.self_attn = nn.MultiheadAttention(dim, heads)
 
     def forward(self, target, query_pos):
-        if self.pre_norm:
-            normed = self.norm(target)
-            q = normed + query_pos
-            return target + self.self_attn(q, q, value=normed)[0]
-        q = target + query_pos
-        return self.norm(target + self.self_attn(q, q, value=target)[0])
+        return self.residual(target, lambda x: self.self_attn(x + query_pos, x + query_pos, value=x)[0])
 
 
-class FreeSegCrossAttentionLayer(nn.Module):
+class FreeSegCrossAttentionLayer(FreeSegResidualLayer):
     def __init__(self, dim: int, heads: int, pre_norm: bool):
-        super().__init__()
+        super().__init__(dim, pre_norm)
         self.multihead_attn = nn.MultiheadAttention(dim, heads)
-        self.norm = nn.LayerNorm(dim)
-        self.pre_norm = pre_norm
 
     def forward(self, target, memory, memory_mask, pos, query_pos):
-        query = self.norm(target) if self.pre_norm else target
-        attended = self.multihead_attn(query=query + query_pos, key=memory + pos, value=memory, attn_mask=memory_mask)[
-            0
-        ]
-        return target + attended if self.pre_norm else self.norm(target + attended)
+        key = memory + pos
+        return self.residual(
+            target, lambda x: self.multihead_attn(x + query_pos, key, memory, attn_mask=memory_mask)[0]
+        )
 
 
-class FreeSegFFNLayer(nn.Module):
+class FreeSegFFNLayer(FreeSegResidualLayer):
     def __init__(self, dim: int, ffn_dim: int, pre_norm: bool):
-        super().__init__()
+        super().__init__(dim, pre_norm)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, dim)
-        self.norm = nn.LayerNorm(dim)
-        self.pre_norm = pre_norm
 
     def forward(self, target):
-        if self.pre_norm:
-            return target + self.linear2(F.relu(self.linear1(self.norm(target))))
-        return self.norm(target + self.linear2(F.relu(self.linear1(target))))
-
-
-class FreeSegMLP(nn.Module):
-    """`num_layers` linear layers with ReLU between them (`layers.{i}`)."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
-        super().__init__()
-        dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for index, layer in enumerate(self.layers):
-            x = layer(x) if index == len(self.layers) - 1 else F.relu(layer(x))
-        return x
+        return self.residual(target, lambda x: self.linear2(F.relu(self.linear1(x))))
 
 
 class FreeSegPredictor(nn.Module):
@@ -363,18 +308,19 @@ class FreeSegPredictor(nn.Module):
 
     def __init__(self, config: FreeSegConfig):
         super().__init__()
-        dim, heads = config.hidden_dim, config.decoder_attention_heads
+        dim, heads, pre_norm = config.hidden_dim, config.decoder_attention_heads, config.pre_norm
         self.num_heads = heads
         self.num_feature_levels = 3
         self.position_embedding = Mask2FormerSinePositionEmbedding(num_position_features=dim // 2, normalize=True)
+        layers = range(config.decoder_layers)
         self.transformer_self_attention_layers = nn.ModuleList(
-            FreeSegSelfAttentionLayer(dim, heads, config.pre_norm) for _ in range(config.decoder_layers)
+            FreeSegSelfAttentionLayer(dim, heads, pre_norm) for _ in layers
         )
         self.transformer_cross_attention_layers = nn.ModuleList(
-            FreeSegCrossAttentionLayer(dim, heads, config.pre_norm) for _ in range(config.decoder_layers)
+            FreeSegCrossAttentionLayer(dim, heads, pre_norm) for _ in layers
         )
         self.transformer_ffn_layers = nn.ModuleList(
-            FreeSegFFNLayer(dim, config.decoder_ffn_dim, config.pre_norm) for _ in range(config.decoder_layers)
+            FreeSegFFNLayer(dim, config.decoder_ffn_dim, pre_norm) for _ in layers
         )
         self.decoder_norm = nn.LayerNorm(dim)
         self.query_feat = nn.Embedding(config.num_queries, dim)
@@ -385,23 +331,24 @@ class FreeSegPredictor(nn.Module):
             nn.Conv2d(config.conv_dim, dim, kernel_size=1) if project else nn.Identity()
             for _ in range(self.num_feature_levels)
         )
-        self.class_embed = FreeSegMLP(dim, config.class_embed_hidden_dim, config.text_dim, config.class_embed_layers)
-        self.mask_embed = FreeSegMLP(dim, dim, config.mask_dim, 3)
+        self.class_embed = DetrMLPPredictionHead(
+            dim, config.class_embed_hidden_dim, config.text_dim, config.class_embed_layers
+        )
+        self.mask_embed = DetrMLPPredictionHead(dim, dim, config.mask_dim, 3)
 
     def _heads(self, output, mask_features, target_size, with_class: bool):
         decoded = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
         class_embeddings = self.class_embed(decoded) if with_class else None
         mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
-        attn_mask = None
-        if target_size is not None:
-            resized = F.interpolate(mask_logits, size=target_size, mode="bilinear", align_corners=False)
-            attn_mask = resized.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1) < 0.5
+        if target_size is None:  # after the last layer
+            return class_embeddings, mask_logits, None
+        resized = F.interpolate(mask_logits, size=target_size, mode="bilinear", align_corners=False)
+        attn_mask = resized.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1) < 0.5
         return class_embeddings, mask_logits, attn_mask
 
     def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor):
         sources, positions, sizes = [], [], []
-        for level in range(self.num_feature_levels):
-            x = multi_scale[level]
+        for level, x in enumerate(multi_scale[: self.num_feature_levels]):
             sizes.append(tuple(x.shape[-2:]))
             positions.append(self.position_embedding(x.shape, x.device, torch.float32).flatten(2).permute(2, 0, 1))
             source = self.input_proj[level](x).flatten(2) + self.level_embed.weight[level][None, :, None]
@@ -410,21 +357,18 @@ class FreeSegPredictor(nn.Module):
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
         num_layers = len(self.transformer_ffn_layers)
-        _, mask_logits, attn_mask = self._heads(output, mask_features, sizes[0], with_class=num_layers == 0)
-        class_embeddings = None
-        for index in range(num_layers):
+        class_embeddings, mask_logits, attn_mask = self._heads(output, mask_features, sizes[0], num_layers == 0)
+        layers = zip(
+            self.transformer_cross_attention_layers, self.transformer_self_attention_layers, self.transformer_ffn_layers
+        )
+        for index, (cross_attention, self_attention, ffn) in enumerate(layers):
             level = index % self.num_feature_levels
-            attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False
-            output = self.transformer_cross_attention_layers[index](
-                output, sources[level], attn_mask, positions[level], query_pos
-            )
-            output = self.transformer_self_attention_layers[index](output, query_pos)
-            output = self.transformer_ffn_layers[index](output)
+            attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False  # no all-masked rows
+            output = cross_attention(output, sources[level], attn_mask, positions[level], query_pos)
+            output = ffn(self_attention(output, query_pos))
             last = index == num_layers - 1
             target = None if last else sizes[(index + 1) % self.num_feature_levels]
             class_embeddings, mask_logits, attn_mask = self._heads(output, mask_features, target, with_class=last)
-        if class_embeddings is None:
-            class_embeddings = self.class_embed(self.decoder_norm(output).transpose(0, 1))
         return class_embeddings, mask_logits
 
 
@@ -438,37 +382,45 @@ class FreeSegOutput(ModelOutput):
     class_embeddings: torch.FloatTensor | None = None
 
 
-class FreeSegPreTrainedModel(PreTrainedModel):
+class FreeSegModel(PreTrainedModel):
+    """The FreeSeg generator: `forward(pixel_values, text_features)` -> mask logits and class logits."""
+
     config_class = FreeSegConfig
     config: FreeSegConfig
     base_model_prefix = "freeseg"
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
 
+    def __init__(self, config: FreeSegConfig):
+        super().__init__(config)
+        self.backbone = FreeSegBackbone(config)
+        self.pixel_decoder = FreeSegPixelDecoder(config, self.backbone.out_channels)
+        self.interaction = FreeSegContextInteraction(config)
+        self.predictor = FreeSegPredictor(config)
+        self.void_embedding = nn.Parameter(torch.zeros(1, config.text_dim))  # the release's non_object_embedding
+        self.post_init()
+
     def _init_weights(self, module: nn.Module):
         if isinstance(module, FreeSegFrozenBatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
+            for name, value in FreeSegFrozenBatchNorm2d.defaults:
+                init.constant_(getattr(module, name), value)
         elif isinstance(module, nn.Conv2d):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention):
-            init.constant_(module.sampling_offsets.weight, 0.0)
-            thetas = torch.arange(module.n_heads, dtype=torch.float32) * (2.0 * torch.pi / module.n_heads)
+            heads, levels, points = module.n_heads, module.n_levels, module.n_points
+            thetas = torch.arange(heads, dtype=torch.float32) * (2.0 * torch.pi / heads)
             grid = torch.stack([thetas.cos(), thetas.sin()], -1)
-            grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(module.n_heads, 1, 1, 2)
-            grid = grid.repeat(1, module.n_levels, module.n_points, 1)
-            grid = grid * torch.arange(1, module.n_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+            grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(heads, 1, 1, 2).repeat(1, levels, points, 1)
+            grid = grid * torch.arange(1, points + 1, dtype=torch.float32).view(1, 1, -1, 1)
             init.copy_(module.sampling_offsets.bias, grid.reshape(-1))
-            init.constant_(module.attention_weights.weight, 0.0)
-            init.constant_(module.attention_weights.bias, 0.0)
-            init.xavier_uniform_(module.value_proj.weight)
-            init.constant_(module.value_proj.bias, 0.0)
-            init.xavier_uniform_(module.output_proj.weight)
-            init.constant_(module.output_proj.bias, 0.0)
+            init.zeros_(module.sampling_offsets.weight)
+            init.zeros_(module.attention_weights.weight)
+            init.zeros_(module.attention_weights.bias)
+            for projection in (module.value_proj, module.output_proj):
+                init.xavier_uniform_(projection.weight)
+                init.zeros_(projection.bias)
         elif isinstance(module, nn.Linear):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
@@ -484,41 +436,25 @@ class FreeSegPreTrainedModel(PreTrainedModel):
         else:
             super()._init_weights(module)
 
-
-class FreeSegModel(FreeSegPreTrainedModel):
-    """The FreeSeg generator: `forward(pixel_values, text_features)` -> mask logits and class logits."""
-
-    def __init__(self, config: FreeSegConfig):
-        super().__init__(config)
-        self.backbone = FreeSegBackbone(config)
-        self.pixel_decoder = FreeSegPixelDecoder(config, self.backbone.out_channels)
-        self.interaction = FreeSegContextInteraction(config)
-        self.predictor = FreeSegPredictor(config)
-        self.void_embedding = nn.Parameter(torch.zeros(1, config.text_dim))  # the release's non_object_embedding
-        self.post_init()
-
     def text_features_with_void(self, class_embeddings: torch.Tensor) -> torch.Tensor:
-        """`(K, D)` class embeddings -> `(K + 1, D)`: each row L2-normalised, the normalised void embedding last
-        (the release's `MaskFormerClipAdapter.get_text_features`)."""
-        if class_embeddings.ndim != 2 or class_embeddings.shape[-1] != self.config.text_dim:
-            raise ValueError(
-                f"class_embeddings must be (K, {self.config.text_dim}), got {tuple(class_embeddings.shape)}."
-            )
+        """`(K, D)` class embeddings (e.g. a `text_classifier`) -> `(K + 1, D)`: each row L2-normalised, the
+        normalised void embedding last (the release's `MaskFormerClipAdapter.get_text_features`)."""
+        dim = self.config.text_dim
+        if not torch.is_tensor(class_embeddings) or class_embeddings.ndim != 2 or class_embeddings.shape[1] != dim:
+            shape = tuple(getattr(class_embeddings, "shape", ()))
+            raise ValueError(f"The class embeddings (text_classifier) must be a (K, {dim}) tensor, got {shape}.")
         void = self.void_embedding / self.void_embedding.norm(dim=-1, keepdim=True)
-        classes = F.normalize(class_embeddings.to(void), dim=-1)
-        return torch.cat([classes, void], dim=0)
+        return torch.cat([F.normalize(class_embeddings.to(void), dim=-1), void], dim=0)
 
     def forward(self, pixel_values: torch.Tensor, text_features: torch.Tensor, return_dict: bool = True):
         """`pixel_values (B, 3, Hp, Wp)` normalised with `config.pixel_mean/std` (0-255 scale), zero-padded to a
         multiple of `size_divisibility`; `text_features (K + 1, text_dim)` from [`text_features_with_void`]."""
-        if pixel_values.ndim != 4:
-            raise ValueError(f"pixel_values must be (B, 3, Hp, Wp), got {tuple(pixel_values.shape)}.")
-        if text_features.ndim != 2 or text_features.shape[-1] != self.config.text_dim:
+        if pixel_values.ndim != 4 or text_features.ndim != 2 or text_features.shape[-1] != self.config.text_dim:
             raise ValueError(
-                f"text_features must be (K + 1, {self.config.text_dim}), got {tuple(text_features.shape)}."
+                f"Expected pixel_values (B, 3, Hp, Wp) and text_features (K + 1, {self.config.text_dim}), got "
+                f"{tuple(pixel_values.shape)} and {tuple(text_features.shape)}."
             )
-        features = self.backbone(pixel_values)
-        mask_features, multi_scale = self.pixel_decoder(features)
+        mask_features, multi_scale = self.pixel_decoder(self.backbone(pixel_values))
         text_features = text_features.to(mask_features)
         mask_features, multi_scale = self.interaction(mask_features, multi_scale, text_features)
         class_embeddings, mask_logits = self.predictor(multi_scale, mask_features)
