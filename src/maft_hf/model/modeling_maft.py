@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import CLIPModel, CLIPVisionModel, CLIPVisionModelWithProjection
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -155,11 +156,8 @@ def check_proposal_masks(
 def validate_proposal_values(proposal_masks: torch.Tensor) -> None:
     """Raise a `ValueError` when float proposals hold NaN or values outside [0, 1]. A host sync: the processor and
     proposal sources call it, the forward does not."""
-    if (
-        not isinstance(proposal_masks, torch.Tensor)
-        or not proposal_masks.is_floating_point()
-        or not proposal_masks.numel()
-    ):
+    floats = isinstance(proposal_masks, torch.Tensor) and proposal_masks.is_floating_point()
+    if not floats or proposal_masks.numel() == 0:
         return
     low, high = (v.item() for v in torch.aminmax(proposal_masks))  # one pass; NaN propagates to both
     if low != low or high != high:
@@ -179,13 +177,9 @@ def pad_proposals(masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     spatial = {tuple(m.shape[-2:]) for m in masks}
     if len(spatial) != 1 or any(m.ndim != 3 for m in masks):
         raise ValueError(f"Each entry must be (N_i, H, W) with one common H, W; got {[tuple(m.shape) for m in masks]}.")
-    max_n = max(m.shape[0] for m in masks)
-    padded = masks[0].new_zeros((len(masks), max_n, *masks[0].shape[-2:]))
-    valid = torch.zeros(len(masks), max_n, dtype=torch.bool, device=masks[0].device)
-    for i, m in enumerate(masks):
-        padded[i, : m.shape[0]] = m
-        valid[i, : m.shape[0]] = True
-    return padded, valid
+    padded = pad_sequence(list(masks), batch_first=True)
+    counts = torch.tensor([m.shape[0] for m in masks], device=padded.device)
+    return padded, torch.arange(padded.shape[1], device=padded.device) < counts[:, None]
 
 
 class MaskAwareCLIPVisionEmbeddings(CLIPVisionEmbeddings):
