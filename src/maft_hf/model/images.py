@@ -1,20 +1,6 @@
-"""The one way an image enters maft_hf: any input -> RGB uint8 (beside the processor: it is saved as remote code).
-
-Accepted:
-
-* a path (opened with PIL, fully decoded; unreadable files raise `ValueError` naming the file);
-* a `datasets` image cell `{"bytes": ..., "path": ...}` (`Image(decode=False)`);
-* a PIL image of any mode: grayscale, palette, RGBA (alpha dropped), CMYK -> RGB;
-* a numpy array `(H, W)`, `(H, W, 1|3|4)` or a tensor `(1|3|4, H, W)` (channels-first whenever the first side
-  is 1, 3 or 4; otherwise `(H, W, C)`) of raw pixels.
-
-Rules:
-
-* EXIF orientation is applied (`PIL.ImageOps.exif_transpose`): a photo comes out the way viewers show it.
-* 16-bit images (PIL modes `I;16*` and `I`, e.g. 16-bit grayscale PNGs; `uint16` arrays) are scaled to 8 bits,
-  `round(v * 255 / 65535)` (16-bit RGB PNGs are reduced to 8 bits by PIL itself).
-* Other arrays: `uint8` as is, `bool` -> 0/255, floats in [0, 1] scaled by 255, other numbers in [0, 255] rounded;
-  anything else (e.g. an already normalised image) raises `ValueError`.
+"""The one way an image enters maft_hf: a path, a `datasets` image cell, a PIL image of any mode, a numpy array
+`(H, W[, 1|3|4])` or a tensor `(1|3|4, H, W)` of raw pixels -> RGB uint8 with its EXIF orientation applied; 16-bit
+pixels are scaled to 8 bits (rules: docs/inference.md). Beside the processor: it is saved as remote code.
 """
 
 from __future__ import annotations
@@ -35,18 +21,12 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes of 
 def _opened(source):
     """`Image.open` of a path or a `datasets` image cell, naming the file when it cannot be read."""
     name = source.get("path") if isinstance(source, dict) else os.fspath(source)
+    data = source.get("bytes") if isinstance(source, dict) else None
     try:
-        with Image.open(
-            io.BytesIO(source["bytes"]) if isinstance(source, dict) and source.get("bytes") else name
-        ) as im:
+        with Image.open(io.BytesIO(data) if data else name) as im:
             yield im
     except (OSError, ValueError, TypeError) as err:
         raise ValueError(f"Cannot read image file {name!r}: {err}") from err
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """The image turned by its EXIF orientation (itself when it has none)."""
-    return image if image.getexif().get(_EXIF_ORIENTATION, 1) == 1 else ImageOps.exif_transpose(image)
 
 
 def _channels_last(image) -> np.ndarray:
@@ -87,7 +67,8 @@ def load_image(image) -> Image.Image:
             opened.load()
             image = opened.copy()
     if isinstance(image, Image.Image):
-        image = _upright(image)
+        if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+            image = ImageOps.exif_transpose(image)
         if image.mode in _SIXTEEN_BIT_MODES:
             image = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
     if isinstance(image, (np.ndarray, torch.Tensor)):

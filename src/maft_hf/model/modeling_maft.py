@@ -1,10 +1,7 @@
 """The IP-CLIP encoder of MAFT (paper section 4.1) as transformers models.
 
-Given `N` proposal masks per image, the [CLS] token is replaced by `N` copies before layer `config.mask_start_layer`;
-from there on copy `n` attends to itself and to the patches of proposal `n` (paper Eq. 2-4), and patches attend to
-patches only. Each such layer ([`mask_aware_layer`]) runs CLIP's own sub-modules and attention back-end ("eager" or
-"sdpa") as two calls, patches unmasked and the `N` copy rows with a `(batch, 1, N, N + P)` mask: exactly the masked
-full-sequence attention of the release (`tests/reference_ipclip.py`). Parameter names are CLIP's.
+From layer `config.mask_start_layer` the [CLS] token is replaced by `N` copies, one per proposal; copy `n` attends to
+itself and the patches of proposal `n` (paper Eq. 2-4), patches to patches only. Parameter names are CLIP's.
 """
 
 from __future__ import annotations
@@ -15,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import CLIPModel, CLIPVisionModel, CLIPVisionModelWithProjection
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -29,19 +27,16 @@ SUPPORTED_ATTENTION = ("eager", "sdpa")
 
 @dataclass
 class MaskAwareCLIPVisionOutput(BaseModelOutputWithPooling):
-    """Output of [`MaskAwareCLIPVisionModel`]. With proposals the sequence is the `N` [CLS] copies then the patches,
-    and `pooler_output` = `mask_embeds` `(batch, N, hidden)`: the post-layernormed final state of each copy (entries
-    marked invalid by `proposal_valid_mask` are computed as for an all-zero mask)."""
+    """With proposals: the sequence is the `N` [CLS] copies then the patches; `pooler_output` = `mask_embeds`
+    `(batch, N, hidden)`, the post-layernormed final state of each copy."""
 
     mask_embeds: torch.FloatTensor | None = None
 
 
 @dataclass
 class MAFTOutput(ModelOutput):
-    """Output of [`MaskAwareCLIPModel`] with `proposal_masks`: `logits_per_mask (batch, N, num_texts)` =
-    `exp(logit_scale) * cos(mask_embeds, text_embeds)` (softmax: the class scores of paper Eq. 1), the L2-normalised
-    `mask_embeds (batch, N, projection_dim)` and `text_embeds (num_texts, projection_dim)`, the towers' outputs, and
-    `loss` (paper Eq. 5-7) when `labels` are given."""
+    """`logits_per_mask (batch, N, num_texts)` = `exp(logit_scale) * cos(mask_embeds, text_embeds)` (paper Eq. 1),
+    normalised `mask_embeds (batch, N, dim)` and `text_embeds (num_texts, dim)`, `loss` (Eq. 5-7) given `labels`."""
 
     loss: torch.FloatTensor | None = None
     logits_per_mask: torch.FloatTensor | None = None
@@ -72,14 +67,12 @@ def resize_position_embeddings(position_embeddings: torch.Tensor, grid_size: tup
 def proposals_to_patch_visibility(
     proposal_masks: torch.Tensor, grid_size: tuple[int, int], threshold: float = 0.5
 ) -> torch.Tensor:
-    """`(batch, N, rows * cols)` bool, the patches each proposal's [CLS] copy may attend to: `proposal_masks`
-    `(batch, N, H, W)` (float in [0, 1] or bool) resized bilinearly (`align_corners=False`, no antialias) to
-    `grid_size`, as released, then `>= threshold`."""
+    """`proposal_masks (batch, N, H, W)` -> `(batch, N, rows * cols)` bool patch visibility, as released: bilinear
+    resize to `grid_size` (`align_corners=False`, no antialias), then `>= threshold`."""
     batch, num_proposals, height, width = proposal_masks.shape
     masks = proposal_masks.to(torch.float32)
     if masks.shape[-2:] != tuple(grid_size):
-        # one plane per proposal: the same per-plane bilinear kernel, but without the channels-last copy that the
-        # (batch, N, H, W) layout triggers on CPU (8 x 300 masks at 480 px: 15 ms instead of 1 s and 2 GB)
+        # one plane per proposal avoids the channels-last copy of (batch, N, H, W) on CPU (1 s and 2 GB at N=300)
         masks = F.interpolate(
             masks.reshape(-1, 1, height, width), size=tuple(grid_size), mode="bilinear", align_corners=False
         )
@@ -87,23 +80,17 @@ def proposals_to_patch_visibility(
 
 
 def copy_rows_mask(patch_visibility: torch.Tensor) -> torch.Tensor:
-    """The copy rows of the rule of paper Eq. 2-4: `(batch, 1, N, N + P)` bool, True = attend: copy `n` sees itself
-    and the patches where `patch_visibility[:, n]` is True, never another copy."""
+    """`(batch, N, P)` visibility -> `(batch, 1, N, N + P)` bool copy-row mask: copy `n` sees itself and its patches."""
     batch, num_copies, _ = patch_visibility.shape
     eye = torch.eye(num_copies, dtype=torch.bool, device=patch_visibility.device).expand(batch, -1, -1)
     return torch.cat([eye, patch_visibility], dim=-1).unsqueeze(1)
 
 
 def mask_aware_layer(
-    layer: nn.Module,
-    hidden_states: torch.Tensor,
-    num_copies: int,
-    copy_mask: torch.Tensor,
-    keep_patches: bool = True,
+    layer: nn.Module, hidden_states: torch.Tensor, num_copies: int, copy_mask: torch.Tensor, keep_patches: bool = True
 ) -> torch.Tensor:
-    """One `CLIPEncoderLayer` under the rule of paper Eq. 2-4 on `hidden_states (batch, N + P, hidden)` (the
-    `N = num_copies` copies first), `copy_mask` in the back-end's format ([`to_backend_mask`]). Returns
-    `(batch, N + P, hidden)`, or the copies only, `(batch, N, hidden)`, with `keep_patches=False`."""
+    """One `CLIPEncoderLayer` on `(batch, N + P, hidden)` (copies first) as two attention calls: patches unmasked,
+    copy rows under `copy_mask`. Returns `(batch, N + P, hidden)`, or `(batch, N, hidden)` if not `keep_patches`."""
     attn = layer.self_attn
     batch = hidden_states.shape[0]
     interface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
@@ -133,8 +120,7 @@ def to_backend_mask(mask: torch.Tensor, attn_implementation: str, dtype: torch.d
         bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
         return bias.masked_fill(~mask, torch.finfo(dtype).min)
     raise ValueError(
-        f"The mask-aware attention supports attn_implementation in {SUPPORTED_ATTENTION}, got "
-        f"{attn_implementation!r}. Load the model with attn_implementation='sdpa' or 'eager'."
+        f"Mask-aware attention supports attn_implementation in {SUPPORTED_ATTENTION}, got {attn_implementation!r}."
     )
 
 
@@ -142,14 +128,9 @@ def check_proposal_masks(
     proposal_masks: torch.Tensor, batch_size: int, proposal_valid_mask: torch.Tensor | None = None
 ) -> None:
     """Raise a `ValueError` for proposals of the wrong type, shape or dtype (reads no values: no host sync)."""
-    if not isinstance(proposal_masks, torch.Tensor):
-        raise ValueError(
-            f"proposal_masks must be a torch.Tensor of shape (batch, N, H, W), got {type(proposal_masks)}."
-        )
-    if proposal_masks.ndim != 4:
-        raise ValueError(
-            f"proposal_masks must have shape (batch, N, H, W) (4 dimensions), got shape {tuple(proposal_masks.shape)}."
-        )
+    if not isinstance(proposal_masks, torch.Tensor) or proposal_masks.ndim != 4:
+        got = tuple(proposal_masks.shape) if isinstance(proposal_masks, torch.Tensor) else type(proposal_masks)
+        raise ValueError(f"proposal_masks must be a tensor of shape (batch, N, H, W), got {got}.")
     if proposal_masks.shape[0] != batch_size:
         raise ValueError(
             f"proposal_masks has batch size {proposal_masks.shape[0]} but pixel_values has batch size {batch_size}."
@@ -163,23 +144,20 @@ def check_proposal_masks(
         raise ValueError(f"proposal_masks has an empty spatial size {tuple(proposal_masks.shape[2:])}.")
     if proposal_masks.dtype != torch.bool and not proposal_masks.is_floating_point():
         raise ValueError(f"proposal_masks must be float in [0, 1] or bool, got dtype {proposal_masks.dtype}.")
-    if proposal_valid_mask is not None and proposal_valid_mask.is_floating_point():
-        raise ValueError(
-            f"proposal_valid_mask must be bool (True = real proposal), got dtype {proposal_valid_mask.dtype}."
-        )
-    if proposal_valid_mask is not None and tuple(proposal_valid_mask.shape) != tuple(proposal_masks.shape[:2]):
-        raise ValueError(
-            f"proposal_valid_mask must have shape (batch, N) = {tuple(proposal_masks.shape[:2])}, "
-            f"got {tuple(proposal_valid_mask.shape)}."
-        )
+    if proposal_valid_mask is None:
+        return
+    if proposal_valid_mask.is_floating_point():
+        raise ValueError(f"proposal_valid_mask must be bool (True = real proposal), got {proposal_valid_mask.dtype}.")
+    if tuple(proposal_valid_mask.shape) != tuple(proposal_masks.shape[:2]):
+        expected, got = tuple(proposal_masks.shape[:2]), tuple(proposal_valid_mask.shape)
+        raise ValueError(f"proposal_valid_mask must have shape (batch, N) = {expected}, got {got}.")
 
 
 def validate_proposal_values(proposal_masks: torch.Tensor) -> None:
-    """Raise a `ValueError` when float proposals hold NaN or values outside [0, 1] (e.g. logits). It reads the
-    values (a host sync), so the forward does not call it; the processor and proposal sources do."""
-    if not isinstance(proposal_masks, torch.Tensor) or proposal_masks.dtype == torch.bool:
-        return
-    if proposal_masks.numel() == 0 or not proposal_masks.is_floating_point():
+    """Raise a `ValueError` when float proposals hold NaN or values outside [0, 1]. A host sync: the processor and
+    proposal sources call it, the forward does not."""
+    floats = isinstance(proposal_masks, torch.Tensor) and proposal_masks.is_floating_point()
+    if not floats or proposal_masks.numel() == 0:
         return
     low, high = (v.item() for v in torch.aminmax(proposal_masks))  # one pass; NaN propagates to both
     if low != low or high != high:
@@ -199,20 +177,14 @@ def pad_proposals(masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     spatial = {tuple(m.shape[-2:]) for m in masks}
     if len(spatial) != 1 or any(m.ndim != 3 for m in masks):
         raise ValueError(f"Each entry must be (N_i, H, W) with one common H, W; got {[tuple(m.shape) for m in masks]}.")
-    max_n = max(m.shape[0] for m in masks)
-    padded = masks[0].new_zeros((len(masks), max_n, *masks[0].shape[-2:]))
-    valid = torch.zeros(len(masks), max_n, dtype=torch.bool, device=masks[0].device)
-    for i, m in enumerate(masks):
-        padded[i, : m.shape[0]] = m
-        valid[i, : m.shape[0]] = True
-    return padded, valid
+    padded = pad_sequence(list(masks), batch_first=True)
+    counts = torch.tensor([m.shape[0] for m in masks], device=padded.device)
+    return padded, torch.arange(padded.shape[1], device=padded.device) < counts[:, None]
 
 
 class MaskAwareCLIPVisionEmbeddings(CLIPVisionEmbeddings):
-    """CLIP's vision embeddings for inputs of any size, as released: the patch grid is `floor(size / patch_size)`
-    a side (the last `size % patch_size` pixels are unread), and off `image_size` the position embeddings are resized
-    by `config.position_embedding_interpolation` (`interpolate_pos_encoding=None` decides from the size; `False`
-    keeps CLIP's strict size check)."""
+    """CLIP's vision embeddings for any input size, as released: a `floor(size / patch_size)` grid a side, position
+    embeddings resized by `config.position_embedding_interpolation` (`interpolate_pos_encoding=None`: when needed)."""
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None) -> torch.Tensor:
         height, width = pixel_values.shape[-2:]
@@ -249,24 +221,19 @@ class EagerOrSdpaAttention:
 
 class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
     r"""
-    The IP-CLIP image encoder of MAFT. Without `proposal_masks` it is `CLIPVisionModel` (other input sizes resize
-    the position embeddings, see [`MaskAwareCLIPVisionEmbeddings`]); with `proposal_masks (batch, N, H, W)` it
+    The IP-CLIP image encoder: `CLIPVisionModel` without `proposal_masks`; with `proposal_masks (batch, N, H, W)` it
     returns `mask_embeds (batch, N, hidden_size)`.
 
     Example:
 
     ```python
     >>> import torch
-    >>> from maft_hf import MaskAwareCLIPVisionConfig, MaskAwareCLIPVisionModel
+    >>> from maft_hf import MaskAwareCLIPVisionModel
+    >>> from maft_hf.testing import tiny_vision_config
 
-    >>> config = MaskAwareCLIPVisionConfig(
-    ...     hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-    ...     image_size=32, patch_size=8, mask_start_layer=2,
-    ... )
-    >>> model = MaskAwareCLIPVisionModel(config).eval()
-    >>> pixel_values = torch.randn(1, 3, 32, 32)
+    >>> model = MaskAwareCLIPVisionModel(tiny_vision_config()).eval()
     >>> masks = torch.rand(1, 5, 32, 32)  # 5 proposals, probabilities in [0, 1]
-    >>> model(pixel_values, proposal_masks=masks).mask_embeds.shape
+    >>> model(torch.randn(1, 3, 32, 32), proposal_masks=masks).mask_embeds.shape
     torch.Size([1, 5, 32])
     ```"""
 
@@ -292,9 +259,8 @@ class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
         return_patch_tokens: bool = True,
         **kwargs,
     ) -> MaskAwareCLIPVisionOutput | BaseModelOutputWithPooling | tuple:
-        r"""`pixel_values (batch, 3, H, W)`; `proposal_masks (batch, N, h, w)` in [0, 1] or bool at any resolution
-        (`None`: plain CLIP); `proposal_valid_mask (batch, N)` False for padding ([`pad_proposals`]).
-        `return_patch_tokens=False` skips the last layer's patch rows (`last_hidden_state` then holds the copies)."""
+        r"""`pixel_values (batch, 3, H, W)`; `proposal_masks (batch, N, h, w)` in [0, 1] or bool, any resolution;
+        `proposal_valid_mask (batch, N)` False for padding; `return_patch_tokens=False` skips the last patch rows."""
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
             got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else pixel_values
             raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {got}.")
@@ -304,18 +270,15 @@ class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
             return super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
         if kwargs.pop("output_attentions", None) or self.config.output_attentions:
             raise ValueError(
-                "output_attentions is not supported with proposal_masks: the mask-aware layers run the copy rows "
-                "and the patch rows as two attention calls and return no weights. Without proposal_masks the "
-                "model returns CLIP's attentions (attn_implementation='eager')."
+                "output_attentions is not supported with proposal_masks (the mask-aware layers return no weights); "
+                "without proposal_masks the model returns CLIP's attentions."
             )
         check_proposal_masks(proposal_masks, pixel_values.shape[0], proposal_valid_mask)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         hidden = self.pre_layrnorm(self.embeddings(pixel_values, interpolate_pos_encoding))
         grid = (pixel_values.shape[-2] // self.config.patch_size, pixel_values.shape[-1] // self.config.patch_size)
-        visibility = proposals_to_patch_visibility(
-            proposal_masks.to(pixel_values.device), grid, self.config.mask_threshold
-        )
+        visibility = proposals_to_patch_visibility(proposal_masks.to(hidden.device), grid, self.config.mask_threshold)
         if proposal_valid_mask is not None:
             visibility = visibility & proposal_valid_mask.to(device=visibility.device, dtype=torch.bool)[..., None]
         copy_mask = to_backend_mask(copy_rows_mask(visibility), self.config._attn_implementation, hidden.dtype)
@@ -338,13 +301,9 @@ class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
                 if index == start:
                     hidden = torch.cat([hidden[:, :1].expand(-1, num_copies, -1), hidden[:, 1:]], dim=1)
                 keep = keep_last_patches or index < last
-                if layer.gradient_checkpointing and self.training:
-                    # the checkpoint function transformers' `activation_checkpointing_enable` gave the layer
-                    hidden = layer._gradient_checkpointing_func(
-                        mask_aware_layer, layer, hidden, num_copies, copy_mask, keep
-                    )
-                else:
-                    hidden = mask_aware_layer(layer, hidden, num_copies, copy_mask, keep)
+                checkpointed = layer.gradient_checkpointing and self.training
+                run = layer._gradient_checkpointing_func if checkpointed else lambda f, *args: f(*args)
+                hidden = run(mask_aware_layer, layer, hidden, num_copies, copy_mask, keep)
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden,)
         return hidden, all_hidden
@@ -352,16 +311,14 @@ class MaskAwareCLIPVisionModel(EagerOrSdpaAttention, CLIPVisionModel):
 
 @dataclass
 class MaskAwareCLIPVisionModelOutput(CLIPVisionModelOutput):
-    """`CLIPVisionModelOutput` plus `mask_embeds (batch, N, projection_dim)`, projected, not normalised (with
-    proposals only; `image_embeds` without them)."""
+    """`CLIPVisionModelOutput` plus projected, unnormalised `mask_embeds (batch, N, projection_dim)`."""
 
     mask_embeds: torch.FloatTensor | None = None
 
 
 class MaskAwareCLIPVisionModelWithProjection(EagerOrSdpaAttention, CLIPVisionModelWithProjection):
     r"""
-    `CLIPVisionModelWithProjection` with the IP-CLIP encoder: with `proposal_masks`, `mask_embeds (batch, N,
-    projection_dim)`.
+    `CLIPVisionModelWithProjection` with the IP-CLIP encoder: with `proposal_masks`, `mask_embeds (batch, N, dim)`.
 
     Example:
 
@@ -413,22 +370,16 @@ class MaskAwareCLIPVisionModelWithProjection(EagerOrSdpaAttention, CLIPVisionMod
 class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
     r"""
     CLIP with the IP-CLIP image encoder: classifies `N` proposals against a vocabulary in one pass. It has exactly
-    CLIP's parameters, so `from_pretrained` of any CLIP checkpoint loads every weight.
+    CLIP's parameters: `from_pretrained` of any CLIP checkpoint loads every weight.
 
     Example:
 
     ```python
     >>> import torch
-    >>> from maft_hf import MAFTConfig, MaskAwareCLIPModel
+    >>> from maft_hf import MaskAwareCLIPModel
+    >>> from maft_hf.testing import tiny_maft_config
 
-    >>> config = MAFTConfig(
-    ...     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-    ...                        image_size=32, patch_size=8, mask_start_layer=2),
-    ...     text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-    ...                      vocab_size=100, bos_token_id=0, eos_token_id=1),
-    ...     projection_dim=16,
-    ... )
-    >>> model = MaskAwareCLIPModel(config).eval()
+    >>> model = MaskAwareCLIPModel(tiny_maft_config()).eval()
     >>> pixel_values, masks = torch.randn(1, 3, 32, 32), torch.rand(1, 7, 32, 32)
     >>> input_ids = torch.tensor([[0, 5, 6, 1], [0, 7, 8, 1]])  # two class prompts
     >>> out = model(input_ids=input_ids, pixel_values=pixel_values, proposal_masks=masks)
@@ -455,15 +406,8 @@ class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
         return_patch_tokens: bool = False,
         **kwargs,
     ) -> MaskAwareCLIPVisionOutput | tuple:
-        r"""
-        The vision output whose `pooler_output` is `visual_projection(mask_embeds)`, `(batch, N, projection_dim)`,
-        not normalised (as `get_image_features`); the last layer's patch rows are skipped by default.
-
-        Example:
-
-        ```python
-        >>> feats = model.get_mask_features(pixel_values, masks).pooler_output  # (batch, N, projection_dim)
-        ```"""
+        """The vision output with `pooler_output` = `visual_projection(mask_embeds)` `(batch, N, projection_dim)`,
+        unnormalised like `get_image_features`; the last layer's patch rows are skipped by default."""
         if proposal_masks is None:
             raise ValueError("get_mask_features needs proposal_masks of shape (batch, N, H, W); got None.")
         kwargs.update(return_dict=True, return_patch_tokens=return_patch_tokens)
@@ -490,8 +434,8 @@ class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
         return_dict: bool | None = None,
         **kwargs,
     ):
-        r"""Without `proposal_masks`: `CLIPModel.forward`. With them: a [`MAFTOutput`]; `labels (batch, H, W)` (ids
-        into the texts, 255 = unlabelled) add the mask-aware loss of paper Eq. 5-7 (no distillation term)."""
+        """`CLIPModel.forward` without `proposal_masks`; with them a [`MAFTOutput`], and `labels (batch, H, W)` (text
+        ids, 255 = unlabelled) add the mask-aware loss of paper Eq. 5-7."""
         if proposal_masks is None:
             if labels is not None:
                 raise ValueError("labels need proposal_masks: the MAFT loss scores proposals against label maps.")
@@ -518,8 +462,7 @@ class MaskAwareCLIPModel(MAFTHubMixin, EagerOrSdpaAttention, CLIPModel):
         logits = self.logit_scale.exp() * mask_embeds @ text_embeds.t().to(mask_embeds.device)
         loss = None
         if labels is not None:
-            # imported by name, not by an import statement: transformers' remote-code loader imports every module
-            # named in one, and a remote-code copy of this file must load without the package
+            # not an import statement: the remote-code copy of this file must load without the package
             losses = importlib.import_module("maft_hf.training.losses")
             loss = losses.maft_loss(logits, proposal_masks, labels, proposal_valid_mask=proposal_valid_mask).loss
         output = MAFTOutput(

@@ -1,9 +1,5 @@
-"""Pre-processing for MAFT: images at the model's input size (no centre crop), class prompts, proposal masks.
-
-Two recipes (docs/inference.md): `"direct"` squeezes the whole image to the square model input; `"released"` is the
-authors' test-time path (ResizeShortestEdge 640 / 2560, normalise, zero-pad to a multiple of 32, squeeze the padded
-canvas). Both normalise with CLIP's mean/std and resize bilinearly (`align_corners=False`, no antialias), in torch.
-"""
+"""Pre-processing for MAFT: images at the model's square input size (no centre crop), class prompts, proposal masks.
+Both recipes normalise with CLIP's mean/std and resize bilinearly (`align_corners=False`, no antialias), in torch."""
 
 from __future__ import annotations
 
@@ -30,27 +26,33 @@ def to_clip_input(
     image_mean: Sequence[float] = OPENAI_CLIP_MEAN,
     image_std: Sequence[float] = OPENAI_CLIP_STD,
 ) -> torch.Tensor:
-    """`(3, H, W)` or `(B, 3, H, W)` on the 0..255 scale -> float32 CLIP pixel values at `size x size`: normalised
-    (mean/std given on the 0..1 scale), then resized bilinearly (`align_corners=False`, no antialias), as released."""
+    """`(3, H, W)` or `(B, 3, H, W)` on the 0..255 scale -> float32 CLIP pixel values at `size x size` (normalised,
+    then resized as released)."""
     if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4) or image.shape[-3] != 3:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
         raise ValueError(f"image must be (3, H, W) or (B, 3, H, W) on the 0..255 scale, got {shape}.")
     batched = image.ndim == 4
     pixels = image.float() if batched else image[None].float()
-    mean = torch.tensor(list(image_mean), device=pixels.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(list(image_std), device=pixels.device).view(1, 3, 1, 1) * 255.0
+    mean, std = _mean_std(image_mean, image_std, device=pixels.device)
     pixels = (pixels - mean) / std
     if tuple(pixels.shape[-2:]) != (size, size):
         pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
     return pixels if batched else pixels[0]
 
 
+def _mean_std(image_mean, image_std, channels=slice(None), device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP mean and std given on the 0..1 scale -> `(k, 1, 1)` float32 tensors on the 0..255 scale."""
+    return tuple(
+        torch.tensor(list(v), dtype=torch.float32, device=device)[channels].view(-1, 1, 1) * 255.0
+        for v in (image_mean, image_std)
+    )
+
+
 class MAFTImageProcessor(BaseImageProcessor):
     r"""
-    Images -> `pixel_values (batch, 3, size, size)` by `preprocessing`: `"direct"` normalises and squeezes the whole
-    image (one channel at a time); `"released"` is the authors' test-time path (PIL `ResizeShortestEdge(short_side,
-    max_size)`, normalise, zero-pad to a multiple of `size_divisor`, squeeze the canvas) and also returns
-    `resized_sizes` and `canvas_sizes (B, 2)`. Proposal masks passed along are returned unchanged.
+    Images -> `pixel_values (batch, 3, size, size)`. `preprocessing="direct"` squeezes the whole image; `"released"`
+    is the authors' test-time path (PIL `ResizeShortestEdge(short_side, max_size)`, normalise, zero-pad to a multiple
+    of `size_divisor`, squeeze the canvas) and adds `resized_sizes` and `canvas_sizes (B, 2)`. Proposal masks pass.
 
     Example:
 
@@ -92,31 +94,25 @@ class MAFTImageProcessor(BaseImageProcessor):
         height, width = shortest_edge_size(image.height, image.width, self.short_side, self.max_size)
         return image.resize((width, height), Image.BILINEAR)
 
-    def _direct(self, image) -> torch.Tensor:
-        pixels = image_to_tensor(image)
-        return torch.cat([self._normalize_and_squeeze(pixels[c : c + 1], c) for c in range(3)])
-
-    def _normalize_and_squeeze(self, channels: torch.Tensor, first: int = 0) -> torch.Tensor:
-        """`(k, H, W)` raw channels from channel `first` -> normalised and resized as [`to_clip_input`]."""
-        stop = first + channels.shape[0]
-        mean = torch.tensor(self.image_mean, dtype=torch.float32)[first:stop].view(-1, 1, 1) * 255.0
-        std = torch.tensor(self.image_std, dtype=torch.float32)[first:stop].view(-1, 1, 1) * 255.0
-        pixels = channels.float().sub_(mean).div_(std)  # in place: one float copy of the channels
+    def _squeeze(self, pixels: torch.Tensor) -> torch.Tensor:
         return F.interpolate(pixels[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+
+    def _direct(self, image) -> torch.Tensor:
+        """One channel at a time, normalised in place: one float copy of a channel at the image size."""
+        pixels, out = image_to_tensor(image), []
+        for c in range(3):
+            mean, std = _mean_std(self.image_mean, self.image_std, slice(c, c + 1))
+            out.append(self._squeeze(pixels[c : c + 1].float().sub_(mean).div_(std)))
+        return torch.cat(out)
 
     def _released(self, image) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
         resized = image_to_tensor(self.released_resize(image))
         height, width = resized.shape[-2:]
-        canvas = (
-            -(-height // self.size_divisor) * self.size_divisor,
-            -(-width // self.size_divisor) * self.size_divisor,
-        )
-        mean = torch.tensor(self.image_mean, dtype=torch.float32).view(3, 1, 1) * 255.0
-        std = torch.tensor(self.image_std, dtype=torch.float32).view(3, 1, 1) * 255.0
+        canvas = tuple(-(-side // self.size_divisor) * self.size_divisor for side in (height, width))
+        mean, std = _mean_std(self.image_mean, self.image_std)
         padded = torch.zeros(3, *canvas)  # zero after normalisation
         padded[:, :height, :width] = (resized.float() - mean) / std
-        pixels = F.interpolate(padded[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
-        return pixels, (height, width), canvas
+        return self._squeeze(padded), (height, width), canvas
 
     def preprocess(
         self, images, proposal_masks=None, return_tensors="pt", preprocessing=None, **kwargs
@@ -154,8 +150,14 @@ class MAFTProcessor(ProcessorMixin):
     Example:
 
     ```python
-    >>> processor = MAFTProcessor.from_pretrained("path/to/maft-checkpoint")  # doctest: +SKIP
-    >>> inputs = processor(images=image, text=["a photo of a cat."], proposal_masks=masks)  # doctest: +SKIP
+    >>> import torch
+    >>> from maft_hf import MAFTImageProcessor, MAFTProcessor
+    >>> from maft_hf.testing import build_tiny_tokenizer
+
+    >>> processor = MAFTProcessor(MAFTImageProcessor(size=32), build_tiny_tokenizer())
+    >>> inputs = processor(images=torch.zeros(3, 40, 60), text=["a cat.", "sky."], proposal_masks=torch.rand(1, 4, 40, 60))
+    >>> sorted(inputs.keys())
+    ['attention_mask', 'input_ids', 'pixel_values', 'proposal_masks']
     ```"""
 
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
