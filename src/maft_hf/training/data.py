@@ -3,7 +3,6 @@ sampler and batches (proposals at the training resolution, CLIP input at the mod
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -20,6 +19,9 @@ from ..model.images import image_to_tensor
 from ..model.modeling_maft import pad_proposals
 
 LABEL_MAPPINGS = ("none", "coco_stuff")
+COLOR_JITTERS = ("none", "ssd")
+resolve_unseen_classes = unseen_class_ids  # sorted indices into `class_names` of the unseen classes of `spec`
+label_to_array = label_map_array  # a label map (PIL image, array, nested list or cell) -> `(H, W)` integers
 
 
 def resolve_vocabulary(spec: str | Sequence[str] | None, dataset=None, label_mapping: str = "none") -> list[str]:
@@ -40,9 +42,6 @@ def resolve_vocabulary(spec: str | Sequence[str] | None, dataset=None, label_map
     return load_vocabulary(list(names))
 
 
-resolve_unseen_classes = unseen_class_ids  # sorted indices into `class_names` of the unseen classes of `spec`
-
-
 class LabelConverter:
     """Dataset label map -> training ids: `"coco_stuff"` maps raw stuffthingmaps values to the 171 ids; ids are
     checked; unseen classes (zero-shot) become `ignore_index` and seen ids are renumbered ([`training_class_names`])."""
@@ -56,18 +55,16 @@ class LabelConverter:
     ):
         if label_mapping not in LABEL_MAPPINGS:
             raise ValueError(f"label_mapping must be one of {LABEL_MAPPINGS}, got {label_mapping!r}.")
-        self.class_names = list(class_names)
+        self.class_names, self.label_mapping, self.ignore_index = list(class_names), label_mapping, int(ignore_index)
         self.num_classes = len(self.class_names)
         if 0 <= ignore_index < self.num_classes:
             raise ValueError(
                 f"ignore_index {ignore_index} is a class id of the {self.num_classes}-class vocabulary; use a value "
                 f">= {self.num_classes} (e.g. 65535 for vocabularies of more than 255 classes)."
             )
-        self.label_mapping, self.ignore_index = label_mapping, int(ignore_index)
         self.unseen_ids = sorted({int(i) for i in unseen_ids})
-        bad = [i for i in self.unseen_ids if not 0 <= i < self.num_classes]
-        if bad:
-            raise ValueError(f"unseen_ids must lie in [0, {self.num_classes - 1}], got {bad}.")
+        if any(not 0 <= i < self.num_classes for i in self.unseen_ids):
+            raise ValueError(f"unseen_ids must lie in [0, {self.num_classes - 1}], got {self.unseen_ids}.")
         self.seen_ids = [i for i in range(self.num_classes) if i not in set(self.unseen_ids)]
         if not self.seen_ids:
             raise ValueError("Every class is unseen: the training vocabulary would be empty.")
@@ -104,16 +101,12 @@ def select_split(dataset, split: str | None, allow_unsplit: bool = True):
     from datasets import DatasetDict, IterableDatasetDict
 
     if isinstance(dataset, (DatasetDict, IterableDatasetDict, dict)):
-        available = list(dataset.keys())
-        if split is None or split not in available:
-            raise ValueError(f"The dataset has no split {split!r}; available splits: {available}.")
+        if split not in dataset:
+            raise ValueError(f"The dataset has no split {split!r}; available splits: {list(dataset.keys())}.")
         return dataset[split]
     if not allow_unsplit:
         raise ValueError(f"The dataset has no splits (a single Dataset), so it has no split {split!r}.")
     return dataset
-
-
-label_to_array = label_map_array  # a label map (PIL image, array, nested list or cell) -> `(H, W)` integers
 
 
 def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
@@ -121,11 +114,21 @@ def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
     -> `(N, H, W)` float32 probabilities at the image size (see `proposals_from_user_masks`)."""
     from ..proposals.user_masks import proposals_from_user_masks
 
-    pil_masks = isinstance(value, (list, tuple)) and value and hasattr(value[0], "getbands")
+    pil_masks = isinstance(value, (list, tuple)) and len(value) > 0 and hasattr(value[0], "getbands")
     masks = list(value) if pil_masks else np.asarray(value)
     if not pil_masks and masks.ndim != 3:  # a 2-D array would be read as a label map
         raise ValueError(f"A proposal cell must be a stack of masks (N, H, W), got an array of shape {masks.shape}.")
     return proposals_from_user_masks(masks, image_size=image_size).masks
+
+
+def _undecoded(dataset, columns):
+    """`dataset` with its `Image` columns among `columns` read as files, decoded only when used."""
+    from datasets import Image
+
+    for column in columns:
+        if isinstance((getattr(dataset, "features", None) or {}).get(column), Image):
+            dataset = dataset.cast_column(column, Image(decode=False))
+    return dataset
 
 
 def check_columns(dataset, columns: dict[str, str | None], split: str) -> None:
@@ -133,19 +136,14 @@ def check_columns(dataset, columns: dict[str, str | None], split: str) -> None:
     names = getattr(dataset, "column_names", None)
     if names is None and isinstance(dataset, list) and dataset:  # rows read from a stream
         names = list(dataset[0])
-    if names is None:  # a stream that does not know its columns: checked on the first example
+    if names is None:  # a stream that does not know its columns: checked on its first example
         return
-    missing = {flag: name for flag, name in columns.items() if name is not None and name not in names}
+    missing = [f"{flag} {name!r}" for flag, name in columns.items() if name is not None and name not in names]
     if missing:
-        described = ", ".join(f"{flag} {name!r}" for flag, name in missing.items())
         raise ValueError(
-            f"Split {split!r} has no column {described}; its columns are {names}. Name the right "
+            f"Split {split!r} has no column {', '.join(missing)}; its columns are {names}. Name the right "
             "columns with --image_column / --label_column / --proposal_column."
         )
-
-
-def _column_flags(image_column, label_column, proposal_column) -> dict:
-    return {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column}
 
 
 def check_example(row, index, image_column, label_column, label_converter, proposal_column=None, split="train") -> bool:
@@ -186,25 +184,16 @@ def validate_training_dataset(
     split: str = "train",
     indices: Sequence[int] | None = None,
 ) -> tuple[int, int]:
-    """Check a split before training ([`check_example`] on every row of `indices`, default all; images are not
-    decoded when the column allows it). Returns `(checked, labelled)`: rows checked, rows with a labelled pixel."""
+    """[`check_example`] on the rows `indices` (default all) of a split, images undecoded where possible; returns
+    `(checked, labelled)`: the number of rows checked and of those with a labelled pixel."""
     if len(dataset) == 0:
         raise ValueError(f"Split {split!r} is empty: fine-tuning needs at least one example.")
-    check_columns(dataset, _column_flags(image_column, label_column, proposal_column), split)
-    from datasets import Image
-
-    view = dataset
-    with contextlib.suppress(AttributeError, ValueError):  # rows read from a stream have no features
-        if isinstance(dataset.features.get(image_column), Image):
-            view = dataset.cast_column(image_column, Image(decode=False))
-    columns = (image_column, label_column, label_converter, proposal_column, split)
-    results = [
-        check_example(view[int(i)], int(i), *columns) for i in (range(len(dataset)) if indices is None else indices)
-    ]
-    return len(results), sum(results)
-
-
-COLOR_JITTERS = ("none", "ssd")
+    flags = {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column}
+    check_columns(dataset, flags, split)
+    view, columns = _undecoded(dataset, [image_column]), (image_column, label_column, label_converter, proposal_column)
+    indices = range(len(dataset)) if indices is None else indices
+    labelled = [check_example(view[int(index)], int(index), *columns, split) for index in indices]
+    return len(labelled), sum(labelled)
 
 
 @dataclass(frozen=True)
@@ -239,7 +228,7 @@ def sample_color_jitter(generator: torch.Generator | None = None) -> ColorJitter
     in application order."""
 
     def coin() -> bool:
-        return bool(torch.randint(2, (1,), generator=generator).item())
+        return bool(torch.randint(2, (1,), generator=generator))
 
     def uniform(low: float, high: float) -> float:
         return low + (high - low) * float(torch.rand((), dtype=torch.float64, generator=generator))
@@ -249,8 +238,7 @@ def sample_color_jitter(generator: torch.Generator | None = None) -> ColorJitter
     draws = {}
     for step in _JITTER_ORDER[contrast_first]:
         if coin():
-            hue = int(torch.randint(-18, 19, (1,), generator=generator).item()) if step == "hue" else None
-            draws[step] = uniform(0.5, 1.5) if hue is None else hue
+            draws[step] = int(torch.randint(-18, 19, (1,), generator=generator)) if step == "hue" else uniform(0.5, 1.5)
     return ColorJitterParams(
         brightness, draws.get("contrast"), draws.get("saturation"), draws.get("hue"), contrast_first
     )
@@ -336,12 +324,12 @@ def sample_augmentation(
         choices = list(short)
         if not choices:
             raise ValueError("short_side must be an int or a non-empty sequence of ints.")
-        short = int(choices[torch.randint(len(choices), (1,), generator=generator).item()])
+        short = int(choices[int(torch.randint(len(choices), (1,), generator=generator))])
     resized = transforms.shortest_edge_size(height, width, short, config.max_size)
     crop_h, crop_w = min(resized[0], config.crop_size), min(resized[1], config.crop_size)
-    top = int(torch.randint(resized[0] - crop_h + 1, (1,), generator=generator).item())
-    left = int(torch.randint(resized[1] - crop_w + 1, (1,), generator=generator).item())
-    flip = bool(torch.rand((), generator=generator).item() < config.flip_prob)
+    top = int(torch.randint(resized[0] - crop_h + 1, (1,), generator=generator))
+    left = int(torch.randint(resized[1] - crop_w + 1, (1,), generator=generator))
+    flip = bool(torch.rand((), generator=generator) < config.flip_prob)
     return AugmentationParams(tuple(resized), top, left, crop_h, crop_w, flip, config.crop_size)
 
 
@@ -375,8 +363,6 @@ def apply_augmentation(
 
 def derived_seed(*entropy: int) -> int:
     """A 64-bit seed derived from non-negative integers (numpy's `SeedSequence`): independent streams per tuple."""
-    if any(int(value) < 0 for value in entropy):
-        raise ValueError(f"Seeds must be non-negative integers, got {entropy}.")
     return int(np.random.SeedSequence([int(value) for value in entropy]).generate_state(1, dtype=np.uint64)[0])
 
 
@@ -399,12 +385,9 @@ class TrainingExamples(torch.utils.data.Dataset):
         label_column: str = "label",
         proposal_column: str | None = None,
     ):
-        check_columns(dataset, _column_flags(image_column, label_column, proposal_column), "train")
         columns = [column for column in (image_column, label_column, proposal_column) if column]
         self.dataset = dataset.select_columns(columns) if hasattr(dataset, "select_columns") else dataset
-        self.label_converter = label_converter
-        self.augmentation = augmentation
-        self.seed = int(seed)
+        self.label_converter, self.augmentation, self.seed = label_converter, augmentation, int(seed)
         self.image_column, self.label_column, self.proposal_column = image_column, label_column, proposal_column
 
     def __len__(self) -> int:
@@ -446,12 +429,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
         start_step: int = 0,
         seed: int = 0,
     ):
-        if num_examples < 1:
-            raise ValueError(f"num_examples must be >= 1, got {num_examples}.")
         if not 0 <= process_index < num_processes:
             raise ValueError(f"process_index must be in [0, {num_processes - 1}], got {process_index}.")
-        if not 0 <= start_step <= max_steps:
-            raise ValueError(f"start_step must be in [0, max_steps={max_steps}], got {start_step}.")
         self.num_examples, self.per_device_batch_size = int(num_examples), int(per_device_batch_size)
         self.num_processes, self.process_index = int(num_processes), int(process_index)
         self.gradient_accumulation_steps = int(gradient_accumulation_steps)
@@ -490,12 +469,7 @@ class StreamingExamples(torch.utils.data.IterableDataset):
     resumed run is exact (it re-reads the examples already used). Runs in the training process, not in workers."""
 
     def __init__(self, examples: TrainingExamples, sampler: StepBatchSampler, buffer_size: int = 1000):
-        from datasets import Image
-
-        stream = examples.dataset
-        for column in (examples.image_column, examples.label_column):
-            if isinstance((stream.features or {}).get(column), Image):  # decode only the examples this process uses
-                stream = stream.cast_column(column, Image(decode=False))
+        stream = _undecoded(examples.dataset, [examples.image_column, examples.label_column])  # decode only ours
         self.stream = stream.shuffle(seed=derived_seed(examples.seed, 3) % 2**32, buffer_size=buffer_size)
         self.examples, self.sampler = examples, sampler
 
@@ -535,9 +509,8 @@ def collate(examples: Sequence[dict]) -> dict:
         "indices": torch.tensor([int(example["index"]) for example in examples]),
     }
     if "proposal_masks" in examples[0]:
-        batch["proposal_masks"], batch["proposal_valid_mask"] = pad_proposals(
-            [example["proposal_masks"] for example in examples]
-        )
+        masks = [example["proposal_masks"] for example in examples]
+        batch["proposal_masks"], batch["proposal_valid_mask"] = pad_proposals(masks)
     return batch
 
 
@@ -573,14 +546,12 @@ def generate_proposals(
             proposals = proposal_generator.generate_prepared(images)
         else:
             proposals = proposal_generator(list(images))
-    if len(proposals) != images.shape[0]:
-        raise ValueError(f"The proposal generator returned {len(proposals)} results for {images.shape[0]} images.")
-    for index, item in enumerate(proposals):
-        if tuple(item.masks.shape[-2:]) != tuple(images.shape[-2:]):
-            raise ValueError(
-                f"Proposals of image {index} have size {tuple(item.masks.shape[-2:])}; expected the crop size "
-                f"{tuple(images.shape[-2:])}."
-            )
+    sizes = [tuple(item.masks.shape[-2:]) for item in proposals]
+    if sizes != [tuple(images.shape[-2:])] * images.shape[0]:
+        raise ValueError(
+            f"The proposal generator returned proposals of sizes {sizes} for {images.shape[0]} images; expected one "
+            f"result per image at the crop size {tuple(images.shape[-2:])}."
+        )
     return [item.masks.float() for item in proposals]
 
 

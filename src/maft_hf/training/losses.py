@@ -37,7 +37,7 @@ def soft_iou(proposals: torch.Tensor, gt_class_masks: torch.Tensor) -> torch.Ten
 
 
 def _present_classes(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """`(B, C)` bool: the classes of each label map; ids outside `[0, C)` other than `ignore_index` are an error."""
+    """`(B, C)` bool: the classes of each label map `(B, H, W)`, whose ids are checked."""
     bad = labels[(labels != ignore_index) & ((labels < 0) | (labels >= num_classes))]
     if bad.numel():
         ids = sorted(set(bad.unique().tolist()))
@@ -147,12 +147,10 @@ def mask_aware_loss(
     ignore_index: int = 255,
     proposal_valid_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mask-aware loss `L_ma` (paper Eq. 5-7, as released), the mean over entries.
-
-    For every image `b` and class `c` present in `labels[b] (H', W')`: target = soft IoU of each proposal with
-    `labels[b] == c` (proposals `(B, N, H, W)` resized bilinearly to the label size if needed), min-max normalised
-    over the valid proposals (`proposal_valid_mask (B, N)`), detached; prediction `softmax(mask_logits[b, n])[c]`
-    (`mask_logits (B, N, C)`); SmoothL1 (beta 1) averaged over all entries; 0 when no pixel is labelled.
+    """Mask-aware loss `L_ma` (paper Eq. 5-7, as released): for every image `b` and class `c` of `labels[b] (H', W')`,
+    SmoothL1 (beta 1) between `softmax(mask_logits[b, n])[c]` (`(B, N, C)`) and the soft IoU of proposal `n`
+    (`(B, N, H, W)`, resized bilinearly to the label size) with `labels[b] == c`, min-max normalised over the valid
+    proposals (`proposal_valid_mask (B, N)`) and detached; the mean over entries (0 when no pixel is labelled).
 
     Example: `mask_aware_loss(torch.randn(2, 5, 3), torch.rand(2, 5, 8, 8), torch.randint(0, 3, (2, 8, 8)))`."""
     total, count = mask_aware_loss_sum(mask_logits, proposals, labels, ignore_index, proposal_valid_mask)

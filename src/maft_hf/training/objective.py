@@ -40,15 +40,9 @@ class MaskAwareStudent(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        proposal_masks: torch.Tensor,
-        text_classifier: torch.Tensor,
-        proposal_valid_mask: torch.Tensor | None = None,
-        with_image_logits: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns `(mask_logits (B, N, C), image_logits (B, C) or None)`."""
+    def forward(self, pixel_values, proposal_masks, text_classifier, proposal_valid_mask=None, with_image_logits=True):
+        """`pixel_values (B, 3, s, s)`, `proposal_masks (B, N, H, W)`, `text_classifier (C, D)` and
+        `proposal_valid_mask (B, N)` -> `(mask_logits (B, N, C), image_logits (B, C) or None)`."""
         mask_logits = classify_proposals(self.model, pixel_values, proposal_masks, text_classifier, proposal_valid_mask)
         image_logits = image_class_logits(self.model, pixel_values, text_classifier) if with_image_logits else None
         return mask_logits, image_logits
@@ -87,12 +81,11 @@ def training_step(
     loss_scale: float = 1.0,
     autocast=None,
 ) -> TrainingStepOutput:
-    """Forward pass and MAFT loss `L = L_ma + lambda * L_dis` of one `prepare_batch` batch (paper Eq. 5-8).
+    """Forward pass and MAFT loss `loss_scale * (L_ma + lambda * L_dis)` of one `prepare_batch` batch (Eq. 5-8).
 
-    Both terms are this batch's means (the release), or, with `mask_aware_normalizer` / `distillation_normalizer`
-    (entry counts of the global batch), its sums divided by those, so that summed over micro-batches and processes
-    the gradient is the global batch's (with DDP, `loss_scale = num_processes`). `loss = loss_scale * (...)`;
-    `autocast` (e.g. `accelerator.autocast`) wraps the teacher's pass."""
+    Both terms are this batch's means (the release), or its sums divided by `mask_aware_normalizer` /
+    `distillation_normalizer` (entry counts of the global batch), so that summed over micro-batches and processes the
+    gradient is the global batch's (with DDP, `loss_scale = num_processes`). `autocast` wraps the teacher's pass."""
     from ..model.modeling_maft import MaskAwareCLIPModel
 
     if isinstance(student, MaskAwareCLIPModel):
