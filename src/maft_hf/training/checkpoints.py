@@ -55,8 +55,7 @@ def write_json(path: str | os.PathLike, content) -> None:
     os.replace(temporary, path)
 
 
-def _fsync(path: str) -> None:
-    """Flush a file or a directory (its entries) to disk."""
+def _fsync(path: str) -> None:  # a file, or a directory's entries
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -103,17 +102,11 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> list[s
 def remove_stale_temporaries(output_dir: str | os.PathLike) -> None:
     """After a killed save: remove `.tmp_step_*`, and put a `.old_step_K` back as `step_K` when the run died between
     moving the old copy aside and renaming the new one in (else remove it)."""
-    if not os.path.isdir(output_dir):
-        return
-    for name in os.listdir(output_dir):
-        path = os.path.join(output_dir, name)
-        if name.startswith(f".old_{CHECKPOINT_PREFIX}"):
-            final = os.path.join(output_dir, name[len(".old_") :])
-            if os.path.exists(final):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.replace(path, final)
-        elif name.startswith(f".tmp_{CHECKPOINT_PREFIX}"):
+    for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
+        path, final = os.path.join(output_dir, name), os.path.join(output_dir, name.removeprefix(".old_"))
+        if name.startswith(f".old_{CHECKPOINT_PREFIX}") and not os.path.exists(final):
+            os.replace(path, final)
+        elif name.startswith((f".old_{CHECKPOINT_PREFIX}", f".tmp_{CHECKPOINT_PREFIX}")):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -55,13 +55,13 @@ class LabelConverter:
     ):
         if label_mapping not in LABEL_MAPPINGS:
             raise ValueError(f"label_mapping must be one of {LABEL_MAPPINGS}, got {label_mapping!r}.")
-        self.class_names, self.label_mapping, self.ignore_index = list(class_names), label_mapping, int(ignore_index)
-        self.num_classes = len(self.class_names)
+        self.class_names, self.num_classes = list(class_names), len(class_names)
         if 0 <= ignore_index < self.num_classes:
             raise ValueError(
                 f"ignore_index {ignore_index} is a class id of the {self.num_classes}-class vocabulary; use a value "
                 f">= {self.num_classes} (e.g. 65535 for vocabularies of more than 255 classes)."
             )
+        self.label_mapping, self.ignore_index = label_mapping, int(ignore_index)
         self.unseen_ids = sorted({int(i) for i in unseen_ids})
         if any(not 0 <= i < self.num_classes for i in self.unseen_ids):
             raise ValueError(f"unseen_ids must lie in [0, {self.num_classes - 1}], got {self.unseen_ids}.")
@@ -190,9 +190,10 @@ def validate_training_dataset(
         raise ValueError(f"Split {split!r} is empty: fine-tuning needs at least one example.")
     flags = {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column}
     check_columns(dataset, flags, split)
-    view, columns = _undecoded(dataset, [image_column]), (image_column, label_column, label_converter, proposal_column)
+    view = _undecoded(dataset, [image_column])
+    columns = (image_column, label_column, label_converter, proposal_column, split)
     indices = range(len(dataset)) if indices is None else indices
-    labelled = [check_example(view[int(index)], int(index), *columns, split) for index in indices]
+    labelled = [check_example(view[int(index)], int(index), *columns) for index in indices]
     return len(labelled), sum(labelled)
 
 
