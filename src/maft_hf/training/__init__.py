@@ -1,12 +1,6 @@
-"""Mask-aware fine-tuning (paper section 4.2) as plain functions; `maft_hf.cli.finetune` chains them with Accelerate.
-
-* `data`: vocabulary and [`LabelConverter`], dataset checks, the released augmentation, [`TrainingExamples`],
-  [`StepBatchSampler`] (the data of a step depends only on the seed, the step and the global batch), batches;
-* `losses` (Eq. 5-8), `objective` ([`MaskAwareStudent`], [`training_step`], [`poly_lr_scheduler`]), `freezing`;
-* `checkpoints` (atomic `step_<K>` saves), `diagnostics` ([`rank_correlation_eval`]).
-
-Names are imported lazily from their modules.
-"""
+"""Mask-aware fine-tuning (paper section 4.2) as plain functions that `maft_hf.cli.finetune` chains with Accelerate:
+`data`, `losses` (Eq. 5-8), `objective`, `freezing`, `checkpoints` (atomic `step_<K>` saves) and `diagnostics`; every
+name is imported lazily from its module."""
 
 import importlib
 

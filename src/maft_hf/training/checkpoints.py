@@ -14,18 +14,18 @@ LOSSES_FILE = "train_losses.json"
 RESULTS_FILE = "all_results.json"
 
 
-def _checkpoint_step(name: str) -> int | None:
-    match = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", name)
-    return int(match.group(1)) if match else None
+def _step_directories(output_dir: str | os.PathLike) -> list[str]:
+    """The `output_dir/step_<K>` directories, complete or not, by increasing `K`."""
+    names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+    steps = sorted(
+        (int(match[1]), name) for name in names if (match := re.fullmatch(CHECKPOINT_PREFIX + r"(\d+)", name))
+    )
+    return [os.path.join(output_dir, name) for _, name in steps]
 
 
 def complete_checkpoints(output_dir: str | os.PathLike) -> list[str]:
     """The complete checkpoints `output_dir/step_<K>` (holding their `training_state.json`), by increasing `K`."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = sorted((s, n) for n in os.listdir(output_dir) if (s := _checkpoint_step(n)) is not None)
-    paths = [os.path.join(output_dir, name) for _, name in found]
-    return [path for path in paths if os.path.isfile(os.path.join(path, TRAINING_STATE_FILE))]
+    return [path for path in _step_directories(output_dir) if os.path.isfile(os.path.join(path, TRAINING_STATE_FILE))]
 
 
 def find_latest_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -55,7 +55,7 @@ def write_json(path: str | os.PathLike, content) -> None:
     os.replace(temporary, path)
 
 
-def _fsync(path: str) -> None:
+def _fsync(path: str) -> None:  # a file, or a directory's entries
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -64,9 +64,8 @@ def _fsync(path: str) -> None:
 
 
 def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, training_state: dict) -> str:
-    """Write `accelerator.save_state` and `training_state.json` to `output_dir/step_<step>` atomically; call it on
-    every process. Everything goes to `.tmp_step_<step>` first, flushed, then renamed (`os.replace`): a run killed
-    at any moment leaves the complete checkpoint or none. Returns the checkpoint directory."""
+    """Write `accelerator.save_state` and `training_state.json` to `output_dir/step_<step>` (returned) on every
+    process, atomically: written to `.tmp_step_<step>`, flushed, then renamed, so a kill leaves all or nothing."""
     output_dir = os.fspath(output_dir)
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
     temporary = os.path.join(output_dir, f".tmp_{CHECKPOINT_PREFIX}{step}")
@@ -79,29 +78,22 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, train
     if accelerator.is_main_process:
         write_json(os.path.join(temporary, TRAINING_STATE_FILE), training_state)
         for root, _, files in os.walk(temporary):  # durable across power loss
-            for name in files:
-                with open(os.path.join(root, name), "rb") as handle:
-                    os.fsync(handle.fileno())
-            _fsync(root)
-        stale = None
+            for path in [root, *(os.path.join(root, name) for name in files)]:
+                _fsync(path)
+        stale = os.path.join(output_dir, f".old_{CHECKPOINT_PREFIX}{step}")
+        shutil.rmtree(stale, ignore_errors=True)
         if os.path.exists(final):  # a re-run of the same step: move the old one aside, then swap
-            stale = os.path.join(output_dir, f".old_{CHECKPOINT_PREFIX}{step}")
-            shutil.rmtree(stale, ignore_errors=True)
             os.replace(final, stale)
         os.replace(temporary, final)
         _fsync(output_dir)  # the rename itself
-        if stale is not None:
-            shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> list[str]:
     """Delete all but the `keep` newest `step_<K>` checkpoints (None or 0 keeps all); returns the deleted paths."""
-    if not keep or keep < 1 or not os.path.isdir(output_dir):
-        return []
-    steps = sorted((s, n) for n in os.listdir(output_dir) if (s := _checkpoint_step(n)) is not None)
-    removed = [os.path.join(output_dir, name) for _, name in steps[:-keep]]
+    removed = _step_directories(output_dir)[:-keep] if keep and keep > 0 else []
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     return removed
@@ -110,17 +102,11 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> list[s
 def remove_stale_temporaries(output_dir: str | os.PathLike) -> None:
     """After a killed save: remove `.tmp_step_*`, and put a `.old_step_K` back as `step_K` when the run died between
     moving the old copy aside and renaming the new one in (else remove it)."""
-    if not os.path.isdir(output_dir):
-        return
-    for name in os.listdir(output_dir):
-        path = os.path.join(output_dir, name)
-        if name.startswith(f".old_{CHECKPOINT_PREFIX}"):
-            final = os.path.join(output_dir, name[len(".old_") :])
-            if os.path.exists(final):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.replace(path, final)
-        elif name.startswith(f".tmp_{CHECKPOINT_PREFIX}"):
+    for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
+        path, final = os.path.join(output_dir, name), os.path.join(output_dir, name.removeprefix(".old_"))
+        if name.startswith(f".old_{CHECKPOINT_PREFIX}") and not os.path.exists(final):
+            os.replace(path, final)
+        elif name.startswith((f".old_{CHECKPOINT_PREFIX}", f".tmp_{CHECKPOINT_PREFIX}")):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -163,21 +149,15 @@ def changed_settings(old: dict | None, new: dict) -> list[str]:
 
 def run_artifacts(output_dir: str | os.PathLike) -> list[str]:
     """Names in `output_dir` that a run wrote and a new run would lose: checkpoints, results, the final model."""
-    if not os.path.isdir(output_dir):
-        return []
-    names = (LOSSES_FILE, RESULTS_FILE, "model.safetensors")
-    return sorted(
-        n for n in os.listdir(output_dir) if n in names or n.startswith((CHECKPOINT_PREFIX, ".tmp_", ".old_"))
-    )
+    names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+    outputs = (LOSSES_FILE, RESULTS_FILE, "model.safetensors")
+    return sorted(n for n in names if n in outputs or n.startswith((CHECKPOINT_PREFIX, ".tmp_", ".old_")))
 
 
 def plan_run(output_dir, settings: dict, resume: str | None, allow_changed_settings: bool = False) -> str | None:
-    """The checkpoint this run resumes from (None: it starts at step 0), or a `ValueError` when it would lose or
-    silently alter another run's work.
-
-    Without `resume`, a folder holding checkpoints or results is refused. `resume="latest"` is the newest checkpoint
-    of this run (same settings); a checkpoint written with other settings is refused, naming the differences, unless
-    `allow_changed_settings` (then "latest" is the newest checkpoint of any run)."""
+    """The checkpoint this run resumes from (None: step 0), or a `ValueError` when it would lose or alter another
+    run's work: without `resume`, a folder holding checkpoints or results; a checkpoint with other settings (unless
+    `allow_changed_settings`). `resume="latest"`: the newest checkpoint of this run, else of any run."""
     path, identity = resume, run_id(settings)
     if resume == "latest":
         complete = complete_checkpoints(output_dir)

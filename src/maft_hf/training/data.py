@@ -11,45 +11,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import transforms
 from ..data.labels import IGNORE_INDEX, check_label_ids, coco_stuff_lut, get_class_names, label_map_array, map_labels
-from ..data.transforms import (
-    CLIP_MEAN,
-    CLIP_STD,
-    IMAGE_PAD_VALUE,
-    RELEASED_MAX_SIZE,
-    resize_image,
-    resize_label,
-    shortest_edge_size,
-    to_clip_input,
-)
 from ..inference.vocabulary import load_vocabulary, parse_vocabulary_argument, unseen_class_ids
 from ..model.images import image_size as _image_size_of
 from ..model.images import image_to_tensor
 from ..model.modeling_maft import pad_proposals
 
 LABEL_MAPPINGS = ("none", "coco_stuff")
+COLOR_JITTERS = ("none", "ssd")
+resolve_unseen_classes = unseen_class_ids  # sorted indices into `class_names` of the unseen classes of `spec`
+label_to_array = label_map_array  # a label map (PIL image, array, nested list or cell) -> `(H, W)` integers
 
 
 def resolve_vocabulary(spec: str | Sequence[str] | None, dataset=None, label_mapping: str = "none") -> list[str]:
     """The class names of label ids: a shipped vocabulary name, a .txt file, a comma-separated list or a list of
     names; None = the names stored in the dataset's info (`coco_stuff_171` with `label_mapping="coco_stuff"`)."""
-    if spec is None:
-        names = get_class_names(dataset) if dataset is not None else None
-        if names is None and label_mapping == "coco_stuff":
-            names = load_vocabulary("coco_stuff_171")
-        if names is None:
-            raise ValueError(
-                "No vocabulary: the dataset stores no class names in its info (see "
-                "maft_hf.data.labels.dataset_info_with_class_names); pass --vocabulary (a shipped name, a .txt file "
-                "with one class per line, or a comma-separated list)."
-            )
-        return load_vocabulary(list(names))
     if isinstance(spec, (list, tuple)):
         return load_vocabulary(list(spec))
-    return parse_vocabulary_argument(spec)
-
-
-resolve_unseen_classes = unseen_class_ids  # sorted indices into `class_names` of the unseen classes of `spec`
+    if spec is not None:
+        return parse_vocabulary_argument(spec)
+    names = get_class_names(dataset) if dataset is not None else None
+    if names is None and label_mapping == "coco_stuff":
+        names = load_vocabulary("coco_stuff_171")
+    if names is None:
+        raise ValueError(
+            "No vocabulary: the dataset stores no class names in its info (see maft_hf.data.labels."
+            "dataset_info_with_class_names); pass --vocabulary (a shipped name, a .txt file or a comma-separated list)."
+        )
+    return load_vocabulary(list(names))
 
 
 class LabelConverter:
@@ -65,19 +55,16 @@ class LabelConverter:
     ):
         if label_mapping not in LABEL_MAPPINGS:
             raise ValueError(f"label_mapping must be one of {LABEL_MAPPINGS}, got {label_mapping!r}.")
-        self.class_names = list(class_names)
-        self.num_classes = len(self.class_names)
+        self.class_names, self.num_classes = list(class_names), len(class_names)
         if 0 <= ignore_index < self.num_classes:
             raise ValueError(
                 f"ignore_index {ignore_index} is a class id of the {self.num_classes}-class vocabulary; use a value "
                 f">= {self.num_classes} (e.g. 65535 for vocabularies of more than 255 classes)."
             )
-        self.label_mapping = label_mapping
-        self.ignore_index = int(ignore_index)
+        self.label_mapping, self.ignore_index = label_mapping, int(ignore_index)
         self.unseen_ids = sorted({int(i) for i in unseen_ids})
-        bad = [i for i in self.unseen_ids if not 0 <= i < self.num_classes]
-        if bad:
-            raise ValueError(f"unseen_ids must lie in [0, {self.num_classes - 1}], got {bad}.")
+        if any(not 0 <= i < self.num_classes for i in self.unseen_ids):
+            raise ValueError(f"unseen_ids must lie in [0, {self.num_classes - 1}], got {self.unseen_ids}.")
         self.seen_ids = [i for i in range(self.num_classes) if i not in set(self.unseen_ids)]
         if not self.seen_ids:
             raise ValueError("Every class is unseen: the training vocabulary would be empty.")
@@ -114,16 +101,12 @@ def select_split(dataset, split: str | None, allow_unsplit: bool = True):
     from datasets import DatasetDict, IterableDatasetDict
 
     if isinstance(dataset, (DatasetDict, IterableDatasetDict, dict)):
-        available = list(dataset.keys())
-        if split is None or split not in available:
-            raise ValueError(f"The dataset has no split {split!r}; available splits: {available}.")
+        if split not in dataset:
+            raise ValueError(f"The dataset has no split {split!r}; available splits: {list(dataset.keys())}.")
         return dataset[split]
     if not allow_unsplit:
         raise ValueError(f"The dataset has no splits (a single Dataset), so it has no split {split!r}.")
     return dataset
-
-
-label_to_array = label_map_array  # a label map (PIL image, array, nested list or cell) -> `(H, W)` integers
 
 
 def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
@@ -131,15 +114,21 @@ def proposals_from_column(value, image_size: tuple[int, int]) -> torch.Tensor:
     -> `(N, H, W)` float32 probabilities at the image size (see `proposals_from_user_masks`)."""
     from ..proposals.user_masks import proposals_from_user_masks
 
-    if isinstance(value, (list, tuple)) and value and hasattr(value[0], "getbands"):
-        masks = list(value)
-    else:
-        masks = np.asarray(value)
-        if masks.ndim != 3:
-            raise ValueError(
-                f"A proposal cell must be a stack of masks (N, H, W), got an array of shape {masks.shape}."
-            )
+    pil_masks = isinstance(value, (list, tuple)) and len(value) > 0 and hasattr(value[0], "getbands")
+    masks = list(value) if pil_masks else np.asarray(value)
+    if not pil_masks and masks.ndim != 3:  # a 2-D array would be read as a label map
+        raise ValueError(f"A proposal cell must be a stack of masks (N, H, W), got an array of shape {masks.shape}.")
     return proposals_from_user_masks(masks, image_size=image_size).masks
+
+
+def _undecoded(dataset, columns):
+    """`dataset` with its `Image` columns among `columns` read as files, decoded only when used."""
+    from datasets import Image
+
+    for column in columns:
+        if isinstance((getattr(dataset, "features", None) or {}).get(column), Image):
+            dataset = dataset.cast_column(column, Image(decode=False))
+    return dataset
 
 
 def check_columns(dataset, columns: dict[str, str | None], split: str) -> None:
@@ -147,19 +136,14 @@ def check_columns(dataset, columns: dict[str, str | None], split: str) -> None:
     names = getattr(dataset, "column_names", None)
     if names is None and isinstance(dataset, list) and dataset:  # rows read from a stream
         names = list(dataset[0])
-    if names is None:  # a stream that does not know its columns: checked on the first example
+    if names is None:  # a stream that does not know its columns: checked on its first example
         return
-    missing = {flag: name for flag, name in columns.items() if name is not None and name not in names}
+    missing = [f"{flag} {name!r}" for flag, name in columns.items() if name is not None and name not in names]
     if missing:
-        described = ", ".join(f"{flag} {name!r}" for flag, name in missing.items())
         raise ValueError(
-            f"Split {split!r} has no column {described}; its columns are {names}. Name the right "
+            f"Split {split!r} has no column {', '.join(missing)}; its columns are {names}. Name the right "
             "columns with --image_column / --label_column / --proposal_column."
         )
-
-
-def _column_flags(image_column, label_column, proposal_column) -> dict:
-    return {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column}
 
 
 def check_example(row, index, image_column, label_column, label_converter, proposal_column=None, split="train") -> bool:
@@ -200,28 +184,17 @@ def validate_training_dataset(
     split: str = "train",
     indices: Sequence[int] | None = None,
 ) -> tuple[int, int]:
-    """Check a split before training ([`check_example`] on every row of `indices`, default all; images are not
-    decoded when the column allows it). Returns `(checked, labelled)`: rows checked, rows with a labelled pixel."""
+    """[`check_example`] on the rows `indices` (default all) of a split, images undecoded where possible; returns
+    `(checked, labelled)`: the number of rows checked and of those with a labelled pixel."""
     if len(dataset) == 0:
         raise ValueError(f"Split {split!r} is empty: fine-tuning needs at least one example.")
-    check_columns(dataset, _column_flags(image_column, label_column, proposal_column), split)
-    view = dataset
-    try:
-        from datasets import Image
-
-        if isinstance(dataset.features.get(image_column), Image):
-            view = dataset.cast_column(image_column, Image(decode=False))
-    except (AttributeError, ImportError, ValueError):
-        view = dataset
-    checked = labelled = 0
-    for index in range(len(dataset)) if indices is None else indices:
-        row = view[int(index)]
-        labelled += check_example(row, int(index), image_column, label_column, label_converter, proposal_column, split)
-        checked += 1
-    return checked, labelled
-
-
-COLOR_JITTERS = ("none", "ssd")
+    flags = {"--image_column": image_column, "--label_column": label_column, "--proposal_column": proposal_column}
+    check_columns(dataset, flags, split)
+    view = _undecoded(dataset, [image_column])
+    columns = (image_column, label_column, label_converter, proposal_column, split)
+    indices = range(len(dataset)) if indices is None else indices
+    labelled = [check_example(view[int(index)], int(index), *columns) for index in indices]
+    return len(labelled), sum(labelled)
 
 
 @dataclass(frozen=True)
@@ -231,7 +204,7 @@ class AugmentationConfig:
 
     crop_size: int = 640
     short_side: int | tuple[int, ...] = 640
-    max_size: int | None = RELEASED_MAX_SIZE
+    max_size: int | None = transforms.RELEASED_MAX_SIZE
     flip_prob: float = 0.5
     color_jitter: str = "none"
 
@@ -247,13 +220,16 @@ class ColorJitterParams:
     contrast_first: bool
 
 
+_JITTER_ORDER = {True: ("contrast", "saturation", "hue"), False: ("saturation", "hue", "contrast")}  # by contrast_first
+
+
 def sample_color_jitter(generator: torch.Generator | None = None) -> ColorJitterParams:
     """Draws of `ColorAugSSDTransform` (defaults as released: brightness +-32, contrast and saturation 0.5..1.5, hue
     +-18 of OpenCV's 180), in its order: brightness coin (and offset), order coin, then each step's coin (and value)
     in application order."""
 
     def coin() -> bool:
-        return bool(torch.randint(2, (1,), generator=generator).item())
+        return bool(torch.randint(2, (1,), generator=generator))
 
     def uniform(low: float, high: float) -> float:
         return low + (high - low) * float(torch.rand((), dtype=torch.float64, generator=generator))
@@ -261,11 +237,9 @@ def sample_color_jitter(generator: torch.Generator | None = None) -> ColorJitter
     brightness = uniform(-32, 32) if coin() else None
     contrast_first = coin()
     draws = {}
-    for step in ("contrast", "saturation", "hue") if contrast_first else ("saturation", "hue", "contrast"):
+    for step in _JITTER_ORDER[contrast_first]:
         if coin():
-            draws[step] = (
-                int(torch.randint(-18, 19, (1,), generator=generator).item()) if step == "hue" else uniform(0.5, 1.5)
-            )
+            draws[step] = int(torch.randint(-18, 19, (1,), generator=generator)) if step == "hue" else uniform(0.5, 1.5)
     return ColorJitterParams(
         brightness, draws.get("contrast"), draws.get("saturation"), draws.get("hue"), contrast_first
     )
@@ -312,23 +286,20 @@ def apply_color_jitter(image: torch.Tensor, params: ColorJitterParams) -> torch.
     """`ColorAugSSDTransform.apply_image` on a uint8 RGB `(3, H, W)` image (saturation and hue on true colours)."""
     if params.brightness is not None:
         image = _convert(image, beta=params.brightness)
-
-    def contrast(x):
-        return x if params.contrast is None else _convert(x, alpha=params.contrast)
-
-    def saturation(x):
-        if params.saturation is None:
-            return x
-        hsv = _rgb_to_hsv(x)
-        return _hsv_to_rgb(torch.stack([hsv[0], _convert(hsv[1], alpha=params.saturation), hsv[2]]))
-
-    def hue(x):
-        if params.hue is None:
-            return x
-        hsv = _rgb_to_hsv(x)
-        return _hsv_to_rgb(torch.stack([((hsv[0].long() + params.hue) % 180).to(torch.uint8), hsv[1], hsv[2]]))
-
-    return hue(saturation(contrast(image))) if params.contrast_first else contrast(hue(saturation(image)))
+    for step in _JITTER_ORDER[params.contrast_first]:
+        value = getattr(params, step)
+        if value is None:
+            continue
+        if step == "contrast":
+            image = _convert(image, alpha=value)
+            continue
+        h, s, v = _rgb_to_hsv(image)
+        if step == "saturation":
+            s = _convert(s, alpha=value)
+        else:
+            h = ((h.long() + value) % 180).to(torch.uint8)
+        image = _hsv_to_rgb(torch.stack([h, s, v]))
+    return image
 
 
 @dataclass(frozen=True)
@@ -354,12 +325,12 @@ def sample_augmentation(
         choices = list(short)
         if not choices:
             raise ValueError("short_side must be an int or a non-empty sequence of ints.")
-        short = int(choices[torch.randint(len(choices), (1,), generator=generator).item()])
-    resized = shortest_edge_size(height, width, short, config.max_size)
+        short = int(choices[int(torch.randint(len(choices), (1,), generator=generator))])
+    resized = transforms.shortest_edge_size(height, width, short, config.max_size)
     crop_h, crop_w = min(resized[0], config.crop_size), min(resized[1], config.crop_size)
-    top = int(torch.randint(resized[0] - crop_h + 1, (1,), generator=generator).item())
-    left = int(torch.randint(resized[1] - crop_w + 1, (1,), generator=generator).item())
-    flip = bool(torch.rand((), generator=generator).item() < config.flip_prob)
+    top = int(torch.randint(resized[0] - crop_h + 1, (1,), generator=generator))
+    left = int(torch.randint(resized[1] - crop_w + 1, (1,), generator=generator))
+    flip = bool(torch.rand((), generator=generator) < config.flip_prob)
     return AugmentationParams(tuple(resized), top, left, crop_h, crop_w, flip, config.crop_size)
 
 
@@ -382,22 +353,17 @@ def apply_augmentation(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Resize, crop, flip and pad (bottom/right) `image` uint8 `(3, H, W)` (bilinear, pad 128), `label` `(H, W)`
     (nearest, pad `ignore_index`) and optional `proposal_masks` `(N, H, W)` (bilinear, pad 0) -> size `pad_size`."""
-    image = _crop_flip_pad(resize_image(image, params.resized_size), params, IMAGE_PAD_VALUE, params.color)
-    label = _crop_flip_pad(resize_label(label, params.resized_size), params, ignore_index)
+    size = params.resized_size
+    image = _crop_flip_pad(transforms.resize_image(image, size), params, transforms.IMAGE_PAD_VALUE, params.color)
+    label = _crop_flip_pad(transforms.resize_label(label, size), params, ignore_index)
     if proposal_masks is not None:
-        masks = proposal_masks.float()
-        if tuple(masks.shape[-2:]) != tuple(params.resized_size):
-            masks = F.interpolate(
-                masks[None], size=params.resized_size, mode="bilinear", align_corners=False, antialias=True
-            )[0].clamp(0.0, 1.0)
+        masks = transforms.resize_image(proposal_masks.float(), size).clamp(0.0, 1.0)
         proposal_masks = _crop_flip_pad(masks, params, 0.0)
     return image, label, proposal_masks
 
 
 def derived_seed(*entropy: int) -> int:
     """A 64-bit seed derived from non-negative integers (numpy's `SeedSequence`): independent streams per tuple."""
-    if any(int(value) < 0 for value in entropy):
-        raise ValueError(f"Seeds must be non-negative integers, got {entropy}.")
     return int(np.random.SeedSequence([int(value) for value in entropy]).generate_state(1, dtype=np.uint64)[0])
 
 
@@ -420,12 +386,9 @@ class TrainingExamples(torch.utils.data.Dataset):
         label_column: str = "label",
         proposal_column: str | None = None,
     ):
-        columns = [image_column, label_column] + ([proposal_column] if proposal_column else [])
-        check_columns(dataset, _column_flags(image_column, label_column, proposal_column), "train")
+        columns = [column for column in (image_column, label_column, proposal_column) if column]
         self.dataset = dataset.select_columns(columns) if hasattr(dataset, "select_columns") else dataset
-        self.label_converter = label_converter
-        self.augmentation = augmentation
-        self.seed = int(seed)
+        self.label_converter, self.augmentation, self.seed = label_converter, augmentation, int(seed)
         self.image_column, self.label_column, self.proposal_column = image_column, label_column, proposal_column
 
     def __len__(self) -> int:
@@ -438,21 +401,16 @@ class TrainingExamples(torch.utils.data.Dataset):
     def example(self, row: dict, position: int, index: int) -> dict:
         image = image_to_tensor(row[self.image_column])
         label = torch.from_numpy(self.label_converter(label_to_array(row[self.label_column])))
-        if tuple(label.shape) != tuple(image.shape[-2:]):
-            raise ValueError(
-                f"Example {index}: image {tuple(image.shape[-2:])} and label {tuple(label.shape)} differ in size."
-            )
-        masks = None
-        if self.proposal_column is not None:
-            masks = proposals_from_column(row[self.proposal_column], tuple(image.shape[-2:]))
-        params = sample_augmentation(*image.shape[-2:], self.augmentation, example_generator(self.seed, position))
+        size = tuple(image.shape[-2:])
+        if tuple(label.shape) != size:
+            raise ValueError(f"Example {index}: image {size} and label {tuple(label.shape)} differ in size.")
+        masks = None if self.proposal_column is None else proposals_from_column(row[self.proposal_column], size)
+        params = sample_augmentation(*size, self.augmentation, example_generator(self.seed, position))
         if self.augmentation.color_jitter == "ssd":
             params = replace(params, color=sample_color_jitter(example_generator(self.seed, position, 2)))
         image, label, masks = apply_augmentation(params, image, label, masks, self.label_converter.ignore_index)
         item = {"image": image, "label": label, "position": position, "index": index}
-        if masks is not None:
-            item["proposal_masks"] = masks
-        return item
+        return item if masks is None else {**item, "proposal_masks": masks}
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
@@ -472,12 +430,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
         start_step: int = 0,
         seed: int = 0,
     ):
-        if num_examples < 1:
-            raise ValueError(f"num_examples must be >= 1, got {num_examples}.")
         if not 0 <= process_index < num_processes:
             raise ValueError(f"process_index must be in [0, {num_processes - 1}], got {process_index}.")
-        if not 0 <= start_step <= max_steps:
-            raise ValueError(f"start_step must be in [0, max_steps={max_steps}], got {start_step}.")
         self.num_examples, self.per_device_batch_size = int(num_examples), int(per_device_batch_size)
         self.num_processes, self.process_index = int(num_processes), int(process_index)
         self.gradient_accumulation_steps = int(gradient_accumulation_steps)
@@ -516,12 +470,7 @@ class StreamingExamples(torch.utils.data.IterableDataset):
     resumed run is exact (it re-reads the examples already used). Runs in the training process, not in workers."""
 
     def __init__(self, examples: TrainingExamples, sampler: StepBatchSampler, buffer_size: int = 1000):
-        from datasets import Image
-
-        stream = examples.dataset
-        for column in (examples.image_column, examples.label_column):
-            if isinstance((stream.features or {}).get(column), Image):  # decode only the examples this process uses
-                stream = stream.cast_column(column, Image(decode=False))
+        stream = _undecoded(examples.dataset, [examples.image_column, examples.label_column])  # decode only ours
         self.stream = stream.shuffle(seed=derived_seed(examples.seed, 3) % 2**32, buffer_size=buffer_size)
         self.examples, self.sampler = examples, sampler
 
@@ -561,9 +510,8 @@ def collate(examples: Sequence[dict]) -> dict:
         "indices": torch.tensor([int(example["index"]) for example in examples]),
     }
     if "proposal_masks" in examples[0]:
-        batch["proposal_masks"], batch["proposal_valid_mask"] = pad_proposals(
-            [example["proposal_masks"] for example in examples]
-        )
+        masks = [example["proposal_masks"] for example in examples]
+        batch["proposal_masks"], batch["proposal_valid_mask"] = pad_proposals(masks)
     return batch
 
 
@@ -575,9 +523,7 @@ def load_training_proposal_generator(
     from ..proposals.factory import load_proposal_generator, parse_proposal_spec
 
     kind, _ = parse_proposal_spec(spec)
-    options = {}
-    if kind not in ("grid", "kmeans") and local_files_only is not None:
-        options["local_files_only"] = local_files_only
+    options = {} if local_files_only is None else {"local_files_only": local_files_only}  # grid/kmeans drop it
     if num_proposals is not None:
         if kind not in ("mask2former", "oneformer", "universal", "sam"):
             raise ValueError(f"num_proposals applies to universal-segmentation and SAM generators, not to {spec!r}.")
@@ -585,9 +531,7 @@ def load_training_proposal_generator(
     generator = load_proposal_generator(spec, **options)
     model = getattr(generator, "model", None)
     if isinstance(model, nn.Module):
-        if device is not None:
-            model.to(device)
-        model.eval().requires_grad_(False)
+        model.to(device).eval().requires_grad_(False)
     return generator
 
 
@@ -603,14 +547,12 @@ def generate_proposals(
             proposals = proposal_generator.generate_prepared(images)
         else:
             proposals = proposal_generator(list(images))
-    if len(proposals) != images.shape[0]:
-        raise ValueError(f"The proposal generator returned {len(proposals)} results for {images.shape[0]} images.")
-    for index, item in enumerate(proposals):
-        if tuple(item.masks.shape[-2:]) != tuple(images.shape[-2:]):
-            raise ValueError(
-                f"Proposals of image {index} have size {tuple(item.masks.shape[-2:])}; expected the crop size "
-                f"{tuple(images.shape[-2:])}."
-            )
+    sizes = [tuple(item.masks.shape[-2:]) for item in proposals]
+    if sizes != [tuple(images.shape[-2:])] * images.shape[0]:
+        raise ValueError(
+            f"The proposal generator returned proposals of sizes {sizes} for {images.shape[0]} images; expected one "
+            f"result per image at the crop size {tuple(images.shape[-2:])}."
+        )
     return [item.masks.float() for item in proposals]
 
 
@@ -618,8 +560,8 @@ def prepare_batch(
     batch: dict,
     input_image_size: int,
     proposal_generator=None,
-    image_mean: Sequence[float] = CLIP_MEAN,
-    image_std: Sequence[float] = CLIP_STD,
+    image_mean: Sequence[float] = transforms.CLIP_MEAN,
+    image_std: Sequence[float] = transforms.CLIP_STD,
     device: torch.device | str | None = None,
     class_names: Sequence[str] | None = None,
     text_classifier: torch.Tensor | None = None,
@@ -630,13 +572,13 @@ def prepare_batch(
     images = batch["images"].to(device)
     if "proposal_masks" in batch:
         masks, valid = batch["proposal_masks"].to(device), batch["proposal_valid_mask"].to(device)
+    elif proposal_generator is None:
+        raise ValueError("The batch carries no proposals: pass a proposal_generator (or use a proposal column).")
     else:
-        if proposal_generator is None:
-            raise ValueError("The batch carries no proposals: pass a proposal_generator (or use a proposal column).")
         proposals = generate_proposals(proposal_generator, images, class_names, text_classifier)
         masks, valid = pad_proposals([m.to(device) for m in proposals])
     return {
-        "pixel_values": to_clip_input(images, input_image_size, image_mean, image_std),
+        "pixel_values": transforms.to_clip_input(images, input_image_size, image_mean, image_std),
         "proposal_masks": masks,
         "proposal_valid_mask": valid,
         "labels": batch["labels"].to(device),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,51 +55,43 @@ def rank_correlation_eval(
     ignore_index: int = IGNORE_INDEX,
     class_names: Sequence[str] | None = None,
 ) -> dict:
-    """How well class scores rank proposals by their IoU with the ground truth, on held-out images at their own size.
+    """How well class scores rank proposals by their IoU with the ground truth, on held-out images at their own size:
+    `{"spearman", "mask_aware_loss", "num_rows", "num_images"}` (NaN where nothing counts).
 
     For every image and class `c` in its label map: Spearman's correlation over the image's proposals between
     `softmax(logits)[:, c]` and the soft IoU with the class map (rows where either is constant are skipped); also the
     mask-aware loss over all (image, class, proposal) entries. Proposals come from `proposal_generator` (given
-    `class_names` and `text_classifier` when it needs the vocabulary) or `proposal_column`.
-
-    Returns:
-        `{"spearman", "mask_aware_loss", "num_rows", "num_images"}` (NaN where nothing counts).
-    """
+    `class_names` and `text_classifier` when it needs the vocabulary) or `proposal_column`."""
     if proposal_generator is None and proposal_column is None:
         raise ValueError("rank_correlation_eval needs a proposal_generator or a proposal_column.")
     size = input_image_size or model.config.vision_config.input_image_size
-    num_classes = text_classifier.shape[0]
     device = next(model.parameters()).device
     count = len(dataset) if max_samples is None else min(len(dataset), int(max_samples))
-    correlations, was_training = [], model.training
-    loss_sum, loss_count = 0.0, 0
+    correlations, loss_sum, loss_count, was_training = [], 0.0, 0, model.training
     model.eval()
     try:
         for index in range(count):
             row = dataset[index]
             image = image_to_tensor(row[image_column])
-            raw = label_to_array(row[label_column])
-            label = label_converter(raw) if label_converter is not None else raw.astype(np.int64)
-            label = torch.from_numpy(np.asarray(label)).to(device)
+            label = label_to_array(row[label_column])
+            label = label_converter(label) if label_converter is not None else label.astype(np.int64)
+            label = torch.from_numpy(label).to(device)[None]
             if proposal_column is not None:
                 masks = proposals_from_column(row[proposal_column], tuple(image.shape[-2:]))
             else:
                 masks = generate_proposals(proposal_generator, image[None], class_names, text_classifier)[0]
-            masks = masks.to(device)
+            masks = masks.to(device)[None]
             pixel_values = to_clip_input(image[None].to(device), size, image_mean, image_std)
-            logits = classify_proposals(model, pixel_values, masks[None], text_classifier.to(device))[0]
-            scores = logits.float().softmax(-1)  # (N, C)
-            total, entries = mask_aware_loss_sum(logits[None].float(), masks[None], label[None], ignore_index)
+            logits = classify_proposals(model, pixel_values, masks, text_classifier.to(device)).float()  # (1, N, C)
+            total, entries = mask_aware_loss_sum(logits, masks, label, ignore_index)
             loss_sum, loss_count = loss_sum + float(total), loss_count + int(entries)
-            class_ids, class_valid, class_masks = class_masks_from_labels(label[None], num_classes, ignore_index)
-            iou = soft_iou(masks[None], class_masks)[0]  # (K, N)
-            for k in range(class_ids.shape[1]):
-                if bool(class_valid[0, k]):
-                    rho = spearman_correlation(scores[:, int(class_ids[0, k])].double(), iou[k].double())
-                    if rho == rho:
-                        correlations.append(rho)
+            class_ids, _, class_masks = class_masks_from_labels(label, text_classifier.shape[0], ignore_index)
+            scores, iou = logits[0].softmax(-1).double(), soft_iou(masks, class_masks)[0].double()  # (N, C), (K, N)
+            for k, class_id in enumerate(class_ids[0].tolist()):  # one image: every class is valid
+                correlations.append(spearman_correlation(scores[:, class_id], iou[k]))
     finally:
         model.train(was_training)
+    correlations = [rho for rho in correlations if not math.isnan(rho)]
     return {
         "spearman": float(np.mean(correlations)) if correlations else float("nan"),
         "mask_aware_loss": loss_sum / loss_count if loss_count else float("nan"),

@@ -1,13 +1,10 @@
 """Which parameters of a `MaskAwareCLIPModel` mask-aware fine-tuning trains, and the AdamW parameter groups.
 
-Policies (`FREEZE_POLICIES`: a parameter trains when one pattern fully matches its `CLIPModel` name, the
-`vision_model.` prefix optional):
-
-* `"released"` (default, the authors' code): each vision block's attention projections and `layer_norm1/2`, plus
-  the vision `post_layernorm`;
-* `"paper"`: the best row of paper Tab. 4d (frozen: patch conv, class and position embeddings, MLPs): also the pre
-  layer norm and the visual projection;
-* `"all"`: the whole vision tower and the visual projection. The text side is always frozen.
+A parameter trains when one pattern of its policy fully matches its `CLIPModel` name (`vision_model.` optional):
+`"released"` (default, the authors' code): each vision block's attention projections and `layer_norm1/2`, plus the
+vision `post_layernorm`; `"paper"` (paper Tab. 4d, frozen: patch conv, class and position embeddings, MLPs): also
+the pre layer norm and the visual projection; `"all"`: the whole vision tower and the visual projection. The text
+side is always frozen.
 """
 
 from __future__ import annotations
@@ -31,58 +28,42 @@ FREEZE_POLICIES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _policy_patterns(policy: str) -> list[re.Pattern]:
-    if policy not in FREEZE_POLICIES:
-        raise ValueError(f"Unknown freeze policy {policy!r}; expected one of {sorted(FREEZE_POLICIES)}.")
-    return [re.compile(p) for p in FREEZE_POLICIES[policy]]
-
-
 def is_trainable(name: str, policy: str = "released") -> bool:
     """Whether the parameter called `name` (as in `model.named_parameters()`) is trained under `policy`."""
-    return any(p.fullmatch(name) for p in _policy_patterns(policy))
+    if policy not in FREEZE_POLICIES:
+        raise ValueError(f"Unknown freeze policy {policy!r}; expected one of {sorted(FREEZE_POLICIES)}.")
+    return any(re.fullmatch(pattern, name) for pattern in FREEZE_POLICIES[policy])
 
 
 def apply_freeze_policy(model: nn.Module, policy: str = "released") -> dict:
     """Set `requires_grad` of every parameter by `policy`; returns `{"trainable": numel, "frozen": numel,
     "trainable_names": [...]}` (names in model order)."""
-    patterns = _policy_patterns(policy)
-    trainable, frozen, names = 0, 0, []
+    numel, names = {True: 0, False: 0}, []
     for name, param in model.named_parameters():
-        train = any(p.fullmatch(name) for p in patterns)
+        train = is_trainable(name, policy)
         param.requires_grad_(train)
+        numel[train] += param.numel()
         if train:
-            trainable += param.numel()
             names.append(name)
-        else:
-            frozen += param.numel()
     if not names:
         raise ValueError(
             f"Freeze policy {policy!r} matched no parameter of {type(model).__name__}; expected a CLIP-style model "
             "with `vision_model.encoder.layers.*` parameters."
         )
-    return {"trainable": trainable, "frozen": frozen, "trainable_names": names}
+    return {"trainable": numel[True], "frozen": numel[False], "trainable_names": names}
 
 
 def parameter_groups(model: nn.Module, weight_decay: float = 1e-4) -> list[dict]:
-    """AdamW parameter groups of the trainable parameters of `model` (after [`apply_freeze_policy`]): norm layers'
-    weights and biases get decay 0 (released `WEIGHT_DECAY_NORM: 0.0`), everything else `weight_decay` (biases too,
-    as released). Embeddings, untrained under "released", would be decayed under "paper"/"all" (a simplification)."""
+    """AdamW groups of the trainable parameters: norm layers' weights and biases get decay 0 (released
+    `WEIGHT_DECAY_NORM: 0.0`), everything else `weight_decay` (biases too, as released; embeddings, trained only
+    under "paper"/"all", too: a simplification)."""
     norm_types = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
-    norm_params = set()
-    for module in model.modules():
-        if isinstance(module, norm_types):
-            norm_params.update(id(p) for p in module.parameters(recurse=False))
-    decay, no_decay, seen = [], [], set()
-    for param in model.parameters():
-        if not param.requires_grad or id(param) in seen:
-            continue
-        seen.add(id(param))
-        (no_decay if id(param) in norm_params else decay).append(param)
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    if not groups:
+    norms = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
+    trainable = [param for param in model.parameters() if param.requires_grad]  # shared parameters once
+    if not trainable:
         raise ValueError("The model has no trainable parameter; call apply_freeze_policy(model, policy) first.")
-    return groups
+    groups = [
+        {"params": [p for p in trainable if id(p) not in norms], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if id(p) in norms], "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]

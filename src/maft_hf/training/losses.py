@@ -1,9 +1,6 @@
-"""Training objectives of MAFT (paper section 4.2): mask-aware loss (Eq. 5-7) and self-distillation loss (Eq. 8).
-
-Both follow the authors' released code; total `L = L_ma + lambda * L_dis`, lambda 0.1 as released (the paper writes
-1). Unlike the release, the mask-aware loss works for one image and for batches without a labelled pixel, and
-supports padded proposals (`proposal_valid_mask`).
-"""
+"""MAFT's objectives (paper section 4.2) as released: mask-aware loss (Eq. 5-7) and self-distillation loss (Eq. 8),
+`L = L_ma + lambda * L_dis` with lambda 0.1 as released (the paper writes 1). Unlike the release, the mask-aware
+loss also takes one image, batches without a labelled pixel and padded proposals (`proposal_valid_mask`)."""
 
 from __future__ import annotations
 
@@ -21,15 +18,15 @@ PAPER_DISTILLATION_WEIGHT = 1.0
 def soft_iou(proposals: torch.Tensor, gt_class_masks: torch.Tensor) -> torch.Tensor:
     """Soft IoU `sum(p * g) / (sum(g) + sum(p) - sum(p * g) + 1e-7)` over pixels of every proposal `(B, N, H, W)`
     with every class map `(B, K, H, W)` of the same image -> `(B, K, N)`, in float32 at least."""
-    if proposals.ndim != 4 or gt_class_masks.ndim != 4:
+    if (
+        proposals.ndim != 4
+        or gt_class_masks.ndim != 4
+        or proposals.shape[0] != gt_class_masks.shape[0]
+        or proposals.shape[-2:] != gt_class_masks.shape[-2:]
+    ):
         raise ValueError(
-            f"soft_iou expects proposals (B, N, H, W) and gt_class_masks (B, K, H, W), got shapes "
-            f"{tuple(proposals.shape)} and {tuple(gt_class_masks.shape)}."
-        )
-    if proposals.shape[0] != gt_class_masks.shape[0] or proposals.shape[-2:] != gt_class_masks.shape[-2:]:
-        raise ValueError(
-            "proposals and gt_class_masks must share batch size and spatial size, got "
-            f"{tuple(proposals.shape)} and {tuple(gt_class_masks.shape)}."
+            "soft_iou expects proposals (B, N, H, W) and gt_class_masks (B, K, H, W) of one batch and spatial size, "
+            f"got shapes {tuple(proposals.shape)} and {tuple(gt_class_masks.shape)}."
         )
     dtype = torch.promote_types(proposals.dtype, torch.float32)
     p = proposals.to(dtype).flatten(2)  # (B, N, HW)
@@ -40,7 +37,7 @@ def soft_iou(proposals: torch.Tensor, gt_class_masks: torch.Tensor) -> torch.Ten
 
 
 def _present_classes(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """`(B, C)` bool: the classes of each label map; ids outside `[0, C)` other than `ignore_index` are an error."""
+    """`(B, C)` bool: the classes of each label map `(B, H, W)`, whose ids are checked."""
     bad = labels[(labels != ignore_index) & ((labels < 0) | (labels >= num_classes))]
     if bad.numel():
         ids = sorted(set(bad.unique().tolist()))
@@ -57,19 +54,18 @@ def _present_classes(labels: torch.Tensor, num_classes: int, ignore_index: int) 
 def class_masks_from_labels(
     labels: torch.Tensor, num_classes: int, ignore_index: int = 255
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The classes present in each image of `labels (B, H, W)` and their maps, padded to the largest count `Kmax`:
-    `class_ids (B, Kmax)` (increasing, padded with 0), `class_valid (B, Kmax)` and float32 0/1 `class_masks
-    (B, Kmax, H, W)` (zero on padding). `ignore_index` is never a class; other ids outside `[0, C)` are an error."""
+    """The classes present in each label map `(B, H, W)`, padded to the largest count `Kmax`: `class_ids (B, Kmax)`
+    (increasing, padded with 0), `class_valid (B, Kmax)` and float32 0/1 `class_masks (B, Kmax, H, W)` (zero on
+    padding)."""
     if labels.ndim != 3:
         raise ValueError(f"labels must have shape (B, H, W), got {tuple(labels.shape)}.")
     if labels.is_floating_point() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}.")
     labels = labels.long()
-    batch = labels.shape[0]
     present = _present_classes(labels, num_classes, ignore_index)  # (B, C)
     num_present = present.sum(1)
-    max_k = int(num_present.max().item()) if batch else 0
-    # Stable sort puts the present classes first, in increasing id order.
+    max_k = int(num_present.max().item()) if labels.shape[0] else 0
+    # a stable sort puts the present classes first, in increasing id order
     order = torch.sort((~present).to(torch.uint8), dim=1, stable=True).indices[:, :max_k]
     class_valid = torch.arange(max_k, device=labels.device).unsqueeze(0) < num_present.unsqueeze(1)
     class_ids = torch.where(class_valid, order, torch.zeros_like(order))
@@ -81,22 +77,13 @@ def min_max_normalize(scores: torch.Tensor, valid: torch.Tensor | None = None, e
     """`(s - min) / (max - min + eps)` over the last dimension, as released (a constant row becomes 0); with `valid`
     `(..., N)` bool, min and max over valid entries only and invalid entries 0."""
     if valid is None:
-        low = scores.min(dim=-1, keepdim=True).values
-        high = scores.max(dim=-1, keepdim=True).values
+        low, high = scores.amin(-1, keepdim=True), scores.amax(-1, keepdim=True)
         return (scores - low) / (high - low + eps)
-    valid = valid.to(torch.bool).expand_as(scores)
-    low = torch.where(valid, scores, torch.full_like(scores, float("inf"))).min(dim=-1, keepdim=True).values
-    high = torch.where(valid, scores, torch.full_like(scores, float("-inf"))).max(dim=-1, keepdim=True).values
-    # rows without any valid entry: keep them finite (they are masked out by the caller anyway)
-    low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
-    high = torch.where(torch.isfinite(high), high, torch.zeros_like(high))
-    normalised = (scores - low) / (high - low + eps)
-    return torch.where(valid, normalised, torch.zeros_like(normalised))
-
-
-def _zero_loss_like(tensor: torch.Tensor) -> torch.Tensor:
-    """A scalar 0 in the graph of `tensor`, so `backward()` runs (zero gradients)."""
-    return tensor.sum() * 0.0
+    invalid = ~valid.to(torch.bool).expand_as(scores)
+    # rows without a valid entry stay finite (the caller masks them out)
+    low = scores.masked_fill(invalid, float("inf")).amin(-1, keepdim=True).nan_to_num(0.0, 0.0, 0.0)
+    high = scores.masked_fill(invalid, float("-inf")).amax(-1, keepdim=True).nan_to_num(0.0, 0.0, 0.0)
+    return ((scores - low) / (high - low + eps)).masked_fill(invalid, 0.0)
 
 
 def mask_aware_entry_count(
@@ -115,45 +102,40 @@ def mask_aware_loss_sum(
     ignore_index: int = 255,
     proposal_valid_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask-aware loss `L_ma` (paper Eq. 5-7, as released) as `(sum, count)` over its entries; see [`mask_aware_loss`]
-    (the mean, `sum / count`). `count` is a 0-d int64 tensor; `sum` is connected to `mask_logits` even when 0."""
-    if mask_logits.ndim != 3:
-        raise ValueError(f"mask_logits must have shape (B, N, C), got {tuple(mask_logits.shape)}.")
-    if proposals.ndim != 4:
-        raise ValueError(f"proposals must have shape (B, N, H, W), got {tuple(proposals.shape)}.")
-    if labels.ndim != 3:
-        raise ValueError(f"labels must have shape (B, H, W), got {tuple(labels.shape)}.")
+    """[`mask_aware_loss`] as `(sum, count)` over its entries: `count` 0-d int64, `sum` connected to `mask_logits`
+    even when 0."""
+    if (
+        (mask_logits.ndim, proposals.ndim, labels.ndim) != (3, 4, 3)
+        or proposals.shape[:2] != mask_logits.shape[:2]
+        or labels.shape[0] != mask_logits.shape[0]
+    ):
+        raise ValueError(
+            f"mask_logits (B, N, C), proposals (B, N, H, W) and labels (B, H', W') must agree, got "
+            f"{tuple(mask_logits.shape)}, {tuple(proposals.shape)} and {tuple(labels.shape)}."
+        )
     batch, num_proposals, num_classes = mask_logits.shape
-    if tuple(proposals.shape[:2]) != (batch, num_proposals) or labels.shape[0] != batch:
+    valid = None if proposal_valid_mask is None else proposal_valid_mask.to(torch.bool)
+    if valid is not None and tuple(valid.shape) != (batch, num_proposals):
         raise ValueError(
-            f"mask_logits {tuple(mask_logits.shape)}, proposals {tuple(proposals.shape)} and labels "
-            f"{tuple(labels.shape)} must agree on B (and N for the first two)."
+            f"proposal_valid_mask must have shape (B, N) = {(batch, num_proposals)}, got {tuple(valid.shape)}."
         )
-    if proposal_valid_mask is not None and tuple(proposal_valid_mask.shape) != (batch, num_proposals):
-        raise ValueError(
-            f"proposal_valid_mask must have shape (B, N) = {(batch, num_proposals)}, "
-            f"got {tuple(proposal_valid_mask.shape)}."
-        )
-
     class_ids, class_valid, class_masks = class_masks_from_labels(labels, num_classes, ignore_index)
-    if class_ids.shape[1] == 0:
-        return _zero_loss_like(mask_logits), torch.zeros((), dtype=torch.long, device=mask_logits.device)
+    if class_ids.shape[1] == 0:  # no labelled pixel: a 0 in the graph of `mask_logits`, so that backward() runs
+        return mask_logits.sum() * 0.0, torch.zeros((), dtype=torch.long, device=mask_logits.device)
 
     with torch.no_grad():
         probs = proposals.detach().to(torch.promote_types(proposals.dtype, torch.float32))
         if probs.shape[-2:] != labels.shape[-2:]:
             probs = F.interpolate(probs, size=tuple(labels.shape[-2:]), mode="bilinear", align_corners=False)
         iou = soft_iou(probs, class_masks.to(probs.device))  # (B, K, N)
-        proposal_valid = None if proposal_valid_mask is None else proposal_valid_mask.to(torch.bool)[:, None, :]
-        target = min_max_normalize(iou, proposal_valid)
+        target = min_max_normalize(iou, None if valid is None else valid[:, None, :])
 
     scores = mask_logits.softmax(dim=-1)  # (B, N, C)
     index = class_ids.to(scores.device).unsqueeze(1).expand(-1, num_proposals, -1)  # (B, N, K)
     selected = scores.gather(-1, index).transpose(1, 2)  # (B, K, N)
-
     entry_valid = class_valid.to(scores.device).unsqueeze(-1).expand(-1, -1, num_proposals)
-    if proposal_valid_mask is not None:
-        entry_valid = entry_valid & proposal_valid_mask.to(device=scores.device, dtype=torch.bool).unsqueeze(1)
+    if valid is not None:
+        entry_valid = entry_valid & valid.to(scores.device).unsqueeze(1)
     per_entry = F.smooth_l1_loss(selected, target.to(selected), reduction="none", beta=1.0)
     return per_entry.masked_select(entry_valid).sum(), entry_valid.sum()
 
@@ -165,22 +147,12 @@ def mask_aware_loss(
     ignore_index: int = 255,
     proposal_valid_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mask-aware loss `L_ma` (paper Eq. 5-7, as released), the mean over entries.
+    """Mask-aware loss `L_ma` (paper Eq. 5-7, as released): for every image `b` and class `c` of `labels[b] (H', W')`,
+    SmoothL1 (beta 1) between `softmax(mask_logits[b, n])[c]` (`(B, N, C)`) and the soft IoU of proposal `n`
+    (`(B, N, H, W)`, resized bilinearly to the label size) with `labels[b] == c`, min-max normalised over the valid
+    proposals (`proposal_valid_mask (B, N)`) and detached; the mean over entries (0 when no pixel is labelled).
 
-    For every image `b` and class `c` present in `labels[b] (H', W')`: target = soft IoU of each proposal with
-    `labels[b] == c` (proposals `(B, N, H, W)` resized bilinearly to the label size if needed), min-max normalised
-    over the valid proposals (`proposal_valid_mask (B, N)`), detached; prediction `softmax(mask_logits[b, n])[c]`
-    (`mask_logits (B, N, C)`); SmoothL1 (beta 1) averaged over all entries. A 0 connected to `mask_logits` when no
-    pixel is labelled.
-
-    Example:
-
-    ```python
-    >>> logits = torch.randn(2, 5, 3, requires_grad=True)  # B=2 images, N=5 proposals, C=3 classes
-    >>> proposals = torch.rand(2, 5, 8, 8)
-    >>> labels = torch.randint(0, 3, (2, 8, 8))
-    >>> mask_aware_loss(logits, proposals, labels).backward()
-    ```"""
+    Example: `mask_aware_loss(torch.randn(2, 5, 3), torch.rand(2, 5, 8, 8), torch.randint(0, 3, (2, 8, 8)))`."""
     total, count = mask_aware_loss_sum(mask_logits, proposals, labels, ignore_index, proposal_valid_mask)
     return total / count.clamp(min=1)
 
@@ -200,8 +172,8 @@ def self_distillation_loss(student_image_logits: torch.Tensor, teacher_image_log
 
 @dataclass
 class MAFTLossOutput:
-    """`loss = L_ma + lambda * L_dis` and its terms (scalars; `distillation_loss` unweighted, None without image
-    logits), with `L_ma` also as a sum over its entries and their number ([`mask_aware_loss_sum`])."""
+    """`loss = L_ma + lambda * L_dis` and its terms (`distillation_loss` unweighted, None without image logits);
+    `L_ma` also as the sum and count of [`mask_aware_loss_sum`]."""
 
     loss: torch.Tensor
     mask_aware_loss: torch.Tensor
@@ -221,8 +193,8 @@ def maft_loss(
     ignore_index: int = 255,
     proposal_valid_mask: torch.Tensor | None = None,
 ) -> MAFTLossOutput:
-    """Total MAFT loss `L = L_ma + lambda * L_dis` ([`mask_aware_loss`], [`self_distillation_loss`]); lambda 0.1 as
-    released (`MODEL.dis_weight`; the paper says 1). Without image logits the distillation term is skipped."""
+    """Total MAFT loss `L = L_ma + lambda * L_dis` ([`mask_aware_loss`], [`self_distillation_loss`]; lambda is the
+    released `MODEL.dis_weight`); without image logits the distillation term is skipped."""
     if (student_image_logits is None) != (teacher_image_logits is None):
         raise ValueError("Pass both student_image_logits and teacher_image_logits, or neither.")
     ma_sum, ma_count = mask_aware_loss_sum(mask_logits, proposals, labels, ignore_index, proposal_valid_mask)

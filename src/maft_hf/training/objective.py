@@ -12,16 +12,14 @@ from torch import nn
 
 from ..data.labels import IGNORE_INDEX
 from ..inference.semantic_map import classify_proposals
-from .losses import maft_loss
+from .losses import mask_aware_loss_sum, self_distillation_loss
 
 LOSS_NORMALIZATIONS = ("global", "per_device")
 
 
 def make_teacher(model: nn.Module) -> nn.Module:
     """A frozen copy of `model` (eval mode, no gradients): the original CLIP of the self-distillation loss."""
-    teacher = copy.deepcopy(model).eval()
-    teacher.requires_grad_(False)
-    return teacher
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 def image_class_logits(model, pixel_values: torch.Tensor, text_classifier: torch.Tensor) -> torch.Tensor:
@@ -42,15 +40,9 @@ class MaskAwareStudent(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        proposal_masks: torch.Tensor,
-        text_classifier: torch.Tensor,
-        proposal_valid_mask: torch.Tensor | None = None,
-        with_image_logits: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns `(mask_logits (B, N, C), image_logits (B, C) or None)`."""
+    def forward(self, pixel_values, proposal_masks, text_classifier, proposal_valid_mask=None, with_image_logits=True):
+        """`pixel_values (B, 3, s, s)`, `proposal_masks (B, N, H, W)`, `text_classifier (C, D)` and
+        `proposal_valid_mask (B, N)` -> `(mask_logits (B, N, C), image_logits (B, C) or None)`."""
         mask_logits = classify_proposals(self.model, pixel_values, proposal_masks, text_classifier, proposal_valid_mask)
         image_logits = image_class_logits(self.model, pixel_values, text_classifier) if with_image_logits else None
         return mask_logits, image_logits
@@ -89,12 +81,11 @@ def training_step(
     loss_scale: float = 1.0,
     autocast=None,
 ) -> TrainingStepOutput:
-    """Forward pass and MAFT loss `L = L_ma + lambda * L_dis` of one `prepare_batch` batch (paper Eq. 5-8).
+    """Forward pass and MAFT loss `loss_scale * (L_ma + lambda * L_dis)` of one `prepare_batch` batch (Eq. 5-8).
 
-    Both terms are this batch's means (the release), or, with `mask_aware_normalizer` / `distillation_normalizer`
-    (entry counts of the global batch), its sums divided by those, so that summed over micro-batches and processes
-    the gradient is the global batch's (with DDP, `loss_scale = num_processes`). `loss = loss_scale * (...)`;
-    `autocast` (e.g. `accelerator.autocast`) wraps the teacher's pass."""
+    Both terms are this batch's means (the release), or its sums divided by `mask_aware_normalizer` /
+    `distillation_normalizer` (entry counts of the global batch), so that summed over micro-batches and processes the
+    gradient is the global batch's (with DDP, `loss_scale = num_processes`). `autocast` wraps the teacher's pass."""
     from ..model.modeling_maft import MaskAwareCLIPModel
 
     if isinstance(student, MaskAwareCLIPModel):
@@ -105,43 +96,22 @@ def training_step(
     normalized = mask_aware_normalizer is not None or distillation_normalizer is not None
     if normalized and (mask_aware_normalizer is None or (with_distillation and distillation_normalizer is None)):
         raise ValueError("Pass both mask_aware_normalizer and distillation_normalizer, or neither.")
-    mask_logits, student_logits = student(
-        batch["pixel_values"],
-        batch["proposal_masks"],
-        text_classifier,
-        batch["proposal_valid_mask"],
-        with_image_logits=with_distillation,
-    )
-    teacher_logits = None
+    pixels, masks, valid = batch["pixel_values"], batch["proposal_masks"], batch["proposal_valid_mask"]
+    mask_logits, student_logits = student(pixels, masks, text_classifier, valid, with_image_logits=with_distillation)
+    ma_sum, ma_count = mask_aware_loss_sum(mask_logits.float(), masks, batch["labels"], ignore_index, valid)
+    loss = ma_sum / (ma_count.clamp(min=1) if mask_aware_normalizer is None else mask_aware_normalizer)
+    dis_sum, dis_count = torch.zeros((), device=mask_logits.device), 0
     if with_distillation:
         with torch.no_grad(), autocast() if autocast is not None else nullcontext():
-            teacher_logits = image_class_logits(teacher, batch["pixel_values"], text_classifier)
-    terms = maft_loss(
-        mask_logits.float(),
-        batch["proposal_masks"],
-        batch["labels"],
-        None if student_logits is None else student_logits.float(),
-        None if teacher_logits is None else teacher_logits.float(),
-        distillation_weight=distillation_weight,
-        ignore_index=ignore_index,
-        proposal_valid_mask=batch["proposal_valid_mask"],
-    )
-    distillation_count = mask_logits.shape[0] * mask_logits.shape[-1] if with_distillation else 0
-    distillation_sum = terms.distillation_loss * distillation_count if with_distillation else None
-    if mask_aware_normalizer is None:
-        loss = terms.loss
-    else:
-        loss = terms.mask_aware_sum / mask_aware_normalizer
-        if with_distillation:
-            loss = loss + distillation_weight * distillation_sum / distillation_normalizer
-    zero = torch.zeros((), device=mask_logits.device)
-    return TrainingStepOutput(
-        loss=loss * loss_scale,
-        mask_aware_sum=terms.mask_aware_sum.detach(),
-        mask_aware_count=terms.mask_aware_count,
-        distillation_sum=zero if distillation_sum is None else distillation_sum.detach(),
-        distillation_count=distillation_count,
-    )
+            teacher_logits = image_class_logits(teacher, pixels, text_classifier)
+        dis = self_distillation_loss(student_logits.float(), teacher_logits.float())
+        dis_count = student_logits.numel()  # B * C
+        dis_sum = dis * dis_count
+        if distillation_normalizer is None:
+            loss = loss + distillation_weight * dis
+        else:
+            loss = loss + distillation_weight * dis_sum / distillation_normalizer
+    return TrainingStepOutput(loss * loss_scale, ma_sum.detach(), ma_count, dis_sum.detach(), dis_count)
 
 
 def poly_lr_scheduler(optimizer, num_training_steps: int, power: float = 0.9, num_warmup_steps: int = 0):
