@@ -59,10 +59,6 @@ class BenchmarkSpec:
     released_checkpoint_results: Mapping[str, float] = field(default_factory=dict)
     other_paper_results: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
-    @property
-    def label_dtype(self) -> type:
-        return np.uint8 if self.label_bits == 8 else np.uint16
-
     def class_names(self) -> list[str]:
         return load_vocabulary(self.vocabulary)
 
@@ -201,7 +197,8 @@ def convert_ade20k_847(object_ids: Any, id_to_train_id: Mapping[int, int]) -> np
 
 _NUMPY_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numeric", "_frombuffer")}
 _NUMPY_GLOBALS |= {("multiarray", "_reconstruct"), ("multiarray", "scalar")}
-_NUMPY_CORE = "numpy._core" if hasattr(np, "_core") else "numpy.core"  # where pickles' `numpy.core.*` now live
+# pickles name `numpy.core.*` (NumPy 1) or `numpy._core.*` (NumPy 2): both are looked up where this NumPy has them
+_NUMPY_CORE = "numpy._core" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core"
 # builtins are named `__builtin__` in protocol 0-2 pickles; protocol 2 stores bytes as a latin-1 `_codecs.encode`
 _BUILTIN_GLOBALS = {(m, n) for m in ("builtins", "__builtin__") for n in ("set", "frozenset", "complex", "bytearray")}
 _BUILTIN_GLOBALS.add(("_codecs", "encode"))
@@ -233,26 +230,23 @@ def load_ade20k_index(path: str | os.PathLike) -> dict:
     return dict(index)
 
 
-def _read_id_name_rows(path: Path) -> list[tuple[int, str, int | None]]:
-    """`(object id, name, trainId or None)` rows of an A-847 id table file."""
+def _read_id_name_rows(path: Path) -> list[tuple]:
+    """`(object id, name, trainId or None)` rows of an A-847 id table file, as read."""
     suffix = path.suffix.lower()
     if suffix == ".pkl":
-        return [(i + 1, str(name), None) for i, name in enumerate(load_ade20k_index(path)["objectnames"])]
+        return [(i + 1, name, None) for i, name in enumerate(load_ade20k_index(path)["objectnames"])]
     if suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, Mapping):
-            return [(int(k), str(v), None) for k, v in data.items()]
-        rows = [(e["id"], e["name"], e.get("trainId", e.get("train_id"))) for e in data]
-        return [(int(i), str(name), None if train_id is None else int(train_id)) for i, name, train_id in rows]
+            return [(object_id, name, None) for object_id, name in data.items()]
+        return [(e["id"], e["name"], e.get("trainId", e.get("train_id"))) for e in data]
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="," if suffix == ".csv" else "\t")
         lines = [line for line in reader if line and line[0].strip().lstrip("-").isdigit()]  # no header, comment
-    rows = []
-    for line in lines:
-        if len(line) < 2:
-            raise ValueError(f"{path}: expected rows 'id<sep>name[<sep>trainId]', got {line!r}.")
-        rows.append((int(line[0]), line[1], int(line[2]) if len(line) > 2 and line[2].strip() else None))
-    return rows
+    short = [line for line in lines if len(line) < 2]
+    if short:
+        raise ValueError(f"{path}: expected rows 'id<sep>name[<sep>trainId]', got {short[0]!r}.")
+    return [(line[0], line[1], line[2] if len(line) > 2 and line[2].strip() else None) for line in lines]
 
 
 def load_ade20k_847_id_map(path: str | os.PathLike, class_names: Sequence[str] | None = None) -> dict[int, int]:
@@ -266,7 +260,7 @@ def load_ade20k_847_id_map(path: str | os.PathLike, class_names: Sequence[str] |
     table: dict[int, int] = {}
     id_of_name: dict[str, int] = {}
     for object_id, name, train_id in _read_id_name_rows(Path(path)):
-        name = name.strip()
+        object_id, name, train_id = int(object_id), str(name).strip(), None if train_id is None else int(train_id)
         if name not in train_id_of_name:
             continue
         expected = train_id_of_name[name]
@@ -381,16 +375,13 @@ def find_release_samples(
     elif name.startswith("pascal"):  # an image-id list
         context = name.startswith("pascal_context")
         base = root / "VOCdevkit" / ("VOC2010" if context else "VOC2012")
-        id_list = (
-            base / "ImageSets" / ("Main" if context else "Segmentation") / f"{'val' if validation else 'train'}.txt"
-        )
-        id_list = Path(split_file) if split_file else id_list
+        image_sets = base / "ImageSets" / ("Main" if context else "Segmentation")
+        id_list = Path(split_file or image_sets / f"{'val' if validation else 'train'}.txt")
         if not id_list.is_file():
             raise FileNotFoundError(f"missing image list {id_list}.")
         ids = sorted(line.split()[0] for line in id_list.read_text(encoding="utf-8").splitlines() if line.strip())
-        labels, suffix = (
-            (base / "trainval", "mat") if context else (Path(label_dir or base / "SegmentationClass"), "png")
-        )
+        labels = base / "trainval" if context else Path(label_dir or base / "SegmentationClass")
+        suffix = "mat" if context else "png"
         samples = [ReleaseSample(i, base / "JPEGImages" / f"{i}.jpg", labels / f"{i}.{suffix}") for i in ids]
     else:  # one PNG per image, images beside
         if name == "ade20k_150":
@@ -456,36 +447,35 @@ def encode_label_png(label: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _image_example(spec: BenchmarkSpec, sample: ReleaseSample, label: np.ndarray) -> tuple[dict, np.ndarray]:
+def _generate_examples(name, samples, split, max_images, ade847_id_map) -> Iterator[dict[str, Any]]:
     from PIL import Image
 
-    if spec.max_short_side is None:
-        return {"bytes": sample.image_path.read_bytes(), "path": sample.image_path.name}, label
-    # A-847: the official script resizes and re-saves every image with PIL's JPEG defaults, resized or not.
-    with Image.open(sample.image_path) as image:
-        array = np.asarray(image if image.mode in ("RGB", "L") else image.convert("RGB"))
-    size = official_resized_size(array.shape[0], array.shape[1], spec.max_short_side)
-    if size is not None:
-        array = resize_image_bilinear(array, size)
-        label = resize_label_nearest(label, size)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG")
-    return {"bytes": buffer.getvalue(), "path": sample.image_path.name}, label
-
-
-def _generate_examples(name, samples, split, max_images, ade847_id_map) -> Iterator[dict[str, Any]]:
     spec = BENCHMARKS[name]
     kept = 0
     for sample in samples:
         if max_images is not None and kept >= max_images:
             return
         label = convert_release_label(name, sample.label_path, split, ade847_id_map)
-        image, label = _image_example(spec, sample, label)
+        if spec.max_short_side is None:
+            image = sample.image_path.read_bytes()
+        else:  # A-847: the official script resizes and re-saves every image with PIL's JPEG defaults, resized or not
+            with Image.open(sample.image_path) as opened:
+                array = np.asarray(opened if opened.mode in ("RGB", "L") else opened.convert("RGB"))
+            size = official_resized_size(array.shape[0], array.shape[1], spec.max_short_side)
+            if size is not None:
+                array, label = resize_image_bilinear(array, size), resize_label_nearest(label, size)
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, format="JPEG")
+            image = buffer.getvalue()
         if spec.drop_all_ignore and np.all(label == spec.ignore_index):
             logger.info("dropping %s: its label map is all ignore (%d)", sample.file_name, spec.ignore_index)
             continue
         kept += 1
-        yield {"image": image, "label": {"bytes": encode_label_png(label), "path": None}, "file_name": sample.file_name}
+        yield {
+            "image": {"bytes": image, "path": sample.image_path.name},
+            "label": {"bytes": encode_label_png(label), "path": None},
+            "file_name": sample.file_name,
+        }
 
 
 def benchmark_features(name: str):

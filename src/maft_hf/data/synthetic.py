@@ -94,15 +94,7 @@ def make_synthetic_dataset(
 ):
     """A `datasets.Dataset` of `"image"` (RGB) and `"label"` (mode "L", 255 = unlabelled) columns; example `i` is
     drawn from `default_rng([seed, stream, i])`. `class_names` (distinct names among `SYNTHETIC_CLASS_NAMES`) is the
-    label vocabulary: classes left out are drawn but labelled 255.
-
-    Example:
-
-    ```python
-    >>> ds = make_synthetic_dataset(num_images=4, image_size=32)
-    >>> ds[0]["image"].size, ds[0]["label"].mode
-    ((32, 32), 'L')
-    ```"""
+    label vocabulary: classes left out are drawn but labelled 255."""
     from datasets import Dataset, Features, Image
     from PIL import Image as PILImage
 
