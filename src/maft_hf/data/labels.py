@@ -152,11 +152,11 @@ def read_id2label(path: str | os.PathLike) -> list[str]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"Cannot read {path}: {err}") from err
-    keys = [str(i) for i in range(len(data))] if isinstance(data, dict) else None
-    if keys is None or sorted(data, key=lambda k: (len(k), k)) != keys:
+    expected = [str(i) for i in range(len(data))] if isinstance(data, dict) else None
+    if expected is None or sorted(data, key=lambda k: (len(k), k)) != expected:
         shown = list(data)[:5] if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path}: expected a JSON object with the keys '0'..'C-1' (id -> class name), got {shown}.")
-    return load_vocabulary([data[key] for key in keys])
+    return load_vocabulary([data[key] for key in expected])
 
 
 def get_class_names(dataset, data_dir: str | os.PathLike | None = None) -> list[str] | None:

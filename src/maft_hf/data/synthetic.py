@@ -29,8 +29,8 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
         image[region] = colours
         label[region] = SYNTHETIC_CLASS_NAMES.index(name)
 
-    def disc(cy, cx, ry, rx):
-        return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    def disc(cy, cx, ry, rx=None):
+        return ((yy - cy) / ry) ** 2 + ((xx - cx) / (rx or ry)) ** 2 <= 1.0
 
     def noisy(colour, std, weights):
         return np.array(colour) + rng.normal(0, std, (size, size, 1)) * np.array(weights)
@@ -38,7 +38,8 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     # sky: blue gradient above the horizon
     horizon = int(rng.uniform(0.3, 0.55) * size)
     t = (yy / max(horizon, 1)).clip(0, 1)[..., None]
-    paint(yy < horizon, "sky", ((1 - t) * np.array([70, 130, 230]) + t * np.array([175, 210, 250]))[yy < horizon])
+    sky = (1 - t) * np.array([70, 130, 230]) + t * np.array([175, 210, 250])
+    paint(yy < horizon, "sky", sky[yy < horizon])
 
     # ground: one or two of grass / water / road, split at a random column
     grounds = list(rng.choice(["grass", "water", "road"], size=2, replace=False))
@@ -49,7 +50,8 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
         "water": np.where(stripes, np.array([25, 95, 185]), np.array([70, 200, 215])),
         "road": noisy([112, 112, 112], 4, 1.0),
     }
-    for region, name in (((yy >= horizon) & (xx < split), grounds[0]), ((yy >= horizon) & (xx >= split), grounds[1])):
+    ground = yy >= horizon
+    for region, name in ((ground & (xx < split), grounds[0]), (ground & (xx >= split), grounds[1])):
         paint(region, name, textures[name][region])
 
     # wall: brick block standing on the horizon
@@ -65,20 +67,20 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
         if name == "tree":
             cy = rng.uniform(horizon - 0.15 * size, horizon + 0.05 * size)
             cx, r = rng.uniform(0.15, 0.85) * size, rng.uniform(0.08, 0.14) * size
-            crown = [disc(cy, cx, r, r), disc(cy + 0.5 * r, cx - 0.6 * r, 0.7 * r, 0.7 * r)]
-            region = np.logical_or.reduce(crown + [disc(cy + 0.5 * r, cx + 0.6 * r, 0.7 * r, 0.7 * r)])
+            small = 0.7 * r  # two smaller discs below the crown
+            region = disc(cy, cx, r) | disc(cy + 0.5 * r, cx - 0.6 * r, small) | disc(cy + 0.5 * r, cx + 0.6 * r, small)
             paint(region, "tree", noisy([25, 85, 30], 10, [0.3, 1.0, 0.3])[region])
         elif name == "person":
             cy, cx = rng.uniform(horizon + 0.15 * size, 0.82 * size), rng.uniform(0.1, 0.9) * size
-            body = disc(cy, cx, 0.12 * size, 0.05 * size) | disc(cy - 0.15 * size, cx, 0.045 * size, 0.045 * size)
+            body = disc(cy, cx, 0.12 * size, 0.05 * size) | disc(cy - 0.15 * size, cx, 0.045 * size)
             paint(body, "person", [232, 182, 140.0])
         else:
             width, height = rng.uniform(0.25, 0.35) * size, rng.uniform(0.1, 0.15) * size
             x0 = rng.uniform(0.05 * size, 0.95 * size - width)
             bottom = rng.uniform(horizon + height + 0.05 * size, 0.92 * size)
             paint((xx >= x0) & (xx < x0 + width) & (yy >= bottom - height) & (yy < bottom), "car", [215, 25, 30.0])
-            r = 0.045 * size
-            paint(disc(bottom, x0 + 0.25 * width, r, r) | disc(bottom, x0 + 0.75 * width, r, r), "car", [20, 20, 20.0])
+            wheels = disc(bottom, x0 + 0.25 * width, 0.045 * size) | disc(bottom, x0 + 0.75 * width, 0.045 * size)
+            paint(wheels, "car", [20, 20, 20.0])
 
     # unlabelled black frame
     border = max(1, size // 32)
@@ -108,12 +110,12 @@ def make_synthetic_dataset(
         )
     to_id = np.full(len(SYNTHETIC_CLASS_NAMES) + 1, IGNORE_INDEX, dtype=np.uint8)  # last slot: frame (-1)
     to_id[[SYNTHETIC_CLASS_NAMES.index(name) for name in names]] = np.arange(len(names))
-    images, labels = zip(
-        *(render_scene(np.random.default_rng([seed, stream, i]), image_size) for i in range(num_images))
-    )
-    data = {"image": [PILImage.fromarray(x) for x in images], "label": [PILImage.fromarray(to_id[x]) for x in labels]}
+    scenes = [render_scene(np.random.default_rng([seed, stream, i]), image_size) for i in range(num_images)]
+    images = [PILImage.fromarray(image) for image, _ in scenes]
+    labels = [PILImage.fromarray(to_id[label]) for _, label in scenes]
     features = Features({"image": Image(mode="RGB"), "label": Image(mode="L")})
-    return Dataset.from_dict(data, features=features, info=dataset_info_with_class_names(names, _DESCRIPTION, features))
+    info = dataset_info_with_class_names(names, _DESCRIPTION, features)
+    return Dataset.from_dict({"image": images, "label": labels}, features=features, info=info)
 
 
 def make_synthetic_splits(
