@@ -304,9 +304,10 @@ def official_resized_size(height: int, width: int, max_size: int = 512) -> tuple
 
 def resize_label_nearest(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize with OpenCV's `INTER_NEAREST` rule (source index `floor(dst * src / dst_size)`)."""
-    rows, cols = (np.arange(new) * (1.0 / (new / old)) for new, old in zip(size, label.shape[:2]))
-    rows = np.minimum(np.floor(rows).astype(np.int64), label.shape[0] - 1)
-    cols = np.minimum(np.floor(cols).astype(np.int64), label.shape[1] - 1)
+    height, width = label.shape[:2]
+    new_height, new_width = size
+    rows = np.minimum(np.floor(np.arange(new_height) * (1.0 / (new_height / height))).astype(np.int64), height - 1)
+    cols = np.minimum(np.floor(np.arange(new_width) * (1.0 / (new_width / width))).astype(np.int64), width - 1)
     return label[rows[:, None], cols[None, :]]
 
 
