@@ -1,27 +1,20 @@
-"""Tiny random MAFT models, tokenizers and checkpoints that build offline in milliseconds.
-
-Used by the test suite, the offline demo and the documentation tests; never for real results.
-"""
+"""Tiny random MAFT models, tokenizers and checkpoints that build offline in milliseconds, for the test suite, the
+offline demo and the documentation tests; never for real results."""
 
 from __future__ import annotations
 
 import json
 import os
 import string
+import tempfile
+from pathlib import Path
 
 from .model.configuration_maft import MAFTConfig, MaskAwareCLIPVisionConfig
 
 _TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4)
 TINY_VISION = dict(**_TINY, num_hidden_layers=4, image_size=32, patch_size=8, mask_start_layer=2)
-TINY_TEXT = dict(
-    **_TINY,
-    num_hidden_layers=2,
-    vocab_size=99,
-    max_position_embeddings=32,
-    bos_token_id=0,
-    eos_token_id=1,
-    pad_token_id=1,
-)
+_TOKEN_IDS = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1)  # those of build_tiny_tokenizer
+TINY_TEXT = dict(**_TINY, num_hidden_layers=2, vocab_size=99, max_position_embeddings=32, **_TOKEN_IDS)
 
 
 def tiny_vision_config(**overrides) -> MaskAwareCLIPVisionConfig:
@@ -42,21 +35,15 @@ def build_tiny_tokenizer(directory: str | os.PathLike | None = None):
     """A character-level CLIP tokenizer (62 tokens, bos 0, eos/pad 1), saved to `directory` when given."""
     from transformers import CLIPTokenizer
 
-    tokens = ["<|startoftext|>", "<|endoftext|>"]
-    for char in string.ascii_lowercase + ".,-'":
-        tokens += [char, char + "</w>"]
-    work = os.fspath(directory) if directory is not None else None
-    if work is None:
-        import tempfile
-
-        work = tempfile.mkdtemp(prefix="maft_tiny_tokenizer_")
-    os.makedirs(work, exist_ok=True)
-    vocab_file, merges_file = os.path.join(work, "vocab.json"), os.path.join(work, "merges.txt")
-    with open(vocab_file, "w") as f:
-        json.dump({t: i for i, t in enumerate(tokens)}, f)
-    with open(merges_file, "w") as f:
-        f.write("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(vocab_file, merges_file, model_max_length=TINY_TEXT["max_position_embeddings"])
+    work = Path(directory if directory is not None else tempfile.mkdtemp(prefix="maft_tiny_tokenizer_"))
+    work.mkdir(parents=True, exist_ok=True)
+    tokens = ["<|startoftext|>", "<|endoftext|>"] + [
+        t for c in string.ascii_lowercase + ".,-'" for t in (c, c + "</w>")
+    ]
+    (work / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (work / "merges.txt").write_text("#version: 0.2\n")
+    max_length = TINY_TEXT["max_position_embeddings"]
+    tokenizer = CLIPTokenizer(str(work / "vocab.json"), str(work / "merges.txt"), model_max_length=max_length)
     if directory is not None:
         tokenizer.save_pretrained(work)
     return tokenizer
@@ -72,8 +59,7 @@ def build_tiny_checkpoint(directory: str | os.PathLike, seed: int = 0, input_ima
     torch.manual_seed(seed)
     model = MaskAwareCLIPModel(tiny_maft_config(vision={"input_image_size": input_image_size, **vision}))
     model.save_pretrained(directory)
-    processor = MAFTProcessor(MAFTImageProcessor(size=input_image_size), build_tiny_tokenizer())
-    processor.save_pretrained(directory)
+    MAFTProcessor(MAFTImageProcessor(size=input_image_size), build_tiny_tokenizer()).save_pretrained(directory)
     return os.fspath(directory)
 
 
@@ -83,27 +69,21 @@ def build_tiny_mask2former(
     """Save a tiny random `Mask2FormerForUniversalSegmentation` (Swin backbone, 16 wide) and its image processor
     (short side `image_size`) to `directory`; returns the directory. Loads with `"mask2former:<directory>"`."""
     import torch
-    from transformers import (
-        Mask2FormerConfig,
-        Mask2FormerForUniversalSegmentation,
-        Mask2FormerImageProcessor,
-        SwinConfig,
-    )
+    import transformers
 
     torch.manual_seed(seed)
     stages = ["stage1", "stage2", "stage3", "stage4"]
-    backbone = SwinConfig(
+    backbone = transformers.SwinConfig(
         embed_dim=16, depths=[1] * 4, num_heads=[1] * 4, image_size=image_size, window_size=4, out_features=stages
     )
-    config = Mask2FormerConfig(
+    config = transformers.Mask2FormerConfig(
         backbone_config=backbone, hidden_dim=32, feature_size=32, mask_feature_size=32, num_queries=num_queries,
         decoder_layers=3, encoder_layers=1, encoder_feedforward_dim=64, dim_feedforward=64, num_attention_heads=2,
         num_labels=num_labels, id2label={i: f"thing{i}" for i in range(num_labels)},
     )  # fmt: skip
-    Mask2FormerForUniversalSegmentation(config).save_pretrained(directory)
-    Mask2FormerImageProcessor(size={"shortest_edge": image_size, "longest_edge": 2 * image_size}).save_pretrained(
-        directory
-    )
+    transformers.Mask2FormerForUniversalSegmentation(config).save_pretrained(directory)
+    size = {"shortest_edge": image_size, "longest_edge": 2 * image_size}
+    transformers.Mask2FormerImageProcessor(size=size).save_pretrained(directory)
     return os.fspath(directory)
 
 

@@ -1,7 +1,5 @@
-"""Data utilities for MAFT fine-tuning: label conventions, training transforms and a synthetic dataset.
-
-`datasets` is imported only by the functions that build datasets.
-"""
+"""Data utilities for MAFT fine-tuning: label conventions, training transforms and a synthetic dataset (`datasets` is
+imported only by the functions that build datasets)."""
 
 from .labels import (
     COCO_STUFF_UNUSED_RAW_IDS,
@@ -21,13 +19,7 @@ from .synthetic import (
     render_scene,
     save_synthetic_dataset,
 )
-from .transforms import (
-    CLIP_MEAN,
-    CLIP_STD,
-    RELEASED_MAX_SIZE,
-    RELEASED_SHORT_SIDES,
-    to_clip_input,
-)
+from .transforms import CLIP_MEAN, CLIP_STD, RELEASED_MAX_SIZE, RELEASED_SHORT_SIDES, to_clip_input
 
 __all__ = [
     "COCO_STUFF_UNUSED_RAW_IDS",

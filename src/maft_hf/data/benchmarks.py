@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import builtins
-import codecs
 import csv
 import hashlib
 import io
@@ -19,8 +17,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
-from maft_hf.data.labels import (
+from ..inference.vocabulary import load_vocabulary
+from .labels import (
     coco_stuff_lut,
     coco_stuff_unseen_ids,
     features_with_class_names,
@@ -28,7 +28,7 @@ from maft_hf.data.labels import (
     map_labels,
     zero_shot_ignore,
 )
-from maft_hf.inference.vocabulary import load_vocabulary
+from .transforms import resize_image
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +59,11 @@ class BenchmarkSpec:
     released_checkpoint_results: Mapping[str, float] = field(default_factory=dict)
     other_paper_results: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
-    @property
-    def label_dtype(self) -> type:
-        return np.uint8 if self.label_bits == 8 else np.uint16
-
     def class_names(self) -> list[str]:
-        names = load_vocabulary(self.vocabulary)
-        if len(names) != self.num_classes:
-            raise ValueError(f"{self.vocabulary}.txt has {len(names)} names, {self.name} expects {self.num_classes}.")
-        return names
+        return load_vocabulary(self.vocabulary)
 
     def unseen_classes(self) -> list[int]:
-        if self.unseen_vocabulary is None:
-            return []
-        return sorted(coco_stuff_unseen_ids())
+        return [] if self.unseen_vocabulary is None else sorted(coco_stuff_unseen_ids())
 
     def seen_classes(self) -> list[int]:
         unseen = set(self.unseen_classes())
@@ -144,6 +135,13 @@ def _convert(raw: Any, lut: np.ndarray, what: str) -> np.ndarray:
     return map_labels(label_map_array(raw, what), lut, what)
 
 
+def _shifted_lut(size: int, num_classes: int, ignore_index: int) -> np.ndarray:
+    """`(size,)` table: raw ids 1..num_classes -> 0..num_classes - 1, every other value -> `ignore_index`."""
+    lut = np.full(size, ignore_index, dtype=np.uint8 if ignore_index == IGNORE_8BIT else np.uint16)
+    lut[1 : num_classes + 1] = np.arange(num_classes)
+    return lut
+
+
 def convert_coco_stuff(raw: Any) -> np.ndarray:
     """COCO-Stuff `stuffthingmaps` -> uint8 ids 0..170, the rest -> 255."""
     return _convert(raw, coco_stuff_lut(IGNORE_8BIT), "COCO-Stuff label")
@@ -151,8 +149,34 @@ def convert_coco_stuff(raw: Any) -> np.ndarray:
 
 def convert_ade20k_150(raw: Any) -> np.ndarray:
     """ADEChallengeData2016 PNG -> uint8 ids: 0 -> 255, v -> v - 1; values above 150 raise `ValueError`."""
-    lut = np.concatenate([[IGNORE_8BIT], np.arange(150)]).astype(np.uint8)
-    return _convert(raw, lut, "ADE20K-150 label")
+    return _convert(raw, _shifted_lut(151, 150, IGNORE_8BIT), "ADE20K-150 label")
+
+
+def convert_pascal_context_459(label_map: Any) -> np.ndarray:
+    """PASCAL-Context `LabelMap` (1..459, 0 = unlabelled) -> uint16 ids: 0 -> 65535, v -> v - 1."""
+    return _convert(label_map, _shifted_lut(460, 459, IGNORE_16BIT), "PASCAL-Context label")
+
+
+def convert_pascal_voc_20(raw: Any) -> np.ndarray:
+    """VOC2012 `SegmentationClass` palette indices -> uint8 ids: 1..20 -> 0..19, everything else -> 255."""
+    return _convert(raw, _shifted_lut(256, 20, IGNORE_8BIT), "VOC label")
+
+
+PASCAL_CONTEXT_59_ALIASES = {"diningtable": "table"}
+
+
+def pascal_context_59_ids() -> np.ndarray:
+    """The 60 increasing ids of the official PC-59 `_mapping`: 0 and the 459-scheme id (line + 1) of each class."""
+    names_459 = BENCHMARKS["pascal_context_459"].class_names()
+    names = [PASCAL_CONTEXT_59_ALIASES.get(name, name) for name in BENCHMARKS["pascal_context_59"].class_names()]
+    return np.array([0] + [names_459.index(name) + 1 for name in names], dtype=np.int64)
+
+
+def convert_pascal_context_59(label_map: Any) -> np.ndarray:
+    """PASCAL-Context 459-scheme ids -> uint8 PC-59 ids: the 59 classes -> 0..58, everything else -> 255."""
+    lut = np.full(460, IGNORE_8BIT, dtype=np.uint8)
+    lut[pascal_context_59_ids()[1:]] = np.arange(59)
+    return _convert(label_map, lut, "PASCAL-Context label")
 
 
 def ade20k_full_object_ids(seg_rgb: Any) -> np.ndarray:
@@ -160,56 +184,38 @@ def ade20k_full_object_ids(seg_rgb: Any) -> np.ndarray:
     seg = np.asarray(seg_rgb)
     if seg.ndim != 3 or seg.shape[2] < 2:
         raise ValueError(f"expected an (H, W, 3) RGB _seg.png array, got shape {seg.shape}.")
-    red, green = seg[..., 0].astype(np.int32), seg[..., 1].astype(np.int32)
-    return (red // 10) * 256 + green
+    return (seg[..., 0].astype(np.int32) // 10) * 256 + seg[..., 1].astype(np.int32)
 
 
 def convert_ade20k_847(object_ids: Any, id_to_train_id: Mapping[int, int]) -> np.ndarray:
     """ADE20K object ids -> uint16 A-847 train ids through `id_to_train_id`; other ids -> 65535."""
     ids = label_map_array(object_ids, "ADE20K object-id map")
-    out = np.full(ids.shape, IGNORE_16BIT, dtype=np.uint16)
-    for object_id in np.unique(ids):
-        train_id = id_to_train_id.get(int(object_id))
-        if train_id is not None:
-            out[ids == object_id] = train_id
-    return out
+    values, inverse = np.unique(ids, return_inverse=True)
+    train_ids = np.array([id_to_train_id.get(int(v), IGNORE_16BIT) for v in values], dtype=np.uint16)
+    return train_ids[inverse].reshape(ids.shape)
+
+
+_NUMPY_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numeric", "_frombuffer")}
+_NUMPY_GLOBALS |= {("multiarray", "_reconstruct"), ("multiarray", "scalar")}
+# pickles name `numpy.core.*` (NumPy 1) or `numpy._core.*` (NumPy 2): both are looked up where this NumPy has them
+_NUMPY_CORE = "numpy._core" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core"
+# builtins are named `__builtin__` in protocol 0-2 pickles; protocol 2 stores bytes as a latin-1 `_codecs.encode`
+_BUILTIN_GLOBALS = {(m, n) for m in ("builtins", "__builtin__") for n in ("set", "frozenset", "complex", "bytearray")}
+_BUILTIN_GLOBALS.add(("_codecs", "encode"))
 
 
 class _IndexUnpickler(pickle.Unpickler):
     """Unpickles plain data only (containers, NumPy arrays); any other global is refused before lookup."""
 
     def find_class(self, module: str, name: str):
-        if (module.split(".")[-1], name) in _SAFE_GLOBALS and module.split(".")[0] == "numpy":
-            return _SAFE_GLOBALS[module.split(".")[-1], name]()
-        if (module, name) in _SAFE_BUILTINS:
-            return _SAFE_BUILTINS[module, name]
+        last = module.split(".")[-1]
+        if module.split(".")[0] == "numpy" and (last, name) in _NUMPY_GLOBALS:
+            return super().find_class("numpy" if last == "numpy" else f"{_NUMPY_CORE}.{last}", name)
+        if (module, name) in _BUILTIN_GLOBALS:
+            return super().find_class(module, name)
         raise pickle.UnpicklingError(
             f"refused to load {module}.{name}: only plain data (dict, list, str, numbers, NumPy arrays) is read."
         )
-
-
-def _numpy_core(module: str):
-    import importlib
-
-    try:
-        return importlib.import_module(f"numpy._core.{module}")
-    except ImportError:  # NumPy 1.x
-        return importlib.import_module(f"numpy.core.{module}")
-
-
-_SAFE_GLOBALS = {
-    ("multiarray", "_reconstruct"): lambda: _numpy_core("multiarray")._reconstruct,
-    ("multiarray", "scalar"): lambda: _numpy_core("multiarray").scalar,
-    ("numeric", "_frombuffer"): lambda: _numpy_core("numeric")._frombuffer,
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-}
-_SAFE_BUILTINS = {
-    (module, name): getattr(builtins, name)
-    for module in ("builtins", "__builtin__")  # the latter in protocol 0-2 (and Python 2) pickles
-    for name in ("set", "frozenset", "complex", "bytearray")
-}
-_SAFE_BUILTINS["_codecs", "encode"] = codecs.encode  # how protocol 2 stores bytes (a str encoded as latin-1)
 
 
 def load_ade20k_index(path: str | os.PathLike) -> dict:
@@ -224,32 +230,23 @@ def load_ade20k_index(path: str | os.PathLike) -> dict:
     return dict(index)
 
 
-def _read_id_name_rows(path: Path) -> list[tuple[int, str, int | None]]:
+def _read_id_name_rows(path: Path) -> list[tuple]:
+    """`(object id, name, trainId or None)` rows of an A-847 id table file, as read."""
     suffix = path.suffix.lower()
-    rows: list[tuple[int, str, int | None]] = []
     if suffix == ".pkl":
-        index = load_ade20k_index(path)
-        return [(i + 1, str(name), None) for i, name in enumerate(index["objectnames"])]
+        return [(i + 1, name, None) for i, name in enumerate(load_ade20k_index(path)["objectnames"])]
     if suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, Mapping):
-            return [(int(k), str(v), None) for k, v in data.items()]
-        for entry in data:
-            train_id = entry.get("trainId", entry.get("train_id"))
-            rows.append((int(entry["id"]), str(entry["name"]), None if train_id is None else int(train_id)))
-        return rows
+            return [(object_id, name, None) for object_id, name in data.items()]
+        return [(e["id"], e["name"], e.get("trainId", e.get("train_id"))) for e in data]
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="," if suffix == ".csv" else "\t")
-        for line in reader:
-            if not line or not line[0].strip() or line[0].lstrip().startswith("#"):
-                continue
-            if not line[0].strip().lstrip("-").isdigit():
-                continue  # header row
-            if len(line) < 2:
-                raise ValueError(f"{path}: expected rows 'id<sep>name[<sep>trainId]', got {line!r}.")
-            train_id = int(line[2]) if len(line) > 2 and line[2].strip() else None
-            rows.append((int(line[0]), line[1].strip(), train_id))
-    return rows
+        lines = [line for line in reader if line and line[0].strip().lstrip("-").isdigit()]  # no header, comment
+    short = [line for line in lines if len(line) < 2]
+    if short:
+        raise ValueError(f"{path}: expected rows 'id<sep>name[<sep>trainId]', got {short[0]!r}.")
+    return [(line[0], line[1], line[2] if len(line) > 2 and line[2].strip() else None) for line in lines]
 
 
 def load_ade20k_847_id_map(path: str | os.PathLike, class_names: Sequence[str] | None = None) -> dict[int, int]:
@@ -263,55 +260,23 @@ def load_ade20k_847_id_map(path: str | os.PathLike, class_names: Sequence[str] |
     table: dict[int, int] = {}
     id_of_name: dict[str, int] = {}
     for object_id, name, train_id in _read_id_name_rows(Path(path)):
-        name = name.strip()
+        object_id, name, train_id = int(object_id), str(name).strip(), None if train_id is None else int(train_id)
         if name not in train_id_of_name:
             continue
         expected = train_id_of_name[name]
         if train_id is not None and train_id != expected:
             raise ValueError(f"{path}: {name!r} has trainId {train_id} but is class {expected} of the 847 names.")
-        if name in id_of_name and id_of_name[name] != object_id:
+        if id_of_name.setdefault(name, object_id) != object_id:
             raise ValueError(
                 f"{path}: class {name!r} is named by object ids {id_of_name[name]} and {object_id}; the official "
                 "table maps one id per class: keep one of them."
             )
-        id_of_name[name] = object_id
         table[object_id] = expected
     missing = [name for name in names if name not in id_of_name]
     if missing:
         msg = "%d of the %d A-847 class names have no object id in %s (their pixels become 65535), e.g. %s"
         logger.warning(msg, len(missing), len(names), path, missing[:5])
     return table
-
-
-PASCAL_CONTEXT_59_ALIASES = {"diningtable": "table"}
-
-
-def pascal_context_59_ids() -> np.ndarray:
-    """The 60 increasing ids of the official PC-59 `_mapping`: 0 and the 459-scheme id (line + 1) of each class."""
-    names_59 = BENCHMARKS["pascal_context_59"].class_names()
-    names_459 = BENCHMARKS["pascal_context_459"].class_names()
-    ids = []
-    for name in names_59:
-        full_name = PASCAL_CONTEXT_59_ALIASES.get(name, name)
-        if full_name not in names_459:
-            raise ValueError(f"PC-59 class {name!r} is not in the 459-class vocabulary.")
-        ids.append(names_459.index(full_name) + 1)
-    if ids != sorted(ids):
-        raise ValueError("the 59-class order does not follow the 459-class ids; the official mapping assumes it does.")
-    return np.array([0] + ids, dtype=np.int64)
-
-
-def convert_pascal_context_59(label_map: Any) -> np.ndarray:
-    """PASCAL-Context 459-scheme ids -> uint8 PC-59 ids: the 59 classes -> 0..58, everything else -> 255."""
-    lut = np.full(460, IGNORE_8BIT, dtype=np.uint8)
-    lut[pascal_context_59_ids()[1:]] = np.arange(59, dtype=np.uint8)
-    return _convert(label_map, lut, "PASCAL-Context label")
-
-
-def convert_pascal_context_459(label_map: Any) -> np.ndarray:
-    """PASCAL-Context `LabelMap` (1..459, 0 = unlabelled) -> uint16 ids: 0 -> 65535, v -> v - 1."""
-    lut = np.concatenate([[IGNORE_16BIT], np.arange(459)]).astype(np.uint16)
-    return _convert(label_map, lut, "PASCAL-Context label")
 
 
 def read_pascal_context_mat(path: str | os.PathLike) -> np.ndarray:
@@ -326,17 +291,6 @@ def read_pascal_context_mat(path: str | os.PathLike) -> np.ndarray:
         found = sorted(k for k in content if not k.startswith("__"))
         raise ValueError(f"{path}: no 'LabelMap' variable (found {found}).")
     return np.asarray(content["LabelMap"])
-
-
-def convert_pascal_voc_20(raw: Any) -> np.ndarray:
-    """VOC2012 `SegmentationClass` palette indices -> uint8 ids: 1..20 -> 0..19, everything else -> 255."""
-    lut = np.full(256, IGNORE_8BIT, dtype=np.uint8)
-    lut[1:21] = np.arange(20, dtype=np.uint8)
-    return _convert(raw, lut, "VOC label")
-
-
-def is_all_ignore(label: np.ndarray, ignore_index: int) -> bool:
-    return bool(np.all(np.asarray(label) == ignore_index))
 
 
 def official_resized_size(height: int, width: int, max_size: int = 512) -> tuple[int, int] | None:
@@ -359,14 +313,9 @@ def resize_label_nearest(label: np.ndarray, size: tuple[int, int]) -> np.ndarray
 
 def resize_image_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a uint8 `(H, W[, C])` image with OpenCV `INTER_LINEAR` geometry (no antialiasing)."""
-    import torch
-
     array = np.asarray(image)
-    tensor = torch.from_numpy(array.astype(np.float32))
-    tensor = tensor[None, None] if array.ndim == 2 else tensor.permute(2, 0, 1)[None]
-    resized = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=False)
-    resized = resized.round().clamp(0, 255).to(torch.uint8)[0]
-    return (resized[0] if array.ndim == 2 else resized.permute(1, 2, 0)).numpy()
+    resized = resize_image(torch.tensor(np.atleast_3d(array)).permute(2, 0, 1), size, antialias=False)
+    return resized.permute(1, 2, 0).numpy().reshape(*size, *array.shape[2:])
 
 
 RELEASE_LAYOUTS = {
@@ -395,8 +344,6 @@ VOCdevkit/VOC2012/                     # VOCtrainval_11-May-2012.tar
   ImageSets/Segmentation/val.txt       # 1449 images (train.txt for --split train)
   SegmentationClass/*.png              # palette PNG, or SegmentationClassAug/ (grayscale) via label_dir""",
 }
-_LAYOUT_KEYS = {"coco_stuff_171": "coco_stuff", "coco_stuff_zero_shot": "coco_stuff"}
-_LAYOUT_KEYS |= {"pascal_context_59": "pascal_context", "pascal_context_459": "pascal_context"}
 
 
 class ReleaseSample(NamedTuple):
@@ -420,52 +367,42 @@ def find_release_samples(
 ) -> list[ReleaseSample]:
     """The images of one split of a release ([`RELEASE_LAYOUTS`] under `data_root`), sorted by file name.
     `split_file` (PASCAL-Context / VOC) replaces the `ImageSets` list; `label_dir` (VOC) the label folder."""
-    get_benchmark(name)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
-    root = Path(data_root)
-    validation = split == "validation"
+    root, validation = Path(data_root), split == "validation"
     folder = "validation" if validation else "training"
-    if name.startswith("coco_stuff") or name == "ade20k_150":  # one PNG per image, images beside
-        if name == "ade20k_150":
-            base = root / "ade" / "ADEChallengeData2016"
-            label_folder = _require_dir(base / "annotations" / folder, "ADE20K-150 annotation")
-            image_folder = _require_dir(base / "images" / folder, "ADE20K-150 image")
-        else:
-            folder = "val2017" if validation else "train2017"
-            label_folder = _require_dir(root / "coco" / "stuffthingmaps" / folder, "COCO-Stuff label")
-            image_folder = _require_dir(root / "coco" / folder, "COCO image")
-        samples = [ReleaseSample(p.stem, image_folder / f"{p.stem}.jpg", p) for p in sorted(label_folder.glob("*.png"))]
-    elif name == "ade20k_847":
-        image_folder = _require_dir(root / "ade" / "ADE20K_2021_17_01" / "images" / "ADE" / folder, "ADE20K image")
-        images = sorted(image_folder.rglob("*.jpg"), key=lambda p: p.name)
+    if name == "ade20k_847":
+        images = _require_dir(root / "ade" / "ADE20K_2021_17_01" / "images" / "ADE" / folder, "ADE20K image")
+        images = sorted(images.rglob("*.jpg"), key=lambda p: p.name)
         samples = [ReleaseSample(p.stem, p, p.with_name(f"{p.stem}_seg.png")) for p in images]
-    else:  # PASCAL: an image-id list
+    elif name.startswith("pascal"):  # an image-id list
         context = name.startswith("pascal_context")
         base = root / "VOCdevkit" / ("VOC2010" if context else "VOC2012")
-        default = (
-            base / "ImageSets" / ("Main" if context else "Segmentation") / f"{'val' if validation else 'train'}.txt"
-        )
-        id_list = Path(split_file) if split_file else default
+        image_sets = base / "ImageSets" / ("Main" if context else "Segmentation")
+        id_list = Path(split_file or image_sets / f"{'val' if validation else 'train'}.txt")
         if not id_list.is_file():
             raise FileNotFoundError(f"missing image list {id_list}.")
-        ids = [line.split()[0] for line in id_list.read_text(encoding="utf-8").splitlines() if line.strip()]
-        labels = (
-            Path(label_dir) if label_dir and not context else base / ("trainval" if context else "SegmentationClass")
-        )
+        ids = sorted(line.split()[0] for line in id_list.read_text(encoding="utf-8").splitlines() if line.strip())
+        labels = base / "trainval" if context else Path(label_dir or base / "SegmentationClass")
         suffix = "mat" if context else "png"
-        samples = [ReleaseSample(i, base / "JPEGImages" / f"{i}.jpg", labels / f"{i}.{suffix}") for i in sorted(ids)]
+        samples = [ReleaseSample(i, base / "JPEGImages" / f"{i}.jpg", labels / f"{i}.{suffix}") for i in ids]
+    else:  # one PNG per image, images beside
+        if name == "ade20k_150":
+            base = root / "ade" / "ADEChallengeData2016"
+            labels = _require_dir(base / "annotations" / folder, "ADE20K-150 annotation")
+            images = _require_dir(base / "images" / folder, "ADE20K-150 image")
+        else:
+            folder = "val2017" if validation else "train2017"
+            labels = _require_dir(root / "coco" / "stuffthingmaps" / folder, "COCO-Stuff label")
+            images = _require_dir(root / "coco" / folder, "COCO image")
+        samples = [ReleaseSample(p.stem, images / f"{p.stem}.jpg", p) for p in sorted(labels.glob("*.png"))]
     missing = [s for s in samples if not s.image_path.is_file() or not s.label_path.is_file()]
     if missing:
-        first = missing[0]
         raise FileNotFoundError(
-            f"{len(missing)} of {len(samples)} {name} images lack their image or label file, e.g. {first.image_path} "
-            f"/ {first.label_path}."
+            f"{len(missing)} of {len(samples)} {name} images lack their image or label file, e.g. "
+            f"{missing[0].image_path} / {missing[0].label_path}."
         )
     if not samples:
-        raise FileNotFoundError(
-            f"no {name} images found for split {split!r} under {root}; expected:\n{RELEASE_LAYOUTS[_LAYOUT_KEYS.get(name, name)]}"
-        )
+        layout = next(text for key, text in RELEASE_LAYOUTS.items() if name.startswith(key))
+        raise FileNotFoundError(f"no {name} images found for split {split!r} under {root}; expected:\n{layout}")
     return samples
 
 
@@ -476,27 +413,28 @@ def _read_png(path: Path) -> np.ndarray:
         return np.array(image)
 
 
+_LABEL_CONVERTERS = {  # benchmark -> (label file reader, converter); ade20k_847 also needs its id table
+    "coco_stuff_171": (_read_png, convert_coco_stuff),
+    "coco_stuff_zero_shot": (_read_png, convert_coco_stuff),
+    "ade20k_150": (_read_png, convert_ade20k_150),
+    "ade20k_847": (_read_png, ade20k_full_object_ids),
+    "pascal_context_59": (read_pascal_context_mat, convert_pascal_context_59),
+    "pascal_context_459": (read_pascal_context_mat, convert_pascal_context_459),
+    "pascal_voc_20": (_read_png, convert_pascal_voc_20),
+}
+
+
 def convert_release_label(
     name: str, label_path: str | os.PathLike, split: str = "validation", ade847_id_map: Mapping[int, int] | None = None
 ) -> np.ndarray:
     """One release label file converted to the benchmark's ids (`coco_stuff_zero_shot` train: unseen -> 255)."""
-    path = Path(label_path)
-    if name.startswith("coco_stuff"):
-        label = convert_coco_stuff(_read_png(path))
-        if name == "coco_stuff_zero_shot" and split == "train":
-            label = zero_shot_ignore(label, BENCHMARKS[name].unseen_classes(), IGNORE_8BIT)
-        return label
+    read, convert = _LABEL_CONVERTERS[get_benchmark(name).name]
+    label = convert(read(Path(label_path)))
     if name == "ade20k_847":
-        if ade847_id_map is None:
-            raise ValueError("ade20k_847 needs the object id -> train id table (`ade847_id_map`).")
-        rgb = _read_png(path)
-        return convert_ade20k_847(ade20k_full_object_ids(rgb[..., :3] if rgb.ndim == 3 else rgb), ade847_id_map)
-    if name.startswith("pascal_context"):
-        convert = convert_pascal_context_59 if name == "pascal_context_59" else convert_pascal_context_459
-        return convert(read_pascal_context_mat(path))
-    if name in ("ade20k_150", "pascal_voc_20"):
-        return (convert_ade20k_150 if name == "ade20k_150" else convert_pascal_voc_20)(_read_png(path))
-    raise ValueError(f"Unknown benchmark {name!r}; expected one of {sorted(BENCHMARKS)}.")
+        return convert_ade20k_847(label, ade847_id_map)
+    if name == "coco_stuff_zero_shot" and split == "train":
+        return zero_shot_ignore(label, BENCHMARKS[name].unseen_classes(), IGNORE_8BIT)
+    return label
 
 
 def encode_label_png(label: np.ndarray) -> bytes:
@@ -510,36 +448,35 @@ def encode_label_png(label: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _image_example(spec: BenchmarkSpec, sample: ReleaseSample, label: np.ndarray) -> tuple[dict, np.ndarray]:
+def _generate_examples(name, samples, split, max_images, ade847_id_map) -> Iterator[dict[str, Any]]:
     from PIL import Image
 
-    if spec.max_short_side is None:
-        return {"bytes": sample.image_path.read_bytes(), "path": sample.image_path.name}, label
-    # A-847: the official script resizes and re-saves every image with PIL's JPEG defaults, resized or not.
-    with Image.open(sample.image_path) as image:
-        array = np.asarray(image if image.mode in ("RGB", "L") else image.convert("RGB"))
-    size = official_resized_size(array.shape[0], array.shape[1], spec.max_short_side)
-    if size is not None:
-        array = resize_image_bilinear(array, size)
-        label = resize_label_nearest(label, size)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG")
-    return {"bytes": buffer.getvalue(), "path": sample.image_path.name}, label
-
-
-def _generate_examples(name, samples, split, max_images, ade847_id_map) -> Iterator[dict[str, Any]]:
     spec = BENCHMARKS[name]
     kept = 0
     for sample in samples:
         if max_images is not None and kept >= max_images:
             return
         label = convert_release_label(name, sample.label_path, split, ade847_id_map)
-        image, label = _image_example(spec, sample, label)
-        if spec.drop_all_ignore and is_all_ignore(label, spec.ignore_index):
+        if spec.max_short_side is None:
+            image = sample.image_path.read_bytes()
+        else:  # A-847: the official script resizes and re-saves every image with PIL's JPEG defaults, resized or not
+            with Image.open(sample.image_path) as opened:
+                array = np.asarray(opened if opened.mode in ("RGB", "L") else opened.convert("RGB"))
+            size = official_resized_size(array.shape[0], array.shape[1], spec.max_short_side)
+            if size is not None:
+                array, label = resize_image_bilinear(array, size), resize_label_nearest(label, size)
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, format="JPEG")
+            image = buffer.getvalue()
+        if spec.drop_all_ignore and np.all(label == spec.ignore_index):
             logger.info("dropping %s: its label map is all ignore (%d)", sample.file_name, spec.ignore_index)
             continue
         kept += 1
-        yield {"image": image, "label": {"bytes": encode_label_png(label), "path": None}, "file_name": sample.file_name}
+        yield {
+            "image": {"bytes": image, "path": sample.image_path.name},
+            "label": {"bytes": encode_label_png(label), "path": None},
+            "file_name": sample.file_name,
+        }
 
 
 def benchmark_features(name: str):
@@ -566,10 +503,8 @@ def benchmark_metadata(name: str) -> dict[str, Any]:
 
 def _fingerprint(name, split, samples, max_images, ade847_id_map) -> str:
     digest = hashlib.sha256(f"{CONVERSION_VERSION}|{name}|{split}|{max_images}".encode())
-    for sample in samples:
-        for path in (sample.image_path, sample.label_path):
-            stat = path.stat()
-            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    for path in (path for sample in samples for path in (sample.image_path, sample.label_path)):
+        digest.update(f"{path}|{path.stat().st_size}|{path.stat().st_mtime_ns}".encode())
     if ade847_id_map is not None:
         digest.update(json.dumps(sorted(ade847_id_map.items())).encode())
     return digest.hexdigest()[:32]
@@ -591,25 +526,24 @@ def build_benchmark_dataset(
     import datasets
 
     spec = get_benchmark(name)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be >= 1, got {max_images}.")
-    if name == "ade20k_847":
-        if ade847_id_map is None:
-            raise ValueError("ade20k_847 needs `ade847_id_map` (see load_ade20k_847_id_map for the file formats).")
-        if not isinstance(ade847_id_map, Mapping):
-            ade847_id_map = load_ade20k_847_id_map(ade847_id_map, spec.class_names())
+    if name == "ade20k_847" and ade847_id_map is None:
+        raise ValueError("ade20k_847 needs `ade847_id_map` (see load_ade20k_847_id_map for the file formats).")
+    if ade847_id_map is not None and not isinstance(ade847_id_map, Mapping):
+        ade847_id_map = load_ade20k_847_id_map(ade847_id_map, spec.class_names())
     samples = find_release_samples(name, data_root, split, split_file=split_file, label_dir=label_dir)
-    features = features_with_class_names(
-        benchmark_features(name), spec.class_names(), benchmark=benchmark_metadata(name)
-    )
+    metadata = benchmark_metadata(name)
+    features = features_with_class_names(benchmark_features(name), spec.class_names(), benchmark=metadata)
     id_map = None if ade847_id_map is None else dict(ade847_id_map)
-    gen_kwargs = dict(name=name, samples=tuple(samples), split=split, max_images=max_images, ade847_id_map=id_map)
     dataset = datasets.Dataset.from_generator(
         _generate_examples,
         features=features,
-        gen_kwargs=gen_kwargs,
+        gen_kwargs=dict(name=name, samples=tuple(samples), split=split, max_images=max_images, ade847_id_map=id_map),
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-        fingerprint=_fingerprint(name, split, samples, max_images, ade847_id_map),
+        fingerprint=_fingerprint(name, split, samples, max_images, id_map),
     )
     dataset.info.description = f"{spec.display_name} ({split}) for MAFT."
     return dataset

@@ -1,10 +1,9 @@
-"""Label maps and the class names a dataset carries.
-
-Class names are stored as JSON in the label feature's `id` ([`features_with_class_names`]), which, unlike
-`DatasetInfo.description`, survives `save_to_disk`, parquet and the Hub."""
+"""Label maps and the class names a dataset carries: as JSON in the label feature's `id`
+([`features_with_class_names`]), which, unlike `DatasetInfo.description`, survives `save_to_disk`, parquet and the Hub."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -25,16 +24,15 @@ METADATA_KEY = "maft_hf"  # {"maft_hf": {"class_names": [...], "benchmark": {...
 ID2LABEL_FILE = "id2label.json"
 
 
+def _numpy(values) -> np.ndarray:
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
 def coco_stuff_lut(ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """`(256,)` lookup table raw COCO-Stuff value (COCO id - 1) -> contiguous id 0..170, unused values -> ignore."""
-    if not 0 <= ignore_index <= 65535:
-        raise ValueError(f"ignore_index must be in [0, 65535], got {ignore_index}.")
     used = [v for v in range(COCO_STUFF_NUM_RAW_IDS) if v not in COCO_STUFF_UNUSED_RAW_IDS]
-    if len(used) != len(load_vocabulary("coco_stuff_171")):
-        raise ValueError(f"COCO-Stuff has {len(used)} used raw ids but not as many class names.")
-    dtype = np.uint8 if ignore_index <= 255 else np.uint16
-    lut = np.full(256, ignore_index, dtype=dtype)
-    lut[used] = np.arange(len(used), dtype=dtype)
+    lut = np.full(256, ignore_index, dtype=np.uint8 if ignore_index <= 255 else np.uint16)
+    lut[used] = np.arange(len(used))
     return lut
 
 
@@ -49,11 +47,10 @@ def label_map_array(label: Any, what: str = "Label maps") -> np.ndarray:
     from PIL import Image
 
     if isinstance(label, dict) and (label.get("bytes") is not None or label.get("path")):
-        source = io.BytesIO(label["bytes"]) if label.get("bytes") is not None else label["path"]
-        with Image.open(source) as opened:
+        with Image.open(io.BytesIO(label["bytes"]) if label.get("bytes") is not None else label["path"]) as opened:
             label = opened.copy()
     mode = getattr(label, "mode", None)
-    array = np.asarray(label.detach().cpu() if isinstance(label, torch.Tensor) else label)
+    array = _numpy(label)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.dtype.kind not in "iub":
@@ -70,19 +67,16 @@ def label_map_array(label: Any, what: str = "Label maps") -> np.ndarray:
 def map_labels(label_array, lut, what: str = "label map"):
     """`lut[v]` for every value of an integer label map (NumPy or torch, same type out); `ValueError` names values
     outside `[0, len(lut))`."""
-    is_torch = isinstance(label_array, torch.Tensor)
-    values = label_array.detach().cpu().numpy() if is_torch else np.asarray(label_array)
-    table = lut.detach().cpu().numpy() if isinstance(lut, torch.Tensor) else np.asarray(lut)
-    if table.ndim != 1:
-        raise ValueError(f"lut must be 1-D, got shape {table.shape}.")
+    values, table = _numpy(label_array), _numpy(lut)
     if values.dtype.kind not in "iu":
         raise ValueError(f"{what} must hold integers, got dtype {values.dtype}.")
     outside = (values < 0) | (values >= len(table))
     if outside.any():
         bad = np.unique(values[outside])[:20].tolist()
         raise ValueError(f"{what} holds ids {bad} outside the lookup table's range [0, {len(table) - 1}].")
-    mapped = table[values]
-    return torch.from_numpy(np.ascontiguousarray(mapped)).to(label_array.device) if is_torch else mapped
+    if isinstance(label_array, torch.Tensor):
+        return torch.from_numpy(np.ascontiguousarray(table[values])).to(label_array.device)
+    return table[values]
 
 
 def zero_shot_ignore(labels, unseen_ids, ignore_index: int = IGNORE_INDEX):
@@ -98,8 +92,7 @@ def zero_shot_ignore(labels, unseen_ids, ignore_index: int = IGNORE_INDEX):
 
 def check_label_ids(labels, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
     """Raise a `ValueError` naming every id of `labels` outside `[0, num_classes)` other than `ignore_index`."""
-    values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    bad = [v.item() for v in np.unique(values) if v != ignore_index and not 0 <= v < num_classes]
+    bad = [v.item() for v in np.unique(_numpy(labels)) if v != ignore_index and not 0 <= v < num_classes]
     if bad:
         raise ValueError(
             f"Label ids must lie in [0, {num_classes - 1}] or be the ignore index {ignore_index}; found "
@@ -109,8 +102,6 @@ def check_label_ids(labels, num_classes: int, ignore_index: int = IGNORE_INDEX) 
 
 def features_with_class_names(features, class_names, label_column: str = "label", benchmark: dict | None = None):
     """A copy of `features` whose `label_column` carries the class names (and benchmark metadata) in its `id`."""
-    import copy
-
     if label_column not in features:
         raise ValueError(f"The features have no label column {label_column!r}; they have {list(features)}.")
     out = copy.deepcopy(features)
@@ -177,7 +168,4 @@ def get_class_names(dataset, data_dir: str | os.PathLike | None = None) -> list[
     folders = [Path(data_dir)] if data_dir is not None else []
     for cache in getattr(_first_split(dataset), "cache_files", None) or []:
         folders += [Path(cache["filename"]).parent, Path(cache["filename"]).parent.parent]
-    for folder in folders:
-        if (folder / ID2LABEL_FILE).is_file():
-            return read_id2label(folder / ID2LABEL_FILE)
-    return None
+    return next((read_id2label(f / ID2LABEL_FILE) for f in folders if (f / ID2LABEL_FILE).is_file()), None)
