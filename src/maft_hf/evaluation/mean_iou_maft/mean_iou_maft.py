@@ -1,8 +1,5 @@
-"""`mean_iou_maft`: the MAFT benchmark scores of `maft_hf.evaluation.metrics` as an `evaluate` metric.
-
-Shipped inside the package so it loads offline (`maft_hf.evaluation.metrics.load_metric()`); `evaluate` copies this
-file and imports it on its own, so imports are absolute from the installed `maft_hf`.
-"""
+"""`mean_iou_maft`: the MAFT benchmark scores of `maft_hf.evaluation.metrics` as an `evaluate` metric, shipped in the
+package so it loads offline; `evaluate` copies and imports this file alone, so imports are absolute."""
 
 import datasets
 import evaluate
@@ -29,7 +26,6 @@ Returns:
     `dict`: `mIoU`, `fwIoU`, `mAcc`, `pAcc`, `per_class_iou`, `per_class_accuracy`, `num_evaluated_classes`,
     `num_excluded_classes`, `excluded_classes` (+ `mIoU_seen`, `mIoU_unseen`, `hIoU` with `unseen_classes`), in percent.
 Examples:
-    >>> import numpy as np
     >>> metric = evaluate.load("path/to/maft_hf/evaluation/mean_iou_maft")
     >>> out = metric.compute(predictions=[np.array([[0, 1], [1, 1]])], references=[np.array([[0, 1], [255, 0]])],
     ...                      num_labels=2, ignore_index=255)
@@ -47,6 +43,7 @@ _CITATION = """
 """
 
 _LIST = getattr(datasets, "List", None) or datasets.Sequence
+_MAPS = _LIST(_LIST(datasets.Value("uint16")))
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -56,19 +53,12 @@ class MeanIoUMAFT(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": _LIST(_LIST(datasets.Value("uint16"))),
-                    "references": _LIST(_LIST(datasets.Value("uint16"))),
-                }
-            ),
+            features=datasets.Features({"predictions": _MAPS, "references": _MAPS}),
             reference_urls=["https://github.com/jiaosiyu1999/MAFT"],
         )
 
     def _compute(self, predictions, references, num_labels, ignore_index, unseen_classes=None, class_names=None):
         confusion = ConfusionMatrix(int(num_labels), ignore_index=ignore_index)
-        if len(predictions) != len(references):
-            raise ValueError(f"got {len(predictions)} predictions for {len(references)} references.")
-        for prediction, reference in zip(predictions, references):
+        for prediction, reference in zip(predictions, references):  # `evaluate` checked that the lengths agree
             confusion.update(np.asarray(prediction), np.asarray(reference))
         return compute_segmentation_metrics(confusion, class_names=class_names, unseen_classes=unseen_classes)
