@@ -28,8 +28,6 @@ from .progress import ProgressFile
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_NUM_CHECK_SAMPLES = 4
-DEFAULT_SAVE_EVERY = 50
 FILE_NAME_COLUMN = "file_name"
 
 
@@ -169,11 +167,11 @@ def evaluate_segmentation(
     text_classifier: torch.Tensor | None = None,
     templates: Sequence[str] | None = None,
     cache=None,
-    num_check_samples: int = DEFAULT_NUM_CHECK_SAMPLES,
+    num_check_samples: int = 4,
     progress: bool = True,
     segment_kwargs: Mapping[str, Any] | None = None,
     progress_dir: str | os.PathLike | None = None,
-    save_every: int = DEFAULT_SAVE_EVERY,
+    save_every: int = 50,
     resume: bool = False,
     run_key: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -259,11 +257,8 @@ def evaluate_segmentation(
             try:
                 confusion.update(output["segmentation"], label_map_array(row[label_column]))
             except ValueError as err:
-                where = _describe(position, row) + (f" of process {rank}" if world > 1 and total is None else "")
-                raise ValueError(
-                    f"{where}: {err} The prediction has the image's size (H, W) = {tuple(output['segmentation'].shape)}"
-                    "; every label map must have its image's size and hold only vocabulary ids or the ignore index."
-                ) from err
+                where = f" of process {rank}" if world > 1 and total is None else ""  # positions count per process
+                raise ValueError(f"{_describe(position, row)}{where}: {err}") from err
         count += len(batch)
         bar.update(len(batch))
         if progress_file is not None:

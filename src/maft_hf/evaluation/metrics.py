@@ -1,8 +1,6 @@
-"""Semantic-segmentation metrics of the MAFT benchmarks, as detectron2 v0.6 `SemSegEvaluator` computes them (paper
-Tab. 1 and 3), in percent: one exact confusion matrix over the whole set, ignored pixels skipped, IoU =
-`TP / (GT + PRED - TP)`, a class absent from both ground truth and predictions left out of every mean (reported);
-zero-shot splits add seen / unseen mIoU and their harmonic mean hIoU. [`load_metric`] is the `evaluate` metric.
-"""
+"""Semantic-segmentation metrics of the MAFT benchmarks as detectron2 v0.6 `SemSegEvaluator` computes them (paper Tab. 1
+and 3), in percent: one exact confusion matrix, ignored pixels skipped, classes absent from both ground truth and
+predictions left out of every mean; zero-shot splits add seen / unseen mIoU and hIoU. [`load_metric`]: as a metric."""
 
 from __future__ import annotations
 
@@ -17,8 +15,7 @@ import torch
 
 from ..inference.vocabulary import unseen_class_ids
 
-METRIC_NAME = "mean_iou_maft"
-METRIC_PATH = Path(__file__).resolve().parent / METRIC_NAME
+METRIC_PATH = Path(__file__).resolve().parent / "mean_iou_maft"
 
 
 def _as_index_tensor(values: Any, what: str) -> torch.Tensor:
@@ -34,8 +31,7 @@ class ConfusionMatrix:
     """Exact pixel confusion matrix: `matrix[g, p]` (int64, `(C, C)`) counts the pixels of ground truth `g` predicted
     as `p`; pixels whose ground truth is `ignore_index` (255, or 65535 for A-847 / PC-459; None: none) are skipped.
     Example: `ConfusionMatrix(3).update(torch.tensor([[0, 1], [2, 2]]), torch.tensor([[0, 1], [1, 255]])).matrix` is
-    `[[1, 0, 0], [0, 1, 1], [0, 0, 0]]`, with `.compute()["mIoU"]` 50.0.
-    """
+    `[[1, 0, 0], [0, 1, 1], [0, 0, 0]]`, with `.compute()["mIoU"]` 50.0."""
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255, device: torch.device | str | None = None):
         if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
@@ -146,13 +142,10 @@ def compute_segmentation_metrics(
     class_names: Sequence[str] | None = None,
     unseen_classes: Iterable[int | str] | None = None,
 ) -> dict[str, Any]:
-    """Scores of a confusion matrix (or its `(C, C)` counts), in percent, detectron2 v0.6 conventions.
-
-    Returns `mIoU`, `fwIoU`, `mAcc`, `pAcc`, `per_class_iou`, `per_class_accuracy` (`nan` where undefined),
-    `num_classes`, `num_evaluated_classes`, `num_excluded_classes`, `excluded_classes` (+ `excluded_class_names`),
-    and with `unseen_classes` (ids, or names with `class_names`) `mIoU_seen`, `mIoU_unseen`, `hIoU`,
-    `num_evaluated_seen_classes`, `num_evaluated_unseen_classes`, `unseen_classes`.
-    """
+    """Scores of a confusion matrix (or its `(C, C)` counts), detectron2 v0.6 conventions, in percent: `mIoU`, `fwIoU`,
+    `mAcc`, `pAcc`, `per_class_iou`, `per_class_accuracy` (nan where undefined), `num_classes`, `num_evaluated_classes`,
+    `num_excluded_classes`, `excluded_classes` (+ `excluded_class_names`); with `unseen_classes` (ids, or names with
+    `class_names`) also `mIoU_seen`, `mIoU_unseen`, `hIoU`, `num_evaluated_[un]seen_classes` and `unseen_classes`."""
     if not isinstance(confusion, ConfusionMatrix):
         confusion = ConfusionMatrix.from_matrix(confusion)
     counts = confusion.matrix.detach().to(device="cpu", dtype=torch.float64)

@@ -68,14 +68,16 @@ def build_results_record(
     metrics.update({key: results[key] for key in ZERO_SHOT_COUNTS if key in results})
     per_class = {"names": list(class_names), "iou": results.get("per_class_iou")}
     per_class["accuracy"] = results.get("per_class_accuracy")
-    spec = BENCHMARKS[benchmark] if benchmark is not None else None
-    paper = spec and {
-        "display_name": spec.display_name,
-        "setting": spec.setting,
-        "results": dict(spec.paper_results),
-        "source": spec.paper_results_source,
-        "released_checkpoint_results": dict(spec.released_checkpoint_results),
-    }
+    paper = None
+    if benchmark is not None:
+        spec = BENCHMARKS[benchmark]
+        paper = {
+            "display_name": spec.display_name,
+            "setting": spec.setting,
+            "results": dict(spec.paper_results),
+            "source": spec.paper_results_source,
+            "released_checkpoint_results": dict(spec.released_checkpoint_results),
+        }
     record = {"version": RESULTS_VERSION, "run": run, "metrics": metrics, "per_class": per_class, "paper": paper}
     return json_ready(record)
 
@@ -89,10 +91,8 @@ def model_card_results(record: Mapping[str, Any]) -> dict[str, dict[str, float]]
     return {run.get("benchmark") or run["dataset"]: values} if values else {}
 
 
-def _fmt(value, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return MISSING
-    return f"{value:.{digits}f}"
+def _fmt(value) -> str:
+    return MISSING if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
 def _paper_fmt(value) -> str:
@@ -105,15 +105,11 @@ def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _setting(record) -> tuple:
-    run = record["run"]
-    return run["model"], run["proposals"], run["ensemble_weight"] if run.get("ensemble_applied") else None
-
-
 def _ours_label(record) -> str:
-    model, proposals, weight = _setting(record)
+    run = record["run"]
+    weight = run["ensemble_weight"] if run.get("ensemble_applied") else None
     ensemble = f"Eq. 9 ensemble, λ = {weight:g}" if weight else "no ensemble"
-    return f"**ours**: `{model}`, proposals `{proposals}`, {ensemble}"
+    return f"**ours**: `{run['model']}`, proposals `{run['proposals']}`, {ensemble}"
 
 
 def _dataset_name(run) -> str:
@@ -135,11 +131,8 @@ def _zero_shot_table(records) -> list[str]:
     lines = _table("### Zero-shot semantic segmentation (layout of paper Tab. 1; mIoU in %)", header, rows)
     for run in (record["run"] for record in records):
         if leaked := run.get("unseen_classes_known_to_generator"):
-            lines += [
-                "",
-                f"- Not zero-shot: the proposal generator of `{run['dataset']}` has class scores for the unseen "
-                f"classes {', '.join(leaked)}, and the Eq. 9 ensemble used them.",
-            ]
+            note = f"the proposal generator of `{run['dataset']}` has class scores for the unseen classes"
+            lines += ["", f"- Not zero-shot: {note} {', '.join(leaked)}, and the Eq. 9 ensemble used them."]
     return lines
 
 
@@ -150,11 +143,10 @@ def _open_vocabulary_table(records) -> list[str]:
         ["Authors' released ViT-B/16 checkpoint"]
         + [_paper_fmt(spec.released_checkpoint_results.get("mIoU")) for spec in specs],
     ]
-    ours: dict[tuple, dict[str, Any]] = {}  # one row per setting: label, then the mIoU of each benchmark
+    ours: dict[str, dict[str, Any]] = {}  # one row per setting: {benchmark: mIoU}
     for record in records:
-        row = ours.setdefault(_setting(record), {"label": _ours_label(record)})
-        row[record["run"]["benchmark"]] = record["metrics"].get("mIoU")
-    rows += [[row["label"]] + [_fmt(row.get(name)) for name in TABLE3_BENCHMARKS] for row in ours.values()]
+        ours.setdefault(_ours_label(record), {})[record["run"]["benchmark"]] = record["metrics"].get("mIoU")
+    rows += [[label] + [_fmt(scores.get(name)) for name in TABLE3_BENCHMARKS] for label, scores in ours.items()]
     title = "### Open-vocabulary semantic segmentation, trained on COCO-Stuff (layout of paper Tab. 3; mIoU in %)"
     return _table(title, ["Method"] + [spec.display_name for spec in specs], rows)
 

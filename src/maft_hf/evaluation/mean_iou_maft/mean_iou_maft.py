@@ -1,5 +1,4 @@
-"""`mean_iou_maft`: the MAFT benchmark scores of `maft_hf.evaluation.metrics` as an `evaluate` metric, shipped in the
-package so it loads offline; `evaluate` copies and imports this file alone, so imports are absolute."""
+"""`maft_hf.evaluation.metrics` as an `evaluate` metric, shipped to load offline; `evaluate` imports this file alone."""
 
 import datasets
 import evaluate
@@ -8,23 +7,19 @@ import numpy as np
 from maft_hf.evaluation.metrics import ConfusionMatrix, compute_segmentation_metrics
 
 _DESCRIPTION = """
-Semantic-segmentation scores with the conventions of detectron2 v0.6 `SemSegEvaluator` (the released MAFT evaluator):
-one confusion matrix over the whole set; `ignore_index` pixels skipped; classes absent from both references and
-predictions excluded from every mean; percent. With `unseen_classes`, also seen / unseen mIoU and their hIoU.
+Semantic-segmentation scores as detectron2 v0.6 `SemSegEvaluator` (the released MAFT evaluator) computes them, in
+percent: one confusion matrix over the whole set, `ignore_index` pixels skipped, classes absent from both references
+and predictions left out of every mean; with `unseen_classes` also seen / unseen mIoU and their hIoU.
 """
 
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`list` of 2D integer arrays): predicted class ids, one `(H, W)` map per image.
-    references (`list` of 2D integer arrays): ground-truth class ids, same shapes; `ignore_index` marks pixels to skip.
-    num_labels (`int`): number of classes `C` (ids `0 .. C-1`).
-    ignore_index (`int`): reference value to skip (255, or 65535 for ADE20K-847 and PASCAL-Context-459).
-    unseen_classes (`list[int]` or `list[str]`, *optional*): unseen classes of a zero-shot split (names need
-        `class_names`).
-    class_names (`list[str]`, *optional*): the `C` class names.
+    predictions, references (`list` of `(H, W)` integer arrays): predicted and ground-truth class ids.
+    num_labels (`int`): the number of classes `C`; ignore_index (`int`): the reference value to skip (255, or 65535).
+    unseen_classes (`list[int]` or `list[str]`, *optional*): unseen classes (names need `class_names`, the C names).
 Returns:
-    `dict`: `mIoU`, `fwIoU`, `mAcc`, `pAcc`, `per_class_iou`, `per_class_accuracy`, `num_evaluated_classes`,
-    `num_excluded_classes`, `excluded_classes` (+ `mIoU_seen`, `mIoU_unseen`, `hIoU` with `unseen_classes`), in percent.
+    `dict`: `mIoU`, `fwIoU`, `mAcc`, `pAcc`, per-class IoU and accuracy, the excluded classes (+ `mIoU_seen`,
+    `mIoU_unseen`, `hIoU`), in percent (`maft_hf.evaluation.metrics.compute_segmentation_metrics`).
 Examples:
     >>> metric = evaluate.load("path/to/maft_hf/evaluation/mean_iou_maft")
     >>> out = metric.compute(predictions=[np.array([[0, 1], [1, 1]])], references=[np.array([[0, 1], [255, 0]])],
