@@ -52,10 +52,10 @@ def _describe(position: int, row: dict) -> str:
 
 def check_dataset(
     dataset, class_names: Sequence[str], ignore_index: int | None, image_column: str, label_column: str, samples: int
-) -> None:
+) -> Any:
     """Fail early on missing columns, a vocabulary disagreeing with the dataset's stored class names or benchmark, and
     (in the first `samples` rows) label ids outside `[0, C)` other than the ignore index, or label maps of another
-    size than their image."""
+    size than their image. Returns the dataset with only the columns the evaluation reads."""
     columns = dataset_columns(dataset)
     for what, column in (("label", label_column), ("image", image_column)):
         if column not in columns:
@@ -94,6 +94,7 @@ def check_dataset(
             f"scanned), but the vocabulary has {len(class_names)} classes and the ignore index is {ignore_index}: "
             "pass the dataset's own vocabulary (in label-id order) and ignore index."
         )
+    return dataset.select_columns([c for c in (image_column, label_column, FILE_NAME_COLUMN) if c in columns])
 
 
 def limit_samples(dataset, max_samples: int | None):
@@ -197,7 +198,7 @@ def evaluate_segmentation(
     dataset = limit_samples(dataset, max_samples)
     if not _is_iterable_dataset(dataset) and len(dataset) == 0:
         raise ValueError("The dataset is empty: nothing to evaluate.")
-    check_dataset(dataset, names, ignore_index, image_column, label_column, num_check_samples)
+    dataset = check_dataset(dataset, names, ignore_index, image_column, label_column, num_check_samples)
     generator = resolve_proposal_generator(proposal_generator)
     _released_ensemble_check(generator, segment_kwargs.get("ensemble_formula", "paper"))
     rank, world = (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
@@ -217,9 +218,6 @@ def evaluate_segmentation(
         }
         progress_file = ProgressFile(progress_dir, rank, world, key, save_every)
 
-    dataset = dataset.select_columns(
-        [c for c in (image_column, label_column, FILE_NAME_COLUMN) if c in dataset_columns(dataset)]
-    )
     model.to(device).eval()
     if text_classifier is None:
         tokenizer = getattr(processor, "tokenizer", None)
