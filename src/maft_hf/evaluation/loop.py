@@ -97,17 +97,6 @@ def check_dataset(
     return dataset.select_columns([c for c in (image_column, label_column, FILE_NAME_COLUMN) if c in columns])
 
 
-def limit_samples(dataset, max_samples: int | None):
-    """The first `max_samples` examples (all when None)."""
-    if max_samples is None:
-        return dataset
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}.")
-    if _is_iterable_dataset(dataset):
-        return dataset.take(max_samples)
-    return dataset.select(range(min(max_samples, len(dataset))))
-
-
 def shard_rows(dataset, accelerator=None, skip: int = 0) -> tuple[Iterator[tuple[int, dict]], int | None]:
     """This process's `(position, row)` pairs after its first `skip` and their number (None when iterable): a contiguous
     part of a map-style dataset (position: its index), a node split of an iterable one (position: a running count)."""
@@ -195,8 +184,12 @@ def evaluate_segmentation(
     unseen = None if unseen_classes is None else unseen_class_ids(unseen_classes, names)
     if unseen is not None and not unseen:
         raise ValueError("unseen_classes is empty; pass None for a benchmark without unseen classes.")
-    dataset = limit_samples(dataset, max_samples)
-    if not _is_iterable_dataset(dataset) and len(dataset) == 0:
+    iterable = _is_iterable_dataset(dataset)
+    if max_samples is not None:
+        if max_samples < 1:
+            raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}.")
+        dataset = dataset.take(max_samples) if iterable else dataset.select(range(min(max_samples, len(dataset))))
+    if not iterable and len(dataset) == 0:
         raise ValueError("The dataset is empty: nothing to evaluate.")
     dataset = check_dataset(dataset, names, ignore_index, image_column, label_column, num_check_samples)
     generator = resolve_proposal_generator(proposal_generator)
@@ -210,7 +203,7 @@ def evaluate_segmentation(
             "ensemble_weight": ensemble_weight,
             "unseen_classes": unseen,
             "max_samples": max_samples,
-            "num_examples": None if _is_iterable_dataset(dataset) else len(dataset),
+            "num_examples": None if iterable else len(dataset),
             "dataset_fingerprint": getattr(dataset, "_fingerprint", None),
             "segment_kwargs": repr(sorted(segment_kwargs.items())),
             "num_processes": world,
@@ -237,6 +230,7 @@ def evaluate_segmentation(
     desc = "evaluate" if world == 1 else "evaluate (process 0 shard)"
     bar = tqdm(total=total, initial=count, desc=desc, unit="image", disable=not show)
     on_canvas = segment_kwargs.get("preprocessing") == "released" and hasattr(generator, "propose_on_canvas")
+    canvas_generator = generator if on_canvas else None
     canvas_scores = Proposals(torch.zeros(1, 1, 1), torch.zeros(1, len(names)), list(names))
     options = {"ensemble_weight": ensemble_weight, "text_classifier": text_classifier, "batch_size": batch_size}
     while batch := list(itertools.islice(rows, batch_size)):
@@ -249,8 +243,9 @@ def evaluate_segmentation(
         with_scores += len(scored)
         if unseen and ensemble_weight:
             _track_unseen_known(known, scored, names, unseen)
-        generate = generator if on_canvas else None
-        outputs = segment(images, names, model, processor, generate, proposals=proposals, **options, **segment_kwargs)
+        outputs = segment(
+            images, names, model, processor, canvas_generator, proposals=proposals, **options, **segment_kwargs
+        )
         for (position, row), output in zip(batch, outputs):
             try:
                 confusion.update(output["segmentation"], label_map_array(row[label_column]))
