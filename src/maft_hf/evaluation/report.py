@@ -15,8 +15,6 @@ TABLE3_BENCHMARKS = ("ade20k_847", "ade20k_150", "pascal_context_459", "pascal_c
 TABLE1_METRICS = (("mIoU_seen", "seen mIoU"), ("mIoU_unseen", "unseen mIoU"), ("hIoU", "hIoU"), ("mIoU", "mIoU"))
 OTHER_METRICS = (("mIoU", "mIoU"), ("mAcc", "mAcc"), ("pAcc", "pAcc"), ("fwIoU", "fwIoU"))
 SCALAR_METRICS = ("mIoU", "fwIoU", "mAcc", "pAcc", "mIoU_seen", "mIoU_unseen", "hIoU")
-COUNTS = ("num_images", "num_evaluated_classes", "num_excluded_classes", "excluded_classes", "excluded_class_names")
-ZERO_SHOT_COUNTS = ("unseen_classes", "num_evaluated_seen_classes", "num_evaluated_unseen_classes")
 MISSING = "–"
 
 
@@ -64,10 +62,12 @@ def build_results_record(
         **dict(extra or {}),
     }
     metrics = {name: results[name] for name in SCALAR_METRICS if name in results}
-    metrics.update({key: results.get(key) for key in COUNTS})
-    metrics.update({key: results[key] for key in ZERO_SHOT_COUNTS if key in results})
-    per_class = {"names": list(class_names), "iou": results.get("per_class_iou")}
-    per_class["accuracy"] = results.get("per_class_accuracy")
+    counts = ("num_images", "num_evaluated_classes", "num_excluded_classes", "excluded_classes", "excluded_class_names")
+    metrics.update({key: results.get(key) for key in counts})
+    zero_shot = ("unseen_classes", "num_evaluated_seen_classes", "num_evaluated_unseen_classes")
+    metrics.update({key: results[key] for key in zero_shot if key in results})
+    per_class = {"names": list(class_names)}
+    per_class.update(iou=results.get("per_class_iou"), accuracy=results.get("per_class_accuracy"))
     paper = None
     if benchmark is not None:
         spec = BENCHMARKS[benchmark]

@@ -21,6 +21,7 @@ Returns:
     `dict`: `mIoU`, `fwIoU`, `mAcc`, `pAcc`, per-class IoU and accuracy, the excluded classes (+ `mIoU_seen`,
     `mIoU_unseen`, `hIoU`), in percent (`maft_hf.evaluation.metrics.compute_segmentation_metrics`).
 Examples:
+    >>> import numpy as np
     >>> metric = evaluate.load("path/to/maft_hf/evaluation/mean_iou_maft")
     >>> out = metric.compute(predictions=[np.array([[0, 1], [1, 1]])], references=[np.array([[0, 1], [255, 0]])],
     ...                      num_labels=2, ignore_index=255)
