@@ -1,7 +1,5 @@
-"""Resumable evaluation: each process atomically saves its partial confusion matrix, its count of examples and a
-JSON key of the run to `<folder>/process-<rank>-of-<world>.npz` (no pickles). Resuming refuses another run (naming
-what differs) or another number of processes.
-"""
+"""Resumable evaluation: each process atomically saves its partial confusion matrix, its count of examples and a JSON
+key of the run to `<folder>/process-<rank>-of-<world>.npz` (no pickles)."""
 
 from __future__ import annotations
 
@@ -46,6 +44,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
 
 
 class ProgressFile:
+    """One process's saved progress; loading refuses another run (naming what differs) or number of processes."""
+
     def __init__(self, folder: str | os.PathLike, rank: int, world: int, key: Mapping[str, Any], save_every: int):
         if save_every < 1:
             raise ValueError(f"save_every must be >= 1, got {save_every}.")
@@ -67,18 +67,18 @@ class ProgressFile:
             return None
         try:
             with np.load(self.path, allow_pickle=False) as saved:
-                matrix, meta = saved["matrix"], json.loads(saved["meta"].tobytes().decode("utf-8"))
+                matrix, meta = saved["matrix"], json.loads(saved["meta"].tobytes())
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
             raise ValueError(f"Cannot read the saved progress {self.path}: {err}") from err
-        differ = sorted(k for k in set(meta["key"]) | set(self.key) if meta["key"].get(k) != self.key.get(k))
+        differ = sorted(k for k in meta["key"].keys() | self.key.keys() if meta["key"].get(k) != self.key.get(k))
         if differ:
             details = "; ".join(f"{k}: saved {meta['key'].get(k)!r}, now {self.key.get(k)!r}" for k in differ)
             raise ValueError(
                 f"The saved progress {self.path} belongs to another run ({details}); start again without --resume "
                 "or use another --output_dir."
             )
-        self.last_saved = int(meta["count"])
-        return {"matrix": matrix, "count": int(meta["count"]), "extra": meta.get("extra", {})}
+        self.last_saved = meta["count"]
+        return {"matrix": matrix, "count": meta["count"], "extra": meta.get("extra", {})}
 
     def save(self, matrix, count: int, extra: Mapping[str, Any] | None = None, force: bool = False) -> bool:
         """Save when `count` crossed a multiple of `save_every` since the last save (always with `force`)."""

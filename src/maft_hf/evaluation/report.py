@@ -1,6 +1,6 @@
 """Evaluation reports: the `results.json` record of a run ([`build_results_record`]) and Markdown tables
-([`format_results_markdown`]) in the layout of paper Tab. 1 (zero-shot), Tab. 3 (open-vocabulary) or plain scores
-for other datasets, the paper's rows above ours, then a details table."""
+([`format_results_markdown`]): paper Tab. 1 (zero-shot) or Tab. 3 (open-vocabulary) with the paper's rows above ours,
+plain scores for other datasets, then the run details."""
 
 from __future__ import annotations
 
@@ -78,9 +78,8 @@ def build_results_record(
             "source": spec.paper_results_source,
             "released_checkpoint_results": dict(spec.released_checkpoint_results),
         }
-    return json_ready(
-        {"version": RESULTS_VERSION, "run": run, "metrics": metrics, "per_class": per_class, "paper": paper}
-    )
+    record = {"version": RESULTS_VERSION, "run": run, "metrics": metrics, "per_class": per_class, "paper": paper}
+    return json_ready(record)
 
 
 def model_card_results(record: Mapping[str, Any]) -> dict[str, dict[str, float]]:
@@ -92,33 +91,25 @@ def model_card_results(record: Mapping[str, Any]) -> dict[str, dict[str, float]]
     return {run.get("benchmark") or run["dataset"]: values} if values else {}
 
 
-def _fmt(value, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return MISSING
-    return f"{value:.{digits}f}"
+def _fmt(value) -> str:
+    return MISSING if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
 def _paper_fmt(value) -> str:
-    if value is None:
-        return MISSING
-    text = f"{value:.2f}"
-    return text[:-1] if text.endswith("0") else text
+    """The paper's precision: one decimal, two where the source has two."""
+    return MISSING if value is None else f"{value:.2f}".removesuffix("0")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _setting(record) -> tuple:
-    run = record["run"]
-    return run["model"], run["proposals"], run["ensemble_weight"] if run.get("ensemble_applied") else None
-
-
 def _ours_label(record) -> str:
-    model, proposals, weight = _setting(record)
+    run = record["run"]
+    weight = run["ensemble_weight"] if run.get("ensemble_applied") else None
     ensemble = f"Eq. 9 ensemble, λ = {weight:g}" if weight else "no ensemble"
-    return f"**ours**: `{model}`, proposals `{proposals}`, {ensemble}"
+    return f"**ours**: `{run['model']}`, proposals `{run['proposals']}`, {ensemble}"
 
 
 def _dataset_name(run) -> str:
@@ -127,44 +118,37 @@ def _dataset_name(run) -> str:
 
 def _zero_shot_table(records) -> list[str]:
     header = ["Method", "Dataset"] + [label for _, label in TABLE1_METRICS]
-    rows = []
-    for benchmark in dict.fromkeys(r["run"]["benchmark"] for r in records if r["run"]["benchmark"]):
-        spec = BENCHMARKS[benchmark]
-        if spec.paper_results:
-            rows.append(
-                ["FreeSeg + MAFT, ViT-B/16 (paper Tab. 1)", spec.display_name]
-                + [_paper_fmt(spec.paper_results.get(key)) for key, _ in TABLE1_METRICS]
-            )
+    specs = dict.fromkeys(BENCHMARKS[r["run"]["benchmark"]] for r in records if r["run"]["benchmark"])
+    rows = [
+        ["FreeSeg + MAFT, ViT-B/16 (paper Tab. 1)", spec.display_name]
+        + [_paper_fmt(spec.paper_results.get(key)) for key, _ in TABLE1_METRICS]
+        for spec in specs
+        if spec.paper_results
+    ]
     for record in records:
         values = [_fmt(record["metrics"].get(key)) for key, _ in TABLE1_METRICS]
         rows.append([_ours_label(record), _dataset_name(record["run"])] + values)
-    lines = ["### Zero-shot semantic segmentation (layout of paper Tab. 1; mIoU in %)", ""] + _table(header, rows)
-    for record in records:
-        if leaked := record["run"].get("unseen_classes_known_to_generator"):
-            lines += [
-                "",
-                f"- Not zero-shot: the proposal generator of `{record['run']['dataset']}` has class scores for the "
-                f"unseen classes {', '.join(leaked)}, and the Eq. 9 ensemble used them.",
-            ]
+    lines = _table("### Zero-shot semantic segmentation (layout of paper Tab. 1; mIoU in %)", header, rows)
+    for run in (record["run"] for record in records):
+        if leaked := run.get("unseen_classes_known_to_generator"):
+            note = f"the proposal generator of `{run['dataset']}` has class scores for the unseen classes"
+            lines += ["", f"- Not zero-shot: {note} {', '.join(leaked)}, and the Eq. 9 ensemble used them."]
     return lines
 
 
 def _open_vocabulary_table(records) -> list[str]:
-    header = ["Method"] + [BENCHMARKS[name].display_name for name in TABLE3_BENCHMARKS]
+    specs = [BENCHMARKS[name] for name in TABLE3_BENCHMARKS]
     rows = [
-        ["FreeSeg + MAFT, ViT-B/16 (paper Tab. 3)"]
-        + [_paper_fmt(BENCHMARKS[name].paper_results.get("mIoU")) for name in TABLE3_BENCHMARKS],
+        ["FreeSeg + MAFT, ViT-B/16 (paper Tab. 3)"] + [_paper_fmt(spec.paper_results.get("mIoU")) for spec in specs],
         ["Authors' released ViT-B/16 checkpoint"]
-        + [_paper_fmt(BENCHMARKS[name].released_checkpoint_results.get("mIoU")) for name in TABLE3_BENCHMARKS],
+        + [_paper_fmt(spec.released_checkpoint_results.get("mIoU")) for spec in specs],
     ]
-    by_setting: dict[tuple, dict[str, Any]] = {}
+    ours: dict[str, dict[str, Any]] = {}  # one row per setting: {benchmark: mIoU}
     for record in records:
-        by_setting.setdefault(_setting(record), {"label": _ours_label(record), "values": {}})
-        by_setting[_setting(record)]["values"][record["run"]["benchmark"]] = record["metrics"].get("mIoU")
-    for entry in by_setting.values():
-        rows.append([entry["label"]] + [_fmt(entry["values"].get(name)) for name in TABLE3_BENCHMARKS])
+        ours.setdefault(_ours_label(record), {})[record["run"]["benchmark"]] = record["metrics"].get("mIoU")
+    rows += [[label] + [_fmt(scores.get(name)) for name in TABLE3_BENCHMARKS] for label, scores in ours.items()]
     title = "### Open-vocabulary semantic segmentation, trained on COCO-Stuff (layout of paper Tab. 3; mIoU in %)"
-    return [title, ""] + _table(header, rows)
+    return _table(title, ["Method"] + [spec.display_name for spec in specs], rows)
 
 
 def _other_table(records) -> list[str]:
@@ -174,7 +158,7 @@ def _other_table(records) -> list[str]:
         + [_fmt(r["metrics"].get(key)) for key, _ in OTHER_METRICS]
         for r in records
     ]
-    return ["### Other datasets (the paper reports none; scores in %)", ""] + _table(header, rows)
+    return _table("### Other datasets (the paper reports none; scores in %)", header, rows)
 
 
 def _details_table(records) -> list[str]:
@@ -182,23 +166,19 @@ def _details_table(records) -> list[str]:
     rows = []
     for record in records:
         run, metrics = record["run"], record["metrics"]
+        evaluated = f"{metrics.get('num_evaluated_classes', MISSING)} / {run['num_classes']}"
         rows.append(
-            [
-                f"`{run['dataset']}`",
-                str(run.get("split") or MISSING),
-                str(metrics.get("num_images")),
-                str(run.get("num_processes")),
-                f"{metrics.get('num_evaluated_classes', MISSING)} / {run['num_classes']}",
-            ]
+            [f"`{run['dataset']}`", str(run.get("split") or MISSING), str(metrics.get("num_images"))]
+            + [str(run.get("num_processes")), evaluated]
             + [_fmt(metrics.get(key)) for key in ("mIoU", "mAcc", "pAcc", "fwIoU")]
         )
-    notes = [
-        "Classes absent from both the ground truth and the predictions of the whole set are excluded from the means "
+    return _table("### Run details", header, rows) + [
+        "",
+        "- Classes absent from both the ground truth and the predictions of the whole set are excluded from the means "
         '(detectron2 convention); "Classes evaluated" counts the others.',
-        "The paper's numbers use FreeSeg's proposals (trained on COCO-Stuff); numbers with other proposals are not "
+        "- The paper's numbers use FreeSeg's proposals (trained on COCO-Stuff); numbers with other proposals are not "
         "directly comparable. The released inference uses no ensemble (λ = 0).",
     ]
-    return ["### Run details", ""] + _table(header, rows) + [""] + [f"- {note}" for note in notes]
 
 
 def format_results_markdown(records: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
@@ -208,11 +188,9 @@ def format_results_markdown(records: Mapping[str, Any] | Sequence[Mapping[str, A
         raise ValueError("No results to format: pass at least one results record.")
     zero_shot = [r for r in records if "hIoU" in r["metrics"]]
     table3 = [r for r in records if "hIoU" not in r["metrics"] and r["run"].get("benchmark") in TABLE3_BENCHMARKS]
-    grouped = {id(r) for r in zero_shot + table3}
-    other = [r for r in records if id(r) not in grouped]
+    other = [r for r in records if r not in zero_shot and r not in table3]
     lines: list[str] = []
     for group, render in ((zero_shot, _zero_shot_table), (table3, _open_vocabulary_table), (other, _other_table)):
         if group:
             lines += render(group) + [""]
-    lines += _details_table(records)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _details_table(records)) + "\n"

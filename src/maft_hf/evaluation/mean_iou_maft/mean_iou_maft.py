@@ -1,8 +1,4 @@
-"""`mean_iou_maft`: the MAFT benchmark scores of `maft_hf.evaluation.metrics` as an `evaluate` metric.
-
-Shipped inside the package so it loads offline (`maft_hf.evaluation.metrics.load_metric()`); `evaluate` copies this
-file and imports it on its own, so imports are absolute from the installed `maft_hf`.
-"""
+"""`maft_hf.evaluation.metrics` as an `evaluate` metric, shipped to load offline; `evaluate` imports this file alone."""
 
 import datasets
 import evaluate
@@ -11,23 +7,19 @@ import numpy as np
 from maft_hf.evaluation.metrics import ConfusionMatrix, compute_segmentation_metrics
 
 _DESCRIPTION = """
-Semantic-segmentation scores with the conventions of detectron2 v0.6 `SemSegEvaluator` (the released MAFT evaluator):
-one confusion matrix over the whole set; `ignore_index` pixels skipped; classes absent from both references and
-predictions excluded from every mean; percent. With `unseen_classes`, also seen / unseen mIoU and their hIoU.
+Semantic-segmentation scores as detectron2 v0.6 `SemSegEvaluator` (the released MAFT evaluator) computes them, in
+percent: one confusion matrix over the whole set, `ignore_index` pixels skipped, classes absent from both references
+and predictions left out of every mean; with `unseen_classes` also seen / unseen mIoU and their hIoU.
 """
 
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`list` of 2D integer arrays): predicted class ids, one `(H, W)` map per image.
-    references (`list` of 2D integer arrays): ground-truth class ids, same shapes; `ignore_index` marks pixels to skip.
-    num_labels (`int`): number of classes `C` (ids `0 .. C-1`).
-    ignore_index (`int`): reference value to skip (255, or 65535 for ADE20K-847 and PASCAL-Context-459).
-    unseen_classes (`list[int]` or `list[str]`, *optional*): unseen classes of a zero-shot split (names need
-        `class_names`).
-    class_names (`list[str]`, *optional*): the `C` class names.
+    predictions, references (`list` of `(H, W)` integer arrays): predicted and ground-truth class ids.
+    num_labels (`int`): the number of classes `C`; ignore_index (`int`): the reference value to skip (255, or 65535).
+    unseen_classes (`list[int]` or `list[str]`, *optional*): unseen classes (names need `class_names`, the C names).
 Returns:
-    `dict`: `mIoU`, `fwIoU`, `mAcc`, `pAcc`, `per_class_iou`, `per_class_accuracy`, `num_evaluated_classes`,
-    `num_excluded_classes`, `excluded_classes` (+ `mIoU_seen`, `mIoU_unseen`, `hIoU` with `unseen_classes`), in percent.
+    `dict`: `mIoU`, `fwIoU`, `mAcc`, `pAcc`, per-class IoU and accuracy, the excluded classes (+ `mIoU_seen`,
+    `mIoU_unseen`, `hIoU`), in percent (`maft_hf.evaluation.metrics.compute_segmentation_metrics`).
 Examples:
     >>> import numpy as np
     >>> metric = evaluate.load("path/to/maft_hf/evaluation/mean_iou_maft")
@@ -47,6 +39,7 @@ _CITATION = """
 """
 
 _LIST = getattr(datasets, "List", None) or datasets.Sequence
+_MAPS = _LIST(_LIST(datasets.Value("uint16")))
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -56,19 +49,12 @@ class MeanIoUMAFT(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": _LIST(_LIST(datasets.Value("uint16"))),
-                    "references": _LIST(_LIST(datasets.Value("uint16"))),
-                }
-            ),
+            features=datasets.Features({"predictions": _MAPS, "references": _MAPS}),
             reference_urls=["https://github.com/jiaosiyu1999/MAFT"],
         )
 
     def _compute(self, predictions, references, num_labels, ignore_index, unseen_classes=None, class_names=None):
         confusion = ConfusionMatrix(int(num_labels), ignore_index=ignore_index)
-        if len(predictions) != len(references):
-            raise ValueError(f"got {len(predictions)} predictions for {len(references)} references.")
-        for prediction, reference in zip(predictions, references):
+        for prediction, reference in zip(predictions, references):  # `evaluate` checked that the lengths agree
             confusion.update(np.asarray(prediction), np.asarray(reference))
         return compute_segmentation_metrics(confusion, class_names=class_names, unseen_classes=unseen_classes)
