@@ -1,14 +1,15 @@
-"""Normalisation and padding shared by the proposal sources (private); images enter through `maft_hf.images`."""
+"""Normalisation, padding and mask-logit resizing shared by the proposal sources (private)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_UPSAMPLE_CHUNK = 16  # masks resized at once: bounds the memory at the padded / output size
 
 
 def normalize_and_pad(
@@ -22,13 +23,10 @@ def normalize_and_pad(
     """Normalise `(3, H_i, W_i)` uint8 images and zero-pad them bottom-right to the batch maximum (or `pad_size`),
     rounded up to a multiple of `size_divisor`: `pixel_values (B, 3, Hp, Wp)` float32, `pixel_mask (B, Hp, Wp)` int64."""
     if pad_size is None:
-        pad_h = max(int(image.shape[-2]) for image in images)
-        pad_w = max(int(image.shape[-1]) for image in images)
-    else:
-        pad_h, pad_w = pad_size
+        pad_size = max(int(image.shape[-2]) for image in images), max(int(image.shape[-1]) for image in images)
+    pad_h, pad_w = pad_size
     if size_divisor and size_divisor > 0:
-        pad_h = int(math.ceil(pad_h / size_divisor) * size_divisor)
-        pad_w = int(math.ceil(pad_w / size_divisor) * size_divisor)
+        pad_h, pad_w = -(-pad_h // size_divisor) * size_divisor, -(-pad_w // size_divisor) * size_divisor
     device = images[0].device
     mean = torch.tensor(image_mean, dtype=torch.float32, device=device).view(3, 1, 1)
     std = torch.tensor(image_std, dtype=torch.float32, device=device).view(3, 1, 1)
@@ -36,13 +34,20 @@ def normalize_and_pad(
     pixel_mask = torch.zeros(len(images), pad_h, pad_w, dtype=torch.long, device=device)
     for index, image in enumerate(images):
         height, width = image.shape[-2:]
-        if height > pad_h or width > pad_w:
-            raise ValueError(f"Image of size {(height, width)} does not fit the padded size {(pad_h, pad_w)}.")
         pixel_values[index, :, :height, :width] = (image.float() * rescale_factor - mean) / std
         pixel_mask[index, :height, :width] = 1
     return pixel_values, pixel_mask
 
 
-def valid_size(pixel_mask: torch.Tensor) -> tuple[int, int]:
-    """`(h, w)` of the top-left image region of one `(Hp, Wp)` pixel mask."""
-    return int(pixel_mask[:, 0].sum()), int(pixel_mask[0, :].sum())
+def resize_logits(logits, padded_size, valid_size, output_size, align_corners: bool) -> torch.Tensor:
+    """`(N, h, w)` mask logits of one image -> `(N, H, W)` float32 logits at `output_size`: upsampled to the padded
+    input (`align_corners` as the model's release does), cropped to `valid_size` (top-left), resized bilinearly."""
+    chunks = []
+    for start in range(0, logits.shape[0], _UPSAMPLE_CHUNK):
+        chunk = logits[None, start : start + _UPSAMPLE_CHUNK].float()
+        chunk = F.interpolate(chunk, size=tuple(padded_size), mode="bilinear", align_corners=align_corners)
+        chunk = chunk[:, :, : valid_size[0], : valid_size[1]]
+        if tuple(chunk.shape[-2:]) != tuple(output_size):
+            chunk = F.interpolate(chunk, size=tuple(output_size), mode="bilinear", align_corners=False)
+        chunks.append(chunk[0])
+    return torch.cat(chunks)

@@ -14,17 +14,14 @@ import logging
 import os
 
 import torch
-import torch.nn.functional as F
 
 from ..data.transforms import resize_image
 from ..model.images import image_to_tensor, load_images
 from . import ProposalGenerator, Proposals, mask_size_for
-from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad
+from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad, resize_logits
 from .universal import _load_model, _try_load
 
 logger = logging.getLogger(__name__)
-
-_UPSAMPLE_CHUNK = 16  # masks upsampled at once (bounds memory at full resolution)
 
 
 def point_grid(points_per_side: int) -> torch.Tensor:
@@ -32,8 +29,7 @@ def point_grid(points_per_side: int) -> torch.Tensor:
     if int(points_per_side) < 1:
         raise ValueError(f"points_per_side must be >= 1, got {points_per_side}.")
     n = int(points_per_side)
-    offset = 1.0 / (2 * n)
-    ticks = torch.linspace(offset, 1 - offset, n)
+    ticks = torch.linspace(1 / (2 * n), 1 - 1 / (2 * n), n)
     return torch.stack([ticks.repeat(n), ticks.repeat_interleave(n)], dim=-1)
 
 
@@ -42,22 +38,16 @@ def stability_scores(mask_logits: torch.Tensor, mask_threshold: float = 0.0, off
     flat = mask_logits.flatten(1)
     intersections = (flat > mask_threshold + offset).sum(-1).float()
     unions = (flat > mask_threshold - offset).sum(-1).float()
-    return torch.where(unions > 0, intersections / unions.clamp(min=1), torch.zeros_like(unions))
+    return intersections / unions.clamp(min=1)  # an empty union has an empty intersection
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """`(N, H, W)` bool -> `(N, 4)` `(x0, y0, x1, y1)` inclusive pixel bounds (all 0 for an empty mask)."""
-    _, height, width = masks.shape
-    rows, cols = masks.any(-1), masks.any(-2)
-    y_index = torch.arange(height, device=masks.device)
-    x_index = torch.arange(width, device=masks.device)
-    big = max(height, width)
-    y0 = torch.where(rows, y_index, big).amin(-1)
-    y1 = torch.where(rows, y_index, -1).amax(-1)
-    x0 = torch.where(cols, x_index, big).amin(-1)
-    x1 = torch.where(cols, x_index, -1).amax(-1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=-1)
-    return torch.where(rows.any(-1, keepdim=True), boxes, torch.zeros_like(boxes))
+    rows, cols = masks.any(-1).int(), masks.any(-2).int()  # (N, H), (N, W)
+    y1 = rows.shape[-1] - 1 - rows.flip(-1).argmax(-1)  # argmax: the first maximum
+    x1 = cols.shape[-1] - 1 - cols.flip(-1).argmax(-1)
+    boxes = torch.stack([cols.argmax(-1), rows.argmax(-1), x1, y1], dim=-1)
+    return boxes * rows.amax(-1, keepdim=True)
 
 
 def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
@@ -75,28 +65,21 @@ def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS: indices of the kept boxes by decreasing score (dropped: IoU `> iou_threshold` with a kept one)."""
     order = scores.argsort(descending=True)
-    if order.numel() == 0:
-        return order
     iou = box_iou(boxes[order], boxes[order])
     suppressed = torch.zeros(order.numel(), dtype=torch.bool, device=boxes.device)
     keep = []
     for index in range(order.numel()):
-        if suppressed[index]:
-            continue
-        keep.append(index)
-        suppressed |= iou[index] > iou_threshold
+        if not suppressed[index]:
+            keep.append(index)
+            suppressed |= iou[index] > iou_threshold
     return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
 
 
 class SAMProposals(ProposalGenerator):
-    """Class-agnostic SAM proposals from a point grid (see the module docstring).
-
-    Args:
-        model_or_path: `SamModel` checkpoint path / Hub id, or a `SamModel` instance.
-        points_per_side: grid size (`points_per_side ** 2` prompts, 3 masks each); `points_per_batch` per call.
-        pred_iou_thresh / stability_score_thresh / nms_iou: the filters and the NMS box-IoU threshold.
-        max_proposals: keep at most this many (highest predicted IoU); None keeps all.
-        mask_threshold / stability_score_offset: SAM's logit threshold (0) and stability offset (1)."""
+    """Class-agnostic SAM proposals from a point grid (module docstring) of a `SamModel` (path / Hub id or instance):
+    `points_per_side ** 2` prompts, 3 masks each, `points_per_batch` per call, filtered by `pred_iou_thresh`,
+    `stability_score_thresh` and the NMS box-IoU `nms_iou`; `max_proposals` keeps the highest predicted IoUs (None:
+    all); `mask_threshold` / `stability_score_offset` are SAM's logit threshold (0) and stability offset (1)."""
 
     def __init__(
         self,
@@ -132,8 +115,16 @@ class SAMProposals(ProposalGenerator):
         self.stability_score_offset = float(stability_score_offset)
         if image_processor is None and isinstance(model_or_path, (str, os.PathLike)):
             image_processor = _try_load("SamImageProcessor", model_or_path, local_files_only)
-        if image_processor is None:
-            image_processor = self._default_image_processor()
+        if image_processor is None:  # one built from the config
+            side = self.input_size
+            try:
+                from transformers import SamImageProcessor
+
+                image_processor = SamImageProcessor(
+                    size=dict(longest_edge=side), pad_size=dict(height=side, width=side)
+                )
+            except ImportError as err:
+                logger.warning("SamImageProcessor unavailable (%s); using the torch pre-processing.", err)
         self.image_processor = image_processor
 
     @property
@@ -144,49 +135,20 @@ class SAMProposals(ProposalGenerator):
     def input_size(self) -> int:
         return int(self.model.config.vision_config.image_size)
 
-    def _default_image_processor(self):
-        try:
-            from transformers import SamImageProcessor
-
-            side = self.input_size
-            return SamImageProcessor(size={"longest_edge": side}, pad_size={"height": side, "width": side})
-        except ImportError as err:
-            logger.warning("SamImageProcessor unavailable (%s); using the torch pre-processing.", err)
-            return None
-
-    def _torch_preprocess(self, image: torch.Tensor):
-        side = self.input_size
-        height, width = image.shape[-2:]
-        scale = side / max(height, width)
-        resized_size = (int(height * scale + 0.5), int(width * scale + 0.5))
-        resized = resize_image(image, resized_size)
-        pixel_values, _ = normalize_and_pad([resized], IMAGENET_MEAN, IMAGENET_STD, pad_size=(side, side))
-        return pixel_values, resized_size
-
-    def _preprocess(self, image: torch.Tensor):
+    def _preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """`pixel_values (1, 3, S, S)` and the size of the resized image inside them."""
         if self.image_processor is not None:
             try:
                 inputs = self.image_processor(images=[image.permute(1, 2, 0).numpy()], return_tensors="pt")
-                resized = tuple(int(side) for side in inputs["reshaped_input_sizes"][0])
-                return inputs["pixel_values"], resized
+                return inputs["pixel_values"], tuple(int(side) for side in inputs["reshaped_input_sizes"][0])
             except ImportError as err:  # a processor that needs torchvision
                 logger.warning("SamImageProcessor failed (%s); using the torch pre-processing.", err)
                 self.image_processor = None
-        return self._torch_preprocess(image)
-
-    def _to_image_logits(self, low_res, padded_size, resized_size, output_size) -> torch.Tensor:
-        chunks = []
-        for start in range(0, low_res.shape[0], _UPSAMPLE_CHUNK):
-            logits = F.interpolate(
-                low_res[start : start + _UPSAMPLE_CHUNK, None].float(),
-                size=padded_size,
-                mode="bilinear",
-                align_corners=False,
-            )
-            logits = logits[..., : resized_size[0], : resized_size[1]]
-            logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
-            chunks.append(logits[:, 0])
-        return torch.cat(chunks)
+        side = self.input_size
+        scale = side / max(image.shape[-2:])
+        resized_size = tuple(int(length * scale + 0.5) for length in image.shape[-2:])
+        resized = resize_image(image, resized_size)
+        return normalize_and_pad([resized], IMAGENET_MEAN, IMAGENET_STD, pad_size=(side, side))[0], resized_size
 
     @torch.no_grad()
     def _generate_one(self, image: torch.Tensor) -> Proposals:
@@ -216,7 +178,7 @@ class SAMProposals(ProposalGenerator):
             candidates = (scores > self.pred_iou_thresh).nonzero().flatten()
             if candidates.numel() == 0:
                 continue
-            logits = self._to_image_logits(low_res[candidates], padded_size, resized_size, output_size)
+            logits = resize_logits(low_res[candidates], padded_size, resized_size, output_size, align_corners=False)
             stable = stability_scores(logits, self.mask_threshold, self.stability_score_offset)
             binary = logits > self.mask_threshold
             keep = (stable > self.stability_score_thresh) & binary.flatten(1).any(-1)
@@ -225,14 +187,12 @@ class SAMProposals(ProposalGenerator):
             kept_boxes.append(masks_to_boxes(binary[keep]))
 
         low_res = torch.cat(kept_low_res) if kept_low_res else best_low_res[:0]
-        if low_res.shape[0] == 0:  # nothing survived: fall back to the best-scoring mask
-            low_res = best_low_res
-        else:
+        if len(low_res):
             order = box_nms(torch.cat(kept_boxes), torch.cat(kept_scores), self.nms_iou)
-            if self.max_proposals is not None:
-                order = order[: self.max_proposals]
-            low_res = low_res[order]
-        masks = self._to_image_logits(low_res, padded_size, resized_size, output_size).sigmoid()
+            low_res = low_res[order[: self.max_proposals]]
+        else:  # nothing survived: fall back to the best-scoring mask
+            low_res = best_low_res
+        masks = resize_logits(low_res, padded_size, resized_size, output_size, align_corners=False).sigmoid_()
         return Proposals(masks=masks, image_size=image_size if output_size != image_size else None)
 
     def __call__(self, images) -> list[Proposals]:
