@@ -1,5 +1,4 @@
-"""Proposal sources: class-agnostic masks for MAFT to classify, one [`Proposals`] per image (heavy sources load
-lazily)."""
+"""Proposal sources: class-agnostic masks for MAFT to classify, one [`Proposals`] per image (see docs/proposals.md)."""
 
 from __future__ import annotations
 
@@ -37,14 +36,11 @@ class Proposals:
             raise ValueError("Proposals.masks has N = 0 proposals; at least one is required.")
         if self.class_scores is None:
             return
-        if self.class_scores.ndim != 2 or self.class_scores.shape[0] != self.masks.shape[0]:
+        scores, names = self.class_scores, self.class_names
+        if scores.ndim != 2 or len(scores) != len(self.masks) or names is None or len(names) != scores.shape[1]:
             raise ValueError(
-                f"Proposals.class_scores must be (N={self.masks.shape[0]}, K), got {tuple(self.class_scores.shape)}."
-            )
-        if self.class_names is None or len(self.class_names) != self.class_scores.shape[1]:
-            raise ValueError(
-                f"Proposals.class_names must name the K={self.class_scores.shape[1]} classes of class_scores, "
-                f"got {None if self.class_names is None else len(self.class_names)} names."
+                f"Proposals.class_scores must be (N={len(self.masks)}, K) with class_names naming its K classes, got "
+                f"{tuple(scores.shape)} and {None if names is None else len(names)} names."
             )
 
     @property

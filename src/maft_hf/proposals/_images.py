@@ -1,11 +1,16 @@
-"""Normalisation, padding and mask-logit resizing shared by the proposal sources (private)."""
+"""Loading, normalisation, padding and mask-logit resizing shared by the proposal sources (private)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
 
 import torch
 import torch.nn.functional as F
+
+from ..hub.conversion import pretrained_options
+
+logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -13,18 +18,12 @@ _UPSAMPLE_CHUNK = 16  # masks resized at once: bounds the memory at the padded /
 
 
 def normalize_and_pad(
-    images: Sequence[torch.Tensor],
-    image_mean: Sequence[float],
-    image_std: Sequence[float],
-    rescale_factor: float = 1 / 255,
-    size_divisor: int = 0,
-    pad_size: tuple[int, int] | None = None,
+    images, image_mean, image_std, rescale_factor: float = 1 / 255, size_divisor: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalise `(3, H_i, W_i)` uint8 images and zero-pad them bottom-right to the batch maximum (or `pad_size`),
-    rounded up to a multiple of `size_divisor`: `pixel_values (B, 3, Hp, Wp)` float32, `pixel_mask (B, Hp, Wp)` int64."""
-    if pad_size is None:
-        pad_size = max(int(image.shape[-2]) for image in images), max(int(image.shape[-1]) for image in images)
-    pad_h, pad_w = pad_size
+    """Normalise `(3, H_i, W_i)` uint8 images and zero-pad them bottom-right to the batch maximum, rounded up to a
+    multiple of `size_divisor`: `pixel_values (B, 3, Hp, Wp)` float32, `pixel_mask (B, Hp, Wp)` int64."""
+    pad_h = max(int(image.shape[-2]) for image in images)
+    pad_w = max(int(image.shape[-1]) for image in images)
     if size_divisor and size_divisor > 0:
         pad_h, pad_w = -(-pad_h // size_divisor) * size_divisor, -(-pad_w // size_divisor) * size_divisor
     device = images[0].device
@@ -51,3 +50,20 @@ def resize_logits(logits, padded_size, valid_size, output_size, align_corners: b
             chunk = F.interpolate(chunk, size=tuple(output_size), mode="bilinear", align_corners=False)
         chunks.append(chunk[0])
     return torch.cat(chunks)
+
+
+def from_pretrained(loader_name: str, model_or_path, local_files_only: bool | None, optional: bool = False):
+    """`transformers.<loader_name>.from_pretrained(model_or_path)` for a path / Hub id, else `model_or_path` itself;
+    an `optional` component is None (logged) when the checkpoint has none, or when given a model instance."""
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        return None if optional else model_or_path
+    import transformers
+
+    loader = getattr(transformers, loader_name)
+    try:
+        return loader.from_pretrained(os.fspath(model_or_path), **pretrained_options(local_files_only))
+    except Exception as err:  # a missing optional component must not break the generator
+        if not optional:
+            raise
+        logger.warning("No %s loaded from %s (%s); using the built-in fallback.", loader_name, model_or_path, err)
+        return None

@@ -1,18 +1,14 @@
-"""Build a proposal source from a spec string `"kind:argument"`:
-
-- `"mask2former:<id_or_path>"`, `"oneformer:<id_or_path>"` (model type checked), `"universal:<id_or_path>"`:
-  [`UniversalSegmentationProposals`];
-- `"sam:<id_or_path>"`: [`SAMProposals`]; `"freeseg:<folder>"`: [`FreeSegProposals`], the released MAFT generator;
-- `"grid:<k>"`: [`GridProposals`]; `"kmeans:<k>"`: [`ColorClusterProposals`] (no weights, offline demos).
-
-Local paths load offline; for Hub ids set `HF_HUB_OFFLINE=1` or pass `local_files_only=True`.
-"""
+"""Build a proposal source from a spec string `"kind:argument"` (`mask2former:<id>`, `sam:<id>`, `grid:<k>`...: the
+table in docs/proposals.md). Local paths load offline; for Hub ids set `HF_HUB_OFFLINE=1` or `local_files_only=True`."""
 
 from __future__ import annotations
 
 import importlib
 import json
 
+from transformers import AutoConfig
+
+from ..hub.conversion import pretrained_options
 from . import ProposalGenerator
 
 SPEC_KINDS = ("mask2former", "oneformer", "universal", "sam", "grid", "kmeans", "freeseg")
@@ -34,8 +30,8 @@ def parse_proposal_spec(spec: str) -> tuple[str, str]:
 
 
 def parse_proposal_options(items: list[str]) -> dict:
-    """Command-line `KEY=VALUE` options (values parsed as JSON, else strings): `["k=32", "device=cpu"]` ->
-    `{"k": 32, "device": "cpu"}`."""
+    """Command-line `KEY=VALUE` options, values parsed as JSON, else strings: `["k=32", "device=cpu"]` -> `{"k": 32,
+    "device": "cpu"}`."""
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -66,10 +62,6 @@ def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
         kwargs.pop("local_files_only", None)  # weight-free: nothing to load or place
         kwargs.pop("device", None)
     elif kind in ("mask2former", "oneformer"):  # check the model type from the config before loading any weights
-        from transformers import AutoConfig
-
-        from ..hub.conversion import pretrained_options
-
         options = pretrained_options(kwargs.get("local_files_only"))
         model_type = AutoConfig.from_pretrained(argument, **options).model_type
         if model_type != kind:

@@ -28,13 +28,7 @@ def grid_masks(k: int, height: int, width: int) -> torch.Tensor:
 
 
 def color_cluster_masks(
-    image: torch.Tensor,
-    k: int,
-    iterations: int = 10,
-    spatial_weight: float = 0.5,
-    temperature: float = 0.05,
-    work_size: int = 64,
-    seed: int = 0,
+    image: torch.Tensor, k: int, iterations=10, spatial_weight=0.5, temperature=0.05, work_size=64, seed=0
 ) -> torch.Tensor:
     """`(k, H, W)` soft cluster masks of a `(3, H, W)` uint8 image: k-means on `(r, g, b, w * y, w * x)` of at most
     `work_size` pixels a side, then the softmax of `-distance / temperature`, resized bilinearly to `(H, W)`."""

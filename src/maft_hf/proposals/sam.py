@@ -1,27 +1,13 @@
-"""Class-agnostic proposals from Segment Anything (transformers `SamModel`), without torchvision.
-
-SAM's automatic mask generation, single crop: a `points_per_side x points_per_side` grid of point prompts (3 masks
-each); masks kept when the predicted IoU exceeds `pred_iou_thresh`, the stability score exceeds
-`stability_score_thresh` and they are not empty; a greedy box NMS removes duplicates. Logits are brought to the image
-size as `SamProcessor.post_process_masks` does, then a sigmoid. When nothing survives, the mask with the highest
-predicted IoU is returned, so `N >= 1`. Pre-processing: the checkpoint's `SamImageProcessor`, one built from the
-config, or an equivalent torch version.
-"""
+"""Class-agnostic proposals from Segment Anything (transformers `SamModel`), without torchvision: SAM's automatic mask
+generation on a single crop, with our own point grid and box NMS (docs/proposals.md)."""
 
 from __future__ import annotations
 
-import logging
-import os
-
 import torch
 
-from ..data.transforms import resize_image
 from ..model.images import image_to_tensor, load_images
 from . import ProposalGenerator, Proposals, mask_size_for
-from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad, resize_logits
-from .universal import _load_model, _try_load
-
-logger = logging.getLogger(__name__)
+from ._images import from_pretrained, resize_logits
 
 
 def point_grid(points_per_side: int) -> torch.Tensor:
@@ -51,7 +37,7 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 
 def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
-    """IoU `(N, M)` of inclusive pixel boxes `(x0, y0, x1, y1)` (a box covers `(x1 - x0 + 1) * (y1 - y0 + 1)` pixels)."""
+    """IoU `(N, M)` of inclusive pixel boxes `(x0, y0, x1, y1)`, each `(x1 - x0 + 1) * (y1 - y0 + 1)` pixels large."""
     a, b = boxes_a.float(), boxes_b.float()
     area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
     area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
@@ -102,10 +88,7 @@ class SAMProposals(ProposalGenerator):
         if max_proposals is not None and int(max_proposals) < 1:
             raise ValueError(f"max_proposals must be >= 1 or None, got {max_proposals}.")
         self.grid = point_grid(points_per_side)
-        expected = "a SAM checkpoint path / Hub id or a SamModel"
-        self.model = _load_model(model_or_path, "SamModel", local_files_only, expected).eval()
-        if device is not None:
-            self.model.to(device)
+        self.model = from_pretrained("SamModel", model_or_path, local_files_only).to(device).eval()
         self.pred_iou_thresh = float(pred_iou_thresh)
         self.stability_score_thresh = float(stability_score_thresh)
         self.nms_iou = float(nms_iou)
@@ -113,49 +96,26 @@ class SAMProposals(ProposalGenerator):
         self.points_per_batch = int(points_per_batch)
         self.mask_threshold = float(mask_threshold)
         self.stability_score_offset = float(stability_score_offset)
-        if image_processor is None and isinstance(model_or_path, (str, os.PathLike)):
-            image_processor = _try_load("SamImageProcessor", model_or_path, local_files_only)
-        if image_processor is None:  # one built from the config
-            side = self.input_size
-            try:
-                from transformers import SamImageProcessor
+        if image_processor is None:
+            image_processor = from_pretrained("SamImageProcessor", model_or_path, local_files_only, optional=True)
+        if image_processor is None:  # one built from the config (transformers' PIL backend without torchvision)
+            from transformers import SamImageProcessor
 
-                image_processor = SamImageProcessor(
-                    size=dict(longest_edge=side), pad_size=dict(height=side, width=side)
-                )
-            except ImportError as err:
-                logger.warning("SamImageProcessor unavailable (%s); using the torch pre-processing.", err)
+            side = int(self.model.config.vision_config.image_size)
+            image_processor = SamImageProcessor(size=dict(longest_edge=side), pad_size=dict(height=side, width=side))
         self.image_processor = image_processor
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @property
-    def input_size(self) -> int:
-        return int(self.model.config.vision_config.image_size)
-
-    def _preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """`pixel_values (1, 3, S, S)` and the size of the resized image inside them."""
-        if self.image_processor is not None:
-            try:
-                inputs = self.image_processor(images=[image.permute(1, 2, 0).numpy()], return_tensors="pt")
-                return inputs["pixel_values"], tuple(int(side) for side in inputs["reshaped_input_sizes"][0])
-            except ImportError as err:  # a processor that needs torchvision
-                logger.warning("SamImageProcessor failed (%s); using the torch pre-processing.", err)
-                self.image_processor = None
-        side = self.input_size
-        scale = side / max(image.shape[-2:])
-        resized_size = tuple(int(length * scale + 0.5) for length in image.shape[-2:])
-        resized = resize_image(image, resized_size)
-        return normalize_and_pad([resized], IMAGENET_MEAN, IMAGENET_STD, pad_size=(side, side))[0], resized_size
-
     @torch.no_grad()
     def _generate_one(self, image: torch.Tensor) -> Proposals:
         image_size = tuple(image.shape[-2:])
-        pixel_values, resized_size = self._preprocess(image)
+        inputs = self.image_processor(images=[image.permute(1, 2, 0).numpy()], return_tensors="pt")
+        resized_size = tuple(int(side) for side in inputs["reshaped_input_sizes"][0])
         output_size = mask_size_for(image_size, resized_size)  # the working size for huge images
-        pixel_values = pixel_values.to(self.device, next(self.model.parameters()).dtype)
+        pixel_values = inputs["pixel_values"].to(self.device, next(self.model.parameters()).dtype)
         padded_size = tuple(pixel_values.shape[-2:])
         embeddings = self.model.get_image_embeddings(pixel_values)
         points = self.grid.to(self.device) * torch.tensor([resized_size[1], resized_size[0]], device=self.device)

@@ -1,54 +1,18 @@
-"""Proposals from any transformers universal-segmentation checkpoint (Mask2Former, OneFormer, MaskFormer-like).
-
-The `N` queries are used class-agnostically (DESIGN.md section 2): mask logits are upsampled (`align_corners=True`)
-to the padded input, cropped to the image, resized to its original size (`align_corners=False`, detectron2's
-`sem_seg_postprocess`) and passed through a sigmoid; the class scores are `class_queries_logits` minus the "no object"
-column. Pre-processing is the checkpoint's image processor when one loads, else an equivalent torch version
-(800 / 1333 / 32 and ImageNet statistics without a processor). OneFormer also gets the `task_inputs` of "the task is
-semantic" from the checkpoint's (or the given) tokenizer.
-"""
+"""Proposals from any transformers universal-segmentation checkpoint (Mask2Former, OneFormer, MaskFormer-like): its `N`
+queries used class-agnostically, with their class scores (docs/proposals.md). Pre-processing is the checkpoint's image
+processor when one loads, else an equivalent torch version (800 / 1333 / 32 and ImageNet statistics without one)."""
 
 from __future__ import annotations
-
-import logging
-import os
 
 import torch
 from transformers.image_transforms import get_size_with_aspect_ratio
 
 from ..data.transforms import resize_image
-from ..hub.conversion import pretrained_options
 from ..model.images import image_to_tensor, load_images
 from . import ProposalGenerator, Proposals, mask_size_for
-from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad, resize_logits
-
-logger = logging.getLogger(__name__)
+from ._images import IMAGENET_MEAN, IMAGENET_STD, from_pretrained, normalize_and_pad, resize_logits
 
 ONEFORMER_TASK_TEXT = "the task is semantic"
-
-
-def _from_pretrained(loader_name: str, path, local_files_only: bool | None):
-    import transformers
-
-    return getattr(transformers, loader_name).from_pretrained(os.fspath(path), **pretrained_options(local_files_only))
-
-
-def _load_model(model_or_path, loader_name: str, local_files_only: bool | None, expected: str):
-    """`transformers.<loader_name>.from_pretrained` for a path / Hub id; a model instance is returned as is."""
-    if isinstance(model_or_path, (str, os.PathLike)):
-        return _from_pretrained(loader_name, model_or_path, local_files_only)
-    if not isinstance(model_or_path, torch.nn.Module):
-        raise ValueError(f"Expected {expected}, got {type(model_or_path).__name__}.")
-    return model_or_path
-
-
-def _try_load(loader_name: str, path, local_files_only: bool | None):
-    """`transformers.<loader_name>.from_pretrained(path)`, or None (logged) when the checkpoint has none."""
-    try:
-        return _from_pretrained(loader_name, path, local_files_only)
-    except Exception as err:  # a missing optional component must not break the generator
-        logger.warning("No %s loaded from %s (%s); using the built-in fallback.", loader_name, path, err)
-        return None
 
 
 def mask_logits_to_probabilities(mask_logits, padded_size, valid_size, output_size) -> torch.Tensor:
@@ -72,14 +36,11 @@ def class_names_from_config(config, num_classes: int) -> list[str]:
 
 
 class UniversalSegmentationProposals(ProposalGenerator):
-    """Class-agnostic proposals (with the generator's own class scores) from a universal-segmentation model: a
-    checkpoint path / Hub id, or a model whose output has `masks_queries_logits (B, N, h, w)` and
-    `class_queries_logits (B, N, K + 1)`.
-
-    `num_proposals` keeps the top queries by highest non-void class probability (None: all); `image_processor` /
-    `tokenizer` replace the checkpoint's (the tokenizer serves OneFormer's task text); `use_image_processor=False`
-    forces the torch pre-processing (settings still read from the processor); `renormalize_classes`: see
-    [`class_probabilities`]; `local_files_only` goes to every `from_pretrained` (None: the Hub default)."""
+    """Class-agnostic proposals with the generator's own class scores from a universal-segmentation model (a checkpoint
+    path / Hub id, or a model whose output has `masks_queries_logits (B, N, h, w)` and `class_queries_logits (B, N,
+    K + 1)`). `num_proposals` keeps the top queries by highest non-void class probability; `image_processor` /
+    `tokenizer` (OneFormer's task text) replace the checkpoint's; `use_image_processor=False` forces the torch
+    pre-processing; `renormalize_classes`: see [`class_probabilities`]."""
 
     def __init__(
         self,
@@ -95,20 +56,17 @@ class UniversalSegmentationProposals(ProposalGenerator):
     ):
         if num_proposals is not None and int(num_proposals) < 1:
             raise ValueError(f"num_proposals must be >= 1 or None, got {num_proposals}.")
-        expected = "a checkpoint path / Hub id or a universal-segmentation model"
-        self.model = _load_model(model_or_path, "AutoModelForUniversalSegmentation", local_files_only, expected).eval()
-        if device is not None:
-            self.model.to(device)
+        model = from_pretrained("AutoModelForUniversalSegmentation", model_or_path, local_files_only)
+        self.model = model.to(device).eval()
         self.num_proposals = None if num_proposals is None else int(num_proposals)
         self.renormalize_classes = renormalize_classes
         self.use_image_processor = use_image_processor
-        is_path = isinstance(model_or_path, (str, os.PathLike))
-        if image_processor is None and is_path:
-            image_processor = _try_load("AutoImageProcessor", model_or_path, local_files_only)
+        if image_processor is None:
+            image_processor = from_pretrained("AutoImageProcessor", model_or_path, local_files_only, optional=True)
         self.image_processor = image_processor
         self.is_oneformer = getattr(self.model.config, "model_type", None) == "oneformer"
-        if self.is_oneformer and tokenizer is None and is_path:
-            tokenizer = _try_load("AutoTokenizer", model_or_path, local_files_only)
+        if self.is_oneformer and tokenizer is None:
+            tokenizer = from_pretrained("AutoTokenizer", model_or_path, local_files_only, optional=True)
         self.tokenizer = tokenizer
 
     @property
@@ -152,12 +110,7 @@ class UniversalSegmentationProposals(ProposalGenerator):
     def _processor_preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         arrays = [image.permute(1, 2, 0).numpy() for image in images]
         kwargs = {"task_inputs": ["semantic"] * len(arrays)} if self.is_oneformer else {}
-        try:
-            inputs = self.image_processor(images=arrays, return_tensors="pt", **kwargs)
-        except ImportError as err:  # e.g. a processor that needs torchvision
-            logger.warning("Image processor failed (%s); using the torch pre-processing.", err)
-            self.use_image_processor = False
-            return self._torch_preprocess(images)
+        inputs = self.image_processor(images=arrays, return_tensors="pt", **kwargs)
         pixel_mask = inputs.get("pixel_mask")
         if pixel_mask is None:  # a processor that does not pad
             pixel_mask = torch.ones_like(inputs["pixel_values"][:, 0], dtype=torch.long)
@@ -183,18 +136,17 @@ class UniversalSegmentationProposals(ProposalGenerator):
         if self.is_oneformer:
             kwargs["task_inputs"] = self._task_inputs(pixel_values.shape[0])
         outputs = self.model(**kwargs)
-        names = class_names_from_config(self.model.config, outputs.class_queries_logits.shape[-1] - 1)
+        mask_logits, class_logits = outputs.masks_queries_logits, outputs.class_queries_logits
+        names = class_names_from_config(self.model.config, class_logits.shape[-1] - 1)
         results = []
         for index, output_size in enumerate(output_sizes):
-            logits, keep = outputs.class_queries_logits[index].float(), slice(None)
+            logits, keep = class_logits[index].float(), slice(None)
             if self.num_proposals is not None and self.num_proposals < logits.shape[0]:
                 confidence = logits.softmax(-1)[:, :-1].amax(-1)
                 keep = confidence.topk(self.num_proposals).indices.sort().values
             valid = (int(pixel_mask[index, :, 0].sum()), int(pixel_mask[index, 0].sum()))
             target = mask_size_for(output_size, valid)
-            masks = mask_logits_to_probabilities(
-                outputs.masks_queries_logits[index, keep], pixel_values.shape[-2:], valid, target
-            )
+            masks = mask_logits_to_probabilities(mask_logits[index, keep], pixel_values.shape[-2:], valid, target)
             scores = class_probabilities(logits[keep], renormalize=self.renormalize_classes)
             image_size = output_size if target != output_size else None
             results.append(Proposals(masks=masks, class_scores=scores, class_names=list(names), image_size=image_size))
@@ -211,15 +163,8 @@ class UniversalSegmentationProposals(ProposalGenerator):
         """Proposals for `(3, H_i, W_i)` uint8 tensors already at the working size (e.g. 640 px training crops): only
         normalised and padded to a multiple of `size_divisor` (32 by default), as the released training does."""
         images = list(images)
-        if not images:
-            raise ValueError("generate_prepared needs at least one image.")
-        for image in images:
-            is_uint8_image = isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3
-            if not is_uint8_image or image.shape[0] != 3:
-                raise ValueError(
-                    f"generate_prepared expects (3, H, W) uint8 tensors, got {getattr(image, 'shape', type(image))} "
-                    f"of dtype {getattr(image, 'dtype', None)}."
-                )
+        if not images or any(image.ndim != 3 or len(image) != 3 or image.dtype != torch.uint8 for image in images):
+            raise ValueError("generate_prepared expects (3, H, W) uint8 tensors (at least one).")
         mean, std, rescale = self._normalization()
         divisor = int(self._setting("size_divisor", 32) or 32)
         images = [image.to(self.device) for image in images]

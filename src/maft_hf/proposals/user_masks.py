@@ -1,12 +1,5 @@
-"""User-given masks as proposals (`Proposals.masks (N, H, W)` float32 in [0, 1]).
-
-Accepted: a `(N, H, W)` array / tensor (bool, integer 0/1, integer 0..255 divided by 255, or float in [0, 1]); a list
-of `(H, W)` masks (arrays, tensors, single-band PIL images), each scaled by the same rules on its own; an `(H, W)`
-integer label map (array, tensor, PIL "L" / "P" / "I"), one binary mask per id present in increasing order,
-`ignore_index` excluded. A 2-D bool array is one mask; a single 2-D uint8 0/255 array is a label map (give one binary
-mask as `(1, H, W)` or in a list). Masks of another size than the image's are resized bilinearly (antialiased when
-shrinking).
-"""
+"""User-given masks as proposals: `(N, H, W)` arrays / tensors (bool, 0/1, 0..255 or float in [0, 1]), lists of `(H, W)`
+masks or `(H, W)` integer label maps, resized bilinearly to the image (formats in docs/proposals.md)."""
 
 from __future__ import annotations
 
@@ -43,20 +36,15 @@ def _to_tensor(value) -> torch.Tensor:
 def _to_probabilities(masks: torch.Tensor) -> torch.Tensor:
     if masks.dtype == torch.bool:
         return masks.float()
-    if masks.is_floating_point():
-        masks = masks.float()
-        if torch.isnan(masks).any():
-            raise ValueError("Masks contain NaN; expected float values in [0, 1].")
-        low, high = float(masks.min()), float(masks.max())
-        if low < 0.0 or high > 1.0:
-            raise ValueError(f"Float masks must lie in [0, 1], got values in [{low:g}, {high:g}].")
-        return masks
     if masks.is_complex():
         raise ValueError(f"Expected bool, integer or float masks, got dtype {masks.dtype}.")
-    low, high = int(masks.min()), int(masks.max())
-    if low < 0 or high > 255:
-        raise ValueError(f"Integer masks must be 0/1 or lie in 0..255 (e.g. 0/255), got values in [{low}, {high}].")
-    return masks.float() if high <= 1 else masks.float() / 255.0
+    low, high = float(masks.min()), float(masks.max())  # NaN if any value is
+    if not (low >= 0 and high <= (1 if masks.is_floating_point() else 255)):
+        raise ValueError(
+            f"Masks must be floats in [0, 1] (no NaN) or integers 0/1 or in 0..255 (e.g. 0/255), got {masks.dtype} "
+            f"values in [{low:g}, {high:g}]."
+        )
+    return masks.float() / (255.0 if high > 1 else 1.0)
 
 
 def split_label_map(label_map, ignore_index: int | None = 255) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,9 +60,7 @@ def split_label_map(label_map, ignore_index: int | None = 255) -> tuple[torch.Te
     if ignore_index is not None:
         ids = ids[ids != ignore_index]
     if ids.numel() == 0:
-        raise ValueError(
-            f"The label map holds no id other than ignore_index={ignore_index}; at least one mask is required."
-        )
+        raise ValueError(f"The label map holds no id other than ignore_index={ignore_index}: no mask.")
     return labels[None] == ids[:, None, None], ids
 
 
@@ -101,9 +87,7 @@ def _proposals_from_list(masks: Sequence, image_size: tuple[int, int] | None) ->
         items.append(proposals_from_user_masks(tensor, image_size).masks[0])
     sizes = {tuple(item.shape) for item in items}
     if len(sizes) > 1:
-        raise ValueError(
-            f"All masks of the list must have one size when image_size is None, got sizes {sorted(sizes)}."
-        )
+        raise ValueError(f"The masks of a list must have one size without image_size, got {sorted(sizes)}.")
     return Proposals(masks=torch.stack(items))
 
 
