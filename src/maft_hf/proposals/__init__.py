@@ -29,11 +29,9 @@ class Proposals:
     image_size: tuple[int, int] | None = None
 
     def __post_init__(self):
-        if not isinstance(self.masks, torch.Tensor) or self.masks.ndim != 3:
+        if not isinstance(self.masks, torch.Tensor) or self.masks.ndim != 3 or len(self.masks) == 0:
             shape = tuple(self.masks.shape) if isinstance(self.masks, torch.Tensor) else type(self.masks)
-            raise ValueError(f"Proposals.masks must be a (N, H, W) tensor, got {shape}.")
-        if self.masks.shape[0] == 0:
-            raise ValueError("Proposals.masks has N = 0 proposals; at least one is required.")
+            raise ValueError(f"Proposals.masks must be a (N, H, W) tensor with N >= 1, got {shape}.")
         if self.class_scores is None:
             return
         scores, names = self.class_scores, self.class_names
@@ -61,11 +59,8 @@ class ProposalGenerator:
 
 # Lazy exports: the sources below import transformers model code only when first used.
 _LAZY_EXPORTS = {
-    "UserMaskProposals": ".user_masks",
-    "proposals_from_user_masks": ".user_masks",
-    "split_label_map": ".user_masks",
-    "GridProposals": ".grid",
-    "ColorClusterProposals": ".grid",
+    **dict.fromkeys(["UserMaskProposals", "proposals_from_user_masks", "split_label_map"], ".user_masks"),
+    **dict.fromkeys(["GridProposals", "ColorClusterProposals"], ".grid"),
     "UniversalSegmentationProposals": ".universal",
     "SAMProposals": ".sam",
     "load_proposal_generator": ".factory",

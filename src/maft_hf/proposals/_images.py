@@ -7,6 +7,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+import transformers
 
 from ..hub.conversion import pretrained_options
 
@@ -27,8 +28,8 @@ def normalize_and_pad(
     if size_divisor and size_divisor > 0:
         pad_h, pad_w = -(-pad_h // size_divisor) * size_divisor, -(-pad_w // size_divisor) * size_divisor
     device = images[0].device
-    mean = torch.tensor(image_mean, dtype=torch.float32, device=device).view(3, 1, 1)
-    std = torch.tensor(image_std, dtype=torch.float32, device=device).view(3, 1, 1)
+    mean = torch.tensor(image_mean, dtype=torch.float32, device=device).reshape(-1, 1, 1)  # 3 values or 1
+    std = torch.tensor(image_std, dtype=torch.float32, device=device).reshape(-1, 1, 1)
     pixel_values = torch.zeros(len(images), 3, pad_h, pad_w, dtype=torch.float32, device=device)
     pixel_mask = torch.zeros(len(images), pad_h, pad_w, dtype=torch.long, device=device)
     for index, image in enumerate(images):
@@ -57,10 +58,8 @@ def from_pretrained(loader_name: str, model_or_path, local_files_only: bool | No
     an `optional` component is None (logged) when the checkpoint has none, or when given a model instance."""
     if not isinstance(model_or_path, (str, os.PathLike)):
         return None if optional else model_or_path
-    import transformers
-
-    loader = getattr(transformers, loader_name)
     try:
+        loader = getattr(transformers, loader_name)
         return loader.from_pretrained(os.fspath(model_or_path), **pretrained_options(local_files_only))
     except Exception as err:  # a missing optional component must not break the generator
         if not optional:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..model.images import image_to_tensor, load_images
+from ..model.images import load_images
 from . import ProposalGenerator, Proposals, mask_size_for
 from ._images import from_pretrained, resize_logits
 
@@ -38,14 +38,10 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
     """IoU `(N, M)` of inclusive pixel boxes `(x0, y0, x1, y1)`, each `(x1 - x0 + 1) * (y1 - y0 + 1)` pixels large."""
-    a, b = boxes_a.float(), boxes_b.float()
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    sides = (bottom_right - top_left + 1).clamp(min=0)
-    inter = sides[..., 0] * sides[..., 1]
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+    a, b = boxes_a.float()[:, None], boxes_b.float()[None]  # (N, 1, 4), (1, M, 4)
+    inter = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2]) + 1).clamp(min=0).prod(-1)
+    area_a, area_b = (a[..., 2:] - a[..., :2] + 1).prod(-1), (b[..., 2:] - b[..., :2] + 1).prod(-1)
+    return inter / (area_a + area_b - inter)
 
 
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -62,10 +58,9 @@ def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> 
 
 
 class SAMProposals(ProposalGenerator):
-    """Class-agnostic SAM proposals from a point grid (module docstring) of a `SamModel` (path / Hub id or instance):
-    `points_per_side ** 2` prompts, 3 masks each, `points_per_batch` per call, filtered by `pred_iou_thresh`,
-    `stability_score_thresh` and the NMS box-IoU `nms_iou`; `max_proposals` keeps the highest predicted IoUs (None:
-    all); `mask_threshold` / `stability_score_offset` are SAM's logit threshold (0) and stability offset (1)."""
+    """Class-agnostic proposals of a `SamModel` (path / Hub id or instance) prompted by a grid of `points_per_side ** 2`
+    points (docs/proposals.md), 3 masks each, filtered by predicted IoU, stability and box NMS (`nms_iou`);
+    `max_proposals` keeps the highest predicted IoUs (None: all)."""
 
     def __init__(
         self,
@@ -110,17 +105,16 @@ class SAMProposals(ProposalGenerator):
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def _generate_one(self, image: torch.Tensor) -> Proposals:
-        image_size = tuple(image.shape[-2:])
-        inputs = self.image_processor(images=[image.permute(1, 2, 0).numpy()], return_tensors="pt")
+    def _generate_one(self, image) -> Proposals:
+        image_size = (image.height, image.width)
+        inputs = self.image_processor(images=[image], return_tensors="pt")
         resized_size = tuple(int(side) for side in inputs["reshaped_input_sizes"][0])
         output_size = mask_size_for(image_size, resized_size)  # the working size for huge images
         pixel_values = inputs["pixel_values"].to(self.device, next(self.model.parameters()).dtype)
         padded_size = tuple(pixel_values.shape[-2:])
         embeddings = self.model.get_image_embeddings(pixel_values)
         points = self.grid.to(self.device) * torch.tensor([resized_size[1], resized_size[0]], device=self.device)
-
-        kept_low_res, kept_scores, kept_boxes = [], [], []
+        kept = []  # (low-res logits, predicted IoUs, boxes) of the masks that pass the filters
         best_low_res, best_score = None, -float("inf")
         for start in range(0, points.shape[0], self.points_per_batch):
             batch = points[start : start + self.points_per_batch]
@@ -142,14 +136,10 @@ class SAMProposals(ProposalGenerator):
             stable = stability_scores(logits, self.mask_threshold, self.stability_score_offset)
             binary = logits > self.mask_threshold
             keep = (stable > self.stability_score_thresh) & binary.flatten(1).any(-1)
-            kept_low_res.append(low_res[candidates[keep]])
-            kept_scores.append(scores[candidates[keep]])
-            kept_boxes.append(masks_to_boxes(binary[keep]))
-
-        low_res = torch.cat(kept_low_res) if kept_low_res else best_low_res[:0]
+            kept.append((low_res[candidates[keep]], scores[candidates[keep]], masks_to_boxes(binary[keep])))
+        low_res, scores, boxes = (torch.cat(parts) for parts in zip(*kept)) if kept else [best_low_res[:0]] * 3
         if len(low_res):
-            order = box_nms(torch.cat(kept_boxes), torch.cat(kept_scores), self.nms_iou)
-            low_res = low_res[order[: self.max_proposals]]
+            low_res = low_res[box_nms(boxes, scores, self.nms_iou)[: self.max_proposals]]
         else:  # nothing survived: fall back to the best-scoring mask
             low_res = best_low_res
         masks = resize_logits(low_res, padded_size, resized_size, output_size, align_corners=False).sigmoid_()
@@ -157,4 +147,4 @@ class SAMProposals(ProposalGenerator):
 
     def __call__(self, images) -> list[Proposals]:
         """Proposals at each image's resolution: `masks (N, H, W)` probabilities, `N >= 1` chosen by SAM."""
-        return [self._generate_one(image_to_tensor(image)) for image in load_images(images)]
+        return [self._generate_one(image) for image in load_images(images)]

@@ -29,18 +29,10 @@ def class_probabilities(class_logits: torch.Tensor, renormalize: bool = True) ->
     return class_logits.float().softmax(-1)[:, :-1]
 
 
-def class_names_from_config(config, num_classes: int) -> list[str]:
-    """The `num_classes` names of `config.id2label` in id order (`class_<i>` where an id is missing)."""
-    id2label = getattr(config, "id2label", None) or {}
-    return [str(id2label.get(index, id2label.get(str(index), f"class_{index}"))) for index in range(num_classes)]
-
-
 class UniversalSegmentationProposals(ProposalGenerator):
-    """Class-agnostic proposals with the generator's own class scores from a universal-segmentation model (a checkpoint
-    path / Hub id, or a model whose output has `masks_queries_logits (B, N, h, w)` and `class_queries_logits (B, N,
-    K + 1)`). `num_proposals` keeps the top queries by highest non-void class probability; `image_processor` /
-    `tokenizer` (OneFormer's task text) replace the checkpoint's; `use_image_processor=False` forces the torch
-    pre-processing; `renormalize_classes`: see [`class_probabilities`]."""
+    """Proposals with the generator's own class scores from a universal-segmentation model (path / Hub id, or a model
+    with `masks_queries_logits (B, N, h, w)` and `class_queries_logits (B, N, K + 1)`): `num_proposals` keeps the top
+    queries by non-void class probability; `use_image_processor=False` forces the torch pre-processing."""
 
     def __init__(
         self,
@@ -78,12 +70,12 @@ class UniversalSegmentationProposals(ProposalGenerator):
         value = getattr(self.image_processor, name, None)
         return default if value is None else value
 
-    def _normalization(self) -> tuple[list[float], list[float], float]:
+    def _normalization(self) -> tuple:
+        """`(mean, std, rescale_factor)` of the processor (one number or three), else ImageNet's."""
         mean, std = self._setting("image_mean", IMAGENET_MEAN), self._setting("image_std", IMAGENET_STD)
         if not self._setting("do_normalize", True):
-            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+            mean, std = 0.0, 1.0
         rescale = self._setting("rescale_factor", 1 / 255) if self._setting("do_rescale", True) else 1.0
-        mean, std = ([float(v)] * 3 if isinstance(v, (int, float)) else [float(x) for x in v] for v in (mean, std))
         return mean, std, float(rescale)
 
     def _target_size(self, height: int, width: int) -> tuple[int, int]:
@@ -93,10 +85,8 @@ class UniversalSegmentationProposals(ProposalGenerator):
         if size.get("height") and size.get("width"):
             new_h, new_w = int(size["height"]), int(size["width"])
         else:
-            longest = size.get("longest_edge")
-            new_h, new_w = get_size_with_aspect_ratio(
-                (height, width), int(size.get("shortest_edge") or 800), None if longest is None else int(longest)
-            )
+            shortest, longest = size.get("shortest_edge") or 800, size.get("longest_edge")
+            new_h, new_w = get_size_with_aspect_ratio((height, width), shortest, longest)
         divisor = self._setting("size_divisor", 32 if self.image_processor is None else 0)
         if divisor:
             new_h, new_w = -(-new_h // divisor) * divisor, -(-new_w // divisor) * divisor
@@ -111,10 +101,8 @@ class UniversalSegmentationProposals(ProposalGenerator):
         arrays = [image.permute(1, 2, 0).numpy() for image in images]
         kwargs = {"task_inputs": ["semantic"] * len(arrays)} if self.is_oneformer else {}
         inputs = self.image_processor(images=arrays, return_tensors="pt", **kwargs)
-        pixel_mask = inputs.get("pixel_mask")
-        if pixel_mask is None:  # a processor that does not pad
-            pixel_mask = torch.ones_like(inputs["pixel_values"][:, 0], dtype=torch.long)
-        return inputs["pixel_values"], pixel_mask
+        pixel_values = inputs["pixel_values"]
+        return pixel_values, inputs.get("pixel_mask", torch.ones_like(pixel_values[:, 0], dtype=torch.long))
 
     def _task_inputs(self, batch_size: int) -> torch.Tensor:
         if self.tokenizer is None:
@@ -137,7 +125,8 @@ class UniversalSegmentationProposals(ProposalGenerator):
             kwargs["task_inputs"] = self._task_inputs(pixel_values.shape[0])
         outputs = self.model(**kwargs)
         mask_logits, class_logits = outputs.masks_queries_logits, outputs.class_queries_logits
-        names = class_names_from_config(self.model.config, class_logits.shape[-1] - 1)
+        id2label = getattr(self.model.config, "id2label", None) or {}  # `class_<i>` where an id is missing
+        names = [str(id2label.get(i, id2label.get(str(i), f"class_{i}"))) for i in range(class_logits.shape[-1] - 1)]
         results = []
         for index, output_size in enumerate(output_sizes):
             logits, keep = class_logits[index].float(), slice(None)
