@@ -51,10 +51,8 @@ def split_label_map(label_map, ignore_index: int | None = 255) -> tuple[torch.Te
     """Split an `(H, W)` integer label map into `masks (N, H, W)` bool and `ids (N,)` int64, one per id present in
     increasing order (`ignore_index` gets none; None keeps every id)."""
     labels = _to_tensor(label_map)
-    if labels.ndim != 2:
-        raise ValueError(f"Expected a label map of shape (H, W), got {_describe(labels)}.")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise ValueError(f"Expected an integer label map, got dtype {labels.dtype}.")
+    if labels.ndim != 2 or labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"Expected an integer label map of shape (H, W), got {_describe(labels)}.")
     labels = labels.long()
     ids = torch.unique(labels)
     if ignore_index is not None:
@@ -108,10 +106,10 @@ def proposals_from_user_masks(
         tensor = tensor[None] if tensor.dtype == torch.bool else split_label_map(tensor, ignore_index)[0]
     if tensor.ndim != 3:
         raise ValueError(f"Expected masks of shape (N, H, W), a label map (H, W) or a list, got {_describe(masks)}.")
-    if tensor.shape[0] == 0:
-        raise ValueError(f"Expected at least one mask, got N = 0 (shape {tuple(tensor.shape)}).")
-    if min(tensor.shape[-2:]) == 0:
-        raise ValueError(f"Masks have an empty spatial size {tuple(tensor.shape[-2:])}.")
+    if tensor.numel() == 0:
+        raise ValueError(
+            f"Expected at least one mask of a non-empty size, got shape {tuple(tensor.shape)} (N = {len(tensor)})."
+        )
     probabilities = _to_probabilities(tensor)
     return Proposals(masks=probabilities if image_size is None else resize_masks(probabilities, image_size))
 
