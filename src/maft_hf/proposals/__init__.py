@@ -47,9 +47,8 @@ class Proposals:
 
 
 class ProposalGenerator:
-    """Base class of proposal sources: `generator(images) -> list[Proposals]`, one per image (PIL images, `(H, W, 3)`
-    uint8 arrays or `(3, H, W)` uint8 tensors), masks at its `(H, W)`. With `needs_vocabulary = True` (FreeSeg) they
-    also take `class_names=` and `text_classifier=`."""
+    """Base class of proposal sources: `generator(images) -> list[Proposals]`, one per image, masks at its `(H, W)`;
+    with `needs_vocabulary = True` (FreeSeg) they also take `class_names=` and `text_classifier=`."""
 
     needs_vocabulary: bool = False
 

@@ -38,10 +38,8 @@ def color_cluster_masks(
     small = F.interpolate(image[None].float() / 255.0, size=small_size, mode="bilinear", align_corners=False)[0]
     ys, xs = torch.meshgrid(torch.linspace(0, 1, small_size[0]), torch.linspace(0, 1, small_size[1]), indexing="ij")
     features = torch.cat([small, spatial_weight * ys[None], spatial_weight * xs[None]]).reshape(5, -1).t()
-    generator = torch.Generator().manual_seed(seed)
-    centres = features[torch.randperm(features.shape[0], generator=generator)[:k]]
-    if centres.shape[0] < k:  # fewer pixels than clusters
-        centres = torch.cat([centres, centres[: k - centres.shape[0]]])
+    picks = torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(seed))
+    centres = features[picks.repeat(k // len(picks) + 1)[:k]]  # repeated if there are fewer pixels than clusters
     for _ in range(iterations):
         assign = torch.cdist(features, centres).argmin(1)
         for c in range(k):

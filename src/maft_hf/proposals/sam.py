@@ -113,17 +113,11 @@ class SAMProposals(ProposalGenerator):
         pixel_values = inputs["pixel_values"].to(self.device, next(self.model.parameters()).dtype)
         padded_size = tuple(pixel_values.shape[-2:])
         embeddings = self.model.get_image_embeddings(pixel_values)
-        points = self.grid.to(self.device) * torch.tensor([resized_size[1], resized_size[0]], device=self.device)
+        points = self.grid.to(self.device) * torch.tensor(resized_size[::-1], device=self.device)
         kept = []  # (low-res logits, predicted IoUs, boxes) of the masks that pass the filters
         best_low_res, best_score = None, -float("inf")
-        for start in range(0, points.shape[0], self.points_per_batch):
-            batch = points[start : start + self.points_per_batch]
-            outputs = self.model(
-                image_embeddings=embeddings,
-                input_points=batch[None, :, None, :],
-                input_labels=torch.ones(1, batch.shape[0], 1, dtype=torch.long, device=self.device),
-                multimask_output=True,
-            )
+        for batch in points.split(self.points_per_batch):  # each point a foreground prompt (SamModel's default labels)
+            outputs = self.model(image_embeddings=embeddings, input_points=batch[None, :, None], multimask_output=True)
             low_res = outputs.pred_masks[0].flatten(0, 1)  # (P * 3, h, w)
             scores = outputs.iou_scores[0].flatten().float()  # (P * 3,)
             top = int(scores.argmax())
