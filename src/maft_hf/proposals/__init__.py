@@ -1,9 +1,9 @@
-"""Proposal sources: class-agnostic masks for MAFT to classify, one [`Proposals`] per image (heavy sources load
-lazily)."""
+"""Proposal sources: class-agnostic masks for MAFT to classify, one [`Proposals`] per image (see docs/proposals.md)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib
+from dataclasses import dataclass
 
 import torch
 
@@ -13,10 +13,8 @@ FULL_RESOLUTION_PIXELS = 4096 * 4096
 def mask_size_for(image_size: tuple[int, int], working_size: tuple[int, int]) -> tuple[int, int]:
     """The size a generator returns its masks at: the image's, or for images over `FULL_RESOLUTION_PIXELS` its own
     working size (with `Proposals.image_size` set), so that memory stays bounded at any image size."""
-    image_size = tuple(int(s) for s in image_size)
-    return (
-        image_size if image_size[0] * image_size[1] <= FULL_RESOLUTION_PIXELS else tuple(int(s) for s in working_size)
-    )
+    height, width = (int(side) for side in image_size)
+    return (height, width) if height * width <= FULL_RESOLUTION_PIXELS else tuple(int(s) for s in working_size)
 
 
 @dataclass
@@ -27,25 +25,21 @@ class Proposals:
 
     masks: torch.Tensor
     class_scores: torch.Tensor | None = None
-    class_names: list[str] | None = field(default=None)
+    class_names: list[str] | None = None
     image_size: tuple[int, int] | None = None
 
     def __post_init__(self):
-        if not isinstance(self.masks, torch.Tensor) or self.masks.ndim != 3:
+        if not isinstance(self.masks, torch.Tensor) or self.masks.ndim != 3 or len(self.masks) == 0:
             shape = tuple(self.masks.shape) if isinstance(self.masks, torch.Tensor) else type(self.masks)
-            raise ValueError(f"Proposals.masks must be a (N, H, W) tensor, got {shape}.")
-        if self.masks.shape[0] == 0:
-            raise ValueError("Proposals.masks has N = 0 proposals; at least one is required.")
-        if self.class_scores is not None:
-            if self.class_scores.ndim != 2 or self.class_scores.shape[0] != self.masks.shape[0]:
-                raise ValueError(
-                    f"Proposals.class_scores must be (N={self.masks.shape[0]}, K), got {tuple(self.class_scores.shape)}."
-                )
-            if self.class_names is None or len(self.class_names) != self.class_scores.shape[1]:
-                raise ValueError(
-                    f"Proposals.class_names must name the K={self.class_scores.shape[1]} classes of class_scores, "
-                    f"got {None if self.class_names is None else len(self.class_names)} names."
-                )
+            raise ValueError(f"Proposals.masks must be a (N, H, W) tensor with N >= 1, got {shape}.")
+        if self.class_scores is None:
+            return
+        scores, names = self.class_scores, self.class_names
+        if scores.ndim != 2 or len(scores) != len(self.masks) or names is None or len(names) != scores.shape[1]:
+            raise ValueError(
+                f"Proposals.class_scores must be (N={len(self.masks)}, K) with class_names naming its K classes, got "
+                f"{tuple(scores.shape)} and {None if names is None else len(names)} names."
+            )
 
     @property
     def num_proposals(self) -> int:
@@ -53,9 +47,8 @@ class Proposals:
 
 
 class ProposalGenerator:
-    """Base class of proposal sources: `generator(images) -> list[Proposals]`, one per image (PIL images, `(H, W, 3)`
-    uint8 arrays or `(3, H, W)` uint8 tensors), masks at its `(H, W)`. With `needs_vocabulary = True` (FreeSeg) they
-    also take `class_names=` and `text_classifier=`."""
+    """Base class of proposal sources: `generator(images) -> list[Proposals]`, one per image, masks at its `(H, W)`;
+    with `needs_vocabulary = True` (FreeSeg) they also take `class_names=` and `text_classifier=`."""
 
     needs_vocabulary: bool = False
 
@@ -65,11 +58,8 @@ class ProposalGenerator:
 
 # Lazy exports: the sources below import transformers model code only when first used.
 _LAZY_EXPORTS = {
-    "UserMaskProposals": ".user_masks",
-    "proposals_from_user_masks": ".user_masks",
-    "split_label_map": ".user_masks",
-    "GridProposals": ".grid",
-    "ColorClusterProposals": ".cluster",
+    **dict.fromkeys(["UserMaskProposals", "proposals_from_user_masks", "split_label_map"], ".user_masks"),
+    **dict.fromkeys(["GridProposals", "ColorClusterProposals"], ".grid"),
     "UniversalSegmentationProposals": ".universal",
     "SAMProposals": ".sam",
     "load_proposal_generator": ".factory",
@@ -79,8 +69,6 @@ __all__ = ["Proposals", "ProposalGenerator", *_LAZY_EXPORTS]
 
 
 def __getattr__(name):
-    if name in _LAZY_EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _LAZY_EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY_EXPORTS[name], __name__), name)

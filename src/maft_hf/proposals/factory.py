@@ -1,18 +1,19 @@
-"""Build a proposal source from a spec string `"kind:argument"`:
-
-- `"mask2former:<id_or_path>"`, `"oneformer:<id_or_path>"` (model type checked), `"universal:<id_or_path>"`:
-  [`UniversalSegmentationProposals`];
-- `"sam:<id_or_path>"`: [`SAMProposals`]; `"freeseg:<folder>"`: [`FreeSegProposals`], the released MAFT generator;
-- `"grid:<k>"`: [`GridProposals`]; `"kmeans:<k>"`: [`ColorClusterProposals`] (no weights, offline demos).
-
-Local paths load offline; for Hub ids set `HF_HUB_OFFLINE=1` or pass `local_files_only=True`.
-"""
+"""Build a proposal source from a spec string `"kind:argument"` (`mask2former:<id>`, `sam:<id>`, `grid:<k>`...: the
+table in docs/proposals.md). Local paths load offline; for Hub ids set `HF_HUB_OFFLINE=1` or `local_files_only=True`."""
 
 from __future__ import annotations
 
+import importlib
+import json
+
+from transformers import AutoConfig
+
+from ..hub.conversion import pretrained_options
 from . import ProposalGenerator
 
 SPEC_KINDS = ("mask2former", "oneformer", "universal", "sam", "grid", "kmeans", "freeseg")
+# kind -> class (a lazy export of maft_hf.proposals); the other kinds are universal segmentation
+_CLASSES = dict(sam="SAMProposals", grid="GridProposals", kmeans="ColorClusterProposals", freeseg="FreeSegProposals")
 
 
 def parse_proposal_spec(spec: str) -> tuple[str, str]:
@@ -20,19 +21,17 @@ def parse_proposal_spec(spec: str) -> tuple[str, str]:
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(f"Expected a spec 'kind:argument' with kind in {SPEC_KINDS}, got {spec!r}.")
     kind, argument = spec.split(":", 1)
-    kind = kind.strip().lower()
+    kind, argument = kind.strip().lower(), argument.strip()
     if kind not in SPEC_KINDS:
         raise ValueError(f"Unknown proposal source {kind!r} in {spec!r}; expected one of {SPEC_KINDS}.")
-    if not argument.strip():
+    if not argument:
         raise ValueError(f"The spec {spec!r} names no checkpoint / grid size after '{kind}:'.")
-    return kind, argument.strip()
+    return kind, argument
 
 
 def parse_proposal_options(items: list[str]) -> dict:
-    """Command-line `KEY=VALUE` options (values parsed as JSON, else strings): `["k=32", "device=cpu"]` ->
-    `{"k": 32, "device": "cpu"}`."""
-    import json
-
+    """Command-line `KEY=VALUE` options, values parsed as JSON, else strings: `["k=32", "device=cpu"]` -> `{"k": 32,
+    "device": "cpu"}`."""
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -56,35 +55,18 @@ def load_proposal_generator(spec: str, **kwargs) -> ProposalGenerator:
     ```"""
     kind, argument = parse_proposal_spec(spec)
     if kind in ("grid", "kmeans"):
-        from .cluster import ColorClusterProposals
-        from .grid import GridProposals
-
         try:
-            k = int(argument)
+            argument = int(argument)
         except ValueError:
             raise ValueError(f"'{kind}:<k>' needs an integer k, got {argument!r}.") from None
-        for loader_only in ("local_files_only", "device"):  # weight-free: nothing to load or place
-            kwargs.pop(loader_only, None)
-        return (GridProposals if kind == "grid" else ColorClusterProposals)(k, **kwargs)
-    if kind == "sam":
-        from .sam import SAMProposals
-
-        return SAMProposals(argument, **kwargs)
-    if kind == "freeseg":
-        from .freeseg.generator import FreeSegProposals
-
-        return FreeSegProposals(argument, **kwargs)
-    if kind != "universal":  # check the model type from the config before loading any weights
-        from transformers import AutoConfig
-
-        from ..hub.conversion import pretrained_options
-
+        kwargs.pop("local_files_only", None)  # weight-free: nothing to load or place
+        kwargs.pop("device", None)
+    elif kind in ("mask2former", "oneformer"):  # check the model type from the config before loading any weights
         options = pretrained_options(kwargs.get("local_files_only"))
-        model_type = getattr(AutoConfig.from_pretrained(argument, **options), "model_type", None)
+        model_type = AutoConfig.from_pretrained(argument, **options).model_type
         if model_type != kind:
             raise ValueError(
                 f"The spec {spec!r} asks for a {kind} checkpoint, but {argument!r} is a {model_type!r} model."
             )
-    from .universal import UniversalSegmentationProposals
-
-    return UniversalSegmentationProposals(argument, **kwargs)
+    class_name = _CLASSES.get(kind, "UniversalSegmentationProposals")
+    return getattr(importlib.import_module(__package__), class_name)(argument, **kwargs)

@@ -1,30 +1,13 @@
-"""Class-agnostic proposals from Segment Anything (transformers `SamModel`), without torchvision.
-
-SAM's automatic mask generation, single crop: a `points_per_side x points_per_side` grid of point prompts (3 masks
-each); masks kept when the predicted IoU exceeds `pred_iou_thresh`, the stability score exceeds
-`stability_score_thresh` and they are not empty; a greedy box NMS removes duplicates. Logits are brought to the image
-size as `SamProcessor.post_process_masks` does, then a sigmoid. When nothing survives, the mask with the highest
-predicted IoU is returned, so `N >= 1`. Pre-processing: the checkpoint's `SamImageProcessor`, one built from the
-config, or an equivalent torch version.
-"""
+"""Class-agnostic proposals from Segment Anything (transformers `SamModel`), without torchvision: SAM's automatic mask
+generation on a single crop, with our own point grid and box NMS (docs/proposals.md)."""
 
 from __future__ import annotations
 
-import logging
-import os
-
 import torch
-import torch.nn.functional as F
 
-from ..data.transforms import resize_image
-from ..model.images import image_to_tensor, load_images
+from ..model.images import load_images
 from . import ProposalGenerator, Proposals, mask_size_for
-from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad
-from .universal import _load_model, _try_load
-
-logger = logging.getLogger(__name__)
-
-_UPSAMPLE_CHUNK = 16  # masks upsampled at once (bounds memory at full resolution)
+from ._images import from_pretrained, resize_logits
 
 
 def point_grid(points_per_side: int) -> torch.Tensor:
@@ -32,8 +15,7 @@ def point_grid(points_per_side: int) -> torch.Tensor:
     if int(points_per_side) < 1:
         raise ValueError(f"points_per_side must be >= 1, got {points_per_side}.")
     n = int(points_per_side)
-    offset = 1.0 / (2 * n)
-    ticks = torch.linspace(offset, 1 - offset, n)
+    ticks = torch.linspace(1 / (2 * n), 1 - 1 / (2 * n), n)
     return torch.stack([ticks.repeat(n), ticks.repeat_interleave(n)], dim=-1)
 
 
@@ -42,61 +24,43 @@ def stability_scores(mask_logits: torch.Tensor, mask_threshold: float = 0.0, off
     flat = mask_logits.flatten(1)
     intersections = (flat > mask_threshold + offset).sum(-1).float()
     unions = (flat > mask_threshold - offset).sum(-1).float()
-    return torch.where(unions > 0, intersections / unions.clamp(min=1), torch.zeros_like(unions))
+    return intersections / unions.clamp(min=1)  # an empty union has an empty intersection
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """`(N, H, W)` bool -> `(N, 4)` `(x0, y0, x1, y1)` inclusive pixel bounds (all 0 for an empty mask)."""
-    _, height, width = masks.shape
-    rows, cols = masks.any(-1), masks.any(-2)
-    y_index = torch.arange(height, device=masks.device)
-    x_index = torch.arange(width, device=masks.device)
-    big = max(height, width)
-    y0 = torch.where(rows, y_index, big).amin(-1)
-    y1 = torch.where(rows, y_index, -1).amax(-1)
-    x0 = torch.where(cols, x_index, big).amin(-1)
-    x1 = torch.where(cols, x_index, -1).amax(-1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=-1)
-    return torch.where(rows.any(-1, keepdim=True), boxes, torch.zeros_like(boxes))
+    rows, cols = masks.any(-1).int(), masks.any(-2).int()  # (N, H), (N, W)
+    y1 = rows.shape[-1] - 1 - rows.flip(-1).argmax(-1)  # argmax: the first maximum
+    x1 = cols.shape[-1] - 1 - cols.flip(-1).argmax(-1)
+    boxes = torch.stack([cols.argmax(-1), rows.argmax(-1), x1, y1], dim=-1)
+    return boxes * rows.amax(-1, keepdim=True)
 
 
 def box_iou(boxes_a: torch.Tensor, boxes_b: torch.Tensor) -> torch.Tensor:
-    """IoU `(N, M)` of inclusive pixel boxes `(x0, y0, x1, y1)` (a box covers `(x1 - x0 + 1) * (y1 - y0 + 1)` pixels)."""
-    a, b = boxes_a.float(), boxes_b.float()
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    sides = (bottom_right - top_left + 1).clamp(min=0)
-    inter = sides[..., 0] * sides[..., 1]
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+    """IoU `(N, M)` of inclusive pixel boxes `(x0, y0, x1, y1)`, each `(x1 - x0 + 1) * (y1 - y0 + 1)` pixels large."""
+    a, b = boxes_a.float()[:, None], boxes_b.float()[None]  # (N, 1, 4), (1, M, 4)
+    inter = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2]) + 1).clamp(min=0).prod(-1)
+    area_a, area_b = (a[..., 2:] - a[..., :2] + 1).prod(-1), (b[..., 2:] - b[..., :2] + 1).prod(-1)
+    return inter / (area_a + area_b - inter)
 
 
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS: indices of the kept boxes by decreasing score (dropped: IoU `> iou_threshold` with a kept one)."""
     order = scores.argsort(descending=True)
-    if order.numel() == 0:
-        return order
     iou = box_iou(boxes[order], boxes[order])
     suppressed = torch.zeros(order.numel(), dtype=torch.bool, device=boxes.device)
     keep = []
     for index in range(order.numel()):
-        if suppressed[index]:
-            continue
-        keep.append(index)
-        suppressed |= iou[index] > iou_threshold
+        if not suppressed[index]:
+            keep.append(index)
+            suppressed |= iou[index] > iou_threshold
     return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
 
 
 class SAMProposals(ProposalGenerator):
-    """Class-agnostic SAM proposals from a point grid (see the module docstring).
-
-    Args:
-        model_or_path: `SamModel` checkpoint path / Hub id, or a `SamModel` instance.
-        points_per_side: grid size (`points_per_side ** 2` prompts, 3 masks each); `points_per_batch` per call.
-        pred_iou_thresh / stability_score_thresh / nms_iou: the filters and the NMS box-IoU threshold.
-        max_proposals: keep at most this many (highest predicted IoU); None keeps all.
-        mask_threshold / stability_score_offset: SAM's logit threshold (0) and stability offset (1)."""
+    """Class-agnostic proposals of a `SamModel` (path / Hub id or instance) prompted by a grid of `points_per_side ** 2`
+    points (docs/proposals.md), 3 masks each, filtered by predicted IoU, stability and box NMS (`nms_iou`);
+    `max_proposals` keeps the highest predicted IoUs (None: all)."""
 
     def __init__(
         self,
@@ -119,10 +83,7 @@ class SAMProposals(ProposalGenerator):
         if max_proposals is not None and int(max_proposals) < 1:
             raise ValueError(f"max_proposals must be >= 1 or None, got {max_proposals}.")
         self.grid = point_grid(points_per_side)
-        expected = "a SAM checkpoint path / Hub id or a SamModel"
-        self.model = _load_model(model_or_path, "SamModel", local_files_only, expected).eval()
-        if device is not None:
-            self.model.to(device)
+        self.model = from_pretrained("SamModel", model_or_path, local_files_only).to(device).eval()
         self.pred_iou_thresh = float(pred_iou_thresh)
         self.stability_score_thresh = float(stability_score_thresh)
         self.nms_iou = float(nms_iou)
@@ -130,84 +91,33 @@ class SAMProposals(ProposalGenerator):
         self.points_per_batch = int(points_per_batch)
         self.mask_threshold = float(mask_threshold)
         self.stability_score_offset = float(stability_score_offset)
-        if image_processor is None and isinstance(model_or_path, (str, os.PathLike)):
-            image_processor = _try_load("SamImageProcessor", model_or_path, local_files_only)
         if image_processor is None:
-            image_processor = self._default_image_processor()
+            image_processor = from_pretrained("SamImageProcessor", model_or_path, local_files_only, optional=True)
+        if image_processor is None:  # one built from the config (transformers' PIL backend without torchvision)
+            from transformers import SamImageProcessor
+
+            side = int(self.model.config.vision_config.image_size)
+            image_processor = SamImageProcessor(size=dict(longest_edge=side), pad_size=dict(height=side, width=side))
         self.image_processor = image_processor
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @property
-    def input_size(self) -> int:
-        return int(self.model.config.vision_config.image_size)
-
-    def _default_image_processor(self):
-        try:
-            from transformers import SamImageProcessor
-
-            side = self.input_size
-            return SamImageProcessor(size={"longest_edge": side}, pad_size={"height": side, "width": side})
-        except ImportError as err:
-            logger.warning("SamImageProcessor unavailable (%s); using the torch pre-processing.", err)
-            return None
-
-    def _torch_preprocess(self, image: torch.Tensor):
-        side = self.input_size
-        height, width = image.shape[-2:]
-        scale = side / max(height, width)
-        resized_size = (int(height * scale + 0.5), int(width * scale + 0.5))
-        resized = resize_image(image, resized_size)
-        pixel_values, _ = normalize_and_pad([resized], IMAGENET_MEAN, IMAGENET_STD, pad_size=(side, side))
-        return pixel_values, resized_size
-
-    def _preprocess(self, image: torch.Tensor):
-        if self.image_processor is not None:
-            try:
-                inputs = self.image_processor(images=[image.permute(1, 2, 0).numpy()], return_tensors="pt")
-                resized = tuple(int(side) for side in inputs["reshaped_input_sizes"][0])
-                return inputs["pixel_values"], resized
-            except ImportError as err:  # a processor that needs torchvision
-                logger.warning("SamImageProcessor failed (%s); using the torch pre-processing.", err)
-                self.image_processor = None
-        return self._torch_preprocess(image)
-
-    def _to_image_logits(self, low_res, padded_size, resized_size, output_size) -> torch.Tensor:
-        chunks = []
-        for start in range(0, low_res.shape[0], _UPSAMPLE_CHUNK):
-            logits = F.interpolate(
-                low_res[start : start + _UPSAMPLE_CHUNK, None].float(),
-                size=padded_size,
-                mode="bilinear",
-                align_corners=False,
-            )
-            logits = logits[..., : resized_size[0], : resized_size[1]]
-            logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
-            chunks.append(logits[:, 0])
-        return torch.cat(chunks)
-
     @torch.no_grad()
-    def _generate_one(self, image: torch.Tensor) -> Proposals:
-        image_size = tuple(image.shape[-2:])
-        pixel_values, resized_size = self._preprocess(image)
+    def _generate_one(self, image) -> Proposals:
+        image_size = (image.height, image.width)
+        inputs = self.image_processor(images=[image], return_tensors="pt")
+        resized_size = tuple(int(side) for side in inputs["reshaped_input_sizes"][0])
         output_size = mask_size_for(image_size, resized_size)  # the working size for huge images
-        pixel_values = pixel_values.to(self.device, next(self.model.parameters()).dtype)
+        pixel_values = inputs["pixel_values"].to(self.device, next(self.model.parameters()).dtype)
         padded_size = tuple(pixel_values.shape[-2:])
         embeddings = self.model.get_image_embeddings(pixel_values)
-        points = self.grid.to(self.device) * torch.tensor([resized_size[1], resized_size[0]], device=self.device)
-
-        kept_low_res, kept_scores, kept_boxes = [], [], []
+        points = self.grid.to(self.device) * torch.tensor(resized_size[::-1], device=self.device)
+        kept = []  # (low-res logits, predicted IoUs, boxes) of the masks that pass the filters
         best_low_res, best_score = None, -float("inf")
-        for start in range(0, points.shape[0], self.points_per_batch):
-            batch = points[start : start + self.points_per_batch]
-            outputs = self.model(
-                image_embeddings=embeddings,
-                input_points=batch[None, :, None, :],
-                input_labels=torch.ones(1, batch.shape[0], 1, dtype=torch.long, device=self.device),
-                multimask_output=True,
-            )
+        for batch in points.split(self.points_per_batch):  # each point a foreground prompt (SamModel's default labels)
+            outputs = self.model(image_embeddings=embeddings, input_points=batch[None, :, None], multimask_output=True)
             low_res = outputs.pred_masks[0].flatten(0, 1)  # (P * 3, h, w)
             scores = outputs.iou_scores[0].flatten().float()  # (P * 3,)
             top = int(scores.argmax())
@@ -216,25 +126,19 @@ class SAMProposals(ProposalGenerator):
             candidates = (scores > self.pred_iou_thresh).nonzero().flatten()
             if candidates.numel() == 0:
                 continue
-            logits = self._to_image_logits(low_res[candidates], padded_size, resized_size, output_size)
+            logits = resize_logits(low_res[candidates], padded_size, resized_size, output_size, align_corners=False)
             stable = stability_scores(logits, self.mask_threshold, self.stability_score_offset)
             binary = logits > self.mask_threshold
             keep = (stable > self.stability_score_thresh) & binary.flatten(1).any(-1)
-            kept_low_res.append(low_res[candidates[keep]])
-            kept_scores.append(scores[candidates[keep]])
-            kept_boxes.append(masks_to_boxes(binary[keep]))
-
-        low_res = torch.cat(kept_low_res) if kept_low_res else best_low_res[:0]
-        if low_res.shape[0] == 0:  # nothing survived: fall back to the best-scoring mask
+            kept.append((low_res[candidates[keep]], scores[candidates[keep]], masks_to_boxes(binary[keep])))
+        low_res, scores, boxes = (torch.cat(parts) for parts in zip(*kept)) if kept else [best_low_res[:0]] * 3
+        if len(low_res):
+            low_res = low_res[box_nms(boxes, scores, self.nms_iou)[: self.max_proposals]]
+        else:  # nothing survived: fall back to the best-scoring mask
             low_res = best_low_res
-        else:
-            order = box_nms(torch.cat(kept_boxes), torch.cat(kept_scores), self.nms_iou)
-            if self.max_proposals is not None:
-                order = order[: self.max_proposals]
-            low_res = low_res[order]
-        masks = self._to_image_logits(low_res, padded_size, resized_size, output_size).sigmoid()
+        masks = resize_logits(low_res, padded_size, resized_size, output_size, align_corners=False).sigmoid_()
         return Proposals(masks=masks, image_size=image_size if output_size != image_size else None)
 
     def __call__(self, images) -> list[Proposals]:
         """Proposals at each image's resolution: `masks (N, H, W)` probabilities, `N >= 1` chosen by SAM."""
-        return [self._generate_one(image_to_tensor(image)) for image in load_images(images)]
+        return [self._generate_one(image) for image in load_images(images)]

@@ -1,82 +1,24 @@
-"""Proposals from any transformers universal-segmentation checkpoint (Mask2Former, OneFormer, MaskFormer-like).
-
-The `N` queries are used class-agnostically (DESIGN.md section 2): mask logits are upsampled (`align_corners=True`)
-to the padded input, cropped to the image, resized to its original size (`align_corners=False`, detectron2's
-`sem_seg_postprocess`) and passed through a sigmoid; the class scores are `class_queries_logits` minus the "no object"
-column. Pre-processing is the checkpoint's image processor when one loads, else an equivalent torch version
-(800 / 1333 / 32 and ImageNet statistics without a processor). OneFormer also gets the `task_inputs` of "the task is
-semantic" from the checkpoint's (or the given) tokenizer.
-"""
+"""Proposals from any transformers universal-segmentation checkpoint (Mask2Former, OneFormer, MaskFormer-like): its `N`
+queries used class-agnostically, with their class scores (docs/proposals.md). Pre-processing is the checkpoint's image
+processor when one loads, else an equivalent torch version (800 / 1333 / 32 and ImageNet statistics without one)."""
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Sequence
-
 import torch
-import torch.nn.functional as F
 from transformers.image_transforms import get_size_with_aspect_ratio
 
 from ..data.transforms import resize_image
-from ..hub.conversion import pretrained_options
 from ..model.images import image_to_tensor, load_images
 from . import ProposalGenerator, Proposals, mask_size_for
-from ._images import IMAGENET_MEAN, IMAGENET_STD, normalize_and_pad, valid_size
-
-logger = logging.getLogger(__name__)
+from ._images import IMAGENET_MEAN, IMAGENET_STD, from_pretrained, normalize_and_pad, resize_logits
 
 ONEFORMER_TASK_TEXT = "the task is semantic"
-_UPSAMPLE_CHUNK = 32  # queries upsampled to the padded input size at once
 
 
-def _load_model(model_or_path, loader_name: str, local_files_only: bool | None, expected: str):
-    if isinstance(model_or_path, (str, os.PathLike)):
-        import transformers
-
-        loader = getattr(transformers, loader_name)
-        return loader.from_pretrained(os.fspath(model_or_path), **pretrained_options(local_files_only))
-    if not isinstance(model_or_path, torch.nn.Module):
-        raise ValueError(f"Expected {expected}, got {type(model_or_path).__name__}.")
-    return model_or_path
-
-
-def load_universal_segmentation_model(model_or_path, local_files_only: bool | None = None):
-    """`AutoModelForUniversalSegmentation.from_pretrained(path)` for a path / Hub id; a model instance is returned as is."""
-    expected = "a checkpoint path / Hub id or a universal-segmentation model"
-    return _load_model(model_or_path, "AutoModelForUniversalSegmentation", local_files_only, expected)
-
-
-def _try_load(loader_name: str, path, local_files_only: bool | None):
-    """`transformers.<loader_name>.from_pretrained(path)`, or None (logged) when the checkpoint has none."""
-    import transformers
-
-    try:
-        return getattr(transformers, loader_name).from_pretrained(
-            os.fspath(path), **pretrained_options(local_files_only)
-        )
-    except Exception as err:  # a missing optional component must not break the generator
-        logger.warning("No %s loaded from %s (%s); using the built-in fallback.", loader_name, path, err)
-        return None
-
-
-def mask_logits_to_probabilities(
-    mask_logits: torch.Tensor,
-    padded_size: tuple[int, int],
-    valid_size: tuple[int, int],
-    output_size: tuple[int, int],
-) -> torch.Tensor:
+def mask_logits_to_probabilities(mask_logits, padded_size, valid_size, output_size) -> torch.Tensor:
     """`(N, h, w)` query mask logits of one image -> `(N, H, W)` float32 probabilities at `output_size`: upsampled to
     `padded_size` (`align_corners=True`), cropped to `valid_size` (top-left), resized (`align_corners=False`)."""
-    chunks = []
-    for start in range(0, mask_logits.shape[0], _UPSAMPLE_CHUNK):  # bounds the memory of the padded-size logits
-        logits = mask_logits[None, start : start + _UPSAMPLE_CHUNK].float()
-        logits = F.interpolate(logits, size=tuple(padded_size), mode="bilinear", align_corners=True)
-        logits = logits[:, :, : valid_size[0], : valid_size[1]]
-        if tuple(logits.shape[-2:]) != tuple(output_size):
-            logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
-        chunks.append(logits[0].sigmoid())
-    return torch.cat(chunks)
+    return resize_logits(mask_logits, padded_size, valid_size, output_size, align_corners=True).sigmoid_()
 
 
 def class_probabilities(class_logits: torch.Tensor, renormalize: bool = True) -> torch.Tensor:
@@ -87,24 +29,10 @@ def class_probabilities(class_logits: torch.Tensor, renormalize: bool = True) ->
     return class_logits.float().softmax(-1)[:, :-1]
 
 
-def class_names_from_config(config, num_classes: int) -> list[str]:
-    """The `num_classes` names of `config.id2label` in id order (`class_<i>` where an id is missing)."""
-    id2label = getattr(config, "id2label", None) or {}
-    names = [id2label.get(index, id2label.get(str(index))) for index in range(num_classes)]
-    return [str(name) if name is not None else f"class_{index}" for index, name in enumerate(names)]
-
-
 class UniversalSegmentationProposals(ProposalGenerator):
-    """Class-agnostic proposals (with the generator's own class scores) from a universal-segmentation model.
-
-    Args:
-        model_or_path: checkpoint path / Hub id, or a model whose output has `masks_queries_logits (B, N, h, w)` and
-            `class_queries_logits (B, N, K + 1)`.
-        num_proposals: keep the top-`num_proposals` queries by highest non-void class probability; None keeps all.
-        image_processor / tokenizer: replace the checkpoint's (the tokenizer serves OneFormer's task text).
-        use_image_processor: False forces the torch pre-processing (settings still read from the processor).
-        renormalize_classes: see [`class_probabilities`].
-        local_files_only: passed to every `from_pretrained` (None: the Hub default, e.g. `HF_HUB_OFFLINE`)."""
+    """Proposals with the generator's own class scores from a universal-segmentation model (path / Hub id, or a model
+    with `masks_queries_logits (B, N, h, w)` and `class_queries_logits (B, N, K + 1)`): `num_proposals` keeps the top
+    queries by non-void class probability; `use_image_processor=False` forces the torch pre-processing."""
 
     def __init__(
         self,
@@ -120,54 +48,46 @@ class UniversalSegmentationProposals(ProposalGenerator):
     ):
         if num_proposals is not None and int(num_proposals) < 1:
             raise ValueError(f"num_proposals must be >= 1 or None, got {num_proposals}.")
-        self.model = load_universal_segmentation_model(model_or_path, local_files_only).eval()
-        if device is not None:
-            self.model.to(device)
+        model = from_pretrained("AutoModelForUniversalSegmentation", model_or_path, local_files_only)
+        self.model = model.to(device).eval()
         self.num_proposals = None if num_proposals is None else int(num_proposals)
         self.renormalize_classes = renormalize_classes
         self.use_image_processor = use_image_processor
-        is_path = isinstance(model_or_path, (str, os.PathLike))
-        if image_processor is None and is_path:
-            image_processor = _try_load("AutoImageProcessor", model_or_path, local_files_only)
+        if image_processor is None:
+            image_processor = from_pretrained("AutoImageProcessor", model_or_path, local_files_only, optional=True)
         self.image_processor = image_processor
         self.is_oneformer = getattr(self.model.config, "model_type", None) == "oneformer"
-        if self.is_oneformer and tokenizer is None and is_path:
-            tokenizer = _try_load("AutoTokenizer", model_or_path, local_files_only)
+        if self.is_oneformer and tokenizer is None:
+            tokenizer = from_pretrained("AutoTokenizer", model_or_path, local_files_only, optional=True)
         self.tokenizer = tokenizer
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _processor_setting(self, name: str, default):
-        value = getattr(self.image_processor, name, None) if self.image_processor is not None else None
+    def _setting(self, name: str, default):
+        """The image processor's setting `name`, or `default` without a processor or value."""
+        value = getattr(self.image_processor, name, None)
         return default if value is None else value
 
-    def _normalization(self) -> tuple[Sequence[float], Sequence[float], float]:
-        mean = self._processor_setting("image_mean", IMAGENET_MEAN)
-        std = self._processor_setting("image_std", IMAGENET_STD)
-        if not self._processor_setting("do_normalize", True):
-            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-        rescale = (
-            self._processor_setting("rescale_factor", 1 / 255) if self._processor_setting("do_rescale", True) else 1.0
-        )
-        mean, std = ([float(v)] * 3 if isinstance(v, (int, float)) else [float(x) for x in v] for v in (mean, std))
+    def _normalization(self) -> tuple:
+        """`(mean, std, rescale_factor)` of the processor (one number or three), else ImageNet's."""
+        mean, std = self._setting("image_mean", IMAGENET_MEAN), self._setting("image_std", IMAGENET_STD)
+        if not self._setting("do_normalize", True):
+            mean, std = 0.0, 1.0
+        rescale = self._setting("rescale_factor", 1 / 255) if self._setting("do_rescale", True) else 1.0
         return mean, std, float(rescale)
 
     def _target_size(self, height: int, width: int) -> tuple[int, int]:
-        size = self._processor_setting("size", None)
-        if size is None:
-            size = {"shortest_edge": 800, "longest_edge": 1333}
-        elif not isinstance(size, dict):  # a SizeDict
+        size = self._setting("size", {"shortest_edge": 800, "longest_edge": 1333})
+        if not isinstance(size, dict):  # a SizeDict
             size = {key: getattr(size, key, None) for key in ("shortest_edge", "longest_edge", "height", "width")}
         if size.get("height") and size.get("width"):
             new_h, new_w = int(size["height"]), int(size["width"])
         else:
-            longest = size.get("longest_edge")
-            new_h, new_w = get_size_with_aspect_ratio(
-                (height, width), int(size.get("shortest_edge") or 800), None if longest is None else int(longest)
-            )
-        divisor = self._processor_setting("size_divisor", 32 if self.image_processor is None else 0)
+            shortest, longest = size.get("shortest_edge") or 800, size.get("longest_edge")
+            new_h, new_w = get_size_with_aspect_ratio((height, width), shortest, longest)
+        divisor = self._setting("size_divisor", 32 if self.image_processor is None else 0)
         if divisor:
             new_h, new_w = -(-new_h // divisor) * divisor, -(-new_w // divisor) * divisor
         return new_h, new_w
@@ -177,20 +97,12 @@ class UniversalSegmentationProposals(ProposalGenerator):
         resized = [resize_image(image, self._target_size(*image.shape[-2:])) for image in images]
         return normalize_and_pad(resized, mean, std, rescale_factor=rescale)
 
-    def _processor_preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _processor_preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         arrays = [image.permute(1, 2, 0).numpy() for image in images]
         kwargs = {"task_inputs": ["semantic"] * len(arrays)} if self.is_oneformer else {}
-        try:
-            inputs = self.image_processor(images=arrays, return_tensors="pt", **kwargs)
-        except ImportError as err:  # e.g. a processor that needs torchvision
-            logger.warning("Image processor failed (%s); using the torch pre-processing.", err)
-            self.use_image_processor = False
-            return None
+        inputs = self.image_processor(images=arrays, return_tensors="pt", **kwargs)
         pixel_values = inputs["pixel_values"]
-        pixel_mask = inputs.get("pixel_mask")
-        if pixel_mask is None:
-            pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long)
-        return pixel_values, pixel_mask
+        return pixel_values, inputs.get("pixel_mask", torch.ones_like(pixel_values[:, 0], dtype=torch.long))
 
     def _task_inputs(self, batch_size: int) -> torch.Tensor:
         if self.tokenizer is None:
@@ -213,50 +125,37 @@ class UniversalSegmentationProposals(ProposalGenerator):
             kwargs["task_inputs"] = self._task_inputs(pixel_values.shape[0])
         outputs = self.model(**kwargs)
         mask_logits, class_logits = outputs.masks_queries_logits, outputs.class_queries_logits
-        num_classes = class_logits.shape[-1] - 1
-        names = class_names_from_config(self.model.config, num_classes)
-        padded = tuple(pixel_values.shape[-2:])
+        id2label = getattr(self.model.config, "id2label", None) or {}  # `class_<i>` where an id is missing
+        names = [str(id2label.get(i, id2label.get(str(i), f"class_{i}"))) for i in range(class_logits.shape[-1] - 1)]
         results = []
         for index, output_size in enumerate(output_sizes):
-            logits = class_logits[index].float()
-            keep = torch.arange(logits.shape[0], device=logits.device)
+            logits, keep = class_logits[index].float(), slice(None)
             if self.num_proposals is not None and self.num_proposals < logits.shape[0]:
                 confidence = logits.softmax(-1)[:, :-1].amax(-1)
                 keep = confidence.topk(self.num_proposals).indices.sort().values
-            valid = valid_size(pixel_mask[index])
+            valid = (int(pixel_mask[index, :, 0].sum()), int(pixel_mask[index, 0].sum()))
             target = mask_size_for(output_size, valid)
-            masks = mask_logits_to_probabilities(mask_logits[index, keep], padded, valid, target)
+            masks = mask_logits_to_probabilities(mask_logits[index, keep], pixel_values.shape[-2:], valid, target)
             scores = class_probabilities(logits[keep], renormalize=self.renormalize_classes)
-            image_size = tuple(output_size) if target != tuple(output_size) else None
+            image_size = output_size if target != output_size else None
             results.append(Proposals(masks=masks, class_scores=scores, class_names=list(names), image_size=image_size))
         return results
 
     def __call__(self, images) -> list[Proposals]:
         """One [`Proposals`] per image (PIL, `(H, W, 3)` array or `(3, H, W)` uint8 tensor), at its resolution."""
         tensors = [image_to_tensor(image) for image in load_images(images)]
-        prepared = None
-        if self.image_processor is not None and self.use_image_processor:
-            prepared = self._processor_preprocess(tensors)
-        if prepared is None:
-            prepared = self._torch_preprocess(tensors)
+        use_processor = self.image_processor is not None and self.use_image_processor
+        prepared = self._processor_preprocess(tensors) if use_processor else self._torch_preprocess(tensors)
         return self._run(*prepared, [tuple(image.shape[-2:]) for image in tensors])
 
     def generate_prepared(self, images) -> list[Proposals]:
         """Proposals for `(3, H_i, W_i)` uint8 tensors already at the working size (e.g. 640 px training crops): only
         normalised and padded to a multiple of `size_divisor` (32 by default), as the released training does."""
         images = list(images)
-        if not images:
-            raise ValueError("generate_prepared needs at least one image.")
-        for image in images:
-            if not (isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 3) or (
-                image.dtype != torch.uint8
-            ):
-                raise ValueError(
-                    f"generate_prepared expects (3, H, W) uint8 tensors, got {getattr(image, 'shape', type(image))} "
-                    f"of dtype {getattr(image, 'dtype', None)}."
-                )
+        if not images or any(image.ndim != 3 or len(image) != 3 or image.dtype != torch.uint8 for image in images):
+            raise ValueError("generate_prepared expects (3, H, W) uint8 tensors (at least one).")
         mean, std, rescale = self._normalization()
-        divisor = int(self._processor_setting("size_divisor", 32) or 32)
+        divisor = int(self._setting("size_divisor", 32) or 32)
         images = [image.to(self.device) for image in images]
         pixel_values, pixel_mask = normalize_and_pad(images, mean, std, rescale_factor=rescale, size_divisor=divisor)
         return self._run(pixel_values, pixel_mask, [tuple(image.shape[-2:]) for image in images])

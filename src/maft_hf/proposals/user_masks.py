@@ -1,12 +1,5 @@
-"""User-given masks as proposals (`Proposals.masks (N, H, W)` float32 in [0, 1]).
-
-Accepted: a `(N, H, W)` array / tensor (bool, integer 0/1, integer 0..255 divided by 255, or float in [0, 1]); a list
-of `(H, W)` masks (arrays, tensors, single-band PIL images), each scaled by the same rules on its own; an `(H, W)`
-integer label map (array, tensor, PIL "L" / "P" / "I"), one binary mask per id present in increasing order,
-`ignore_index` excluded. A 2-D bool array is one mask; a single 2-D uint8 0/255 array is a label map (give one binary
-mask as `(1, H, W)` or in a list). Masks of another size than the image's are resized bilinearly (antialiased when
-shrinking).
-"""
+"""User-given masks as proposals: `(N, H, W)` arrays / tensors (bool, 0/1, 0..255 or float in [0, 1]), lists of `(H, W)`
+masks or `(H, W)` integer label maps, resized bilinearly to the image (formats in docs/proposals.md)."""
 
 from __future__ import annotations
 
@@ -30,9 +23,7 @@ def _to_tensor(value) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach()
     if isinstance(value, np.ndarray):
-        if value.dtype == np.uint16:
-            value = value.astype(np.int32)
-        elif value.dtype == np.uint32:
+        if value.dtype in (np.uint16, np.uint32):  # dtypes torch has few operations for
             value = value.astype(np.int64)
         return torch.from_numpy(np.ascontiguousarray(value))
     if hasattr(value, "mode") and hasattr(value, "getbands"):  # PIL image
@@ -45,70 +36,57 @@ def _to_tensor(value) -> torch.Tensor:
 def _to_probabilities(masks: torch.Tensor) -> torch.Tensor:
     if masks.dtype == torch.bool:
         return masks.float()
-    if masks.is_floating_point():
-        masks = masks.float()
-        if torch.isnan(masks).any():
-            raise ValueError("Masks contain NaN; expected float values in [0, 1].")
-        low, high = float(masks.min()), float(masks.max())
-        if low < 0.0 or high > 1.0:
-            raise ValueError(f"Float masks must lie in [0, 1], got values in [{low:g}, {high:g}].")
-        return masks
     if masks.is_complex():
         raise ValueError(f"Expected bool, integer or float masks, got dtype {masks.dtype}.")
-    low, high = int(masks.min()), int(masks.max())
-    if low < 0 or high > 255:
-        raise ValueError(f"Integer masks must be 0/1 or lie in 0..255 (e.g. 0/255), got values in [{low}, {high}].")
-    return masks.float() if high <= 1 else masks.float() / 255.0
+    low, high = float(masks.min()), float(masks.max())  # NaN if any value is
+    if not (low >= 0 and high <= (1 if masks.is_floating_point() else 255)):
+        raise ValueError(
+            f"Masks must be floats in [0, 1] (no NaN) or integers 0/1 or in 0..255 (e.g. 0/255), got {masks.dtype} "
+            f"values in [{low:g}, {high:g}]."
+        )
+    return masks.float() / (255.0 if high > 1 else 1.0)
 
 
 def split_label_map(label_map, ignore_index: int | None = 255) -> tuple[torch.Tensor, torch.Tensor]:
     """Split an `(H, W)` integer label map into `masks (N, H, W)` bool and `ids (N,)` int64, one per id present in
     increasing order (`ignore_index` gets none; None keeps every id)."""
     labels = _to_tensor(label_map)
-    if labels.ndim != 2:
-        raise ValueError(f"Expected a label map of shape (H, W), got {_describe(labels)}.")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise ValueError(f"Expected an integer label map, got dtype {labels.dtype}.")
+    if labels.ndim != 2 or labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"Expected an integer label map of shape (H, W), got {_describe(labels)}.")
     labels = labels.long()
     ids = torch.unique(labels)
     if ignore_index is not None:
         ids = ids[ids != ignore_index]
     if ids.numel() == 0:
-        raise ValueError(
-            f"The label map holds no id other than ignore_index={ignore_index}; at least one mask is required."
-        )
+        raise ValueError(f"The label map holds no id other than ignore_index={ignore_index}: no mask.")
     return labels[None] == ids[:, None, None], ids
 
 
-def _stack_list(masks: Sequence, image_size: tuple[int, int] | None) -> torch.Tensor:
+def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of `(N, H, W)` probabilities to `(N, *size)` (`align_corners=False`, antialiased), in [0, 1]."""
+    size = tuple(int(side) for side in size)
+    if tuple(masks.shape[-2:]) == size:
+        return masks
+    shrinking = masks.shape[-2] > size[0] or masks.shape[-1] > size[1]
+    resized = F.interpolate(masks[:, None], size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+    return resized[:, 0].clamp_(0.0, 1.0)
+
+
+def _proposals_from_list(masks: Sequence, image_size: tuple[int, int] | None) -> Proposals:
     if len(masks) == 0:
         raise ValueError("Expected at least one mask, got an empty list (N = 0).")
     items = []
     for index, mask in enumerate(masks):
         tensor = _to_tensor(mask)
-        if tensor.ndim == 3 and tensor.shape[0] == 1:
-            tensor = tensor[0]
-        if tensor.ndim != 2:
+        if tensor.ndim == 2:
+            tensor = tensor[None]
+        if tensor.ndim != 3 or tensor.shape[0] != 1:
             raise ValueError(f"Mask {index} of the list must be (H, W), got {_describe(tensor)}.")
-        prob = _to_probabilities(tensor)
-        if image_size is not None:
-            prob = resize_masks(prob[None], image_size)[0]
-        items.append(prob)
+        items.append(proposals_from_user_masks(tensor, image_size).masks[0])
     sizes = {tuple(item.shape) for item in items}
     if len(sizes) > 1:
-        raise ValueError(
-            f"All masks of the list must have one size when image_size is None, got sizes {sorted(sizes)}."
-        )
-    return torch.stack(items)
-
-
-def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of `(N, H, W)` probabilities to `(N, *size)` (`align_corners=False`, antialiased), in [0, 1]."""
-    if tuple(masks.shape[-2:]) == tuple(size):
-        return masks
-    shrinking = masks.shape[-2] > size[0] or masks.shape[-1] > size[1]
-    resized = F.interpolate(masks[:, None], size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking)
-    return resized[:, 0].clamp_(0.0, 1.0)
+        raise ValueError(f"The masks of a list must have one size without image_size, got {sorted(sizes)}.")
+    return Proposals(masks=torch.stack(items))
 
 
 def proposals_from_user_masks(
@@ -116,37 +94,24 @@ def proposals_from_user_masks(
 ) -> Proposals:
     """User masks in any format of the module docstring -> [`Proposals`] (no class scores), resized to `image_size`
     `(H, W)` when given; `ignore_index` applies to label maps. `ValueError` for no mask, NaN or values out of range."""
-    if image_size is not None:
-        if len(image_size) != 2 or min(int(side) for side in image_size) <= 0:
-            raise ValueError(f"image_size must be a positive (H, W), got {image_size}.")
-        image_size = (int(image_size[0]), int(image_size[1]))
     if isinstance(masks, (list, tuple)):
-        probs = _stack_list(masks, image_size)
-    else:
-        tensor = _to_tensor(masks)
-        if tensor.ndim == 2 and tensor.dtype != torch.bool:
-            if tensor.is_floating_point():
-                raise ValueError(
-                    f"A 2-D mask input must be an integer label map or a bool mask, got {_describe(masks)}; "
-                    "give one soft mask as (1, H, W) or in a list."
-                )
-            binary, _ = split_label_map(tensor, ignore_index=ignore_index)
-            probs = binary.float()
-        elif tensor.ndim == 2:
-            probs = tensor[None].float()
-        elif tensor.ndim == 3:
-            if tensor.shape[0] == 0:
-                raise ValueError(f"Expected at least one mask, got N = 0 (shape {tuple(tensor.shape)}).")
-            probs = _to_probabilities(tensor)
-        else:
-            raise ValueError(
-                f"Expected masks of shape (N, H, W), a label map (H, W) or a list, got {_describe(masks)}."
-            )
-        if min(probs.shape[-2:]) == 0:
-            raise ValueError(f"Masks have an empty spatial size {tuple(probs.shape[-2:])}.")
-        if image_size is not None:
-            probs = resize_masks(probs, image_size)
-    return Proposals(masks=probs.float())
+        return _proposals_from_list(masks, image_size)
+    tensor = _to_tensor(masks)
+    if tensor.ndim == 2 and tensor.is_floating_point():
+        raise ValueError(
+            f"A 2-D mask input must be an integer label map or a bool mask, got {_describe(masks)}; "
+            "give one soft mask as (1, H, W) or in a list."
+        )
+    if tensor.ndim == 2:  # one bool mask, or a label map
+        tensor = tensor[None] if tensor.dtype == torch.bool else split_label_map(tensor, ignore_index)[0]
+    if tensor.ndim != 3:
+        raise ValueError(f"Expected masks of shape (N, H, W), a label map (H, W) or a list, got {_describe(masks)}.")
+    if tensor.numel() == 0:
+        raise ValueError(
+            f"Expected at least one mask of a non-empty size, got shape {tuple(tensor.shape)} (N = {len(tensor)})."
+        )
+    probabilities = _to_probabilities(tensor)
+    return Proposals(masks=probabilities if image_size is None else resize_masks(probabilities, image_size))
 
 
 class UserMaskProposals(ProposalGenerator):
