@@ -375,6 +375,14 @@ def test_generate_prepared_matches_reference(mask2former_generator):
         torch.testing.assert_close(proposals.masks, expected[index], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match=r"expects \(3, H, W\) uint8"):
         generator.generate_prepared(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"expects \(3, H, W\) uint8"):
+        generator.generate_prepared([np.zeros((3, 8, 8), dtype=np.uint8)])
+
+
+@pytest.mark.parametrize("source", [SAMProposals, UniversalSegmentationProposals])
+def test_generators_refuse_what_is_neither_a_path_nor_a_model(source):
+    with pytest.raises(ValueError, match="Expected a checkpoint path, a Hub id or a model, got dict"):
+        source({"model": "facebook/sam-vit-base"})
 
 
 def test_oneformer_proposals(oneformer_dir, pil_image):

@@ -57,6 +57,8 @@ def from_pretrained(loader_name: str, model_or_path, local_files_only: bool | No
     """`transformers.<loader_name>.from_pretrained(model_or_path)` for a path / Hub id, else `model_or_path` itself;
     an `optional` component is None (logged) when the checkpoint has none, or when given a model instance."""
     if not isinstance(model_or_path, (str, os.PathLike)):
+        if not optional and not isinstance(model_or_path, torch.nn.Module):
+            raise ValueError(f"Expected a checkpoint path, a Hub id or a model, got {type(model_or_path).__name__}.")
         return None if optional else model_or_path
     try:
         loader = getattr(transformers, loader_name)

@@ -152,7 +152,8 @@ class UniversalSegmentationProposals(ProposalGenerator):
         """Proposals for `(3, H_i, W_i)` uint8 tensors already at the working size (e.g. 640 px training crops): only
         normalised and padded to a multiple of `size_divisor` (32 by default), as the released training does."""
         images = list(images)
-        if not images or any(image.ndim != 3 or len(image) != 3 or image.dtype != torch.uint8 for image in images):
+        uint8 = (isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3 for image in images)
+        if not images or not all(uint8) or any(len(image) != 3 for image in images):
             raise ValueError("generate_prepared expects (3, H, W) uint8 tensors (at least one).")
         mean, std, rescale = self._normalization()
         divisor = int(self._setting("size_divisor", 32) or 32)
