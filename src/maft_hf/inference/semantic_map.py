@@ -10,7 +10,8 @@ import re
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+
+from ..model.pipeline_maft import classify_proposals as classify_proposals  # logits of Eq. 1: shared with checkpoints
 
 DEFAULT_ENSEMBLE_WEIGHT = 0.7  # lambda of paper Eq. 9 (the paper reports 0.6-0.8); the release uses no ensemble
 ENSEMBLE_FORMULAS = ("paper", "released")
@@ -185,20 +186,3 @@ def match_generator_scores(
             probs[:, index] = scores[:, columns].amax(dim=1)
             seen[index] = True
     return probs, seen
-
-
-def classify_proposals(
-    model,
-    pixel_values: torch.Tensor,
-    proposal_masks: torch.Tensor,
-    text_classifier: torch.Tensor,
-    proposal_valid_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`(B, N, C)` class logits `exp(logit_scale) * cos(mask embedding, class embedding)` of paper Eq. 1, from
-    `(B, 3, S, S)` pixel values and `(B, N, H, W)` masks (padded entries, False in `proposal_valid_mask`, get logits
-    too: ignore them). Gradients flow unless the caller disables them.
-    """
-    features = model.get_mask_features(pixel_values, proposal_masks, proposal_valid_mask=proposal_valid_mask)
-    mask_embeds = F.normalize(features.pooler_output, dim=-1)
-    text_embeds = F.normalize(text_classifier.to(device=mask_embeds.device, dtype=mask_embeds.dtype), dim=-1)
-    return model.logit_scale.exp() * mask_embeds @ text_embeds.t()

@@ -19,8 +19,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
+from ..model.pipeline_maft import compute_text_classifier
 from .vocabulary import load_prompt_templates, validate_templates, validate_vocabulary
 
 CACHE_FORMAT_VERSION = "maft_hf.text_classifier/1"
@@ -183,27 +183,6 @@ def model_device(model) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def _pooled(output) -> torch.Tensor:
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-def embed_prompts(model, tokenizer, prompts: Sequence[str], batch_size: int = 256, device=None) -> torch.Tensor:
-    """L2-normalised projected text embeddings of `prompts`, `(len(prompts), projection_dim)` float32, in batches
-    padded to their longest prompt (CLIP pools at the first end-of-text token, so padding changes nothing)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    max_length = prompt_max_length(model, tokenizer)
-    embeddings = []
-    with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            batch = list(prompts[start : start + batch_size])
-            tokens = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-            features = _pooled(model.get_text_features(**tokens))
-            embeddings.append(F.normalize(features.float(), dim=-1))
-    return torch.cat(embeddings, dim=0)
-
-
 def build_text_classifier(
     model,
     tokenizer,
@@ -238,14 +217,15 @@ def build_text_classifier(
         if hit is not None:
             return hit.to(device=device, copy=True)
 
-    prompts = [template.format(name) for name in class_names for template in templates]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    max_length = prompt_max_length(model, tokenizer)
     was_training = model.training
     model.eval()
     try:
-        embeddings = embed_prompts(model, tokenizer, prompts, batch_size=batch_size, device=device)
+        classifier = compute_text_classifier(model, tokenizer, class_names, templates, max_length, device, batch_size)
     finally:
         model.train(was_training)
-    classifier = F.normalize(embeddings.reshape(len(class_names), len(templates), -1).mean(dim=1), dim=-1)
     if cache is not None:
         metadata = {"class_names": json.dumps(class_names), "templates": json.dumps(templates)}
         cache.put(key, classifier, metadata=metadata)
