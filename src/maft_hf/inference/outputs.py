@@ -1,17 +1,8 @@
 """Inputs and outputs of segmentation runs: image lists, command-line vocabularies, mask files, maps, overlays, areas.
 
-Outputs of one image `<stem>` in a folder: `<stem>_map.png` (class ids at the image's size, 8-bit for up to 255
-classes so 255 never names a class, else 16-bit; read back with [`read_label_map`]), `<stem>_overlay.png` (colours
-and a legend, [`maft_hf.inference.visualization.overlay`]) and `<stem>.json` (size, file names, [`class_areas`]).
-Every file is written atomically (a temporary file renamed into place) and `<stem>.json` last, so an image whose
-json exists is complete ([`segmentation_done`]). Bulk runs can write parquet chunks instead ([`write_parquet_chunk`]).
-
-```python
->>> import numpy as np
->>> from maft_hf.inference.outputs import class_areas
->>> class_areas(np.array([[0, 0], [0, 2]]), ["sky", "grass", "road"])
-[{'id': 0, 'name': 'sky', 'pixels': 3, 'fraction': 0.75}, {'id': 2, 'name': 'road', 'pixels': 1, 'fraction': 0.25}]
-```
+Outputs of one image `<stem>`: `<stem>_map.png` (class ids, 8-bit for up to 255 classes so 255 never names a class,
+else 16-bit), `<stem>_overlay.png` and `<stem>.json` (size, file names, [`class_areas`]). Every file is written
+atomically and `<stem>.json` last, so an image whose json exists is complete. Bulk runs can write parquet chunks.
 """
 
 from __future__ import annotations
@@ -41,17 +32,15 @@ MAX_UINT8_CLASSES = 255  # up to this many classes the map is 8-bit and 255 stay
 
 
 def read_image_list(path: str | os.PathLike) -> list[Path]:
-    """The paths of a list file, one per line (blank lines and `#` comments skipped), relative ones taken from the
-    list's folder."""
+    """The paths of a list file, one per line (blank and `#` lines skipped), relative to the list's folder."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     entries = [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return [entry if entry.is_absolute() else Path(path).parent / entry for entry in entries]
 
 
 def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Image files of `paths`: a folder gives its files (not sub-folders) with an `IMAGE_EXTENSIONS` suffix, sorted; a
-    `.txt`/`.lst` file lists paths ([`read_image_list`]); image files are kept as given, in order. Raises `ValueError`
-    for a missing path, a folder without images, no images."""
+    """Image files of `paths`: a folder's image files (not sub-folders), sorted; the paths a `.txt`/`.lst` file lists;
+    image files as given, in order."""
     found: list[Path] = []
     for path in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
         if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
@@ -91,11 +80,8 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def read_mask_file(path: str | os.PathLike):
-    """User proposal masks from a file, as [`~maft_hf.proposals.proposals_from_user_masks`] accepts them.
-
-    `.npy`: `(N, H, W)` masks or an `(H, W)` integer label map (a numpy array). An image: a single-band label map
-    (mode `"L"`, `"P"`, `"I"`, `"I;16"`; one mask per id, 255 = none) or a mode `"1"` mask (a PIL image); colour
-    images are refused. Raises `ValueError` when the file cannot be read."""
+    """User proposal masks from a file: a `.npy` array (`(N, H, W)` masks or an `(H, W)` label map), or a single-band
+    image (a label map, one mask per id, 255 = none, or a mode `"1"` mask); colour images are refused."""
     name = os.fspath(path)
     try:
         if Path(name).suffix.lower() == ".npy":
@@ -114,9 +100,8 @@ def read_mask_file(path: str | os.PathLike):
 
 
 def find_mask_files(mask_paths: Sequence[str | os.PathLike], image_paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """One user mask file per image, in the images' order, from: a single folder holding `<image stem><ext>` for every
-    image (ext in `MASK_EXTENSIONS`, `.npy` first), a single file for every image, or one file per image in order.
-    Raises `ValueError` otherwise (naming the missing files)."""
+    """One mask file per image, in order, from a folder of `<image stem><ext>` files (`.npy` first), a single file for
+    every image, or one file per image."""
     mask_paths = [Path(p) for p in mask_paths]
     if len(mask_paths) == 1 and mask_paths[0].is_dir():
         folder, stems = mask_paths[0], [Path(image_path).stem for image_path in image_paths]
@@ -165,8 +150,8 @@ def class_pixel_counts(seg_map, num_classes: int) -> np.ndarray:
 
 
 def areas_from_counts(counts, class_names: Sequence[str], include_empty: bool = False) -> list[dict]:
-    """Per-class `{"id", "name", "pixels", "fraction"}` from pixel counts, by decreasing area (then id); `fraction` is
-    the share of all counted pixels (0 when none). Classes with no pixel only with `include_empty`."""
+    """Per-class `{"id", "name", "pixels", "fraction"}` from pixel counts, by decreasing area (then id); classes
+    without pixels only with `include_empty`."""
     counts = np.asarray(counts, dtype=np.int64)
     if counts.shape != (len(class_names),):
         raise ValueError(f"Expected {len(class_names)} counts (one per class), got shape {counts.shape}.")
@@ -177,14 +162,12 @@ def areas_from_counts(counts, class_names: Sequence[str], include_empty: bool = 
 
 
 def class_areas(seg_map, class_names: Sequence[str], include_empty: bool = False) -> list[dict]:
-    """Pixel area of each class of an `(H, W)` map of ids into `class_names` ([`areas_from_counts`]); ids outside
-    `[0, C)` raise `ValueError`."""
+    """Pixel area of each class of an `(H, W)` map of ids into `class_names` ([`areas_from_counts`])."""
     return areas_from_counts(class_pixel_counts(seg_map, len(class_names)), class_names, include_empty)
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """`write(temporary_path)`, then rename the temporary file (same folder, hidden, `.tmp`) to `path`: a reader or a
-    resumed run never sees a partial file."""
+    """`write(temporary_path)`, then rename it to `path`: a reader or a resumed run never sees a partial file."""
     directory, name = os.path.split(os.fspath(path))
     temporary = os.path.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # created by `write`
     try:
@@ -210,8 +193,8 @@ def write_json(path: str | os.PathLike, value) -> None:
 
 
 def save_label_map(path, seg_map, num_classes: int) -> Image.Image:
-    """Save an `(H, W)` class-id map as a grayscale PNG (a path, written atomically, or a binary file object): 8-bit
-    for <= 255 classes, 16-bit up to 65535 classes."""
+    """Save an `(H, W)` class-id map as a grayscale PNG (to a path, atomically, or a file object): 8-bit for <= 255
+    classes, else 16-bit."""
     labels = _as_label_array(seg_map)
     class_pixel_counts(labels, num_classes)  # range check
     if num_classes > 65535:
@@ -233,13 +216,8 @@ def read_label_map(path: str | os.PathLike) -> np.ndarray:
 def save_segmentation(
     output_dir, stem: str, image, seg_map, class_names: Sequence[str], *, alpha=0.5, legend=True, metadata=None
 ) -> dict:
-    """Write `<stem>_map.png`, `<stem>_overlay.png` and `<stem>.json` of one segmented image to `output_dir` (created).
-
-    `image` is anything [`load_image`] reads (converted to RGB); `seg_map` the `(H, W)` class ids in `[0, C)` at its
-    size; `alpha`, `legend` overlay options; `metadata` extra JSON entries (source path, number of proposals, ...).
-    Returns the record written to `<stem>.json` (last, so its presence marks the image done): `stem`, `height`,
-    `width`, `map`, `overlay` (file names relative to `output_dir`), `num_classes`, `classes` ([`class_areas`]) and
-    the `metadata` entries."""
+    """Write `<stem>_map.png`, `<stem>_overlay.png` and, last, `<stem>.json` of one image (`seg_map`: `(H, W)` ids at
+    its size) to `output_dir`; returns the json record (sizes, file names, [`class_areas`], `metadata` entries)."""
     picture, labels, names = load_image(image), _as_label_array(seg_map), list(class_names)
     if labels.shape != (picture.height, picture.width):
         raise ValueError(
@@ -275,8 +253,7 @@ def read_json(path: str | os.PathLike):
 
 
 def write_summary(output_dir: str | os.PathLike, records: Sequence[dict], class_names: Sequence[str], **metadata):
-    """Write and return `summary.json`: the run's `metadata`, the vocabulary, one entry per image and the areas over
-    all images. `records` are those returned by [`save_segmentation`]."""
+    """Write and return `summary.json`: `metadata`, the vocabulary, the [`save_segmentation`] records and total areas."""
     names = list(class_names)
     summary = {
         **metadata,
@@ -333,7 +310,7 @@ def parquet_chunk_path(output_dir: str | os.PathLike, chunk: int) -> Path:
 
 
 def write_parquet_chunk(output_dir: str | os.PathLike, chunk: int, rows: Sequence[dict]) -> Path:
-    """Write the rows of chunk `chunk` to `data/chunk-<chunk>.parquet`, atomically (its presence marks it done)."""
+    """Write the rows of chunk `chunk` to `data/chunk-<chunk>.parquet`, atomically."""
     from datasets import Dataset
 
     path = parquet_chunk_path(output_dir, chunk)
@@ -344,8 +321,7 @@ def write_parquet_chunk(output_dir: str | os.PathLike, chunk: int, rows: Sequenc
 
 
 def write_parquet_manifest(output_dir: str | os.PathLike, num_chunks: int, class_names: Sequence[str], **metadata):
-    """Write and return `manifest.json` of a parquet output: the run's `metadata`, the chunk files with their rows,
-    and the areas over all images. Raises `ValueError` when a chunk file is missing."""
+    """Write and return `manifest.json` of a parquet output: `metadata`, the chunks with their rows, total areas."""
     import pyarrow.parquet as pq
 
     chunks, totals = [], []

@@ -31,13 +31,13 @@ _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def text_tower_parameters(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """`(name, tensor)` of the weights of `text_model` and `text_projection` (all of them for a non-CLIP model)."""
-    parts = [(prefix, getattr(model, prefix, None)) for prefix in ("text_model", "text_projection")]
-    if any(module is None for _, module in parts):
-        return sorted(list(model.named_parameters()) + list(model.named_buffers()), key=lambda item: item[0])
+    parts = {f"{name}.": getattr(model, name, None) for name in ("text_model", "text_projection")}
+    if None in parts.values():
+        parts = {"": model}
     tensors = [
-        (f"{prefix}.{n}", t)
-        for prefix, module in parts
-        for n, t in [*module.named_parameters(), *module.named_buffers()]
+        (prefix + name, tensor)
+        for prefix, module in parts.items()
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]
     ]
     return sorted(tensors, key=lambda item: item[0])
 
@@ -62,26 +62,21 @@ def text_tower_fingerprint(model: torch.nn.Module, recompute: bool = False) -> s
         data = tensor.detach().to("cpu").contiguous()
         if data.numel():
             digest.update(data.reshape(-1).view(torch.uint8).numpy())
-    fingerprint = digest.hexdigest()
     try:
-        _FINGERPRINTS[model] = (signature, fingerprint)
+        _FINGERPRINTS[model] = (signature, digest.hexdigest())
     except TypeError:
         pass
-    return fingerprint
+    return digest.hexdigest()
 
 
 def text_classifier_cache_key(model, tokenizer, class_names: Sequence[str], templates: Sequence[str]) -> str:
     """SHA-256 (hex) of everything the classifier depends on: a format version, [`text_tower_fingerprint`], the
     tokenizer (class, `name_or_path`, size, maximum prompt length), the templates and the class names."""
+    tokenizer_id = [type(tokenizer).__name__, str(getattr(tokenizer, "name_or_path", "")), len(tokenizer)]
     record = {
         "format": CACHE_FORMAT_VERSION,
         "text_tower": text_tower_fingerprint(model),
-        "tokenizer": [
-            type(tokenizer).__name__,
-            str(getattr(tokenizer, "name_or_path", "")),
-            len(tokenizer),
-            prompt_max_length(model, tokenizer),
-        ],
+        "tokenizer": [*tokenizer_id, prompt_max_length(model, tokenizer)],
         "templates": list(templates),
         "class_names": list(class_names),
     }
@@ -122,19 +117,17 @@ class TextClassifierCache:
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        if self.cache_dir is not None and os.path.isfile(self._path(key)):
-            from safetensors.torch import load_file
+        if self.cache_dir is None or not os.path.isfile(self._path(key)):
+            return None
+        from safetensors.torch import load_file
 
-            try:
-                tensor = load_file(self._path(key))["text_classifier"]
-            except Exception as err:  # noqa: BLE001 - a damaged entry is a miss: it is recomputed and rewritten
-                warnings.warn(
-                    f"Ignoring the damaged text-classifier cache file {self._path(key)} ({err}).", stacklevel=2
-                )
-                return None
-            self._remember(key, tensor)
-            return tensor
-        return None
+        try:
+            tensor = load_file(self._path(key))["text_classifier"]
+        except Exception as err:  # noqa: BLE001 - a damaged entry is a miss: it is recomputed and rewritten
+            warnings.warn(f"Ignoring the damaged text-classifier cache file {self._path(key)} ({err}).", stacklevel=2)
+            return None
+        self._remember(key, tensor)
+        return tensor
 
     def put(self, key: str, tensor: torch.Tensor, metadata: dict[str, str] | None = None) -> None:
         """Store `tensor` under `key` in memory and, with a `cache_dir`, on disk."""
@@ -165,14 +158,10 @@ class TextClassifierCache:
 
 def prompt_max_length(model, tokenizer) -> int:
     """Longest prompt in tokens: the text tower's `max_position_embeddings`, capped by the tokenizer's limit."""
-    limits = []
     config = getattr(model, "config", None)
-    text_config = getattr(config, "text_config", config)
-    if getattr(text_config, "max_position_embeddings", None):
-        limits.append(int(text_config.max_position_embeddings))
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if tokenizer_limit and tokenizer_limit < 1_000_000:
-        limits.append(int(tokenizer_limit))
+    limits = [getattr(getattr(config, "text_config", config), "max_position_embeddings", None)]
+    limits.append(getattr(tokenizer, "model_max_length", None))
+    limits = [int(limit) for limit in limits if limit and limit < 1_000_000]  # tokenizers without a limit say 1e30
     if not limits:
         raise ValueError("Cannot tell the maximum prompt length: neither the model nor the tokenizer states one.")
     return min(limits)
@@ -194,9 +183,9 @@ def build_text_classifier(
 ) -> torch.Tensor:
     """Text embeddings of a vocabulary: `(C, projection_dim)` float32, rows of unit norm (the module's formula).
 
-    All `C * T` prompts run under `torch.no_grad()` in eval mode (the training flag is restored). `templates`
-    default to the 14 of the released code; `cache` is a [`TextClassifierCache`], a directory (disk-only cache) or
-    None; `device` defaults to the model's.
+    All `C * T` prompts run without gradients in eval mode (the training flag is restored), `batch_size` at a time.
+    `templates` default to the 14 of the released code; `cache` is a [`TextClassifierCache`], a directory (disk-only
+    cache) or None; `device` defaults to the model's.
 
     Example:
 
@@ -208,6 +197,8 @@ def build_text_classifier(
     ```"""
     class_names = validate_vocabulary(class_names)
     templates = validate_templates(load_prompt_templates() if templates is None else templates)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     device = torch.device(device) if device is not None else model_device(model)
     if cache is not None and not isinstance(cache, TextClassifierCache):
         cache = TextClassifierCache(max_entries=0, cache_dir=cache)
@@ -216,9 +207,6 @@ def build_text_classifier(
         hit = cache.get(key)
         if hit is not None:
             return hit.to(device=device, copy=True)
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     max_length = prompt_max_length(model, tokenizer)
     was_training = model.training
     model.eval()
