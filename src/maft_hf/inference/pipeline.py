@@ -124,29 +124,6 @@ def _user_proposals(masks, image) -> Proposals:
     return proposals_from_user_masks(masks, image_size=(image.height, image.width))
 
 
-def released_proposals(generator, images, given, image_processor, inputs, class_names, text_classifier):
-    """Proposals on the released path's padded canvas, one per image: from `propose_on_canvas` (FreeSeg, given the
-    resized image), or the proposals resized bilinearly to the resized image; zero-padded (or cropped) bottom/right."""
-    canvas_method = getattr(generator, "propose_on_canvas", None) if given is None else None
-    if canvas_method is None:
-        items = given if given is not None else _generate(generator, images, class_names, text_classifier)
-    results = []
-    for index, image in enumerate(images):
-        if canvas_method is not None:
-            resized = image_to_tensor(image_processor.released_resize(image))
-            (output,) = _call(canvas_method, generator, [resized], class_names, text_classifier)
-            item = getattr(output, "proposals", output)  # FreeSeg's CanvasProposals or Proposals
-            masks = item.masks
-        else:
-            item, size = items[index], tuple(inputs["resized_sizes"][index].tolist())
-            masks = F.interpolate(item.masks[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-        height, width = inputs["canvas_sizes"][index].tolist()
-        masks = masks[:, :height, :width]
-        masks = F.pad(masks, (0, width - masks.shape[2], 0, height - masks.shape[1]))
-        results.append(Proposals(masks=masks, class_scores=item.class_scores, class_names=item.class_names))
-    return results
-
-
 def classify_and_map(model, pixel_values, items, text_classifier, names, frames, options) -> list[dict]:
     """Classify a batch's proposals in one forward pass and build each image's map. `frames[i] = (output_size,
     valid_size)`; `options`: `ensemble_weight` and `ensemble_formula`, the rest for [`semantic_map`]."""
@@ -159,8 +136,7 @@ def classify_and_map(model, pixel_values, items, text_classifier, names, frames,
             model, pixel_values, grid_masks.to(device), text_classifier.to(device), valid.to(device)
         )
     results = []
-    for index, item in enumerate(items):
-        output_size, valid_size = frames[index]
+    for index, (item, (output_size, valid_size)) in enumerate(zip(items, frames)):
         scores = proposal_class_scores(logits[index, : item.num_proposals], item, names, weight, formula, valid_size)
         seg = semantic_map(
             scores, item.masks.to(device), False, output_size=output_size, valid_size=valid_size, **options
@@ -170,13 +146,33 @@ def classify_and_map(model, pixel_values, items, text_classifier, names, frames,
 
 
 def _proposals_and_frames(generator, images, given, image_processor, inputs, names, text_classifier, preprocessing):
-    if preprocessing == "released":
-        items = released_proposals(generator, images, given, image_processor, inputs, names, text_classifier)
-        valid = [tuple(size) for size in inputs["resized_sizes"].tolist()]
-    else:
-        items = given if given is not None else _generate(generator, images, names, text_classifier)
-        valid = [None] * len(images)
-    return items, [((image.height, image.width), size) for image, size in zip(images, valid)]
+    """Each image's proposals and `(output_size, valid_size)`. Released mode: proposals on the padded canvas, from
+    `propose_on_canvas` (FreeSeg, given the resized image) or resized bilinearly to the resized image, then
+    zero-padded (or cropped) bottom/right."""
+    sizes = [(image.height, image.width) for image in images]
+    canvas_method = getattr(generator, "propose_on_canvas", None) if given is None else None
+    items = given
+    if items is None and (preprocessing != "released" or canvas_method is None):
+        items = _generate(generator, images, names, text_classifier)
+    if preprocessing != "released":
+        return items, [(size, None) for size in sizes]
+    resized_sizes = [tuple(size) for size in inputs["resized_sizes"].tolist()]
+    results = []
+    for index, image in enumerate(images):
+        if canvas_method is not None:
+            resized = image_to_tensor(image_processor.released_resize(image))
+            (output,) = _call(canvas_method, generator, [resized], names, text_classifier)
+            item = getattr(output, "proposals", output)  # FreeSeg's CanvasProposals or Proposals
+            masks = item.masks
+        else:
+            item = items[index]
+            masks = F.interpolate(item.masks[None].float(), resized_sizes[index], mode="bilinear", align_corners=False)
+            masks = masks[0]
+        height, width = inputs["canvas_sizes"][index].tolist()
+        masks = masks[:, :height, :width]
+        masks = F.pad(masks, (0, width - masks.shape[2], 0, height - masks.shape[1]))
+        results.append(Proposals(masks=masks, class_scores=item.class_scores, class_names=item.class_names))
+    return results, list(zip(sizes, resized_sizes))
 
 
 def _released_ensemble_check(generator, ensemble_formula: str) -> None:
@@ -307,18 +303,21 @@ class OpenVocabularySegmentationPipeline(pipeline_maft.OpenVocabularySegmentatio
         inputs = self.preprocess(images, **{**self._preprocess_params, **preprocess})
         return self._forward(inputs, batch_size=int(batch_size), **{**self._forward_params, **forward})
 
-    def _sanitize_parameters(
-        self, preprocessing=None, ensemble_formula=None, unlabeled_id=None, unlabeled_threshold=None, **kwargs
-    ):
+    forward_options = {
+        **pipeline_maft.OpenVocabularySegmentationPipeline.forward_options,
+        "ensemble_formula": str,
+        "unlabeled_id": int,
+        "unlabeled_threshold": float,
+    }
+
+    def _sanitize_parameters(self, preprocessing=None, **kwargs):
         # Only what this call sets: options given to pipeline() must survive calls that do not repeat them.
-        threshold = 0.5 if unlabeled_threshold is None else unlabeled_threshold
-        check_options(kwargs.get("ensemble_weight"), ensemble_formula or "paper", preprocessing or "direct", threshold)
+        threshold = 0.5 if kwargs.get("unlabeled_threshold") is None else kwargs["unlabeled_threshold"]
+        formula = kwargs.get("ensemble_formula") or "paper"
+        check_options(kwargs.get("ensemble_weight"), formula, preprocessing or "direct", threshold)
         preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
         if preprocessing is not None:
             preprocess["preprocessing"] = preprocessing
-        options = {"ensemble_formula": ensemble_formula, "unlabeled_id": unlabeled_id}
-        options["unlabeled_threshold"] = None if unlabeled_threshold is None else float(unlabeled_threshold)
-        forward.update({key: value for key, value in options.items() if value is not None})
         return preprocess, forward, postprocess
 
     def preprocess(self, images, proposal_masks=None, **preprocess):

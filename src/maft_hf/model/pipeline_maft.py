@@ -147,31 +147,19 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         images = list(images) if isinstance(images, tuple) else images
         return super().__call__(images, candidate_labels=candidate_labels, **kwargs)
 
-    def _sanitize_parameters(
-        self,
-        candidate_labels=None,
-        proposal_generator=None,
-        proposal_masks=None,
-        ensemble_weight=None,
-        templates=None,
-        chunk_classes=None,
-        **unused,
-    ):
-        if unused:
-            raise ValueError(f"Unknown arguments for {type(self).__name__}: {sorted(unused)}.")
-        preprocess, forward = {}, {}
+    # Per-call options of `_forward` and their conversion; a subclass adds its own.
+    forward_options = {"ensemble_weight": float, "templates": list, "chunk_classes": int}
+
+    def _sanitize_parameters(self, candidate_labels=None, proposal_generator=None, proposal_masks=None, **options):
+        unknown = set(options) - set(self.forward_options)
+        if unknown:
+            raise ValueError(f"Unknown arguments for {type(self).__name__}: {sorted(unknown)}.")
+        preprocess = {"proposal_masks": proposal_masks} if proposal_masks is not None else {}
         if proposal_generator is not None:
             preprocess["proposal_generator"] = self.resolve_generator(proposal_generator)
-        if proposal_masks is not None:
-            preprocess["proposal_masks"] = proposal_masks
+        forward = {key: self.forward_options[key](value) for key, value in options.items() if value is not None}
         if candidate_labels is not None:
             forward["candidate_labels"] = self.vocabulary(candidate_labels)
-        if ensemble_weight is not None:
-            forward["ensemble_weight"] = float(ensemble_weight)
-        if templates is not None:
-            forward["templates"] = list(templates)
-        if chunk_classes is not None:
-            forward["chunk_classes"] = int(chunk_classes)
         return preprocess, forward, {}
 
     def preprocess(self, image, proposal_generator=None, proposal_masks=None):
