@@ -16,11 +16,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..model.images import load_image
-from .visualization import overlay
+from .visualization import label_array, overlay
 from .vocabulary import parse_vocabulary_argument  # noqa: F401  (re-exported: its home is vocabulary.py)
 
 logger = logging.getLogger(__name__)
@@ -129,18 +128,9 @@ def find_mask_files(mask_paths: Sequence[str | os.PathLike], image_paths: Sequen
     return mask_paths
 
 
-def _as_label_array(seg_map) -> np.ndarray:
-    seg_map = np.asarray(seg_map.detach().cpu().numpy() if isinstance(seg_map, torch.Tensor) else seg_map)
-    if seg_map.ndim != 2:
-        raise ValueError(f"Expected a segmentation map of shape (H, W), got {seg_map.shape}.")
-    if not (np.issubdtype(seg_map.dtype, np.integer) or seg_map.dtype == np.bool_):
-        raise ValueError(f"Expected integer class ids in the segmentation map, got dtype {seg_map.dtype}.")
-    return seg_map.astype(np.int64)
-
-
 def class_pixel_counts(seg_map, num_classes: int) -> np.ndarray:
     """`(num_classes,)` int64 number of pixels of each class id in an `(H, W)` map of ids in `[0, num_classes)`."""
-    labels = _as_label_array(seg_map)
+    labels = label_array(seg_map)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"Segmentation ids must lie in [0, {num_classes}) for {num_classes} classes, got values in "
@@ -195,7 +185,7 @@ def write_json(path: str | os.PathLike, value) -> None:
 def save_label_map(path, seg_map, num_classes: int) -> Image.Image:
     """Save an `(H, W)` class-id map as a grayscale PNG (to a path, atomically, or a file object): 8-bit for <= 255
     classes, else 16-bit."""
-    labels = _as_label_array(seg_map)
+    labels = label_array(seg_map)
     class_pixel_counts(labels, num_classes)  # range check
     if num_classes > 65535:
         raise ValueError(f"A PNG map holds at most 65535 classes, got {num_classes}.")
@@ -218,7 +208,7 @@ def save_segmentation(
 ) -> dict:
     """Write `<stem>_map.png`, `<stem>_overlay.png` and, last, `<stem>.json` of one image (`seg_map`: `(H, W)` ids at
     its size) to `output_dir`; returns the json record (sizes, file names, [`class_areas`], `metadata` entries)."""
-    picture, labels, names = load_image(image), _as_label_array(seg_map), list(class_names)
+    picture, labels, names = load_image(image), label_array(seg_map), list(class_names)
     if labels.shape != (picture.height, picture.width):
         raise ValueError(
             f"The segmentation map must have the image's size (H, W) = ({picture.height}, {picture.width}), "
@@ -289,7 +279,7 @@ def parquet_features():
 
 def parquet_row(index: int, stem: str, seg_map, class_names: Sequence[str], metadata: dict) -> dict:
     """One parquet output row: the map PNG-encoded ([`save_label_map`]) and its [`class_areas`]."""
-    labels = _as_label_array(seg_map)
+    labels = label_array(seg_map)
     buffer = io.BytesIO()
     save_label_map(buffer, labels, len(class_names))
     return {
