@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import uuid
 from collections.abc import Iterable, Sequence
@@ -20,9 +19,7 @@ from PIL import Image
 
 from ..model.images import load_image
 from .visualization import label_array, overlay
-from .vocabulary import parse_vocabulary_argument  # noqa: F401  (re-exported: its home is vocabulary.py)
-
-logger = logging.getLogger(__name__)
+from .vocabulary import parse_vocabulary_argument as parse_vocabulary_argument  # re-exported for the CLI
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 LIST_EXTENSIONS = (".txt", ".lst")  # an --images file with this suffix lists image paths, one per line
@@ -30,20 +27,14 @@ MASK_EXTENSIONS = (".npy", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".gif")
 MAX_UINT8_CLASSES = 255  # up to this many classes the map is 8-bit and 255 stays free for "unlabelled"
 
 
-def read_image_list(path: str | os.PathLike) -> list[Path]:
-    """The paths of a list file, one per line (blank and `#` lines skipped), relative to the list's folder."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    entries = [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    return [entry if entry.is_absolute() else Path(path).parent / entry for entry in entries]
-
-
 def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Image files of `paths`: a folder's image files (not sub-folders), sorted; the paths a `.txt`/`.lst` file lists;
-    image files as given, in order."""
+    """Image files of `paths`: a folder's image files (not sub-folders), sorted; the paths a `.txt`/`.lst` file lists
+    (one per line, blank and `#` lines skipped, relative to the list's folder); image files as given, in order."""
     found: list[Path] = []
     for path in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
         if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
-            listed = read_image_list(path)
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            listed = [path.parent / line for line in lines if line and not line.startswith("#")]
             missing = [os.fspath(entry) for entry in listed if not entry.is_file()]
             if missing:
                 raise ValueError(
@@ -244,17 +235,17 @@ def read_json(path: str | os.PathLike):
 
 def write_summary(output_dir: str | os.PathLike, records: Sequence[dict], class_names: Sequence[str], **metadata):
     """Write and return `summary.json`: `metadata`, the vocabulary, the [`save_segmentation`] records and total areas."""
-    names = list(class_names)
-    summary = {
-        **metadata,
-        "class_names": names,
-        "num_images": len(records),
-        "images": [{k: v for k, v in record.items() if k != "classes"} for record in records],
-        "classes": total_areas(records, names),
-    }
+    images = [{k: v for k, v in record.items() if k != "classes"} for record in records]
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    write_json(Path(output_dir) / "summary.json", summary)
-    return summary
+    path = Path(output_dir) / "summary.json"
+    return _write_run_json(path, class_names, records, metadata, num_images=len(records), images=images)
+
+
+def _write_run_json(path, class_names: Sequence[str], records, metadata: dict, **entries) -> dict:
+    """Write and return a run's json: `metadata`, the vocabulary, `entries` and the areas over all `records`."""
+    value = {**metadata, "class_names": list(class_names), **entries, "classes": total_areas(records, class_names)}
+    write_json(path, value)
+    return value
 
 
 def total_areas(records: Iterable[dict], class_names: Sequence[str]) -> list[dict]:
@@ -323,12 +314,5 @@ def write_parquet_manifest(output_dir: str | os.PathLike, num_chunks: int, class
         indices = table.column("index").to_pylist()
         chunks.append({"file": f"data/{path.name}", "first_index": indices[0], "num_rows": len(indices)})
         totals.extend({"classes": classes} for classes in table.column("classes").to_pylist())
-    manifest = {
-        **metadata,
-        "class_names": list(class_names),
-        "num_images": sum(entry["num_rows"] for entry in chunks),
-        "chunks": chunks,
-        "classes": total_areas(totals, class_names),
-    }
-    write_json(Path(output_dir) / "manifest.json", manifest)
-    return manifest
+    path, num_images = Path(output_dir) / "manifest.json", sum(entry["num_rows"] for entry in chunks)
+    return _write_run_json(path, class_names, totals, metadata, num_images=num_images, chunks=chunks)

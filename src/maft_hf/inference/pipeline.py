@@ -261,24 +261,20 @@ def segment(
 
 
 class OpenVocabularySegmentationPipeline(pipeline_maft.OpenVocabularySegmentationPipeline):
-    """Open-vocabulary semantic segmentation with MAFT: `pipe(image, candidate_labels=[...])`.
+    """Open-vocabulary semantic segmentation with MAFT: `pipe(image, candidate_labels=[...])`, registered as
+    `"open-vocabulary-segmentation"` on `import maft_hf`; the pipeline that checkpoints carry, run by [`segment`].
 
-    Registered as `"open-vocabulary-segmentation"` on `import maft_hf`. Proposals come from `proposal_generator`
-    (at construction or per call) or `proposal_masks` (user masks); the other call arguments are those of
-    [`segment`], which runs every call (`batch_size > 1`: that many images per forward pass). Returns a dict
-    (`"segmentation"`, `"class_names"`, `"scores"`) per image. It extends the pipeline that checkpoints carry for
-    `trust_remote_code=True` ([`maft_hf.model.pipeline_maft`]).
+    Proposals come from `proposal_generator` (at construction or per call) or `proposal_masks`; the other call
+    arguments are those of [`segment`]. Returns a dict (`"segmentation"`, `"class_names"`, `"scores"`) per image.
 
     Example:
 
     ```python
     >>> from transformers import pipeline
     >>> import maft_hf
-    >>> pipe = pipeline(
-    ...     "open-vocabulary-segmentation", model="path/to/maft", proposal_generator="grid:4"
-    ... )  # doctest: +SKIP
-    >>> out = pipe("street.jpg", candidate_labels=["road", "car", "building, edifice"])  # doctest: +SKIP
-    >>> out["segmentation"].shape  # (H, W) of the image  # doctest: +SKIP
+    >>> pipe = pipeline("open-vocabulary-segmentation", model="path/to/maft", proposal_generator="grid:4")
+    >>> out = pipe("street.jpg", candidate_labels=["road", "car", "building, edifice"])
+    >>> out["segmentation"].shape  # (H, W) of the image
     ```"""
 
     def __init__(self, *args, text_classifier_cache: TextClassifierCache | None = None, **kwargs):
@@ -345,8 +341,5 @@ def register_pipeline() -> None:
     if current is not None and current.get("impl") is OpenVocabularySegmentationPipeline:
         return
     PIPELINE_REGISTRY.register_pipeline(
-        TASK_NAME,
-        pipeline_class=OpenVocabularySegmentationPipeline,
-        pt_model=MaskAwareCLIPModel,
-        type="multimodal",
+        TASK_NAME, pipeline_class=OpenVocabularySegmentationPipeline, pt_model=MaskAwareCLIPModel, type="multimodal"
     )

@@ -1,10 +1,5 @@
-"""The text classifier of MAFT: one L2-normalised embedding per class name, averaged over prompt templates,
-
-    w_c = normalize(mean_t normalize(text_projection(text_model(t.format(name_c)))))
-
-with the 14 templates of the released code by default; a name with synonyms goes in verbatim as one string. Large
-vocabularies are expensive (847 classes x 14 templates), so [`build_text_classifier`] can use a
-[`TextClassifierCache`] (in-memory LRU plus an optional directory of safetensors files).
+"""The text classifier of MAFT, `w_c = normalize(mean_t normalize(text_projection(text_model(t.format(name_c)))))`
+over the 14 templates of the released code, and a cache for it: 847 classes x 14 templates are expensive.
 """
 
 from __future__ import annotations
@@ -12,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import weakref
 from collections import OrderedDict
@@ -21,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from ..model.pipeline_maft import compute_text_classifier
+from .outputs import atomic_write
 from .vocabulary import load_prompt_templates, validate_templates, validate_vocabulary
 
 CACHE_FORMAT_VERSION = "maft_hf.text_classifier/1"
@@ -43,11 +38,8 @@ def text_tower_parameters(model: torch.nn.Module) -> list[tuple[str, torch.Tenso
 
 
 def text_tower_fingerprint(model: torch.nn.Module, recompute: bool = False) -> str:
-    """SHA-256 (hex) of the names, shapes, dtypes and bytes of the text-tower weights.
-
-    Memoised per model and recomputed when a tensor's storage pointer or version counter changes (optimiser steps,
-    in-place edits, `load_state_dict`); writes through `tensor.data` bypass the counter: pass `recompute=True`.
-    """
+    """SHA-256 (hex) of the names, shapes, dtypes and bytes of the text-tower weights, memoised per model until a
+    tensor's storage or version counter changes (writes through `tensor.data` bypass it: pass `recompute=True`)."""
     tensors = text_tower_parameters(model)
     signature = tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype)) for name, t in tensors)
     try:
@@ -138,14 +130,9 @@ class TextClassifierCache:
         from safetensors.torch import save_file
 
         os.makedirs(self.cache_dir, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({"text_classifier": tensor}, temporary, metadata=metadata)
-            os.replace(temporary, self._path(key))
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        atomic_write(
+            self._path(key), lambda temporary: save_file({"text_classifier": tensor}, temporary, metadata=metadata)
+        )
 
     def clear(self, disk: bool = False) -> None:
         """Empty the in-memory LRU, and with `disk=True` delete this cache's `*.safetensors` files too."""
@@ -181,11 +168,8 @@ def build_text_classifier(
     cache: TextClassifierCache | str | os.PathLike | None = None,
     device: str | torch.device | None = None,
 ) -> torch.Tensor:
-    """Text embeddings of a vocabulary: `(C, projection_dim)` float32, rows of unit norm (the module's formula).
-
-    All `C * T` prompts run without gradients in eval mode (the training flag is restored), `batch_size` at a time.
-    `templates` default to the 14 of the released code; `cache` is a [`TextClassifierCache`], a directory (disk-only
-    cache) or None; `device` defaults to the model's.
+    """Text embeddings of a vocabulary: `(C, projection_dim)` float32, rows of unit norm (the module's formula), the
+    prompts run in eval mode. `cache`: a [`TextClassifierCache`] or a directory (disk-only cache).
 
     Example:
 

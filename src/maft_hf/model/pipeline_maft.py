@@ -8,6 +8,8 @@ paper Eq. 9) and builds `segment()` on its functions, so each step exists once.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -72,17 +74,9 @@ def classify_proposals(model, pixel_values, proposal_masks, text_classifier, pro
     return model.logit_scale.exp() * mask_embeds @ text_embeds.t()
 
 
-class _Masks:
-    """Proposals without class scores: `masks (N, H, W)` float in [0, 1]."""
-
-    class_scores = None
-
-    def __init__(self, masks):
-        self.masks = masks
-
-
-def masks_from_user(masks, size: tuple[int, int]) -> _Masks:
-    """`(N, H, W)` masks in [0, 1] or an `(H, W)` integer label map (one mask per id, 255 = none), at `size`."""
+def masks_from_user(masks, size: tuple[int, int]) -> SimpleNamespace:
+    """Proposals without class scores, `masks (N, H, W)` float at `size`, from `(N, H, W)` masks in [0, 1] or an
+    `(H, W)` integer label map (one mask per id, 255 = none)."""
     tensor = torch.as_tensor(np.asarray(masks)) if not isinstance(masks, torch.Tensor) else masks
     if tensor.ndim == 2 and not tensor.is_floating_point() and tensor.dtype != torch.bool:
         ids = [i for i in tensor.unique().tolist() if i != 255]
@@ -94,7 +88,7 @@ def masks_from_user(masks, size: tuple[int, int]) -> _Masks:
         raise ValueError("Proposal masks must lie in [0, 1].")
     if tuple(tensor.shape[-2:]) != tuple(size):
         tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
-    return _Masks(tensor)
+    return SimpleNamespace(masks=tensor, class_scores=None)
 
 
 class OpenVocabularySegmentationPipeline(Pipeline):
