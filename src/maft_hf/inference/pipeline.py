@@ -1,10 +1,7 @@
 """Segment any image with any vocabulary: a function API ([`segment`]) and a transformers pipeline built on it.
 
-The steps (docs/inference.md): load and pre-process the images (`"direct"` or `"released"`), proposals (with the
-vocabulary when the generator needs it; on the padded canvas in released mode), the cached text classifier, MAFT's
-logits of every proposal (masks reduced to the patch grid by the model's own rule, so images of different sizes share
-a forward pass), optionally the Eq. 9 ensemble, and the semantic map at the image's size. The model-level steps are
-the functions of [`maft_hf.model.pipeline_maft`], the pipeline that checkpoints carry.
+The steps are those of docs/inference.md; the model-level ones are the functions of [`maft_hf.model.pipeline_maft`],
+the pipeline that checkpoints carry: patch-grid masks (so images of different sizes share a forward pass), logits.
 """
 
 from __future__ import annotations
@@ -88,8 +85,7 @@ def proposal_class_scores(
     valid_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """`(N, C)` scores `A` of one image: `softmax(logits)`, or the Eq. 9 ensemble when `ensemble_weight` is set and
-    the proposals carry class scores (a proposal is `empty` when no mask value inside `valid_size`, the image's part
-    of a padded canvas, exceeds 0.5)."""
+    the proposals carry class scores (`empty`: no mask value inside `valid_size` above 0.5)."""
     probs = logits.float().softmax(dim=-1)
     if not ensemble_weight or proposals.class_scores is None:
         return probs
@@ -108,8 +104,7 @@ def _call(method, generator, images, class_names, text_classifier) -> list:
 
 def _generate(generator, images, class_names, text_classifier) -> list[Proposals]:
     """The generator's proposals per image; a plain callable may return masks in any user-mask format."""
-    # One image per call: a batched generator may pad the images to one size, which would make maps depend on the
-    # batch size.
+    # One image per call: a batched generator may pad the images to one size, making maps depend on the batch size.
     items = []
     for image in images:
         out = _call(generator, generator, [image], class_names, text_classifier)

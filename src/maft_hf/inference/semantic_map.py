@@ -30,8 +30,8 @@ def _probabilities(class_scores: torch.Tensor, masks: torch.Tensor, from_logits:
 def semantic_scores(
     class_scores: torch.Tensor, masks: torch.Tensor, from_logits: bool = True, chunk_classes: int | None = None
 ) -> torch.Tensor:
-    """Per-pixel class scores `(C, H, W)` float32 of `(N, C)` class scores (logits, or probabilities with
-    `from_logits=False`) and `(N, H, W)` masks of one image, `chunk_classes` classes per matrix product."""
+    """Per-pixel class scores `(C, H, W)` float32 of `(N, C)` class scores (logits, or probabilities) and `(N, H, W)`
+    masks of one image, `chunk_classes` classes per matrix product."""
     probs_t = _probabilities(class_scores, masks, from_logits).t()
     num_classes, pixels = probs_t.shape[0], masks.shape[1] * masks.shape[2]
     flat = masks.reshape(masks.shape[0], pixels).to(torch.float32)
@@ -160,8 +160,8 @@ def normalize_class_name(name: str) -> set[str]:
 def match_generator_scores(
     generator_scores: torch.Tensor, generator_names: Sequence[str], vocabulary: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Map a generator's `(N, K)` class probabilities onto the vocabulary by shared synonym: `(probs (N, C) float32,
-    seen (C,) bool)`; a class matching several generator classes takes their max, one matching none gets 0."""
+    """A generator's `(N, K)` class probabilities on the vocabulary by shared synonym (the max of several, else 0):
+    `(probs (N, C) float32, seen (C,) bool)`."""
     synonym_to_columns: dict[str, list[int]] = {}
     for column, name in enumerate(generator_names):
         for synonym in normalize_class_name(name):

@@ -40,8 +40,8 @@ def _content_lines(text: str) -> list[str]:
 
 
 def parse_vocabulary_lines(text: str) -> list[str]:
-    """Class names from the text of a vocabulary file: one per line, stripped; blank and `#` lines skipped; a line
-    with tabs is a table row whose **last** column is the name (`coco_stuff_unseen_15.txt`). Commas are kept."""
+    """Class names of a vocabulary file's text: one per line, stripped, blank and `#` lines skipped; of a line with
+    tabs (a table row, `coco_stuff_unseen_15.txt`) the last column. Commas are kept."""
     return [line.split("\t")[-1].strip() for line in _content_lines(text)]
 
 
@@ -71,8 +71,7 @@ def _unseen_rows(dataset: str) -> list[tuple[int, str]]:
 
 
 def unseen_class_indices(dataset: str = "coco_stuff") -> list[int]:
-    """Sorted class ids of the unseen classes of a zero-shot split: `"coco_stuff"` (or `"coco_stuff_171"`), the 156
-    seen / 15 unseen split of paper Tab. 1."""
+    """Sorted ids of the unseen classes of `"coco_stuff"` (or `"coco_stuff_171"`): the 15 of paper Tab. 1."""
     key = "coco_stuff" if dataset == "coco_stuff_171" else dataset
     if key not in _UNSEEN_SPLITS:
         raise ValueError(f"No seen/unseen split is shipped for {dataset!r}; expected one of {sorted(_UNSEEN_SPLITS)}.")
@@ -89,8 +88,7 @@ def _load_shipped(name: str) -> list[str]:
 
 
 def validate_vocabulary(names: Sequence[str]) -> list[str]:
-    """A new list of the stripped names; `ValueError` for a non-sequence, an empty vocabulary, an empty name, or
-    duplicates (compared lower-cased: CLIP's tokenizer lower-cases, so they would get identical embeddings)."""
+    """The stripped names; no empty name nor duplicates (compared lower-cased: CLIP's tokenizer lower-cases)."""
     if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
         raise ValueError(f"A vocabulary must be a list of class-name strings, got {type(names).__name__}.")
     if len(names) == 0:
@@ -111,9 +109,8 @@ def validate_vocabulary(names: Sequence[str]) -> list[str]:
 
 
 def load_vocabulary(spec: str | os.PathLike | Sequence[str]) -> list[str]:
-    """Load a vocabulary, `list[str]` (index `i` = class id `i`), from, tried in this order: a list / tuple of names,
-    a shipped name ([`available_vocabularies`]) or a UTF-8 text file, one class per line. A string is never split
-    (`"cat, kitty"` is one class with a synonym).
+    """A vocabulary (index `i` = class id `i`) from a list of names, a shipped name ([`available_vocabularies`]) or a
+    UTF-8 text file, one class per line. A string is never split (`"cat, kitty"` is one class with a synonym).
 
     Example:
 
@@ -209,7 +206,7 @@ def load_prompt_templates() -> list[str]:
 
 
 def validate_templates(templates: Sequence[str]) -> list[str]:
-    """Check prompt templates (a non-empty list of strings with exactly one `{}` each); returns them as a list."""
+    """Prompt templates as a list, checked: a non-empty list of strings with exactly one `{}` each."""
     if isinstance(templates, str) or not isinstance(templates, Sequence) or len(templates) == 0:
         raise ValueError(f"Prompt templates must be a non-empty list of strings, got {templates!r}.")
     for index, template in enumerate(templates):
