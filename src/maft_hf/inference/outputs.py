@@ -234,7 +234,7 @@ def read_json(path: str | os.PathLike):
 
 
 def write_summary(output_dir: str | os.PathLike, records: Sequence[dict], class_names: Sequence[str], **metadata):
-    """Write and return `summary.json`: `metadata`, the vocabulary, the [`save_segmentation`] records and total areas."""
+    """Write and return `summary.json`: `metadata`, the vocabulary, the [`save_segmentation`] records, total areas."""
     images = [{k: v for k, v in record.items() if k != "classes"} for record in records]
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     path = Path(output_dir) / "summary.json"

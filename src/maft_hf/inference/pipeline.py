@@ -272,6 +272,13 @@ class OpenVocabularySegmentationPipeline(pipeline_maft.OpenVocabularySegmentatio
     >>> out["segmentation"].shape  # (H, W) of the image
     ```"""
 
+    forward_options = {
+        **pipeline_maft.OpenVocabularySegmentationPipeline.forward_options,
+        "ensemble_formula": str,
+        "unlabeled_id": int,
+        "unlabeled_threshold": float,
+    }
+
     def __init__(self, *args, text_classifier_cache: TextClassifierCache | None = None, **kwargs):
         self.text_classifier_cache = TextClassifierCache() if text_classifier_cache is None else text_classifier_cache
         super().__init__(*args, **kwargs)
@@ -293,13 +300,6 @@ class OpenVocabularySegmentationPipeline(pipeline_maft.OpenVocabularySegmentatio
         preprocess, forward, _ = self._sanitize_parameters(candidate_labels=candidate_labels, **kwargs)
         inputs = self.preprocess(images, **{**self._preprocess_params, **preprocess})
         return self._forward(inputs, batch_size=int(batch_size), **{**self._forward_params, **forward})
-
-    forward_options = {
-        **pipeline_maft.OpenVocabularySegmentationPipeline.forward_options,
-        "ensemble_formula": str,
-        "unlabeled_id": int,
-        "unlabeled_threshold": float,
-    }
 
     def _sanitize_parameters(self, preprocessing=None, **kwargs):
         # Only what this call sets: options given to pipeline() must survive calls that do not repeat them.

@@ -42,10 +42,7 @@ def text_tower_fingerprint(model: torch.nn.Module, recompute: bool = False) -> s
     tensor's storage or version counter changes (writes through `tensor.data` bypass it: pass `recompute=True`)."""
     tensors = text_tower_parameters(model)
     signature = tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype)) for name, t in tensors)
-    try:
-        memo = _FINGERPRINTS.get(model)
-    except TypeError:  # not weak-referenceable
-        memo = None
+    memo = _FINGERPRINTS.get(model)
     if memo is not None and memo[0] == signature and not recompute:
         return memo[1]
     digest = hashlib.sha256()
@@ -54,10 +51,7 @@ def text_tower_fingerprint(model: torch.nn.Module, recompute: bool = False) -> s
         data = tensor.detach().to("cpu").contiguous()
         if data.numel():
             digest.update(data.reshape(-1).view(torch.uint8).numpy())
-    try:
-        _FINGERPRINTS[model] = (signature, digest.hexdigest())
-    except TypeError:
-        pass
+    _FINGERPRINTS[model] = (signature, digest.hexdigest())
     return digest.hexdigest()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import colorsys
 import functools
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -142,8 +143,6 @@ def overlay(image, seg_map, class_names, alpha: float = 0.5, legend: bool = True
 def save_overlay(path: str | os.PathLike, image, seg_map, class_names, **kwargs) -> Image.Image:
     """[`overlay`] saved to `path` (format from the extension); returns the image."""
     result = overlay(image, seg_map, class_names, **kwargs)
-    directory = os.path.dirname(os.fspath(path))
-    if directory:
-        os.makedirs(directory, exist_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     result.save(path)
     return result

@@ -93,9 +93,11 @@ def masks_from_user(masks, size: tuple[int, int]) -> SimpleNamespace:
 
 class OpenVocabularySegmentationPipeline(Pipeline):
     """Open-vocabulary semantic segmentation: `pipe(images, candidate_labels=[...], proposal_masks=... or
-    proposal_generator=..., templates=)` (`ensemble_weight` needs maft_hf). Per image: `"segmentation"` `(H, W)` indices into `"class_names"`, and
-    `"scores"` `(N, C)` per-proposal class scores."""
+    proposal_generator=..., templates=)` (`ensemble_weight` needs maft_hf). Per image: `"segmentation"` `(H, W)`
+    indices into `"class_names"`, and `"scores"` `(N, C)` per-proposal class scores."""
 
+    # Per-call options of `_forward` and their conversion; a subclass adds its own.
+    forward_options = {"ensemble_weight": float, "templates": list, "chunk_classes": int}
     _load_processor = False
     _load_image_processor = True
     _load_feature_extractor = False
@@ -140,9 +142,6 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             raise ValueError("No images were given; expected at least one image.")
         images = list(images) if isinstance(images, tuple) else images
         return super().__call__(images, candidate_labels=candidate_labels, **kwargs)
-
-    # Per-call options of `_forward` and their conversion; a subclass adds its own.
-    forward_options = {"ensemble_weight": float, "templates": list, "chunk_classes": int}
 
     def _sanitize_parameters(self, candidate_labels=None, proposal_generator=None, proposal_masks=None, **options):
         unknown = set(options) - set(self.forward_options)
