@@ -94,14 +94,7 @@ def semantic_map(
     Masks at the output size: pixel blocks of `chunk_pixels`, each scored `chunk_classes` at a time (ties go to the
     lowest class). Otherwise the scores are cropped to `valid_size` (top-left) and resized bilinearly
     (`align_corners=False`, detectron2's `sem_seg_postprocess`) to `output_size`. With `unlabeled_id`, pixels whose
-    total mask weight is below `unlabeled_threshold` get that id; by default uncovered pixels get class 0.
-
-    Example:
-
-    ```python
-    >>> semantic_map(torch.randn(300, 847), torch.rand(300, 64, 64), output_size=(500, 375)).shape
-    torch.Size([500, 375])
-    ```"""
+    total mask weight is below `unlabeled_threshold` get that id; by default uncovered pixels get class 0."""
     probs = _probabilities(class_scores, masks, from_logits)
     mask_size = tuple(masks.shape[1:])
     output_size, valid_size = tuple(output_size or mask_size), tuple(valid_size or mask_size)

@@ -163,16 +163,7 @@ def build_text_classifier(
     device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """Text embeddings of a vocabulary: `(C, projection_dim)` float32, rows of unit norm (the module's formula), the
-    prompts run in eval mode. `cache`: a [`TextClassifierCache`] or a directory (disk-only cache).
-
-    Example:
-
-    ```python
-    >>> from maft_hf.inference.text_classifier import build_text_classifier
-    >>> weights = build_text_classifier(model, tokenizer, ["cat", "building, edifice"])  # doctest: +SKIP
-    >>> weights.shape  # doctest: +SKIP
-    torch.Size([2, 512])
-    ```"""
+    prompts run in eval mode. `cache`: a [`TextClassifierCache`] or a directory (disk-only cache)."""
     class_names = validate_vocabulary(class_names)
     templates = validate_templates(load_prompt_templates() if templates is None else templates)
     if batch_size < 1:

@@ -1,8 +1,5 @@
-"""Colour semantic maps and draw them over images, with a legend of the classes present.
-
-The palette is deterministic and prefix-stable (`palette(k)[:j] == palette(j)`): hues advance by the golden ratio,
-saturation / brightness cycle through tiers with coprime periods.
-"""
+"""Colour semantic maps and draw them over images, with a legend of the classes present. The palette is
+prefix-stable (`palette(k)[:j] == palette(j)`): golden-ratio hues, saturation / brightness tiers of coprime periods."""
 
 from __future__ import annotations
 
@@ -106,17 +103,7 @@ def _draw_legend(entries, height: int, font) -> Image.Image:
 def overlay(image, seg_map, class_names, alpha: float = 0.5, legend: bool = True) -> Image.Image:
     """Blend the coloured map (`(H, W)` class ids at the image's size; ids outside `[0, C)` left unblended) over the
     image (anything [`load_image`] reads) with opacity `alpha`; `legend` appends a panel of the classes present on
-    the right. Returns an RGB PIL image.
-
-    Example:
-
-    ```python
-    >>> import numpy as np
-    >>> from maft_hf.inference.visualization import overlay
-    >>> seg = np.zeros((32, 48), dtype=np.int64); seg[:, 24:] = 2
-    >>> overlay(np.zeros((32, 48, 3), np.uint8), seg, ["sky", "grass", "road"], legend=False).size
-    (48, 32)
-    ```"""
+    the right. Returns an RGB PIL image."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
     picture = load_image(image)

@@ -1,9 +1,8 @@
 """The segmentation pipeline saved with every MAFT checkpoint (`pipeline(model=..., trust_remote_code=True)`).
 
-It is remote code (task `"image-segmentation"` under `custom_pipelines`), so it imports only the files shipped with
-it: vocabulary as a list of names, proposals as `proposal_masks` or a callable. `maft_hf.inference.pipeline`
-subclasses it (proposal specs, shipped vocabularies, the classifier cache, released preprocessing, the ensemble of
-paper Eq. 9) and builds `segment()` on its functions, so each step exists once.
+Remote code (task `"image-segmentation"` in `custom_pipelines`): it imports only the files shipped with it, so the
+vocabulary is a list of names and proposals come as `proposal_masks` or a callable. `maft_hf.inference.pipeline`
+subclasses it and builds `segment()` on its functions (proposal specs, shipped vocabularies, caches, Eq. 9, ...).
 """
 
 from __future__ import annotations
