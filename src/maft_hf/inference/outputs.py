@@ -1,38 +1,25 @@
 """Inputs and outputs of segmentation runs: image lists, command-line vocabularies, mask files, maps, overlays, areas.
 
-Outputs of one image `<stem>` in a folder: `<stem>_map.png` (class ids at the image's size, 8-bit for up to 255
-classes so 255 never names a class, else 16-bit; read back with [`read_label_map`]), `<stem>_overlay.png` (colours
-and a legend, [`maft_hf.inference.visualization.overlay`]) and `<stem>.json` (size, file names, [`class_areas`]).
-Every file is written atomically (a temporary file renamed into place) and `<stem>.json` last, so an image whose
-json exists is complete ([`segmentation_done`]). Bulk runs can write parquet chunks instead ([`write_parquet_chunk`]).
-
-```python
->>> import numpy as np
->>> from maft_hf.inference.outputs import class_areas
->>> class_areas(np.array([[0, 0], [0, 2]]), ["sky", "grass", "road"])
-[{'id': 0, 'name': 'sky', 'pixels': 3, 'fraction': 0.75}, {'id': 2, 'name': 'road', 'pixels': 1, 'fraction': 0.25}]
-```
+Outputs of one image `<stem>`: `<stem>_map.png` (class ids, 8-bit for up to 255 classes so 255 never names a class,
+else 16-bit), `<stem>_overlay.png` and `<stem>.json` (size, file names, [`class_areas`]). Every file is written
+atomically and `<stem>.json` last, so an image whose json exists is complete. Bulk runs can write parquet chunks.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..model.images import load_image
-from .visualization import overlay
-from .vocabulary import parse_vocabulary_argument  # noqa: F401  (re-exported: its home is vocabulary.py)
-
-logger = logging.getLogger(__name__)
+from .visualization import label_array, overlay
+from .vocabulary import parse_vocabulary_argument as parse_vocabulary_argument  # re-exported for the CLI
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 LIST_EXTENSIONS = (".txt", ".lst")  # an --images file with this suffix lists image paths, one per line
@@ -40,22 +27,14 @@ MASK_EXTENSIONS = (".npy", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".gif")
 MAX_UINT8_CLASSES = 255  # up to this many classes the map is 8-bit and 255 stays free for "unlabelled"
 
 
-def read_image_list(path: str | os.PathLike) -> list[Path]:
-    """The paths of a list file, one per line (blank lines and `#` comments skipped), relative ones taken from the
-    list's folder."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    entries = [Path(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    return [entry if entry.is_absolute() else Path(path).parent / entry for entry in entries]
-
-
 def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Image files of `paths`: a folder gives its files (not sub-folders) with an `IMAGE_EXTENSIONS` suffix, sorted; a
-    `.txt`/`.lst` file lists paths ([`read_image_list`]); image files are kept as given, in order. Raises `ValueError`
-    for a missing path, a folder without images, no images."""
+    """Image files of `paths`: a folder's image files (not sub-folders), sorted; the paths a `.txt`/`.lst` file lists
+    (one per line, blank and `#` lines skipped, relative to the list's folder); image files as given, in order."""
     found: list[Path] = []
     for path in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
         if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
-            listed = read_image_list(path)
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            listed = [path.parent / line for line in lines if line and not line.startswith("#")]
             missing = [os.fspath(entry) for entry in listed if not entry.is_file()]
             if missing:
                 raise ValueError(
@@ -91,11 +70,8 @@ def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def read_mask_file(path: str | os.PathLike):
-    """User proposal masks from a file, as [`~maft_hf.proposals.proposals_from_user_masks`] accepts them.
-
-    `.npy`: `(N, H, W)` masks or an `(H, W)` integer label map (a numpy array). An image: a single-band label map
-    (mode `"L"`, `"P"`, `"I"`, `"I;16"`; one mask per id, 255 = none) or a mode `"1"` mask (a PIL image); colour
-    images are refused. Raises `ValueError` when the file cannot be read."""
+    """User proposal masks from a file: a `.npy` array (`(N, H, W)` masks or an `(H, W)` label map), or a single-band
+    image (a label map, one mask per id, 255 = none, or a mode `"1"` mask); colour images are refused."""
     name = os.fspath(path)
     try:
         if Path(name).suffix.lower() == ".npy":
@@ -114,9 +90,8 @@ def read_mask_file(path: str | os.PathLike):
 
 
 def find_mask_files(mask_paths: Sequence[str | os.PathLike], image_paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """One user mask file per image, in the images' order, from: a single folder holding `<image stem><ext>` for every
-    image (ext in `MASK_EXTENSIONS`, `.npy` first), a single file for every image, or one file per image in order.
-    Raises `ValueError` otherwise (naming the missing files)."""
+    """One mask file per image, in order, from a folder of `<image stem><ext>` files (`.npy` first), a single file for
+    every image, or one file per image."""
     mask_paths = [Path(p) for p in mask_paths]
     if len(mask_paths) == 1 and mask_paths[0].is_dir():
         folder, stems = mask_paths[0], [Path(image_path).stem for image_path in image_paths]
@@ -144,18 +119,9 @@ def find_mask_files(mask_paths: Sequence[str | os.PathLike], image_paths: Sequen
     return mask_paths
 
 
-def _as_label_array(seg_map) -> np.ndarray:
-    seg_map = np.asarray(seg_map.detach().cpu().numpy() if isinstance(seg_map, torch.Tensor) else seg_map)
-    if seg_map.ndim != 2:
-        raise ValueError(f"Expected a segmentation map of shape (H, W), got {seg_map.shape}.")
-    if not (np.issubdtype(seg_map.dtype, np.integer) or seg_map.dtype == np.bool_):
-        raise ValueError(f"Expected integer class ids in the segmentation map, got dtype {seg_map.dtype}.")
-    return seg_map.astype(np.int64)
-
-
 def class_pixel_counts(seg_map, num_classes: int) -> np.ndarray:
     """`(num_classes,)` int64 number of pixels of each class id in an `(H, W)` map of ids in `[0, num_classes)`."""
-    labels = _as_label_array(seg_map)
+    labels = label_array(seg_map)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"Segmentation ids must lie in [0, {num_classes}) for {num_classes} classes, got values in "
@@ -165,8 +131,8 @@ def class_pixel_counts(seg_map, num_classes: int) -> np.ndarray:
 
 
 def areas_from_counts(counts, class_names: Sequence[str], include_empty: bool = False) -> list[dict]:
-    """Per-class `{"id", "name", "pixels", "fraction"}` from pixel counts, by decreasing area (then id); `fraction` is
-    the share of all counted pixels (0 when none). Classes with no pixel only with `include_empty`."""
+    """Per-class `{"id", "name", "pixels", "fraction"}` from pixel counts, by decreasing area (then id); classes
+    without pixels only with `include_empty`."""
     counts = np.asarray(counts, dtype=np.int64)
     if counts.shape != (len(class_names),):
         raise ValueError(f"Expected {len(class_names)} counts (one per class), got shape {counts.shape}.")
@@ -177,14 +143,12 @@ def areas_from_counts(counts, class_names: Sequence[str], include_empty: bool = 
 
 
 def class_areas(seg_map, class_names: Sequence[str], include_empty: bool = False) -> list[dict]:
-    """Pixel area of each class of an `(H, W)` map of ids into `class_names` ([`areas_from_counts`]); ids outside
-    `[0, C)` raise `ValueError`."""
+    """Pixel area of each class of an `(H, W)` map of ids into `class_names` ([`areas_from_counts`])."""
     return areas_from_counts(class_pixel_counts(seg_map, len(class_names)), class_names, include_empty)
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """`write(temporary_path)`, then rename the temporary file (same folder, hidden, `.tmp`) to `path`: a reader or a
-    resumed run never sees a partial file."""
+    """`write(temporary_path)`, then rename it to `path`: a reader or a resumed run never sees a partial file."""
     directory, name = os.path.split(os.fspath(path))
     temporary = os.path.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # created by `write`
     try:
@@ -210,9 +174,9 @@ def write_json(path: str | os.PathLike, value) -> None:
 
 
 def save_label_map(path, seg_map, num_classes: int) -> Image.Image:
-    """Save an `(H, W)` class-id map as a grayscale PNG (a path, written atomically, or a binary file object): 8-bit
-    for <= 255 classes, 16-bit up to 65535 classes."""
-    labels = _as_label_array(seg_map)
+    """Save an `(H, W)` class-id map as a grayscale PNG (to a path, atomically, or a file object): 8-bit for <= 255
+    classes, else 16-bit."""
+    labels = label_array(seg_map)
     class_pixel_counts(labels, num_classes)  # range check
     if num_classes > 65535:
         raise ValueError(f"A PNG map holds at most 65535 classes, got {num_classes}.")
@@ -233,14 +197,9 @@ def read_label_map(path: str | os.PathLike) -> np.ndarray:
 def save_segmentation(
     output_dir, stem: str, image, seg_map, class_names: Sequence[str], *, alpha=0.5, legend=True, metadata=None
 ) -> dict:
-    """Write `<stem>_map.png`, `<stem>_overlay.png` and `<stem>.json` of one segmented image to `output_dir` (created).
-
-    `image` is anything [`load_image`] reads (converted to RGB); `seg_map` the `(H, W)` class ids in `[0, C)` at its
-    size; `alpha`, `legend` overlay options; `metadata` extra JSON entries (source path, number of proposals, ...).
-    Returns the record written to `<stem>.json` (last, so its presence marks the image done): `stem`, `height`,
-    `width`, `map`, `overlay` (file names relative to `output_dir`), `num_classes`, `classes` ([`class_areas`]) and
-    the `metadata` entries."""
-    picture, labels, names = load_image(image), _as_label_array(seg_map), list(class_names)
+    """Write `<stem>_map.png`, `<stem>_overlay.png` and, last, `<stem>.json` of one image (`seg_map`: `(H, W)` ids at
+    its size) to `output_dir`; returns the json record (sizes, file names, [`class_areas`], `metadata` entries)."""
+    picture, labels, names = load_image(image), label_array(seg_map), list(class_names)
     if labels.shape != (picture.height, picture.width):
         raise ValueError(
             f"The segmentation map must have the image's size (H, W) = ({picture.height}, {picture.width}), "
@@ -275,19 +234,18 @@ def read_json(path: str | os.PathLike):
 
 
 def write_summary(output_dir: str | os.PathLike, records: Sequence[dict], class_names: Sequence[str], **metadata):
-    """Write and return `summary.json`: the run's `metadata`, the vocabulary, one entry per image and the areas over
-    all images. `records` are those returned by [`save_segmentation`]."""
-    names = list(class_names)
-    summary = {
-        **metadata,
-        "class_names": names,
-        "num_images": len(records),
-        "images": [{k: v for k, v in record.items() if k != "classes"} for record in records],
-        "classes": total_areas(records, names),
-    }
+    """Write and return `summary.json`: `metadata`, the vocabulary, the [`save_segmentation`] records, total areas."""
+    images = [{k: v for k, v in record.items() if k != "classes"} for record in records]
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    write_json(Path(output_dir) / "summary.json", summary)
-    return summary
+    path = Path(output_dir) / "summary.json"
+    return _write_run_json(path, class_names, records, metadata, num_images=len(records), images=images)
+
+
+def _write_run_json(path, class_names: Sequence[str], records, metadata: dict, **entries) -> dict:
+    """Write and return a run's json: `metadata`, the vocabulary, `entries` and the areas over all `records`."""
+    value = {**metadata, "class_names": list(class_names), **entries, "classes": total_areas(records, class_names)}
+    write_json(path, value)
+    return value
 
 
 def total_areas(records: Iterable[dict], class_names: Sequence[str]) -> list[dict]:
@@ -312,7 +270,7 @@ def parquet_features():
 
 def parquet_row(index: int, stem: str, seg_map, class_names: Sequence[str], metadata: dict) -> dict:
     """One parquet output row: the map PNG-encoded ([`save_label_map`]) and its [`class_areas`]."""
-    labels = _as_label_array(seg_map)
+    labels = label_array(seg_map)
     buffer = io.BytesIO()
     save_label_map(buffer, labels, len(class_names))
     return {
@@ -333,7 +291,7 @@ def parquet_chunk_path(output_dir: str | os.PathLike, chunk: int) -> Path:
 
 
 def write_parquet_chunk(output_dir: str | os.PathLike, chunk: int, rows: Sequence[dict]) -> Path:
-    """Write the rows of chunk `chunk` to `data/chunk-<chunk>.parquet`, atomically (its presence marks it done)."""
+    """Write the rows of chunk `chunk` to `data/chunk-<chunk>.parquet`, atomically."""
     from datasets import Dataset
 
     path = parquet_chunk_path(output_dir, chunk)
@@ -344,8 +302,7 @@ def write_parquet_chunk(output_dir: str | os.PathLike, chunk: int, rows: Sequenc
 
 
 def write_parquet_manifest(output_dir: str | os.PathLike, num_chunks: int, class_names: Sequence[str], **metadata):
-    """Write and return `manifest.json` of a parquet output: the run's `metadata`, the chunk files with their rows,
-    and the areas over all images. Raises `ValueError` when a chunk file is missing."""
+    """Write and return `manifest.json` of a parquet output: `metadata`, the chunks with their rows, total areas."""
     import pyarrow.parquet as pq
 
     chunks, totals = [], []
@@ -357,12 +314,5 @@ def write_parquet_manifest(output_dir: str | os.PathLike, num_chunks: int, class
         indices = table.column("index").to_pylist()
         chunks.append({"file": f"data/{path.name}", "first_index": indices[0], "num_rows": len(indices)})
         totals.extend({"classes": classes} for classes in table.column("classes").to_pylist())
-    manifest = {
-        **metadata,
-        "class_names": list(class_names),
-        "num_images": sum(entry["num_rows"] for entry in chunks),
-        "chunks": chunks,
-        "classes": total_areas(totals, class_names),
-    }
-    write_json(Path(output_dir) / "manifest.json", manifest)
-    return manifest
+    path, num_images = Path(output_dir) / "manifest.json", sum(entry["num_rows"] for entry in chunks)
+    return _write_run_json(path, class_names, totals, metadata, num_images=num_images, chunks=chunks)

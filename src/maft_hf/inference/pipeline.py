@@ -1,42 +1,32 @@
-"""Segment any image with any vocabulary: a function API ([`segment`]) and a transformers pipeline.
+"""Segment any image with any vocabulary: a function API ([`segment`]) and a transformers pipeline built on it.
 
-Both run the steps of docs/inference.md: load and pre-process the images (`"direct"` or `"released"`), proposals
-(with the vocabulary when the generator needs it; on the padded canvas in released mode), the cached text
-classifier, MAFT's logits of every proposal (masks reduced to the patch grid by the model's own rule, so images of
-different sizes share a forward pass), optionally the Eq. 9 ensemble, and the semantic map at the image's size.
+The steps are those of docs/inference.md; the model-level ones are the functions of [`maft_hf.model.pipeline_maft`],
+the pipeline that checkpoints carry: patch-grid masks (so images of different sizes share a forward pass), logits.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from transformers import Pipeline
 
+from ..model import pipeline_maft
 from ..model.images import image_to_tensor, load_images
-from ..model.modeling_maft import (
-    MaskAwareCLIPModel,
-    pad_proposals,
-    proposals_to_patch_visibility,
-    validate_proposal_values,
-)
+from ..model.modeling_maft import MaskAwareCLIPModel, pad_proposals, validate_proposal_values
+from ..model.pipeline_maft import classify_proposals, patch_grid_masks
 from ..model.processing_maft import PREPROCESSING_MODES
 from ..proposals import ProposalGenerator, Proposals
 from .semantic_map import (
     DEFAULT_ENSEMBLE_WEIGHT,
     ENSEMBLE_FORMULAS,
-    classify_proposals,
     ensemble_class_scores,
     match_generator_scores,
     semantic_map,
 )
 from .text_classifier import TextClassifierCache, build_text_classifier, model_device
 from .vocabulary import load_vocabulary
-
-logger = logging.getLogger(__name__)
 
 TASK_NAME = "open-vocabulary-segmentation"
 
@@ -86,15 +76,6 @@ def check_proposals(proposals, images) -> list[Proposals]:
     return list(proposals)
 
 
-def patch_grid_masks(masks: torch.Tensor, model, input_size: int) -> torch.Tensor:
-    """`(N, H, W)` probabilities -> `(N, rows, cols)` bool patch visibility by the model's own rule (resize to the
-    grid, threshold), so the model gives exactly the embeddings of the full-size masks."""
-    vision = model.config.vision_config
-    grid = (input_size // vision.patch_size, input_size // vision.patch_size)
-    visible = proposals_to_patch_visibility(masks[None].float(), grid, vision.mask_threshold)
-    return visible.reshape(masks.shape[0], *grid)
-
-
 def proposal_class_scores(
     logits: torch.Tensor,
     proposals: Proposals,
@@ -104,8 +85,7 @@ def proposal_class_scores(
     valid_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """`(N, C)` scores `A` of one image: `softmax(logits)`, or the Eq. 9 ensemble when `ensemble_weight` is set and
-    the proposals carry class scores (a proposal is `empty` when no mask value inside `valid_size`, the image's part
-    of a padded canvas, exceeds 0.5)."""
+    the proposals carry class scores (`empty`: no mask value inside `valid_size` above 0.5)."""
     probs = logits.float().softmax(dim=-1)
     if not ensemble_weight or proposals.class_scores is None:
         return probs
@@ -124,8 +104,7 @@ def _call(method, generator, images, class_names, text_classifier) -> list:
 
 def _generate(generator, images, class_names, text_classifier) -> list[Proposals]:
     """The generator's proposals per image; a plain callable may return masks in any user-mask format."""
-    # One image per call: a batched generator may pad the images to one size, which would make maps depend on the
-    # batch size.
+    # One image per call: a batched generator may pad the images to one size, making maps depend on the batch size.
     items = []
     for image in images:
         out = _call(generator, generator, [image], class_names, text_classifier)
@@ -140,37 +119,6 @@ def _user_proposals(masks, image) -> Proposals:
     return proposals_from_user_masks(masks, image_size=(image.height, image.width))
 
 
-def _fit_canvas(masks: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
-    """Zero-pad (or crop) `(N, h, w)` masks bottom/right to the canvas size."""
-    masks = masks[:, : canvas[0], : canvas[1]]
-    return F.pad(masks, (0, canvas[1] - masks.shape[2], 0, canvas[0] - masks.shape[1]))
-
-
-def released_proposals(generator, images, given, image_processor, inputs, class_names, text_classifier):
-    """Proposals on the released path's padded canvas, one per image: from `propose_on_canvas` (FreeSeg, given the
-    resized image), or the proposals resized bilinearly to the resized image and zero-padded bottom/right."""
-    canvas_method = getattr(generator, "propose_on_canvas", None) if given is None else None
-    resized_sizes, canvas_sizes = inputs["resized_sizes"].tolist(), inputs["canvas_sizes"].tolist()
-    if canvas_method is None:
-        items = given if given is not None else _generate(generator, images, class_names, text_classifier)
-    results = []
-    for index, image in enumerate(images):
-        canvas = tuple(canvas_sizes[index])
-        if canvas_method is not None:
-            resized = image_to_tensor(image_processor.released_resize(image))
-            (output,) = _call(canvas_method, generator, [resized], class_names, text_classifier)
-            item = getattr(output, "proposals", output)  # FreeSeg's CanvasProposals or Proposals
-            masks = _fit_canvas(item.masks, canvas)
-        else:
-            item = items[index]
-            masks = F.interpolate(
-                item.masks[None].float(), size=tuple(resized_sizes[index]), mode="bilinear", align_corners=False
-            )[0]
-            masks = _fit_canvas(masks, canvas)
-        results.append(Proposals(masks=masks, class_scores=item.class_scores, class_names=item.class_names))
-    return results
-
-
 def classify_and_map(model, pixel_values, items, text_classifier, names, frames, options) -> list[dict]:
     """Classify a batch's proposals in one forward pass and build each image's map. `frames[i] = (output_size,
     valid_size)`; `options`: `ensemble_weight` and `ensemble_formula`, the rest for [`semantic_map`]."""
@@ -183,8 +131,7 @@ def classify_and_map(model, pixel_values, items, text_classifier, names, frames,
             model, pixel_values, grid_masks.to(device), text_classifier.to(device), valid.to(device)
         )
     results = []
-    for index, item in enumerate(items):
-        output_size, valid_size = frames[index]
+    for index, (item, (output_size, valid_size)) in enumerate(zip(items, frames)):
         scores = proposal_class_scores(logits[index, : item.num_proposals], item, names, weight, formula, valid_size)
         seg = semantic_map(
             scores, item.masks.to(device), False, output_size=output_size, valid_size=valid_size, **options
@@ -194,16 +141,33 @@ def classify_and_map(model, pixel_values, items, text_classifier, names, frames,
 
 
 def _proposals_and_frames(generator, images, given, image_processor, inputs, names, text_classifier, preprocessing):
-    if preprocessing == "released":
-        items = released_proposals(generator, images, given, image_processor, inputs, names, text_classifier)
-        valid = [tuple(size) for size in inputs["resized_sizes"].tolist()]
-    else:
-        items = given if given is not None else _generate(generator, images, names, text_classifier)
-        valid = [None] * len(images)
-    return items, [((image.height, image.width), size) for image, size in zip(images, valid)]
-
-
-FORWARD_DEFAULTS = {"ensemble_formula": "paper", "unlabeled_id": None, "unlabeled_threshold": 0.5}
+    """Each image's proposals and `(output_size, valid_size)`. Released mode: proposals on the padded canvas, from
+    `propose_on_canvas` (FreeSeg, given the resized image) or resized bilinearly to the resized image, then
+    zero-padded (or cropped) bottom/right."""
+    sizes = [(image.height, image.width) for image in images]
+    canvas_method = getattr(generator, "propose_on_canvas", None) if given is None else None
+    items = given
+    if items is None and (preprocessing != "released" or canvas_method is None):
+        items = _generate(generator, images, names, text_classifier)
+    if preprocessing != "released":
+        return items, [(size, None) for size in sizes]
+    resized_sizes = [tuple(size) for size in inputs["resized_sizes"].tolist()]
+    results = []
+    for index, image in enumerate(images):
+        if canvas_method is not None:
+            resized = image_to_tensor(image_processor.released_resize(image))
+            (output,) = _call(canvas_method, generator, [resized], names, text_classifier)
+            item = getattr(output, "proposals", output)  # FreeSeg's CanvasProposals or Proposals
+            masks = item.masks
+        else:
+            item = items[index]
+            masks = F.interpolate(item.masks[None].float(), resized_sizes[index], mode="bilinear", align_corners=False)
+            masks = masks[0]
+        height, width = inputs["canvas_sizes"][index].tolist()
+        masks = masks[:, :height, :width]
+        masks = F.pad(masks, (0, width - masks.shape[2], 0, height - masks.shape[1]))
+        results.append(Proposals(masks=masks, class_scores=item.class_scores, class_names=item.class_names))
+    return results, list(zip(sizes, resized_sizes))
 
 
 def _released_ensemble_check(generator, ensemble_formula: str) -> None:
@@ -236,26 +200,19 @@ def segment(
 ) -> list[dict]:
     """Open-vocabulary semantic segmentation of one or more images (docs/inference.md).
 
-    Args:
-        images: a path, PIL image, array, tensor, or a list of them (a `(B, 3, H, W)` tensor is a batch).
-        class_names: the vocabulary: a list of names (synonyms as `"building, edifice"`), a shipped name or a file.
-        model, processor: a `MaskAwareCLIPModel` (run in eval mode) and its `MAFTProcessor` (a
-            `MAFTImageProcessor` suffices with `text_classifier`).
-        proposal_generator: a [`ProposalGenerator`] or a spec string (`"grid:4"`, `"mask2former:<ckpt>"`,
-            `"freeseg:<folder>"`); not needed with `proposals` (precomputed, one per image).
-        ensemble_weight: the weight of Eq. 9 when the proposals carry class scores; `None` or `0`: MAFT alone, as the
-            released evaluation.
-        text_classifier, templates, cache: a precomputed `(C, projection_dim)` classifier, or the prompt templates
-            and a [`TextClassifierCache`] (or directory) to build it.
-        batch_size: images per forward pass; `chunk_classes`: class chunk of [`semantic_map`].
-        preprocessing: `"direct"` (the image squeezed to the model input) or `"released"` (the authors' test-time
-            path: short side 640, zero-pad to a multiple of 32, maps on the canvas; reproduces the paper).
-        ensemble_formula: `"paper"` (Eq. 9 as printed) or `"released"` (the authors' code).
-        unlabeled_id, unlabeled_threshold: the id of pixels no proposal covers (default: their argmax class).
+    `images`: a path, PIL image, array, tensor or a list of them (a `(B, 3, H, W)` tensor is a batch);
+    `class_names`: a list of names (synonyms as `"building, edifice"`), a shipped vocabulary or a file; `processor`:
+    a `MAFTProcessor` (an image processor suffices with `text_classifier`, a precomputed `(C, projection_dim)`);
+    `proposal_generator`: a [`ProposalGenerator`] or a spec (`"grid:4"`, `"mask2former:<ckpt>"`,
+    `"freeseg:<folder>"`), not needed with `proposals` (one per image); `ensemble_weight`: lambda of Eq. 9 when the
+    proposals carry class scores (`None`/`0`: MAFT alone, as the released evaluation); `cache`: a
+    [`TextClassifierCache`] or directory; `preprocessing`: `"direct"` (squeezed to the model input) or `"released"`
+    (the authors' test-time path: short side 640, zero-pad to a multiple of 32; reproduces the paper);
+    `ensemble_formula`: `"paper"` (Eq. 9 as printed) or `"released"`; `unlabeled_id`: the id of pixels no proposal
+    covers (default: their argmax class).
 
-    Returns:
-        One dict per image: `"segmentation"` (`(H, W)` `torch.LongTensor` at the image's size), `"class_names"` and
-        `"scores"` (`(N, C)` per-proposal class scores used for the map).
+    Returns one dict per image: `"segmentation"` (`(H, W)` int64 at the image's size), `"class_names"` and `"scores"`
+    (`(N, C)` per-proposal class scores used for the map).
     """
     names = load_vocabulary(class_names)
     if batch_size < 1:
@@ -298,146 +255,77 @@ def segment(
     return results
 
 
-class OpenVocabularySegmentationPipeline(Pipeline):
-    """Open-vocabulary semantic segmentation with MAFT: `pipe(image, candidate_labels=[...])`.
+class OpenVocabularySegmentationPipeline(pipeline_maft.OpenVocabularySegmentationPipeline):
+    """Open-vocabulary semantic segmentation with MAFT: `pipe(image, candidate_labels=[...])`, registered as
+    `"open-vocabulary-segmentation"` on `import maft_hf`; the pipeline that checkpoints carry, run by [`segment`].
 
-    Registered as `"open-vocabulary-segmentation"` on `import maft_hf`. Proposals come from `proposal_generator`
-    (at construction or per call) or `proposal_masks` (user masks); the other call arguments are those of
-    [`segment`]. `batch_size > 1` runs that many images per forward pass. Returns a dict (`"segmentation"`,
-    `"class_names"`, `"scores"`) per image. Checkpoints carry a self-contained copy (`maft_hf.model.pipeline_maft`)
-    for `trust_remote_code=True`.
+    Proposals come from `proposal_generator` (at construction or per call) or `proposal_masks`; the other call
+    arguments are those of [`segment`]. Returns a dict (`"segmentation"`, `"class_names"`, `"scores"`) per image.
 
     Example:
 
     ```python
     >>> from transformers import pipeline
     >>> import maft_hf
-    >>> pipe = pipeline(
-    ...     "open-vocabulary-segmentation", model="path/to/maft", proposal_generator="grid:4"
-    ... )  # doctest: +SKIP
-    >>> out = pipe("street.jpg", candidate_labels=["road", "car", "building, edifice"])  # doctest: +SKIP
-    >>> out["segmentation"].shape  # (H, W) of the image  # doctest: +SKIP
+    >>> pipe = pipeline("open-vocabulary-segmentation", model="path/to/maft", proposal_generator="grid:4")
+    >>> out = pipe("street.jpg", candidate_labels=["road", "car", "building, edifice"])
+    >>> out["segmentation"].shape  # (H, W) of the image
     ```"""
 
-    _load_processor = False
-    _load_image_processor = True
-    _load_feature_extractor = False
-    _load_tokenizer = True
+    forward_options = {
+        **pipeline_maft.OpenVocabularySegmentationPipeline.forward_options,
+        "ensemble_formula": str,
+        "unlabeled_id": int,
+        "unlabeled_threshold": float,
+    }
 
     def __init__(self, *args, text_classifier_cache: TextClassifierCache | None = None, **kwargs):
         self.text_classifier_cache = TextClassifierCache() if text_classifier_cache is None else text_classifier_cache
         super().__init__(*args, **kwargs)
 
-    def __call__(self, images, candidate_labels=None, **kwargs):
-        if candidate_labels is None:
-            raise ValueError("candidate_labels is required: the class names to segment.")
-        if isinstance(images, (list, tuple)) and len(images) == 0:
-            raise ValueError("No images were given; expected at least one image.")
-        if isinstance(images, tuple):
-            images = list(images)
-        batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
-        if batch_size > 1 and isinstance(images, list):
-            return self._segment_batched(images, candidate_labels, int(batch_size), kwargs)
-        return super().__call__(images, candidate_labels=candidate_labels, **kwargs)
+    def vocabulary(self, candidate_labels) -> list[str]:
+        return load_vocabulary(candidate_labels)
 
-    def _segment_batched(self, images, candidate_labels, batch_size: int, kwargs) -> list[dict]:
-        preprocess, forward, _ = self._sanitize_parameters(candidate_labels=candidate_labels, **kwargs)
-        preprocess, forward = {**self._preprocess_params, **preprocess}, {**self._forward_params, **forward}
-        names = preprocess["candidate_labels"]
-        pictures = load_images(images)
-        masks = preprocess.get("proposal_masks")
-        proposals = None if masks is None else [_user_proposals(masks, picture) for picture in pictures]
-        text_classifier = self._text_classifier(names, forward.get("templates"))
-        options = {k: v for k, v in forward.items() if k != "templates"}
-        preprocessing = preprocess.get("preprocessing", "direct")
-        options.update(proposals=proposals, text_classifier=text_classifier, preprocessing=preprocessing)
-        generator = None if proposals is not None else preprocess.get("proposal_generator")
-        results = segment(
-            pictures, names, self.model, self.image_processor, generator, batch_size=batch_size, **options
-        )
-        return [self.postprocess(result) for result in results]
+    def resolve_generator(self, generator):
+        return resolve_proposal_generator(generator)
 
-    def _text_classifier(self, names, templates) -> torch.Tensor:
+    def text_classifier(self, names, templates) -> torch.Tensor:
         cache = self.text_classifier_cache
         return build_text_classifier(self.model, self.tokenizer, names, templates, cache=cache, device=self.device)
 
-    def _sanitize_parameters(
-        self,
-        candidate_labels=None,
-        proposal_generator=None,
-        proposal_masks=None,
-        ensemble_weight=None,
-        templates=None,
-        chunk_classes=None,
-        preprocessing=None,
-        ensemble_formula=None,
-        unlabeled_id=None,
-        unlabeled_threshold=None,
-        **unused,
-    ):
-        if unused:
-            raise ValueError(f"Unknown arguments for {type(self).__name__}: {sorted(unused)}.")
+    def __call__(self, images, candidate_labels=None, batch_size=None, **kwargs):
+        batch_size = batch_size or self._batch_size or 1
+        if batch_size == 1 or not isinstance(images, (list, tuple)) or not images or candidate_labels is None:
+            return super().__call__(images, candidate_labels, **kwargs)  # checks the arguments; one image at a time
+        preprocess, forward, _ = self._sanitize_parameters(candidate_labels=candidate_labels, **kwargs)
+        inputs = self.preprocess(images, **{**self._preprocess_params, **preprocess})
+        return self._forward(inputs, batch_size=int(batch_size), **{**self._forward_params, **forward})
+
+    def _sanitize_parameters(self, preprocessing=None, **kwargs):
         # Only what this call sets: options given to pipeline() must survive calls that do not repeat them.
-        check_options(
-            ensemble_weight,
-            ensemble_formula or "paper",
-            preprocessing or "direct",
-            0.5 if unlabeled_threshold is None else unlabeled_threshold,
-        )
-        preprocess, forward = {}, {}
+        threshold = 0.5 if kwargs.get("unlabeled_threshold") is None else kwargs["unlabeled_threshold"]
+        formula = kwargs.get("ensemble_formula") or "paper"
+        check_options(kwargs.get("ensemble_weight"), formula, preprocessing or "direct", threshold)
+        preprocess, forward, postprocess = super()._sanitize_parameters(**kwargs)
         if preprocessing is not None:
             preprocess["preprocessing"] = preprocessing
-        if ensemble_formula is not None:
-            forward["ensemble_formula"] = ensemble_formula
-        if unlabeled_id is not None:
-            forward["unlabeled_id"] = unlabeled_id
-        if unlabeled_threshold is not None:
-            forward["unlabeled_threshold"] = float(unlabeled_threshold)
-        if candidate_labels is not None:
-            preprocess["candidate_labels"] = load_vocabulary(candidate_labels)
-        if proposal_generator is not None:
-            preprocess["proposal_generator"] = resolve_proposal_generator(proposal_generator)
-        if proposal_masks is not None:
-            preprocess["proposal_masks"] = proposal_masks
-        if ensemble_weight is not None:
-            forward["ensemble_weight"] = float(ensemble_weight)
-        if templates is not None:
-            forward["templates"] = list(templates)
-        if chunk_classes is not None:
-            forward["chunk_classes"] = int(chunk_classes)
-        return preprocess, forward, {}
+        return preprocess, forward, postprocess
 
-    def preprocess(
-        self, image, candidate_labels=None, proposal_generator=None, proposal_masks=None, preprocessing="direct"
-    ):
-        (picture,) = load_images(image)
-        given = None if proposal_masks is None else [_user_proposals(proposal_masks, picture)]
-        generator = None if given is not None else resolve_proposal_generator(proposal_generator)
-        return {
-            "inputs": self.image_processor([picture], preprocessing=preprocessing),
-            "image": picture,
-            "given": given,
-            "generator": generator,
-            "preprocessing": preprocessing,
-            "candidate_labels": candidate_labels,
-        }
+    def preprocess(self, images, proposal_masks=None, **preprocess):
+        pictures = load_images(images)
+        proposals = None if proposal_masks is None else [_user_proposals(proposal_masks, p) for p in pictures]
+        return {"pictures": pictures, "proposals": proposals, **preprocess}
 
-    def _forward(self, model_inputs, ensemble_weight=DEFAULT_ENSEMBLE_WEIGHT, templates=None, **options):
-        names = model_inputs["candidate_labels"]
-        text_classifier = self._text_classifier(names, templates)
-        inputs, generator, given = model_inputs["inputs"], model_inputs["generator"], model_inputs["given"]
-        items, frames = _proposals_and_frames(
-            generator, [model_inputs["image"]], given, self.image_processor, inputs, names, text_classifier,
-            model_inputs["preprocessing"],
-        )  # fmt: skip
-        options = {"ensemble_weight": ensemble_weight, "chunk_classes": None, **FORWARD_DEFAULTS, **options}
-        _released_ensemble_check(generator, options["ensemble_formula"])
-        (result,) = classify_and_map(self.model, inputs["pixel_values"], items, text_classifier, names, frames, options)
+    def _forward(self, inputs, candidate_labels, templates=None, batch_size: int = 1, **options):
+        text_classifier = self.text_classifier(candidate_labels, templates)
+        options.update(proposals=inputs["proposals"], text_classifier=text_classifier, batch_size=batch_size)
+        options["preprocessing"] = inputs.get("preprocessing", "direct")
+        generator = inputs.get("proposal_generator")
+        return segment(inputs["pictures"], candidate_labels, self.model, self.image_processor, generator, **options)
+
+    def postprocess(self, outputs):
+        (result,) = outputs
         return result
-
-    def postprocess(self, model_outputs):
-        out = model_outputs
-        return {"segmentation": out["segmentation"], "class_names": list(out["class_names"]), "scores": out["scores"]}
 
 
 def register_pipeline() -> None:
@@ -448,8 +336,5 @@ def register_pipeline() -> None:
     if current is not None and current.get("impl") is OpenVocabularySegmentationPipeline:
         return
     PIPELINE_REGISTRY.register_pipeline(
-        TASK_NAME,
-        pipeline_class=OpenVocabularySegmentationPipeline,
-        pt_model=MaskAwareCLIPModel,
-        type="multimodal",
+        TASK_NAME, pipeline_class=OpenVocabularySegmentationPipeline, pt_model=MaskAwareCLIPModel, type="multimodal"
     )

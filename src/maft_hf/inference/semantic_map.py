@@ -1,7 +1,6 @@
-"""From proposals and class scores to a semantic map (paper Eq. 1 and 9): proposal classification, the MaskFormer
-rule `S[c, h, w] = sum_n softmax(logits)[n, c] * M[n, h, w]`, its argmax in bounded memory, and the optional Eq. 9
-ensemble with a proposal generator's own scores (docs/inference.md). Inputs are validated where they enter
-(`segment`, the pipeline, `Proposals`); these functions trust their shapes.
+"""From proposals and class scores to a semantic map (paper Eq. 1 and 9): the MaskFormer rule
+`S[c, h, w] = sum_n softmax(logits)[n, c] * M[n, h, w]`, its argmax in bounded memory, and the optional Eq. 9
+ensemble with a proposal generator's own scores (docs/inference.md).
 """
 
 from __future__ import annotations
@@ -10,7 +9,8 @@ import re
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+
+from ..model.pipeline_maft import classify_proposals as classify_proposals  # logits of Eq. 1: shared with checkpoints
 
 DEFAULT_ENSEMBLE_WEIGHT = 0.7  # lambda of paper Eq. 9 (the paper reports 0.6-0.8); the release uses no ensemble
 ENSEMBLE_FORMULAS = ("paper", "released")
@@ -30,8 +30,8 @@ def _probabilities(class_scores: torch.Tensor, masks: torch.Tensor, from_logits:
 def semantic_scores(
     class_scores: torch.Tensor, masks: torch.Tensor, from_logits: bool = True, chunk_classes: int | None = None
 ) -> torch.Tensor:
-    """Per-pixel class scores `(C, H, W)` float32 of `(N, C)` class scores (logits, or probabilities with
-    `from_logits=False`) and `(N, H, W)` masks of one image, `chunk_classes` classes per matrix product."""
+    """Per-pixel class scores `(C, H, W)` float32 of `(N, C)` class scores (logits, or probabilities) and `(N, H, W)`
+    masks of one image, `chunk_classes` classes per matrix product."""
     probs_t = _probabilities(class_scores, masks, from_logits).t()
     num_classes, pixels = probs_t.shape[0], masks.shape[1] * masks.shape[2]
     flat = masks.reshape(masks.shape[0], pixels).to(torch.float32)
@@ -44,17 +44,16 @@ def semantic_scores(
 
 def _bilinear_taps(size_in: int, size_out: int, device) -> tuple[torch.Tensor, ...]:
     """`(i0, i1, w0, w1)` of a 1-D bilinear resize (`align_corners=False`): `out = w0 * in[i0] + w1 * in[i1]`."""
-    source = ((torch.arange(size_out, device=device, dtype=torch.float64) + 0.5) * (size_in / size_out) - 0.5).clamp(
-        min=0
-    )
+    positions = torch.arange(size_out, device=device, dtype=torch.float64)
+    source = ((positions + 0.5) * (size_in / size_out) - 0.5).clamp(min=0)
     i0 = source.floor().long().clamp(max=size_in - 1)
     w1 = (source - i0).float()
     return i0, (i0 + 1).clamp(max=size_in - 1), 1.0 - w1, w1
 
 
 def _resized_map(probs, masks, output_size, valid_size, unlabeled_id, unlabeled_threshold) -> torch.Tensor:
-    """Argmax of the scores of `masks[:, :h, :w]` resized bilinearly to `output_size`, one block of output rows at a
-    time (the scores of the source rows it needs, resized)."""
+    """Argmax of the scores of `masks[:, :h, :w]` resized bilinearly to `output_size`, a block of output rows at a
+    time."""
     (height, width), (crop_h, crop_w) = output_size, valid_size
     y0, y1, wy0, wy1 = _bilinear_taps(crop_h, height, masks.device)
     x0, x1, wx0, wx1 = _bilinear_taps(crop_w, width, masks.device)
@@ -92,22 +91,10 @@ def semantic_map(
 ) -> torch.Tensor:
     """`argmax_c S[c, h, w]` of [`semantic_scores`], `(H, W)` int64 on `masks.device`, in bounded memory.
 
-    Masks at the output size: pixel blocks of `chunk_pixels`, each scored `chunk_classes` at a time with a running
-    max (ties go to the lowest class). Otherwise (a working resolution, or the released path's padded canvas) the
-    scores are cropped to `valid_size` (top-left) and resized bilinearly (`align_corners=False`, detectron2's
-    `sem_seg_postprocess`) to `output_size`, one block of output rows at a time. With `unlabeled_id`, pixels whose
-    total mask weight is below `unlabeled_threshold` get that id; by default uncovered pixels get class 0.
-
-    Example:
-
-    ```python
-    >>> import torch
-    >>> from maft_hf.inference.semantic_map import semantic_map
-    >>> semantic_map(torch.randn(300, 847), torch.rand(300, 64, 64)).shape
-    torch.Size([64, 64])
-    >>> semantic_map(torch.randn(300, 847), torch.rand(300, 64, 64), output_size=(500, 375)).shape
-    torch.Size([500, 375])
-    ```"""
+    Masks at the output size: pixel blocks of `chunk_pixels`, each scored `chunk_classes` at a time (ties go to the
+    lowest class). Otherwise the scores are cropped to `valid_size` (top-left) and resized bilinearly
+    (`align_corners=False`, detectron2's `sem_seg_postprocess`) to `output_size`. With `unlabeled_id`, pixels whose
+    total mask weight is below `unlabeled_threshold` get that id; by default uncovered pixels get class 0."""
     probs = _probabilities(class_scores, masks, from_logits)
     mask_size = tuple(masks.shape[1:])
     output_size, valid_size = tuple(output_size or mask_size), tuple(valid_size or mask_size)
@@ -120,15 +107,12 @@ def semantic_map(
     result = torch.empty(flat_masks.shape[1], dtype=torch.long, device=masks.device)
     for first_pixel in range(0, flat_masks.shape[1], chunk_pixels):
         block = flat_masks[:, first_pixel : first_pixel + chunk_pixels].to(torch.float32).t()  # (P, N)
-        best_value, best_index = None, None
-        for start in range(0, num_classes, chunk_classes):
+        best_value, best_index = (block @ probs[:, :chunk_classes]).max(dim=1)
+        for start in range(chunk_classes, num_classes, chunk_classes):
             value, index = (block @ probs[:, start : start + chunk_classes]).max(dim=1)
-            if best_value is None:
-                best_value, best_index = value, index
-            else:
-                better = value > best_value  # strict: an earlier (lower) class keeps a tie
-                best_value = torch.where(better, value, best_value)
-                best_index = torch.where(better, index + start, best_index)
+            better = value > best_value  # strict: an earlier (lower) class keeps a tie
+            best_value = torch.where(better, value, best_value)
+            best_index = torch.where(better, index + start, best_index)
         if unlabeled_id is not None:
             best_index[block.sum(1) < unlabeled_threshold] = unlabeled_id
         result[first_pixel : first_pixel + block.shape[0]] = best_index
@@ -146,9 +130,8 @@ def ensemble_class_scores(
     """Geometric ensemble of CLIP's (`A_c`) and the generator's (`A_p`) `(N, C)` class probabilities, paper Eq. 9.
 
     `"paper"`: `A_p ** w * A_c ** (1 - w)` on `seen` classes, `A_c ** w` on the others. `"released"` (the authors'
-    code): `A_p ** (1 - w) * A_c ** w` on every class, with `A_c = 1` for `empty` proposals. `generator_probs` None
-    or `weight` 0 returns `clip_probs`. Not renormalised: pass it to [`semantic_map`] with `from_logits=False`.
-    """
+    code): `A_p ** (1 - w) * A_c ** w` on every class, with `A_c = 1` for `empty` proposals. Not renormalised: pass
+    it to [`semantic_map`] with `from_logits=False`."""
     if generator_probs is None or float(weight) == 0.0:
         return clip_probs
     clip_probs, generator_probs = clip_probs.float(), generator_probs.to(clip_probs.device, torch.float32)
@@ -170,8 +153,8 @@ def normalize_class_name(name: str) -> set[str]:
 def match_generator_scores(
     generator_scores: torch.Tensor, generator_names: Sequence[str], vocabulary: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Map a generator's `(N, K)` class probabilities onto the vocabulary by shared synonym: `(probs (N, C) float32,
-    seen (C,) bool)`; a class matching several generator classes takes their max, one matching none gets 0."""
+    """A generator's `(N, K)` class probabilities on the vocabulary by shared synonym (the max of several, else 0):
+    `(probs (N, C) float32, seen (C,) bool)`."""
     synonym_to_columns: dict[str, list[int]] = {}
     for column, name in enumerate(generator_names):
         for synonym in normalize_class_name(name):
@@ -185,20 +168,3 @@ def match_generator_scores(
             probs[:, index] = scores[:, columns].amax(dim=1)
             seen[index] = True
     return probs, seen
-
-
-def classify_proposals(
-    model,
-    pixel_values: torch.Tensor,
-    proposal_masks: torch.Tensor,
-    text_classifier: torch.Tensor,
-    proposal_valid_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`(B, N, C)` class logits `exp(logit_scale) * cos(mask embedding, class embedding)` of paper Eq. 1, from
-    `(B, 3, S, S)` pixel values and `(B, N, H, W)` masks (padded entries, False in `proposal_valid_mask`, get logits
-    too: ignore them). Gradients flow unless the caller disables them.
-    """
-    features = model.get_mask_features(pixel_values, proposal_masks, proposal_valid_mask=proposal_valid_mask)
-    mask_embeds = F.normalize(features.pooler_output, dim=-1)
-    text_embeds = F.normalize(text_classifier.to(device=mask_embeds.device, dtype=mask_embeds.dtype), dim=-1)
-    return model.logit_scale.exp() * mask_embeds @ text_embeds.t()

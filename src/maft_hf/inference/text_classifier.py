@@ -1,10 +1,5 @@
-"""The text classifier of MAFT: one L2-normalised embedding per class name, averaged over prompt templates,
-
-    w_c = normalize(mean_t normalize(text_projection(text_model(t.format(name_c)))))
-
-with the 14 templates of the released code by default; a name with synonyms goes in verbatim as one string. Large
-vocabularies are expensive (847 classes x 14 templates), so [`build_text_classifier`] can use a
-[`TextClassifierCache`] (in-memory LRU plus an optional directory of safetensors files).
+"""The text classifier of MAFT, `w_c = normalize(mean_t normalize(text_projection(text_model(t.format(name_c)))))`
+over the 14 templates of the released code, and a cache for it: 847 classes x 14 templates are expensive.
 """
 
 from __future__ import annotations
@@ -12,15 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
+from ..model.pipeline_maft import compute_text_classifier
+from .outputs import atomic_write
 from .vocabulary import load_prompt_templates, validate_templates, validate_vocabulary
 
 CACHE_FORMAT_VERSION = "maft_hf.text_classifier/1"
@@ -31,29 +26,23 @@ _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def text_tower_parameters(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """`(name, tensor)` of the weights of `text_model` and `text_projection` (all of them for a non-CLIP model)."""
-    parts = [(prefix, getattr(model, prefix, None)) for prefix in ("text_model", "text_projection")]
-    if any(module is None for _, module in parts):
-        return sorted(list(model.named_parameters()) + list(model.named_buffers()), key=lambda item: item[0])
+    parts = {f"{name}.": getattr(model, name, None) for name in ("text_model", "text_projection")}
+    if None in parts.values():
+        parts = {"": model}
     tensors = [
-        (f"{prefix}.{n}", t)
-        for prefix, module in parts
-        for n, t in [*module.named_parameters(), *module.named_buffers()]
+        (prefix + name, tensor)
+        for prefix, module in parts.items()
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]
     ]
     return sorted(tensors, key=lambda item: item[0])
 
 
 def text_tower_fingerprint(model: torch.nn.Module, recompute: bool = False) -> str:
-    """SHA-256 (hex) of the names, shapes, dtypes and bytes of the text-tower weights.
-
-    Memoised per model and recomputed when a tensor's storage pointer or version counter changes (optimiser steps,
-    in-place edits, `load_state_dict`); writes through `tensor.data` bypass the counter: pass `recompute=True`.
-    """
+    """SHA-256 (hex) of the names, shapes, dtypes and bytes of the text-tower weights, memoised per model until a
+    tensor's storage or version counter changes (writes through `tensor.data` bypass it: pass `recompute=True`)."""
     tensors = text_tower_parameters(model)
     signature = tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype)) for name, t in tensors)
-    try:
-        memo = _FINGERPRINTS.get(model)
-    except TypeError:  # not weak-referenceable
-        memo = None
+    memo = _FINGERPRINTS.get(model)
     if memo is not None and memo[0] == signature and not recompute:
         return memo[1]
     digest = hashlib.sha256()
@@ -62,26 +51,18 @@ def text_tower_fingerprint(model: torch.nn.Module, recompute: bool = False) -> s
         data = tensor.detach().to("cpu").contiguous()
         if data.numel():
             digest.update(data.reshape(-1).view(torch.uint8).numpy())
-    fingerprint = digest.hexdigest()
-    try:
-        _FINGERPRINTS[model] = (signature, fingerprint)
-    except TypeError:
-        pass
-    return fingerprint
+    _FINGERPRINTS[model] = (signature, digest.hexdigest())
+    return digest.hexdigest()
 
 
 def text_classifier_cache_key(model, tokenizer, class_names: Sequence[str], templates: Sequence[str]) -> str:
     """SHA-256 (hex) of everything the classifier depends on: a format version, [`text_tower_fingerprint`], the
     tokenizer (class, `name_or_path`, size, maximum prompt length), the templates and the class names."""
+    tokenizer_id = [type(tokenizer).__name__, str(getattr(tokenizer, "name_or_path", "")), len(tokenizer)]
     record = {
         "format": CACHE_FORMAT_VERSION,
         "text_tower": text_tower_fingerprint(model),
-        "tokenizer": [
-            type(tokenizer).__name__,
-            str(getattr(tokenizer, "name_or_path", "")),
-            len(tokenizer),
-            prompt_max_length(model, tokenizer),
-        ],
+        "tokenizer": [*tokenizer_id, prompt_max_length(model, tokenizer)],
         "templates": list(templates),
         "class_names": list(class_names),
     }
@@ -122,19 +103,17 @@ class TextClassifierCache:
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        if self.cache_dir is not None and os.path.isfile(self._path(key)):
-            from safetensors.torch import load_file
+        if self.cache_dir is None or not os.path.isfile(self._path(key)):
+            return None
+        from safetensors.torch import load_file
 
-            try:
-                tensor = load_file(self._path(key))["text_classifier"]
-            except Exception as err:  # noqa: BLE001 - a damaged entry is a miss: it is recomputed and rewritten
-                warnings.warn(
-                    f"Ignoring the damaged text-classifier cache file {self._path(key)} ({err}).", stacklevel=2
-                )
-                return None
-            self._remember(key, tensor)
-            return tensor
-        return None
+        try:
+            tensor = load_file(self._path(key))["text_classifier"]
+        except Exception as err:  # noqa: BLE001 - a damaged entry is a miss: it is recomputed and rewritten
+            warnings.warn(f"Ignoring the damaged text-classifier cache file {self._path(key)} ({err}).", stacklevel=2)
+            return None
+        self._remember(key, tensor)
+        return tensor
 
     def put(self, key: str, tensor: torch.Tensor, metadata: dict[str, str] | None = None) -> None:
         """Store `tensor` under `key` in memory and, with a `cache_dir`, on disk."""
@@ -145,14 +124,9 @@ class TextClassifierCache:
         from safetensors.torch import save_file
 
         os.makedirs(self.cache_dir, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({"text_classifier": tensor}, temporary, metadata=metadata)
-            os.replace(temporary, self._path(key))
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        atomic_write(
+            self._path(key), lambda temporary: save_file({"text_classifier": tensor}, temporary, metadata=metadata)
+        )
 
     def clear(self, disk: bool = False) -> None:
         """Empty the in-memory LRU, and with `disk=True` delete this cache's `*.safetensors` files too."""
@@ -165,14 +139,10 @@ class TextClassifierCache:
 
 def prompt_max_length(model, tokenizer) -> int:
     """Longest prompt in tokens: the text tower's `max_position_embeddings`, capped by the tokenizer's limit."""
-    limits = []
     config = getattr(model, "config", None)
-    text_config = getattr(config, "text_config", config)
-    if getattr(text_config, "max_position_embeddings", None):
-        limits.append(int(text_config.max_position_embeddings))
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if tokenizer_limit and tokenizer_limit < 1_000_000:
-        limits.append(int(tokenizer_limit))
+    limits = [getattr(getattr(config, "text_config", config), "max_position_embeddings", None)]
+    limits.append(getattr(tokenizer, "model_max_length", None))
+    limits = [int(limit) for limit in limits if limit and limit < 1_000_000]  # tokenizers without a limit say 1e30
     if not limits:
         raise ValueError("Cannot tell the maximum prompt length: neither the model nor the tokenizer states one.")
     return min(limits)
@@ -181,27 +151,6 @@ def prompt_max_length(model, tokenizer) -> int:
 def model_device(model) -> torch.device:
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def _pooled(output) -> torch.Tensor:
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-def embed_prompts(model, tokenizer, prompts: Sequence[str], batch_size: int = 256, device=None) -> torch.Tensor:
-    """L2-normalised projected text embeddings of `prompts`, `(len(prompts), projection_dim)` float32, in batches
-    padded to their longest prompt (CLIP pools at the first end-of-text token, so padding changes nothing)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    max_length = prompt_max_length(model, tokenizer)
-    embeddings = []
-    with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            batch = list(prompts[start : start + batch_size])
-            tokens = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-            features = _pooled(model.get_text_features(**tokens))
-            embeddings.append(F.normalize(features.float(), dim=-1))
-    return torch.cat(embeddings, dim=0)
 
 
 def build_text_classifier(
@@ -213,22 +162,12 @@ def build_text_classifier(
     cache: TextClassifierCache | str | os.PathLike | None = None,
     device: str | torch.device | None = None,
 ) -> torch.Tensor:
-    """Text embeddings of a vocabulary: `(C, projection_dim)` float32, rows of unit norm (the module's formula).
-
-    All `C * T` prompts run under `torch.no_grad()` in eval mode (the training flag is restored). `templates`
-    default to the 14 of the released code; `cache` is a [`TextClassifierCache`], a directory (disk-only cache) or
-    None; `device` defaults to the model's.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.inference.text_classifier import build_text_classifier
-    >>> weights = build_text_classifier(model, tokenizer, ["cat", "building, edifice"])  # doctest: +SKIP
-    >>> weights.shape  # doctest: +SKIP
-    torch.Size([2, 512])
-    ```"""
+    """Text embeddings of a vocabulary: `(C, projection_dim)` float32, rows of unit norm (the module's formula), the
+    prompts run in eval mode. `cache`: a [`TextClassifierCache`] or a directory (disk-only cache)."""
     class_names = validate_vocabulary(class_names)
     templates = validate_templates(load_prompt_templates() if templates is None else templates)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     device = torch.device(device) if device is not None else model_device(model)
     if cache is not None and not isinstance(cache, TextClassifierCache):
         cache = TextClassifierCache(max_entries=0, cache_dir=cache)
@@ -237,15 +176,13 @@ def build_text_classifier(
         hit = cache.get(key)
         if hit is not None:
             return hit.to(device=device, copy=True)
-
-    prompts = [template.format(name) for name in class_names for template in templates]
+    max_length = prompt_max_length(model, tokenizer)
     was_training = model.training
     model.eval()
     try:
-        embeddings = embed_prompts(model, tokenizer, prompts, batch_size=batch_size, device=device)
+        classifier = compute_text_classifier(model, tokenizer, class_names, templates, max_length, device, batch_size)
     finally:
         model.train(was_training)
-    classifier = F.normalize(embeddings.reshape(len(class_names), len(templates), -1).mean(dim=1), dim=-1)
     if cache is not None:
         metadata = {"class_names": json.dumps(class_names), "templates": json.dumps(templates)}
         cache.put(key, classifier, metadata=metadata)

@@ -1,18 +1,18 @@
-"""Colour semantic maps and draw them over images, with a legend of the classes present.
-
-The palette is deterministic and prefix-stable (`palette(k)[:j] == palette(j)`): hues advance by the golden ratio,
-saturation / brightness cycle through tiers with coprime periods.
-"""
+"""Colour semantic maps and draw them over images, with a legend of the classes present. The palette is
+prefix-stable (`palette(k)[:j] == palette(j)`): golden-ratio hues, saturation / brightness tiers of coprime periods."""
 
 from __future__ import annotations
 
 import colorsys
 import functools
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from ..model.images import load_image
 
 _GOLDEN_RATIO_CONJUGATE = 0.6180339887498949
 _SATURATIONS = (0.85, 0.55, 1.0, 0.7)
@@ -45,20 +45,19 @@ def _palette_colours(num_classes: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(colours)
 
 
-def _as_numpy_map(seg_map) -> np.ndarray:
-    if isinstance(seg_map, torch.Tensor):
-        seg_map = seg_map.detach().cpu().numpy()
-    seg_map = np.asarray(seg_map)
+def label_array(seg_map) -> np.ndarray:
+    """An `(H, W)` map of integer (or bool) class ids as an int64 numpy array; `ValueError` otherwise."""
+    seg_map = np.asarray(seg_map.detach().cpu().numpy() if isinstance(seg_map, torch.Tensor) else seg_map)
     if seg_map.ndim != 2:
-        raise ValueError(f"seg_map must be a (H, W) array of class ids, got shape {seg_map.shape}.")
-    if not np.issubdtype(seg_map.dtype, np.integer):
-        raise ValueError(f"seg_map must hold integer class ids, got dtype {seg_map.dtype}.")
-    return seg_map.astype(np.int64, copy=False)
+        raise ValueError(f"Expected a segmentation map of shape (H, W), got {seg_map.shape}.")
+    if not (np.issubdtype(seg_map.dtype, np.integer) or seg_map.dtype == np.bool_):
+        raise ValueError(f"Expected integer class ids in the segmentation map, got dtype {seg_map.dtype}.")
+    return seg_map.astype(np.int64)
 
 
 def colorize(seg_map, num_classes: int) -> np.ndarray:
     """Colour a `(H, W)` map of class ids: `(H, W, 3)` uint8 RGB; ids outside `[0, num_classes)` are black."""
-    seg_map = _as_numpy_map(seg_map)
+    seg_map = label_array(seg_map)
     colours = np.concatenate([palette(num_classes), np.array([IGNORE_COLOR], dtype=np.uint8)])
     index = np.where((seg_map >= 0) & (seg_map < num_classes), seg_map, num_classes)
     return colours[index]
@@ -66,7 +65,7 @@ def colorize(seg_map, num_classes: int) -> np.ndarray:
 
 def present_classes(seg_map, num_classes: int) -> list[int]:
     """Sorted class ids in `[0, num_classes)` that occur in `seg_map`."""
-    ids = np.unique(_as_numpy_map(seg_map))
+    ids = np.unique(label_array(seg_map))
     return [int(i) for i in ids if 0 <= i < num_classes]
 
 
@@ -74,25 +73,6 @@ def legend_entries(seg_map, class_names) -> list[tuple[int, str, tuple[int, int,
     """`(class id, name, RGB colour)` for each class present in `seg_map`, by class id."""
     colours = palette(len(class_names))
     return [(i, class_names[i], tuple(int(v) for v in colours[i])) for i in present_classes(seg_map, len(class_names))]
-
-
-def _to_pil_rgb(image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
-            image = np.moveaxis(image, 0, -1)
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
-        raise ValueError(f"Expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}.")
-    if image.dtype != np.uint8:
-        if np.issubdtype(image.dtype, np.floating) and image.size and image.max() <= 1.0:
-            image = image * 255.0
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    return Image.fromarray(image).convert("RGB")
 
 
 def _drawable_text(draw: ImageDraw.ImageDraw, text: str, font) -> str:
@@ -121,25 +101,13 @@ def _draw_legend(entries, height: int, font) -> Image.Image:
 
 
 def overlay(image, seg_map, class_names, alpha: float = 0.5, legend: bool = True) -> Image.Image:
-    """Blend the coloured map over the image (RGB PIL image: `(W, H)` without legend).
-
-    `image`: PIL image, `(H, W[, 3|4])` array (uint8, or float in [0, 1]) or `(3, H, W)` tensor; `seg_map`: `(H, W)`
-    class ids at the image's size, ids outside `[0, C)` left unblended; `alpha`: opacity in [0, 1]; `legend`: append
-    a white panel of the classes present on the right (the result is then wider, and taller when the list needs it).
-
-    Example:
-
-    ```python
-    >>> import numpy as np
-    >>> from maft_hf.inference.visualization import overlay
-    >>> seg = np.zeros((32, 48), dtype=np.int64); seg[:, 24:] = 2
-    >>> overlay(np.zeros((32, 48, 3), np.uint8), seg, ["sky", "grass", "road"], legend=False).size
-    (48, 32)
-    ```"""
+    """Blend the coloured map (`(H, W)` class ids at the image's size; ids outside `[0, C)` left unblended) over the
+    image (anything [`load_image`] reads) with opacity `alpha`; `legend` appends a panel of the classes present on
+    the right. Returns an RGB PIL image."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
-    picture = _to_pil_rgb(image)
-    seg = _as_numpy_map(seg_map)
+    picture = load_image(image)
+    seg = label_array(seg_map)
     if seg.shape != (picture.height, picture.width):
         raise ValueError(
             f"seg_map must have the image's size (H, W) = ({picture.height}, {picture.width}), got {seg.shape}."
@@ -162,8 +130,6 @@ def overlay(image, seg_map, class_names, alpha: float = 0.5, legend: bool = True
 def save_overlay(path: str | os.PathLike, image, seg_map, class_names, **kwargs) -> Image.Image:
     """[`overlay`] saved to `path` (format from the extension); returns the image."""
     result = overlay(image, seg_map, class_names, **kwargs)
-    directory = os.path.dirname(os.fspath(path))
-    if directory:
-        os.makedirs(directory, exist_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     result.save(path)
     return result

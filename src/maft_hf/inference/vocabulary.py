@@ -1,8 +1,5 @@
-"""Class-name vocabularies and prompt templates for MAFT's text classifier.
-
-A vocabulary is a list of class names, index `i` = class id `i` of the label maps. Comma-separated synonyms
-(`"building, edifice"`) stay one string and go into the prompt templates verbatim, as the released code does.
-"""
+"""Class-name vocabularies (index `i` = class id `i`; synonyms as `"building, edifice"` stay one string, as in the
+released code) and prompt templates for MAFT's text classifier."""
 
 from __future__ import annotations
 
@@ -17,18 +14,12 @@ logger = logging.getLogger(__name__)
 VOCAB_DIRECTORY = "vocab"  # package data directory inside `maft_hf`
 
 # Shipped vocabularies, `<name>.txt` in `maft_hf/vocab/`; coco_stuff_156_seen = the 171 classes minus the 15 unseen.
-_FILE_VOCABULARIES = (
-    "coco_stuff_171",
-    "coco_stuff_unseen_15",
-    "ade20k_150",
-    "ade20k_847",
-    "pascal_context_59",
-    "pascal_context_459",
-    "pascal_voc_20",
-    "synthetic",
+_FILE_VOCABULARIES = tuple(
+    "coco_stuff_171 coco_stuff_unseen_15 ade20k_150 ade20k_847 pascal_context_59 pascal_context_459 pascal_voc_20 "
+    "synthetic".split()
 )
 _DERIVED_VOCABULARIES = ("coco_stuff_156_seen",)
-_UNSEEN_SPLITS = {"coco_stuff": ("coco_stuff_171", "coco_stuff_unseen_15")}
+_UNSEEN_SPLITS = {"coco_stuff": "coco_stuff_unseen_15"}  # the unseen classes of coco_stuff_171
 
 
 def available_vocabularies() -> list[str]:
@@ -46,8 +37,8 @@ def _content_lines(text: str) -> list[str]:
 
 
 def parse_vocabulary_lines(text: str) -> list[str]:
-    """Class names from the text of a vocabulary file: one per line, stripped; blank and `#` lines skipped; a line
-    with tabs is a table row whose **last** column is the name (`coco_stuff_unseen_15.txt`). Commas are kept."""
+    """Class names of a vocabulary file's text: one per line, stripped, blank and `#` lines skipped; of a line with
+    tabs (a table row, `coco_stuff_unseen_15.txt`) the last column. Commas are kept."""
     return [line.split("\t")[-1].strip() for line in _content_lines(text)]
 
 
@@ -55,31 +46,19 @@ def read_vocabulary_file(path: str | os.PathLike) -> list[str]:
     """Read a user vocabulary file (UTF-8, one class per line; rules of [`parse_vocabulary_lines`])."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return parse_vocabulary_lines(f.read())
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"Cannot read vocabulary file {os.fspath(path)!r}: {err}") from err
-    return parse_vocabulary_lines(text)
 
 
 def _unseen_rows(dataset: str) -> list[tuple[int, str]]:
-    """`(contiguous index, name)` of each unseen class of `dataset`, checked against the full vocabulary."""
-    full_name, unseen_name = _UNSEEN_SPLITS[dataset]
-    full = parse_vocabulary_lines(_read_package_text(f"{full_name}.txt"))
-    rows = []
-    for line in _content_lines(_read_package_text(f"{unseen_name}.txt")):
-        columns = line.split("\t")
-        index, name = int(columns[0]), columns[-1].strip()
-        if full[index] != name:
-            raise ValueError(
-                f"{unseen_name}.txt row {line!r} does not match {full_name}.txt entry {index} ({full[index]!r})."
-            )
-        rows.append((index, name))
-    return rows
+    """`(contiguous index, name)` of each unseen class of `dataset` (tests check them against the full vocabulary)."""
+    rows = [line.split("\t") for line in _content_lines(_read_package_text(f"{_UNSEEN_SPLITS[dataset]}.txt"))]
+    return [(int(columns[0]), columns[-1].strip()) for columns in rows]
 
 
 def unseen_class_indices(dataset: str = "coco_stuff") -> list[int]:
-    """Sorted class ids of the unseen classes of a zero-shot split: `"coco_stuff"` (or `"coco_stuff_171"`), the 156
-    seen / 15 unseen split of paper Tab. 1."""
+    """Sorted ids of the unseen classes of `"coco_stuff"` (or `"coco_stuff_171"`): the 15 of paper Tab. 1."""
     key = "coco_stuff" if dataset == "coco_stuff_171" else dataset
     if key not in _UNSEEN_SPLITS:
         raise ValueError(f"No seen/unseen split is shipped for {dataset!r}; expected one of {sorted(_UNSEEN_SPLITS)}.")
@@ -89,74 +68,59 @@ def unseen_class_indices(dataset: str = "coco_stuff") -> list[int]:
 def _load_shipped(name: str) -> list[str]:
     if name == "coco_stuff_156_seen":
         unseen = set(unseen_class_indices("coco_stuff"))
-        full = _load_shipped("coco_stuff_171")
-        return [n for i, n in enumerate(full) if i not in unseen]
+        return [n for i, n in enumerate(_load_shipped("coco_stuff_171")) if i not in unseen]
     if name == "coco_stuff_unseen_15":
         return [n for _, n in sorted(_unseen_rows("coco_stuff"))]
     return parse_vocabulary_lines(_read_package_text(f"{name}.txt"))
 
 
 def validate_vocabulary(names: Sequence[str]) -> list[str]:
-    """A new list of the stripped names; `ValueError` for a non-sequence, an empty vocabulary, an empty name, or
-    duplicates (compared lower-cased: CLIP's tokenizer lower-cases, so they would get identical embeddings)."""
+    """The stripped names; no empty name nor duplicates (compared lower-cased: CLIP's tokenizer lower-cases)."""
     if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
         raise ValueError(f"A vocabulary must be a list of class-name strings, got {type(names).__name__}.")
     if len(names) == 0:
         raise ValueError("The vocabulary is empty; at least one class name is required.")
-    cleaned = []
+    positions: dict[str, list[int]] = {}
     for index, name in enumerate(names):
         if not isinstance(name, str):
             raise ValueError(f"Class name at index {index} must be a string, got {type(name).__name__} ({name!r}).")
         if not name.strip():
             raise ValueError(f"Class name at index {index} is empty ({name!r}); every class needs a name.")
-        cleaned.append(name.strip())
-    positions: dict[str, list[int]] = {}
-    for index, name in enumerate(cleaned):
-        positions.setdefault(name.lower(), []).append(index)
-    duplicates = {key: idx for key, idx in positions.items() if len(idx) > 1}
+        positions.setdefault(name.strip().lower(), []).append(index)
+    cleaned = [name.strip() for name in names]
+    duplicates = [indices for indices in positions.values() if len(indices) > 1]
     if duplicates:
-        described = ", ".join(f"{cleaned[idx[0]]!r} at indices {idx}" for idx in duplicates.values())
+        described = ", ".join(f"{cleaned[indices[0]]!r} at indices {indices}" for indices in duplicates)
         raise ValueError(f"The vocabulary has duplicate class names (compared case-insensitively): {described}.")
     return cleaned
 
 
 def load_vocabulary(spec: str | os.PathLike | Sequence[str]) -> list[str]:
-    """Load a vocabulary, `list[str]` (index `i` = class id `i`), from, tried in this order: a list / tuple of names,
-    a shipped name ([`available_vocabularies`]) or a UTF-8 text file, one class per line. A string is never split
-    (`"cat, kitty"` is one class with a synonym). Raises `ValueError` otherwise or for an invalid vocabulary.
-
-    Example:
-
-    ```python
-    >>> from maft_hf.inference.vocabulary import load_vocabulary
-    >>> len(load_vocabulary("coco_stuff_156_seen"))
-    156
-    >>> load_vocabulary(["cat", "dog, puppy"])
-    ['cat', 'dog, puppy']
-    ```"""
+    """A vocabulary (index `i` = class id `i`) from a list of names, a shipped name ([`available_vocabularies`]) or a
+    UTF-8 text file, one class per line. A string is never split (`"cat, kitty"` is one class with a synonym)."""
     if isinstance(spec, (list, tuple)):
         return validate_vocabulary(spec)
     if isinstance(spec, str) and spec in available_vocabularies():
         return validate_vocabulary(_load_shipped(spec))
-    if isinstance(spec, (str, os.PathLike)):
-        if os.path.isfile(spec):
-            names = read_vocabulary_file(spec)
-            if not names:
-                raise ValueError(f"Vocabulary file {os.fspath(spec)!r} has no class names.")
-            return validate_vocabulary(names)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ValueError(
+            "A vocabulary spec must be a list of names, a shipped vocabulary name or a file path, "
+            f"got {type(spec).__name__}."
+        )
+    if not os.path.isfile(spec):
         raise ValueError(
             f"{os.fspath(spec)!r} is neither a shipped vocabulary ({', '.join(available_vocabularies())}) nor an "
             "existing file. Pass a list of class names for a custom vocabulary."
         )
-    raise ValueError(
-        "A vocabulary spec must be a list of names, a shipped vocabulary name or a file path, "
-        f"got {type(spec).__name__}."
-    )
+    names = read_vocabulary_file(spec)
+    if not names:
+        raise ValueError(f"Vocabulary file {os.fspath(spec)!r} has no class names.")
+    return validate_vocabulary(names)
 
 
 def parse_vocabulary_argument(value: str) -> list[str]:
     """A command-line vocabulary: a shipped name, a text file, or else comma-separated class names (names with
-    synonyms need a file). `ValueError` for an empty value, a missing-looking file, empty names and duplicates."""
+    synonyms need a file)."""
     if not isinstance(value, str):
         raise ValueError(f"Expected the vocabulary as a string, got {type(value).__name__}.")
     if value in available_vocabularies() or os.path.isfile(value):
@@ -179,18 +143,15 @@ def parse_vocabulary_argument(value: str) -> list[str]:
 def unseen_class_ids(
     spec: str | Iterable[int | str], class_names: Sequence[str] | None, num_classes: int | None = None
 ) -> list[int]:
-    """Sorted ids (into `class_names`) of the unseen classes of a zero-shot split.
-
-    `spec`: a shipped vocabulary name or file, comma-separated names and / or ids (`"cow,giraffe"`, `"3,7"`), or an
-    iterable of names and ids. Names match exactly, else case-insensitively; unknown names and ids raise.
-    """
-    if isinstance(spec, str):
-        if spec in available_vocabularies() or os.path.isfile(spec):
-            items: list = load_vocabulary(spec)
-        else:
-            items = [int(part) if part.isdigit() else part for part in (p.strip() for p in spec.split(",")) if part]
-            if not items:
-                raise ValueError(f"The unseen classes {spec!r} name no class.")
+    """Sorted ids (into `class_names`) of the unseen classes of a zero-shot split, from a shipped vocabulary or file,
+    comma-separated names and / or ids (`"cow,giraffe"`, `"3,7"`), or an iterable of names and ids. Names match
+    exactly, else case-insensitively; unknown names and ids raise."""
+    if isinstance(spec, str) and (spec in available_vocabularies() or os.path.isfile(spec)):
+        items: list = load_vocabulary(spec)
+    elif isinstance(spec, str):
+        items = [int(part) if part.isdigit() else part for part in (p.strip() for p in spec.split(",")) if part]
+        if not items:
+            raise ValueError(f"The unseen classes {spec!r} name no class.")
     else:
         items = list(spec)
     count = len(class_names) if class_names is not None else num_classes
@@ -219,13 +180,12 @@ def unseen_class_ids(
 
 def load_prompt_templates() -> list[str]:
     """The 14 prompt templates of the released MAFT code, verbatim, one `{}` each (some have no final period)."""
-    templates = [line for line in _read_package_text("prompt_templates.txt").splitlines() if line.strip()]
-    validate_templates(templates)
-    return templates
+    lines = _read_package_text("prompt_templates.txt").splitlines()
+    return validate_templates([line for line in lines if line.strip()])
 
 
 def validate_templates(templates: Sequence[str]) -> list[str]:
-    """Check prompt templates (a non-empty list of strings with exactly one `{}` each); returns them as a list."""
+    """Prompt templates as a list, checked: a non-empty list of strings with exactly one `{}` each."""
     if isinstance(templates, str) or not isinstance(templates, Sequence) or len(templates) == 0:
         raise ValueError(f"Prompt templates must be a non-empty list of strings, got {templates!r}.")
     for index, template in enumerate(templates):

@@ -1,7 +1,6 @@
-"""[`MAFTHubMixin`] (a base of `MaskAwareCLIPModel`): `save_pretrained` writes `pipeline_maft.py` and its imports
-beside the weights and registers it in `custom_pipelines`, so `pipeline(model=..., trust_remote_code=True)` works
-without `maft_hf`; `push_to_hub` uploads with the maft_hf model card. This file travels with the checkpoint too.
-"""
+"""[`MAFTHubMixin`], a base of `MaskAwareCLIPModel` that travels with the checkpoint: `save_pretrained` also writes
+`pipeline_maft.py` and its imports, registered in `custom_pipelines` (so `trust_remote_code=True` needs no `maft_hf`);
+`push_to_hub` uploads with the maft_hf model card."""
 
 from __future__ import annotations
 
@@ -72,13 +71,6 @@ class MAFTHubMixin:
         with tempfile.TemporaryDirectory() as work:
             self.save_pretrained(work, max_shard_size=max_shard_size)
             ModelCard(str(card)).save(os.path.join(work, "README.md"))
-            return self._upload_modified_files(
-                work,
-                repo_id,
-                files_timestamps={},
-                commit_message=commit_message or "Upload MAFT model",
-                token=token,
-                create_pr=create_pr,
-                revision=revision,
-                commit_description=commit_description,
-            )
+            message = commit_message or "Upload MAFT model"
+            options = dict(token=token, create_pr=create_pr, revision=revision, commit_description=commit_description)
+            return self._upload_modified_files(work, repo_id, files_timestamps={}, commit_message=message, **options)

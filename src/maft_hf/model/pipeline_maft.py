@@ -1,11 +1,13 @@
 """The segmentation pipeline saved with every MAFT checkpoint (`pipeline(model=..., trust_remote_code=True)`).
 
-It is remote code (task `"image-segmentation"` under `custom_pipelines`), so it imports only the files shipped with
-it: vocabulary as a list of names, proposals as `proposal_masks` or a callable. `maft_hf.inference.pipeline`
-subclasses it, adding proposal specs, shipped vocabularies, the classifier cache and the ensemble (paper Eq. 9).
+Remote code (task `"image-segmentation"` in `custom_pipelines`): it imports only the files shipped with it, so the
+vocabulary is a list of names and proposals come as `proposal_masks` or a callable. `maft_hf.inference.pipeline`
+subclasses it and builds `segment()` on its functions (proposal specs, shipped vocabularies, caches, Eq. 9, ...).
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -17,7 +19,6 @@ from .modeling_maft import pad_proposals, proposals_to_patch_visibility
 from .processing_maft import load_image
 
 logger = logging.get_logger(__name__)
-TASK = "image-segmentation"
 # The 14 prompt templates of the released MAFT code, verbatim (maft_hf/vocab/prompt_templates.txt).
 PROMPT_TEMPLATES = [
     "a photo of a {}.",
@@ -37,22 +38,44 @@ PROMPT_TEMPLATES = [
 ]
 
 
-class _Masks:
-    """Proposals without class scores: `masks (N, H, W)` float in [0, 1]."""
+def compute_text_classifier(model, tokenizer, names, templates, max_length: int, device, batch_size: int = 256):
+    """`(C, projection_dim)` float32: per class the normalised mean of its normalised prompt embeddings. Prompts run
+    in batches padded to their longest (CLIP pools at the first end-of-text token, so padding changes nothing)."""
+    prompts = [template.format(name) for name in names for template in templates]
+    embeddings = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            tokens = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            tokens = {k: tokens[k].to(device) for k in ("input_ids", "attention_mask") if k in tokens}
+            features = model.get_text_features(**tokens)
+            embeddings.append(F.normalize(getattr(features, "pooler_output", features).float(), dim=-1))
+    classifier = torch.cat(embeddings).reshape(len(names), len(templates), -1).mean(dim=1)
+    return F.normalize(classifier, dim=-1)
 
-    class_scores = None
-    class_names = None
 
-    def __init__(self, masks):
-        self.masks = masks
+def patch_grid_masks(masks: torch.Tensor, model, input_size: int) -> torch.Tensor:
+    """`(N, H, W)` probabilities -> `(N, rows, cols)` bool patch visibility by the model's own rule (resize to the
+    grid, threshold), so the model gives exactly the embeddings of the full-size masks."""
+    vision = model.config.vision_config
+    grid = (input_size // vision.patch_size, input_size // vision.patch_size)
+    visible = proposals_to_patch_visibility(masks[None].float(), grid, vision.mask_threshold)
+    return visible.reshape(masks.shape[0], *grid)
 
-    @property
-    def num_proposals(self) -> int:
-        return self.masks.shape[0]
+
+def classify_proposals(model, pixel_values, proposal_masks, text_classifier, proposal_valid_mask=None):
+    """`(B, N, C)` logits `exp(logit_scale) * cos(mask embedding, class embedding)` of paper Eq. 1, from `(B, 3, S, S)`
+    pixel values and `(B, N, H, W)` masks (padded entries, False in `proposal_valid_mask`, get logits too: ignore
+    them). Gradients flow unless the caller disables them."""
+    features = model.get_mask_features(pixel_values, proposal_masks, proposal_valid_mask=proposal_valid_mask)
+    mask_embeds = F.normalize(features.pooler_output, dim=-1)
+    text_embeds = F.normalize(text_classifier.to(device=mask_embeds.device, dtype=mask_embeds.dtype), dim=-1)
+    return model.logit_scale.exp() * mask_embeds @ text_embeds.t()
 
 
-def masks_from_user(masks, size: tuple[int, int]) -> _Masks:
-    """`(N, H, W)` masks in [0, 1] or an `(H, W)` integer label map (one mask per id, 255 = none), at `size`."""
+def masks_from_user(masks, size: tuple[int, int]) -> SimpleNamespace:
+    """Proposals without class scores, `masks (N, H, W)` float at `size`, from `(N, H, W)` masks in [0, 1] or an
+    `(H, W)` integer label map (one mask per id, 255 = none)."""
     tensor = torch.as_tensor(np.asarray(masks)) if not isinstance(masks, torch.Tensor) else masks
     if tensor.ndim == 2 and not tensor.is_floating_point() and tensor.dtype != torch.bool:
         ids = [i for i in tensor.unique().tolist() if i != 255]
@@ -64,14 +87,16 @@ def masks_from_user(masks, size: tuple[int, int]) -> _Masks:
         raise ValueError("Proposal masks must lie in [0, 1].")
     if tuple(tensor.shape[-2:]) != tuple(size):
         tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
-    return _Masks(tensor)
+    return SimpleNamespace(masks=tensor, class_scores=None)
 
 
 class OpenVocabularySegmentationPipeline(Pipeline):
     """Open-vocabulary semantic segmentation: `pipe(images, candidate_labels=[...], proposal_masks=... or
-    proposal_generator=..., ensemble_weight=, templates=)`. Per image: `"segmentation"` `(H, W)` indices into
-    `"class_names"`, and `"scores"` `(N, C)` per-proposal class scores."""
+    proposal_generator=..., templates=)` (`ensemble_weight` needs maft_hf). Per image: `"segmentation"` `(H, W)`
+    indices into `"class_names"`, and `"scores"` `(N, C)` per-proposal class scores."""
 
+    # Per-call options of `_forward` and their conversion; a subclass adds its own.
+    forward_options = {"ensemble_weight": float, "templates": list, "chunk_classes": int}
     _load_processor = False
     _load_image_processor = True
     _load_feature_extractor = False
@@ -98,35 +123,15 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             )
         return generator
 
-    def user_proposals(self, masks, size: tuple[int, int]):
-        return masks_from_user(masks, size)
-
     def text_classifier(self, names: list[str], templates) -> torch.Tensor:
-        """`(C, projection_dim)`: per class the normalised mean of the normalised prompt embeddings (cached)."""
+        """`(C, projection_dim)` classifier of [`compute_text_classifier`], cached per names and templates."""
         templates = list(PROMPT_TEMPLATES if templates is None else templates)
         key = (tuple(names), tuple(templates))
         if key not in self._classifiers:
-            text_config = self.model.config.text_config
-            limit = min(text_config.max_position_embeddings, self.tokenizer.model_max_length)
-            prompts = [template.format(name) for name in names for template in templates]
-            tokens = self.tokenizer(prompts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
-            tokens = {k: tokens[k].to(self.device) for k in ("input_ids", "attention_mask") if k in tokens}
-            with torch.no_grad():
-                features = self.model.get_text_features(**tokens)
-            features = F.normalize(getattr(features, "pooler_output", features).float(), dim=-1)
-            classifier = features.reshape(len(names), len(templates), -1).mean(dim=1)
-            self._classifiers[key] = F.normalize(classifier, dim=-1)
+            limit = min(self.model.config.text_config.max_position_embeddings, self.tokenizer.model_max_length)
+            classifier = compute_text_classifier(self.model, self.tokenizer, names, templates, limit, self.device)
+            self._classifiers[key] = classifier
         return self._classifiers[key]
-
-    def class_scores(self, logits, proposals, names, ensemble_weight) -> torch.Tensor:
-        if ensemble_weight and getattr(proposals, "class_scores", None) is not None:
-            logger.warning_once("The ensemble with the generator's class scores needs maft_hf: MAFT's scores alone.")
-        return logits.float().softmax(dim=-1)
-
-    def semantic_map(self, scores, masks, chunk_classes=None) -> torch.Tensor:
-        """`argmax_c sum_n scores[n, c] masks[n]`, `(H, W)`."""
-        flat = masks.to(device=scores.device, dtype=torch.float32).flatten(1)
-        return (scores.t() @ flat).argmax(dim=0).reshape(masks.shape[1:])
 
     # transformers Pipeline steps
     def __call__(self, images, candidate_labels=None, **kwargs):
@@ -137,76 +142,52 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         images = list(images) if isinstance(images, tuple) else images
         return super().__call__(images, candidate_labels=candidate_labels, **kwargs)
 
-    def _sanitize_parameters(
-        self,
-        candidate_labels=None,
-        proposal_generator=None,
-        proposal_masks=None,
-        ensemble_weight=None,
-        templates=None,
-        chunk_classes=None,
-        **unused,
-    ):
-        if unused:
-            raise ValueError(f"Unknown arguments for {type(self).__name__}: {sorted(unused)}.")
-        preprocess, forward = {}, {}
+    def _sanitize_parameters(self, candidate_labels=None, proposal_generator=None, proposal_masks=None, **options):
+        unknown = set(options) - set(self.forward_options)
+        if unknown:
+            raise ValueError(f"Unknown arguments for {type(self).__name__}: {sorted(unknown)}.")
+        preprocess = {"proposal_masks": proposal_masks} if proposal_masks is not None else {}
         if proposal_generator is not None:
             preprocess["proposal_generator"] = self.resolve_generator(proposal_generator)
-        if proposal_masks is not None:
-            preprocess["proposal_masks"] = proposal_masks
+        forward = {key: self.forward_options[key](value) for key, value in options.items() if value is not None}
         if candidate_labels is not None:
             forward["candidate_labels"] = self.vocabulary(candidate_labels)
-        if ensemble_weight is not None:
-            forward["ensemble_weight"] = float(ensemble_weight)
-        if templates is not None:
-            forward["templates"] = list(templates)
-        if chunk_classes is not None:
-            forward["chunk_classes"] = int(chunk_classes)
         return preprocess, forward, {}
 
     def preprocess(self, image, proposal_generator=None, proposal_masks=None):
         picture = load_image(image)
         size = (picture.height, picture.width)
         if proposal_masks is not None:
-            item = self.user_proposals(proposal_masks, size)
+            item = masks_from_user(proposal_masks, size)
+        elif proposal_generator is None:
+            raise ValueError(
+                "A proposal generator is required: pass proposal_generator= (here or to pipeline()) or proposal_masks=."
+            )
         else:
-            generator = proposal_generator
-            if generator is None:
-                raise ValueError(
-                    "A proposal generator is required: pass proposal_generator= (here or to pipeline()) or "
-                    "proposal_masks=."
-                )
-            (item,) = generator([picture])
-            item = item if hasattr(item, "masks") else self.user_proposals(item, size)
+            (item,) = proposal_generator([picture])
+            item = item if hasattr(item, "masks") else masks_from_user(item, size)
             if tuple(item.masks.shape[-2:]) != size:
                 raise ValueError(f"Proposal masks must have the image's size {size}, got {tuple(item.masks.shape)}.")
         pixel_values = self.image_processor([picture], return_tensors="pt")["pixel_values"]
-        vision = self.model.config.vision_config
-        grid = (pixel_values.shape[-2] // vision.patch_size, pixel_values.shape[-1] // vision.patch_size)
-        visible = proposals_to_patch_visibility(item.masks[None].float(), grid, vision.mask_threshold)
-        return {
-            "pixel_values": pixel_values,
-            "grid_masks": visible.reshape(1, item.masks.shape[0], *grid),
-            "proposals": item,
-        }
+        grid_masks = patch_grid_masks(item.masks, self.model, pixel_values.shape[-1])
+        return {"pixel_values": pixel_values, "grid_masks": grid_masks[None], "proposals": item}
 
     def _forward(self, inputs, candidate_labels=None, ensemble_weight=0.7, templates=None, chunk_classes=None):
         # A batch (batch_size > 1) arrives padded by transformers' collate function, proposals as a list.
         batched = isinstance(inputs["proposals"], list)
         proposals = inputs["proposals"] if batched else [inputs["proposals"]]
+        if ensemble_weight and any(getattr(item, "class_scores", None) is not None for item in proposals):
+            logger.warning_once("The ensemble with the generator's class scores needs maft_hf: MAFT's scores alone.")
         text = self.text_classifier(candidate_labels, templates)
         grid_masks, valid = pad_proposals([m[: p.masks.shape[0]] for m, p in zip(inputs["grid_masks"], proposals)])
-        features = self.model.get_mask_features(
-            inputs["pixel_values"], grid_masks.to(self.device), proposal_valid_mask=valid.to(self.device)
+        logits = classify_proposals(
+            self.model, inputs["pixel_values"], grid_masks.to(self.device), text, valid.to(self.device)
         )
-        mask_embeds = F.normalize(features.pooler_output, dim=-1)
-        logits = self.model.logit_scale.exp() * mask_embeds @ F.normalize(text.to(mask_embeds), dim=-1).t()
         maps, scores = [], []
         for index, item in enumerate(proposals):
-            scores.append(
-                self.class_scores(logits[index, : item.masks.shape[0]], item, candidate_labels, ensemble_weight)
-            )
-            maps.append(self.semantic_map(scores[-1], item.masks.to(self.device), chunk_classes))
+            scores.append(logits[index, : item.masks.shape[0]].float().softmax(dim=-1))
+            flat = item.masks.to(device=scores[-1].device, dtype=torch.float32).flatten(1)
+            maps.append((scores[-1].t() @ flat).argmax(dim=0).reshape(item.masks.shape[1:]))
         if not batched:
             return {"segmentation": maps[0][None], "scores": scores[0][None], "class_names": candidate_labels}
         return {"segmentation": maps, "scores": scores, "class_names": [candidate_labels] * len(maps)}
