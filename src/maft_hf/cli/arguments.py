@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
-
-def fail(message: str):
+def _raise(message: str):
     raise ValueError(message)
 
 
-def check_positive(args, *names: str, error=fail) -> None:
+def check_positive(args, *names: str, error=_raise) -> None:
     """Refuse a flag below 1 (None = not given) with `error(message)`: a `ValueError`, or e.g. `parser.error`."""
     for name in names:
         value = getattr(args, name)
@@ -17,11 +15,9 @@ def check_positive(args, *names: str, error=fail) -> None:
             error(f"--{name} must be >= 1, got {value}.")
 
 
-def add_hub_arguments(
-    parser, repo_flag="--hub_model_id", repo_help="Hub repo id (default: the output folder's name)."
-) -> None:
+def add_hub_arguments(parser, repo_flag: str = "--hub_model_id", repo_help: str | None = None) -> None:
     parser.add_argument("--push_to_hub", action="store_true", help="Push the result to the Hugging Face Hub.")
-    parser.add_argument(repo_flag, default=None, help=repo_help)
+    parser.add_argument(repo_flag, default=None, help=repo_help or "Hub repo id (default: the output folder's name).")
     parser.add_argument("--hub_token", default=None, help="Hub token (default: the cached login).")
 
 
@@ -70,7 +66,7 @@ def add_segmentation_arguments(parser, proposals=None, preprocessing: str | None
     add("--batch_size", type=int, default=4, help="Images per MAFT forward pass (per process).")
     add("--offline", action="store_true", help="Use local files and the Hub cache only.")
     add("--cache_dir", default=None, help="Directory caching text classifiers between runs.")
-    add("--log_level", default="INFO", choices=LOG_LEVELS)
+    add("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 def check_segmentation_args(args) -> None:

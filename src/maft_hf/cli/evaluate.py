@@ -1,17 +1,12 @@
 """Evaluate a MAFT checkpoint on a semantic-segmentation benchmark and report the numbers of paper Tables 1 and 3
 (`maft-evaluate`; the guide is docs/evaluation.md).
 
-Data: `--benchmark NAME` (vocabulary, ignore index, unseen classes and the paper's numbers come with it) reading the
-folder `maft-prepare-benchmark` wrote (`--dataset_path`, default `data/<NAME>`) or a Hub dataset (`--dataset_name`);
-or any dataset with `--vocabulary` (default: the class names stored in the dataset or its id2label.json),
-`--unseen_classes`, `--ignore_index`. `--preprocessing` defaults to `released` for a benchmark, else `direct`.
-
-Outputs in `--output_dir`: `results.json`, `confusion_matrix.npy` (rows = ground truth), `results.md` (layout of
-paper Tab. 1 / Tab. 3). `--resume` continues a killed run from the partial results every process saves to
-`<output_dir>/progress/`. `--combine_results a/results.json b/results.json` only writes one table for several runs.
-
-Several processes: `accelerate launch --multi_gpu --num_processes 8 -m maft_hf.cli evaluate ...` (on CPU add
-`--cpu` to the command and keep `--multi_gpu`).
+Data: `--benchmark NAME` (vocabulary, ignore index, unseen classes and the paper's numbers come with it; the data in
+`data/<NAME>` by default, as `maft-prepare-benchmark` writes it), or any dataset with `--vocabulary` (default: the
+class names stored in the dataset or its id2label.json), `--unseen_classes`, `--ignore_index`. `--preprocessing`
+defaults to `released` for a benchmark, else `direct`. Outputs in `--output_dir`: `results.json`,
+`confusion_matrix.npy` (rows = ground truth) and `results.md`; `--resume` continues a killed run from
+`<output_dir>/progress/`. Several processes: `accelerate launch --multi_gpu --num_processes 8 -m maft_hf.cli evaluate`.
 """
 
 from __future__ import annotations
@@ -85,17 +80,6 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--update_model_card {str(card)!r}: no such model card (a README.md or its folder).")
 
 
-def _choose_split(dataset_dict, split: str | None, source: str):
-    splits = list(dataset_dict.keys())
-    if split is None:
-        split = "validation" if "validation" in splits else (splits[0] if len(splits) == 1 else None)
-        if split is None:
-            raise ValueError(f"{source} has the splits {splits}: choose one with --split.")
-    if split not in splits:
-        raise ValueError(f"{source} has no split {split!r}; its splits are {splits}.")
-    return dataset_dict[split], split
-
-
 def load_eval_dataset(args: argparse.Namespace, accelerator) -> tuple:
     """`(dataset, description, split)` of the run."""
     import datasets
@@ -124,10 +108,16 @@ def load_eval_dataset(args: argparse.Namespace, accelerator) -> tuple:
         loaded = datasets.load_from_disk(path)
     except FileNotFoundError as err:
         raise ValueError(f"{path!r} is not a dataset saved with save_to_disk: {err}") from err
-    if isinstance(loaded, datasets.DatasetDict):
-        dataset, split = _choose_split(loaded, args.split, path)
-        return dataset, path, split
-    return loaded, path, args.split
+    if not isinstance(loaded, datasets.DatasetDict):
+        return loaded, path, args.split
+    splits, split = list(loaded), args.split
+    if split is None:
+        if "validation" not in splits and len(splits) != 1:
+            raise ValueError(f"{path} has the splits {splits}: choose one with --split.")
+        split = "validation" if "validation" in splits else splits[0]
+    if split not in splits:
+        raise ValueError(f"{path} has no split {split!r}; its splits are {splits}.")
+    return loaded[split], path, split
 
 
 def _hub_id2label_folder(args: argparse.Namespace) -> str | None:
@@ -237,8 +227,7 @@ def update_card(card_path: str, record: dict, proposals: str) -> None:
 def main(argv: list[str] | None = None) -> dict | list[dict]:
     """Run the command line; returns the `results.json` record (the list of records with `--combine_results`)."""
     if "--offline" in (sys.argv[1:] if argv is None else argv):  # before parse_args imports maft_hf / transformers
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     args = parse_args(argv)
     check_args(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.log_level)

@@ -131,16 +131,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def enable_offline_mode() -> None:
     """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE semantics, also for libraries imported before this call."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    for module_name, attribute in (
-        ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
-        ("datasets.config", "HF_HUB_OFFLINE"),
-        ("datasets.config", "HF_DATASETS_OFFLINE"),
-    ):
-        module = sys.modules.get(module_name)
-        if module is not None and hasattr(module, attribute):
-            setattr(module, attribute, True)
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    for module in (sys.modules.get("huggingface_hub.constants"), sys.modules.get("datasets.config")):
+        for attribute in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            if hasattr(module, attribute):
+                setattr(module, attribute, True)
 
 
 def push_to_hub(output_dir: str, repo_id: str, token: str | None = None, private: bool = False) -> str:

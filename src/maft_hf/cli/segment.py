@@ -1,24 +1,17 @@
 """Segment images with any vocabulary: class-id maps, colour overlays and per-class areas, one set per image.
 
-* inputs: `--images` (files, folders, `.txt`/`.lst` lists of paths relative to the list), `--dataset_path` (a
-  `save_to_disk` folder) or `--dataset_name` (a Hub dataset, optionally `--streaming`); dataset rows get the stem
-  `<index, 8 digits>`.
-* `--vocabulary`: a shipped name (`ade20k_150`, ...), a file with one class per line (`building, edifice` is one class
-  with a synonym), or comma-separated names (`"cat,dog"`).
-* proposals: `--proposals mask2former:<ckpt>` / `oneformer:<ckpt>` (their class scores join MAFT's by paper Eq. 9),
-  `sam:<ckpt>`, `grid:<k>` / `kmeans:<k>`; or `--masks` (with `--images`): one file per image, one for all, or a
-  folder of `<image stem>.npy|.png` (`(N, H, W)` masks or an `(H, W)` label map, 255 = none).
-
-Outputs: `--output_format png`: per image `<stem>_map.png` (class ids, 8-bit up to 255 classes, else 16-bit),
-`<stem>_overlay.png`, `<stem>.json` (per-class `pixels`/`fraction`), and `summary.json`; `--output_format parquet`:
-`data/chunk-<k>.parquet` of `--chunk_size` images and `manifest.json`. Under `accelerate launch` every process takes
-a disjoint shard; `--resume` continues a killed run (docs/performance.md).
+Inputs: `--images` (files, folders, `.txt`/`.lst` lists), `--dataset_path` (`save_to_disk`) or `--dataset_name`.
+`--vocabulary`: a shipped name (`ade20k_150`), a file with one class per line (`building, edifice` is one class with a
+synonym), or comma-separated names. Proposals: `--proposals mask2former:<ckpt>` / `oneformer:<ckpt>` (their class
+scores join MAFT's by paper Eq. 9), `sam:<ckpt>`, `grid:<k>`; or `--masks` (with `--images`): one file per image, one
+for all, or a folder of `<image stem>.npy|.png` (`(N, H, W)` masks or an `(H, W)` label map, 255 = none).
+Outputs: per image `<stem>_map.png` (class ids, 16-bit above 255 classes), `<stem>_overlay.png`, `<stem>.json`
+(per-class areas) and `summary.json`, or with `--output_format parquet` `data/chunk-<k>.parquet` and `manifest.json`.
+Under `accelerate launch` every process takes a disjoint shard; `--resume` continues a killed run
+(docs/performance.md).
 
     maft-segment --model org/maft-vitb16 --images photos/ --vocabulary ade20k_150 \\
         --proposals mask2former:facebook/mask2former-swin-base-coco-panoptic --output_dir out/
-    accelerate launch --num_processes 8 scripts/segment.py --model ./maft-vitb16 --dataset_name org/photos \\
-        --split train --vocabulary ade20k_150 --proposals sam:./sam-vit-base --output_format parquet \\
-        --cache_dir cache/ --output_dir out/ --resume
 """
 
 from __future__ import annotations
