@@ -30,6 +30,10 @@ def add_conversion_arguments(parser) -> None:
     add_hub_arguments(parser)
 
 
+def add_freeseg_option(parser) -> None:
+    parser.add_argument("--freeseg_option", action="append", default=[], metavar="KEY=VALUE", help="FreeSeg setting.")
+
+
 def conversion_options(args) -> dict:
     """The keyword arguments of `add_conversion_arguments`' flags for `convert_*_checkpoint`."""
     options = {key: getattr(args, key) for key in ("mask_start_layer", "input_image_size", "local_files_only")}

@@ -7,6 +7,7 @@ OpenAI CLIP names) into a MAFT checkpoint directory, and the FreeSeg proposal ge
 
 The text tower, config and tokenizer come from `--clip`, the CLIP checkpoint the model was fine-tuned from. Shapes
 are checked and the converted model is compared with a forward of the source weights before anything is written.
+`--freeseg_option KEY=VALUE` (repeatable) sets a FreeSeg config value the tensors do not determine (res5_dilation=2).
 """
 
 import argparse
@@ -18,7 +19,7 @@ from maft_hf.hub.official_checkpoint import convert_official_checkpoint, load_so
 from maft_hf.proposals.factory import parse_proposal_options
 from maft_hf.proposals.freeseg import FreeSegConfig, save_freeseg_generator
 
-from .arguments import add_conversion_arguments, conversion_options, describe_checkpoint
+from .arguments import add_conversion_arguments, add_freeseg_option, conversion_options, describe_checkpoint
 
 logger = logging.getLogger("maft_hf.convert_official_checkpoint")
 
@@ -33,13 +34,7 @@ def parse_args(argv=None):
         default=None,
         help="Where to write its FreeSeg generator (default: <output_dir>/freeseg).",
     )
-    add(
-        "--freeseg_option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a FreeSeg config value the tensors do not determine (e.g. res5_dilation=2), repeatable.",
-    )
+    add_freeseg_option(parser)
     add("--prefix", default=None, help="Prefix of the fine-tuned image encoder (default: found automatically).")
     add("--unsafe_pickle", action="store_true", help="Allow torch.load(weights_only=False): runs code from the file.")
     add("--allow_unused", action="store_true", help="Skip unknown tensors under the prefix.")

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from . import convert_official_checkpoint, evaluate, prepare_benchmark
+from .arguments import add_freeseg_option
 
 logger = logging.getLogger("maft_hf.reproduce_paper")
 TABLE3 = ("ade20k_847", "ade20k_150", "pascal_context_459", "pascal_context_59", "pascal_voc_20")
@@ -36,13 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--output_dir", required=True)
     add("--benchmarks", nargs="+", default=list(TABLE3), choices=TABLE3, help="Tab. 3 subset.")
     add("--ade847_id_map", default=None, help="ADE20K-847 id table (see maft-prepare-benchmark).")
-    add(
-        "--freeseg_option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="See maft-convert-official-checkpoint.",
-    )
+    add_freeseg_option(parser)
     add("--batch_size", type=int, default=1, help="Images per forward pass (the release: 1).")
     add("--max_samples", type=int, default=None, help="Evaluate only the first N images (a check).")
     add("--offline", action="store_true", help="Use local files and the Hub cache only.")
