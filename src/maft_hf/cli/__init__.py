@@ -1,8 +1,5 @@
-"""The command-line programs: `maft-<command>` entry points, `python -m maft_hf.cli <command>`, `scripts/<command>.py`.
-
-Every command is a module of this package with a `main(argv)`; `run` calls it and turns a `ValueError` (bad input,
-already explained in its message) into a one-line error and exit status 1 instead of a traceback.
-"""
+"""The command-line programs (`maft-<command>`, `python -m maft_hf.cli <command>`, `scripts/<command>.py`): each is a
+module of this package with a `main(argv)`."""
 
 from __future__ import annotations
 
@@ -25,7 +22,8 @@ COMMANDS = {
 
 
 def run(command: str, argv: list[str] | None = None):
-    """Run `command` (a key of `COMMANDS`) on `argv` (default: `sys.argv[1:]`)."""
+    """Run `command` (a key of `COMMANDS`) on `argv` (default: `sys.argv[1:]`); a `ValueError` (bad input, explained in
+    its message) becomes a one-line error and exit status 1."""
     if command not in COMMANDS:
         raise SystemExit(f"maft: unknown command {command!r}; expected one of {', '.join(COMMANDS)}.")
     module = importlib.import_module(f"{__name__}.{command}")
@@ -37,8 +35,7 @@ def run(command: str, argv: list[str] | None = None):
 
 def entry_point():
     """The `maft-<command>` console scripts: the command is read from the program name."""
-    name = os.path.basename(sys.argv[0]).removesuffix(".exe").removeprefix("maft-").replace("-", "_")
-    run(name)
+    run(os.path.basename(sys.argv[0]).removesuffix(".exe").removeprefix("maft-").replace("-", "_"))
 
 
 def main(argv: list[str] | None = None):
@@ -46,8 +43,7 @@ def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         width = max(map(len, COMMANDS))
-        lines = [f"  {name.replace('_', '-'):<{width}}  {text}" for name, text in COMMANDS.items()]
         print("usage: python -m maft_hf.cli <command> [args]   (or: maft-<command> [args])\n\ncommands:")
-        print("\n".join(lines))
+        print("\n".join(f"  {name.replace('_', '-'):<{width}}  {text}" for name, text in COMMANDS.items()))
         return None
     return run(argv[0].replace("-", "_"), argv[1:])

@@ -1,19 +1,12 @@
 """Evaluate a MAFT checkpoint on a semantic-segmentation benchmark and report the numbers of paper Tables 1 and 3
 (`maft-evaluate`; the guide is docs/evaluation.md).
 
-Data: `--benchmark NAME` (vocabulary, ignore index, unseen classes and the paper's numbers come with it) reading the
-folder `maft-prepare-benchmark` wrote (`--dataset_path`, default `data/<NAME>`) or a Hub dataset (`--dataset_name`);
-or any dataset with `--vocabulary` (default: the class names stored in the dataset or its id2label.json),
-`--unseen_classes`, `--ignore_index`. Proposals: `--proposals mask2former:<ckpt>` / `oneformer:<ckpt>` (Eq. 9
-ensemble with `--ensemble_weight`, 0 = off as the released inference), `sam:<ckpt>` or `grid:<k>` (smoke tests).
-
-Outputs in `--output_dir`: `results.json`, `confusion_matrix.npy` (rows = ground truth), `results.md` (layout of
-paper Tab. 1 / Tab. 3). Every process saves its partial matrix to `<output_dir>/progress/` every `--save_every`
-images; `--resume` continues a killed run with exactly the result of an uninterrupted one (same number of
-processes). `--combine_results a/results.json b/results.json` only writes one table for several runs.
-
-Several processes: `accelerate launch --multi_gpu --num_processes 8 -m maft_hf.cli evaluate ...` (on CPU add
-`--cpu` to the command and keep `--multi_gpu`: `accelerate launch --cpu --num_processes 2` runs one process).
+Data: `--benchmark NAME` (vocabulary, ignore index, unseen classes and the paper's numbers come with it; the data in
+`data/<NAME>` by default, as `maft-prepare-benchmark` writes it), or any dataset with `--vocabulary` (default: the
+class names stored in the dataset or its id2label.json), `--unseen_classes`, `--ignore_index`. `--preprocessing`
+defaults to `released` for a benchmark, else `direct`. Outputs in `--output_dir`: `results.json`,
+`confusion_matrix.npy` (rows = ground truth) and `results.md`; `--resume` continues a killed run from
+`<output_dir>/progress/`. Several processes: `accelerate launch --multi_gpu --num_processes 8 -m maft_hf.cli evaluate`.
 """
 
 from __future__ import annotations
@@ -25,21 +18,21 @@ import os
 import sys
 from pathlib import Path
 
+from .arguments import add_segmentation_arguments, check_positive, check_segmentation_args
+
 # Heavy imports happen inside the functions, after `main` has set the offline variables that the Hub libraries read
 # when they are imported.
 
 logger = logging.getLogger("maft_hf.evaluate")
-
 DEFAULT_DATA_DIR = "data"
+LOOP_OPTIONS = ("ensemble_weight", "batch_size", "image_column", "label_column", "max_samples", "save_every", "resume")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from maft_hf.data.benchmarks import BENCHMARKS
-    from maft_hf.inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    # fmt: off
     add("--model", help="MAFT checkpoint: a local directory or a Hub id.")
     add("--benchmark", choices=sorted(BENCHMARKS), help="A registered benchmark (see BENCHMARKS).")
     data = parser.add_mutually_exclusive_group()
@@ -49,37 +42,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--split", help="Split to evaluate (default: validation, or the only split).")
     add("--streaming", action="store_true", help="Stream --dataset_name instead of downloading it.")
     add("--dataset_cache_dir", help="datasets cache for --dataset_name downloads.")
-    add("--vocabulary", help="Shipped vocabulary name, text file (one class per line) or comma-separated names, in "
-        "label-id order (default: the benchmark's, else the class names stored in the dataset).")
-    add("--unseen_classes", help="Unseen classes of a zero-shot split: comma-separated names or ids, or a vocabulary "
-        "name / file (adds seen / unseen mIoU and hIoU; default: the benchmark's).")
+    add("--vocabulary", help="Shipped name, file or comma-separated names, in label-id order (default: stored ones).")
+    add("--unseen_classes", help="Unseen classes (names, ids or a vocabulary) for seen / unseen mIoU and hIoU.")
     add("--ignore_index", type=int, help="Unlabelled label value (default 255).")
     add("--image_column", default="image", help="Image column (default: image).")
     add("--label_column", default="label", help="Label-map column (default: label).")
-    add("--proposals", help="'mask2former:<ckpt>', 'oneformer:<ckpt>', 'sam:<ckpt>' or 'grid:<k>'.")
-    add("--proposal_option", action="append", default=[], metavar="KEY=VALUE",
-        help="Option of the proposal source, repeatable (e.g. num_proposals=100, points_per_side=32).")
-    add("--ensemble_weight", type=float, default=DEFAULT_ENSEMBLE_WEIGHT, help="Lambda of paper Eq. 9 with the "
-        "proposal model's class scores (mask2former/oneformer only); 0 = off, as the released inference.")
-    add("--preprocessing", choices=("direct", "released"), help="'released': the authors' test-time path (short "
-        "side 640, pad to 32, maps on the padded canvas), the default for registered benchmarks; 'direct': the "
-        "image squeezed to the model's input (other datasets).")
-    add("--ensemble_formula", choices=("paper", "released"), default="paper",
-        help="Eq. 9 as the paper writes it, or as the released code computes it (docs/inference.md).")
-    add("--batch_size", type=int, default=4, help="Images per MAFT forward pass, per process.")
+    add_segmentation_arguments(parser)
     add("--max_samples", type=int, help="Evaluate only the first N images.")
-    add("--offline", action="store_true", help="Use local files and the Hub cache only.")
     add("--cpu", action="store_true", help="Run on CPU even when a GPU is present.")
-    add("--cache_dir", help="Directory caching text classifiers between runs.")
     add("--output_dir", required=True, help="Where results.json, results.md and the matrix go.")
     add("--update_model_card", help="A model card (README.md) to add the scores to.")
-    add("--combine_results", nargs="+", metavar="RESULTS_JSON",
-        help="Only write one results.md for these results.json files (no evaluation).")
+    add("--combine_results", nargs="+", metavar="RESULTS_JSON", help="Only write one results.md for these files.")
     add("--save_every", type=int, default=50, help="Save each process's partial results every N images (default 50).")
     add("--resume", action="store_true", help="Continue from the progress saved in --output_dir.")
     add("--no_progress", action="store_true", help="No progress bar.")
-    add("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    # fmt: on
     return parser.parse_args(argv)
 
 
@@ -96,31 +72,12 @@ def check_args(args: argparse.Namespace) -> None:
             "Give --benchmark, or --dataset_path / --dataset_name (plus --vocabulary for a dataset "
             "that stores no class names)."
         )
-    if args.save_every < 1:
-        raise ValueError(f"--save_every must be >= 1, got {args.save_every}.")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}.")
-    if args.max_samples is not None and args.max_samples < 1:
-        raise ValueError(f"--max_samples must be >= 1, got {args.max_samples}.")
-    if not 0.0 <= args.ensemble_weight <= 1.0:
-        raise ValueError(f"--ensemble_weight must lie in [0, 1] (0 = off), got {args.ensemble_weight}.")
-    if args.streaming and args.dataset_name is None:
-        raise ValueError("--streaming applies to --dataset_name only.")
+    check_positive(args, "save_every", "max_samples")
+    check_segmentation_args(args)
     if args.update_model_card is not None:
         card = Path(args.update_model_card)
         if not (card.is_file() or (card / "README.md").is_file()):
             raise ValueError(f"--update_model_card {str(card)!r}: no such model card (a README.md or its folder).")
-
-
-def _choose_split(dataset_dict, split: str | None, source: str):
-    splits = list(dataset_dict.keys())
-    if split is None:
-        split = "validation" if "validation" in splits else (splits[0] if len(splits) == 1 else None)
-        if split is None:
-            raise ValueError(f"{source} has the splits {splits}: choose one with --split.")
-    if split not in splits:
-        raise ValueError(f"{source} has no split {split!r}; its splits are {splits}.")
-    return dataset_dict[split], split
 
 
 def load_eval_dataset(args: argparse.Namespace, accelerator) -> tuple:
@@ -151,10 +108,16 @@ def load_eval_dataset(args: argparse.Namespace, accelerator) -> tuple:
         loaded = datasets.load_from_disk(path)
     except FileNotFoundError as err:
         raise ValueError(f"{path!r} is not a dataset saved with save_to_disk: {err}") from err
-    if isinstance(loaded, datasets.DatasetDict):
-        dataset, split = _choose_split(loaded, args.split, path)
-        return dataset, path, split
-    return loaded, path, args.split
+    if not isinstance(loaded, datasets.DatasetDict):
+        return loaded, path, args.split
+    splits, split = list(loaded), args.split
+    if split is None:
+        if "validation" not in splits and len(splits) != 1:
+            raise ValueError(f"{path} has the splits {splits}: choose one with --split.")
+        split = "validation" if "validation" in splits else splits[0]
+    if split not in splits:
+        raise ValueError(f"{path} has no split {split!r}; its splits are {splits}.")
+    return loaded[split], path, split
 
 
 def _hub_id2label_folder(args: argparse.Namespace) -> str | None:
@@ -168,7 +131,7 @@ def _hub_id2label_folder(args: argparse.Namespace) -> str | None:
 
         path = hf_hub_download(args.dataset_name, "id2label.json", repo_type="dataset", local_files_only=args.offline)
         return os.path.dirname(path)
-    except Exception as err:  # noqa: BLE001 - an optional file: without it the error below asks for --vocabulary
+    except Exception as err:  # an optional file: without it the error below asks for --vocabulary
         logger.debug("No id2label.json for %s: %s", args.dataset_name, err)
         return None
 
@@ -264,8 +227,7 @@ def update_card(card_path: str, record: dict, proposals: str) -> None:
 def main(argv: list[str] | None = None) -> dict | list[dict]:
     """Run the command line; returns the `results.json` record (the list of records with `--combine_results`)."""
     if "--offline" in (sys.argv[1:] if argv is None else argv):  # before parse_args imports maft_hf / transformers
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     args = parse_args(argv)
     check_args(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.log_level)
@@ -294,21 +256,36 @@ def main(argv: list[str] | None = None) -> dict | list[dict]:
     names, ignore_index = settings["class_names"], settings["ignore_index"]
     processes = f"{accelerator.num_processes} process(es) on {accelerator.device}"
     logger.info("%s: %s classes, ignore %s, %s", dataset_description, len(names), ignore_index, processes)
+    run_key = {"model": args.model, "dataset": dataset_description, "split": split, "proposals": args.proposals}
+    run_key["proposal_options"] = sorted(args.proposal_option)
     results = evaluate_segmentation(
-        model, processor, dataset, names, generator, accelerator=accelerator, ensemble_weight=args.ensemble_weight,
-        batch_size=args.batch_size, unseen_classes=settings["unseen_classes"], ignore_index=ignore_index,
-        image_column=args.image_column, label_column=args.label_column, max_samples=args.max_samples,
-        cache=args.cache_dir, progress=not args.no_progress, progress_dir=os.path.join(args.output_dir, "progress"),
-        save_every=args.save_every, resume=args.resume, segment_kwargs=segment_kwargs,
-        run_key={"model": args.model, "dataset": dataset_description, "split": split, "proposals": args.proposals,
-                 "proposal_options": sorted(args.proposal_option)},
-    )  # fmt: skip
+        model,
+        processor,
+        dataset,
+        names,
+        generator,
+        accelerator=accelerator,
+        unseen_classes=settings["unseen_classes"],
+        ignore_index=ignore_index,
+        cache=args.cache_dir,
+        progress=not args.no_progress,
+        progress_dir=os.path.join(args.output_dir, "progress"),
+        segment_kwargs=segment_kwargs,
+        run_key=run_key,
+        **{key: getattr(args, key) for key in LOOP_OPTIONS},
+    )
     record = build_results_record(
-        results, model=args.model, dataset=dataset_description, split=split, proposals=args.proposals,
-        ensemble_weight=args.ensemble_weight, class_names=names, benchmark=settings["benchmark"],
+        results,
+        model=args.model,
+        dataset=dataset_description,
+        split=split,
+        proposals=args.proposals,
+        ensemble_weight=args.ensemble_weight,
+        class_names=names,
+        benchmark=settings["benchmark"],
         ignore_index=ignore_index,
         extra={"batch_size": args.batch_size, "max_samples": args.max_samples, **segment_kwargs},
-    )  # fmt: skip
+    )
     if accelerator.is_main_process:
         write_outputs(args, results, record)
         summary = {k: record["metrics"].get(k) for k in ("mIoU", "mIoU_seen", "mIoU_unseen", "hIoU", "pAcc")}

@@ -1,13 +1,12 @@
-"""Export the mask-aware image encoder of a MAFT checkpoint to ONNX (any number of proposals), and check it.
+"""Export the mask-aware image encoder of a MAFT checkpoint to ONNX (any number of proposals), and check it
+(docs/export.md; needs `pip install "maft_hf[export]"`).
 
     python scripts/export_onnx.py --checkpoint maft-vitb16 --output maft-vitb16.onnx
 
-The graph maps `pixel_values (batch, 3, S, S)` (S = the checkpoint's input size, normalised as `MAFTProcessor`
-does) and `proposal_masks (batch, N, M, M)` (probabilities in [0, 1]; M = `--mask_size`, default S) to
-`mask_embeds (batch, N, projection_dim)`, the L2-normalised projected proposal embeddings; `batch` and `N` are
-dynamic. Class logits are `exp(logit_scale) * mask_embeds @ text_embeds.T` with text embeddings computed once per
-vocabulary (`maft_hf.build_text_classifier`). Unless `--no_verify`, the file is run in onnxruntime on random inputs
-with two values of N and compared with PyTorch (`--atol`, default 1e-4). Needs `pip install "maft_hf[export]"`.
+The graph maps `pixel_values (batch, 3, S, S)` (normalised as `MAFTProcessor` does) and `proposal_masks (batch, N, M,
+M)` (probabilities; M = `--mask_size`, default S) to `mask_embeds (batch, N, projection_dim)`, the L2-normalised
+projected proposal embeddings; `batch` and `N` are dynamic. Unless `--no_verify`, onnxruntime runs the file with two
+values of N and is compared with PyTorch (`--atol`).
 """
 
 from __future__ import annotations
@@ -40,8 +39,7 @@ def example_inputs(model, batch: int = 1, num_proposals: int = 3, mask_size: int
     size = vision.input_image_size
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randn(batch, vision.num_channels, size, size, generator=generator)
-    masks = torch.rand(batch, num_proposals, mask_size or size, mask_size or size, generator=generator)
-    return pixels, masks
+    return pixels, torch.rand(batch, num_proposals, mask_size or size, mask_size or size, generator=generator)
 
 
 def export_onnx(model, path, mask_size: int | None = None, opset: int | None = None) -> str:
@@ -83,13 +81,14 @@ def verify_onnx(model, path, mask_size: int | None = None, atol: float = 1e-4) -
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="MAFT checkpoint directory or Hub id.")
-    parser.add_argument("--output", required=True, help="The .onnx file to write.")
-    parser.add_argument("--mask_size", type=int, default=None, help="Side of the proposal masks (default: input).")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
-    parser.add_argument("--atol", type=float, default=1e-4, help="Largest accepted |onnxruntime - PyTorch|.")
-    parser.add_argument("--no_verify", action="store_true", help="Do not run the file in onnxruntime.")
-    parser.add_argument("--local_files_only", action="store_true", help="Do not use the network.")
+    add = parser.add_argument
+    add("--checkpoint", required=True, help="MAFT checkpoint directory or Hub id.")
+    add("--output", required=True, help="The .onnx file to write.")
+    add("--mask_size", type=int, default=None, help="Side of the proposal masks (default: input).")
+    add("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
+    add("--atol", type=float, default=1e-4, help="Largest accepted |onnxruntime - PyTorch|.")
+    add("--no_verify", action="store_true", help="Do not run the file in onnxruntime.")
+    add("--local_files_only", action="store_true", help="Do not use the network.")
     return parser.parse_args(argv)
 
 

@@ -4,7 +4,8 @@ Only the image encoder trains (by default the released set: attention and layer 
 once from the frozen text tower, proposals come from a frozen generator (or a precomputed column), and a frozen copy
 of the starting model is the self-distillation teacher. Defaults are the released recipe: AdamW lr 1e-5, weight decay
 1e-4 (0 on norms), gradient clipping 0.01, poly schedule, 1000 steps, global batch 16, 640 px crops, distillation
-weight 0.1. See docs/training.md.
+weight 0.1. `--freeze_policy`: 'released' (attention + layer norms), 'paper' (Tab. 4d), 'all'; `--loss_normalization`
+'global' (means over the global batch: any split gives the same step) or 'per_device' (the release). docs/training.md.
 
     accelerate launch scripts/finetune.py \\
         --model_name_or_path ./maft-vitb16-init --dataset_path ./coco_stuff_maft \\
@@ -29,8 +30,15 @@ from types import SimpleNamespace
 import torch
 from accelerate.logging import get_logger
 
+from maft_hf.training.data import COLOR_JITTERS, LABEL_MAPPINGS
+from maft_hf.training.freezing import FREEZE_POLICIES
+from maft_hf.training.objective import LOSS_NORMALIZATIONS
+
+from .arguments import add_hub_arguments, check_positive
+
 logger = get_logger("maft_hf.finetune")  # logs on the main process only (after the Accelerator exists)
 STREAM_CHECKED_EXAMPLES = 100  # --streaming: examples checked (and held-out examples read) by default
+UPLOAD_IGNORE = ["step_*", ".tmp_*", ".old_*", "logs/*", "logs/**"]  # checkpoints and logs stay local
 
 
 def _short_side(value: str):
@@ -44,146 +52,78 @@ def _short_side(value: str):
     return sides[0] if len(sides) == 1 else sides
 
 
-def _add_data_arguments(parser) -> None:
-    data = parser.add_argument_group("model and data")
-    data.add_argument(
-        "--model_name_or_path",
-        required=True,
-        help="Hub id or directory of a MAFT checkpoint or of a plain CLIP checkpoint (converted with the MAFT preset).",
-    )
-    data.add_argument(
-        "--freeze_policy",
-        default="released",
-        choices=["released", "paper", "all"],
-        help="Trained vision parameters: 'released' (attention + layer norms), 'paper' (Tab. 4d), 'all'.",
-    )
-    data.add_argument("--dataset_name", default=None, help="Hub dataset or local data directory (load_dataset).")
-    data.add_argument("--dataset_config_name", default=None, help="Configuration name for load_dataset.")
-    data.add_argument("--dataset_path", default=None, help="A Dataset(Dict).save_to_disk directory (load_from_disk).")
-    data.add_argument("--train_split", default="train", help="Split to train on.")
-    data.add_argument(
-        "--streaming",
-        action="store_true",
-        help="Read the training split as a stream (datasets IterableDataset): nothing is downloaded or indexed first; "
-        "resume stays exact (see docs/training.md).",
-    )
-    data.add_argument("--eval_split", default=None, help="Held-out split of the rank-correlation diagnostic.")
-    data.add_argument("--max_eval_samples", type=int, default=None, help="Use the first N examples of --eval_split.")
-    data.add_argument("--max_train_samples", type=int, default=None, help="Train on the first N examples.")
-    data.add_argument("--image_column", default="image", help="Column holding the images.")
-    data.add_argument("--label_column", default="label", help="Column holding the semantic label maps.")
-    data.add_argument(
-        "--vocabulary",
-        default=None,
-        help="Class names of the label ids: a shipped vocabulary, a .txt file or a comma list (default: the names "
-        "stored in the dataset info; coco_stuff_171 with --label_mapping coco_stuff).",
-    )
-    data.add_argument(
-        "--label_mapping",
-        default="none",
-        choices=["none", "coco_stuff"],
-        help="'coco_stuff': raw stuffthingmaps values mapped to the 171 ids; 'none': ids index the vocabulary.",
-    )
-    data.add_argument("--ignore_index", type=int, default=255, help="Label value of unlabelled pixels.")
-    data.add_argument("--zero_shot", action="store_true", help="Ignore --unseen_classes (paper Tab. 1 setting).")
-    data.add_argument("--unseen_classes", default="coco_stuff_unseen_15", help="Unseen classes with --zero_shot.")
-    data.add_argument("--max_checked_examples", type=int, default=None, help="Check only the first N examples.")
-    data.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
-    data.add_argument("--cache_dir", default=None, help="Cache directory for Hub datasets and models.")
-    aug = parser.add_argument_group("augmentation and proposals")
-    aug.add_argument("--crop_size", type=int, default=640, help="Square training crop = proposal/IoU resolution.")
-    aug.add_argument(
-        "--short_side",
-        type=_short_side,
-        default=640,
-        help="Short side after resizing: an int, a comma list to draw from, or 'released' (320..960 step 64).",
-    )
-    aug.add_argument("--max_size", type=int, default=2560, help="Cap on the long side after resizing.")
-    aug.add_argument("--flip_prob", type=float, default=0.5, help="Probability of a horizontal flip.")
-    aug.add_argument(
-        "--color_jitter",
-        default="none",
-        choices=["none", "ssd"],
-        help="'ssd': detectron2's ColorAugSSDTransform as the release uses it (brightness, contrast, saturation, hue).",
-    )
-    aug.add_argument(
-        "--proposal_generator",
-        default=None,
-        help="Frozen proposal source run on each crop: 'mask2former:<id>', 'oneformer:<id>', 'universal:<id>', "
-        "'sam:<id>', 'grid:<k>', ...",
-    )
-    aug.add_argument(
-        "--proposal_column",
-        default=None,
-        help="Column of precomputed proposals instead: (N, H, W) masks at the image size, augmented with it.",
-    )
-    aug.add_argument("--num_proposals", type=int, default=None, help="Top-N queries of a universal generator.")
-
-
-def _add_training_arguments(parser) -> None:
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--per_device_train_batch_size", type=int, default=16, help="Images per process and micro-step.")
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-steps per optimizer step.")
-    optim.add_argument("--learning_rate", type=float, default=1e-5, help="AdamW learning rate.")
-    optim.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay (0 on norms).")
-    optim.add_argument("--max_grad_norm", type=float, default=0.01, help="Full-model gradient clipping (0 = off).")
-    optim.add_argument("--max_train_steps", type=int, default=1000, help="Optimizer steps.")
-    optim.add_argument("--lr_power", type=float, default=0.9, help="Power of the poly schedule.")
-    optim.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warmup steps.")
-    optim.add_argument("--distillation_weight", type=float, default=0.1, help="lambda of L_dis (paper: 1; 0 = off).")
-    optim.add_argument(
-        "--loss_normalization",
-        default="global",
-        choices=["global", "per_device"],
-        help="'global': means over the global batch (any split gives the same step); 'per_device': each device's "
-        "means, averaged over devices by DDP (the release).",
-    )
-    optim.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerator precision.")
-    optim.add_argument("--seed", type=int, default=0, help="Seed of the data order, augmentation and initial RNG.")
-    run = parser.add_argument_group("run, checkpoints, tracking, hub")
-    run.add_argument("--output_dir", required=True, help="Where checkpoints, the final model and logs go.")
-    run.add_argument("--checkpointing_steps", type=int, default=None, help="Save the state every K steps (step_K).")
-    run.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep only the newest N checkpoints.")
-    run.add_argument(
-        "--resume_from_checkpoint", default=None, help="A step_K directory, or 'latest' (the newest of this run)."
-    )
-    run.add_argument("--overwrite_output_dir", action="store_true", help="Clear an --output_dir holding another run.")
-    run.add_argument(
-        "--allow_changed_settings", action="store_true", help="Resume a checkpoint written with other settings."
-    )
-    run.add_argument("--with_tracking", action="store_true", help="Log the loss terms and LR with trackers.")
-    run.add_argument("--report_to", default="tensorboard", help="Trackers for --with_tracking (comma list allowed).")
-    run.add_argument("--push_to_hub", action="store_true", help="Upload the final model, processor and card.")
-    run.add_argument("--hub_model_id", default=None, help="Repository id (default: the output_dir name).")
-    run.add_argument("--hub_token", default=None, help="Token for the Hub (default: the logged-in token).")
-    run.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
-    run.add_argument("--cpu", action="store_true", help="Run on CPU (Accelerator(cpu=True)), also with N processes.")
-    run.add_argument("--offline", action="store_true", help="Never use the network (local files only).")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_data_arguments(parser)
-    _add_training_arguments(parser)
+    group = parser.add_argument_group("model and data")
+    add = group.add_argument
+    add("--model_name_or_path", required=True, help="Hub id or directory of a MAFT or a plain CLIP checkpoint.")
+    add("--freeze_policy", default="released", choices=list(FREEZE_POLICIES), help="Trained vision parameters.")
+    dataset = group.add_mutually_exclusive_group(required=True)
+    dataset.add_argument("--dataset_name", help="Hub dataset or local data directory (load_dataset).")
+    dataset.add_argument("--dataset_path", help="A Dataset(Dict).save_to_disk directory (load_from_disk).")
+    add("--dataset_config_name", default=None, help="Configuration name for load_dataset.")
+    add("--train_split", default="train", help="Split to train on.")
+    add("--streaming", action="store_true", help="Stream the training split; resume stays exact (docs/training.md).")
+    add("--eval_split", default=None, help="Held-out split of the rank-correlation diagnostic.")
+    add("--max_eval_samples", type=int, default=None, help="Use the first N examples of --eval_split.")
+    add("--max_train_samples", type=int, default=None, help="Train on the first N examples.")
+    add("--image_column", default="image", help="Column holding the images.")
+    add("--label_column", default="label", help="Column holding the semantic label maps.")
+    add("--vocabulary", help="Class names of the label ids: a shipped vocabulary, a .txt file or a comma list.")
+    add("--label_mapping", default="none", choices=LABEL_MAPPINGS, help="'coco_stuff': raw stuffthingmaps values.")
+    add("--ignore_index", type=int, default=255, help="Label value of unlabelled pixels.")
+    add("--zero_shot", action="store_true", help="Ignore --unseen_classes (paper Tab. 1 setting).")
+    add("--unseen_classes", default="coco_stuff_unseen_15", help="Unseen classes with --zero_shot.")
+    add("--max_checked_examples", type=int, default=None, help="Check only the first N examples.")
+    add("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
+    add("--cache_dir", default=None, help="Cache directory for Hub datasets and models.")
+    group = parser.add_argument_group("augmentation and proposals")
+    add = group.add_argument
+    add("--crop_size", type=int, default=640, help="Square training crop = proposal/IoU resolution.")
+    add("--short_side", type=_short_side, default=640, help="An int, a comma list or 'released' (320..960 step 64).")
+    add("--max_size", type=int, default=2560, help="Cap on the long side after resizing.")
+    add("--flip_prob", type=float, default=0.5, help="Probability of a horizontal flip.")
+    add("--color_jitter", default="none", choices=COLOR_JITTERS, help="'ssd': the release's ColorAugSSDTransform.")
+    proposals = group.add_mutually_exclusive_group(required=True)
+    proposals.add_argument("--proposal_generator", help="Frozen proposal source, e.g. 'mask2former:<id>'.")
+    proposals.add_argument("--proposal_column", help="Column of precomputed (N, H, W) proposals.")
+    add("--num_proposals", type=int, default=None, help="Top-N queries of a universal generator.")
+    add = parser.add_argument_group("optimisation").add_argument
+    add("--per_device_train_batch_size", type=int, default=16, help="Images per process and micro-step.")
+    add("--gradient_accumulation_steps", type=int, default=1, help="Micro-steps per optimizer step.")
+    add("--learning_rate", type=float, default=1e-5, help="AdamW learning rate.")
+    add("--weight_decay", type=float, default=1e-4, help="AdamW weight decay (0 on norms).")
+    add("--max_grad_norm", type=float, default=0.01, help="Full-model gradient clipping (0 = off).")
+    add("--max_train_steps", type=int, default=1000, help="Optimizer steps.")
+    add("--lr_power", type=float, default=0.9, help="Power of the poly schedule.")
+    add("--lr_warmup_steps", type=int, default=0, help="Linear warmup steps.")
+    add("--distillation_weight", type=float, default=0.1, help="lambda of L_dis (paper: 1; 0 = off).")
+    add("--loss_normalization", default="global", choices=LOSS_NORMALIZATIONS, help="'per_device': the release's.")
+    add("--mixed_precision", default="no", choices=["no", "fp16", "bf16"], help="Accelerator precision.")
+    add("--seed", type=int, default=0, help="Seed of the data order, augmentation and initial RNG.")
+    group = parser.add_argument_group("run, checkpoints, tracking, hub")
+    add = group.add_argument
+    add("--output_dir", required=True, help="Where checkpoints, the final model and logs go.")
+    add("--checkpointing_steps", type=int, default=None, help="Save the state every K steps (step_K).")
+    add("--checkpoints_total_limit", type=int, default=None, help="Keep only the newest N checkpoints.")
+    add("--resume_from_checkpoint", default=None, help="A step_K directory, or 'latest' (the newest of this run).")
+    add("--overwrite_output_dir", action="store_true", help="Clear an --output_dir holding another run.")
+    add("--allow_changed_settings", action="store_true", help="Resume a checkpoint written with other settings.")
+    add("--with_tracking", action="store_true", help="Log the loss terms and LR with trackers.")
+    add("--report_to", default="tensorboard", help="Trackers for --with_tracking (comma list allowed).")
+    add_hub_arguments(group)
+    add("--hub_private_repo", action="store_true", help="Create the repository as private.")
+    add("--cpu", action="store_true", help="Run on CPU (Accelerator(cpu=True)), also with N processes.")
+    add("--offline", action="store_true", help="Never use the network (local files only).")
     args = parser.parse_args(argv)
-    if (args.dataset_name is None) == (args.dataset_path is None):
-        parser.error("Give exactly one of --dataset_name (datasets.load_dataset) and --dataset_path (load_from_disk).")
-    if (args.proposal_generator is None) == (args.proposal_column is None):
-        parser.error("Give exactly one of --proposal_generator and --proposal_column.")
     if args.push_to_hub and args.offline:
         parser.error("--push_to_hub needs the network; it cannot be combined with --offline.")
-    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_train_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    if args.checkpointing_steps is not None and args.checkpointing_steps < 1:
-        parser.error(f"--checkpointing_steps must be >= 1, got {args.checkpointing_steps}.")
+    steps = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_train_steps", "checkpointing_steps")
+    check_positive(args, *steps, error=parser.error)
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}.")
-    if args.streaming and args.dataloader_num_workers:
-        parser.error(
-            "--streaming reads the stream in the training process: every process reads it whole and in order, which "
-            "exact resume needs (a DataLoader worker would get only a shard of it); use --dataloader_num_workers 0."
-        )
+    if args.streaming and args.dataloader_num_workers:  # a worker would read only a shard of the stream
+        parser.error("--streaming needs --dataloader_num_workers 0: exact resume needs every process to read it all.")
     if args.overwrite_output_dir and args.resume_from_checkpoint:
         parser.error("--overwrite_output_dir clears the checkpoints --resume_from_checkpoint would resume; give one.")
     return args
@@ -191,16 +131,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def enable_offline_mode() -> None:
     """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE semantics, also for libraries imported before this call."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    for module_name, attribute in (
-        ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
-        ("datasets.config", "HF_HUB_OFFLINE"),
-        ("datasets.config", "HF_DATASETS_OFFLINE"),
-    ):
-        module = sys.modules.get(module_name)
-        if module is not None and hasattr(module, attribute):
-            setattr(module, attribute, True)
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    for module in (sys.modules.get("huggingface_hub.constants"), sys.modules.get("datasets.config")):
+        for attribute in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            if hasattr(module, attribute):
+                setattr(module, attribute, True)
 
 
 def push_to_hub(output_dir: str, repo_id: str, token: str | None = None, private: bool = False) -> str:
@@ -209,12 +144,9 @@ def push_to_hub(output_dir: str, repo_id: str, token: str | None = None, private
 
     api = HfApi(token=token)
     repo_id = getattr(api.create_repo(repo_id, exist_ok=True, private=private, token=token), "repo_id", None) or repo_id
+    message = "MAFT fine-tuning: final model"
     api.upload_folder(
-        repo_id=repo_id,
-        folder_path=output_dir,
-        commit_message="MAFT fine-tuning: final model",
-        token=token,
-        ignore_patterns=["step_*", ".tmp_*", ".old_*", "logs/*", "logs/**"],
+        repo_id=repo_id, folder_path=output_dir, commit_message=message, token=token, ignore_patterns=UPLOAD_IGNORE
     )
     return repo_id
 
@@ -234,17 +166,21 @@ def _all_processes(accelerator, check):
     return [result for _, result in outcomes]
 
 
+def _head(dataset, count: int | None, streaming: bool):
+    """The first `count` examples (all when None); with `streaming`, as an `IterableDataset`."""
+    import datasets
+
+    if streaming:
+        dataset = dataset if isinstance(dataset, datasets.IterableDataset) else dataset.to_iterable_dataset()
+        return dataset if count is None else dataset.take(count)
+    return dataset if count is None else dataset.select(range(min(count, len(dataset))))
+
+
 def load_data(args, accelerator):
     """Training (and held-out) split, label converter and vocabulary, checked before any model is loaded."""
     import datasets
 
-    from maft_hf.training.data import (
-        LabelConverter,
-        resolve_unseen_classes,
-        resolve_vocabulary,
-        select_split,
-        validate_training_dataset,
-    )
+    from maft_hf.training import data
 
     if args.dataset_path is not None:
         raw = datasets.load_from_disk(args.dataset_path)
@@ -252,33 +188,28 @@ def load_data(args, accelerator):
         raw = datasets.load_dataset(
             args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir, streaming=args.streaming
         )
-    train = select_split(raw, args.train_split)
-    held_out = select_split(raw, args.eval_split, allow_unsplit=False) if args.eval_split else None
+    train = _head(data.select_split(raw, args.train_split), args.max_train_samples, args.streaming)
+    held_out = None
+    if args.eval_split:
+        held_out = data.select_split(raw, args.eval_split, allow_unsplit=False)
+        held_out = _head(held_out, args.max_eval_samples, args.streaming)
     stream = None
     if args.streaming:  # checks and the held-out split read the first examples of the streams
-        train = train if isinstance(train, datasets.IterableDataset) else train.to_iterable_dataset()
-        train = train if args.max_train_samples is None else train.take(args.max_train_samples)
         stream, train = train, list(train.take(args.max_checked_examples or STREAM_CHECKED_EXAMPLES))
         if held_out is not None:
-            held_out = held_out if isinstance(held_out, datasets.IterableDataset) else held_out.to_iterable_dataset()
             held_out = list(held_out.take(args.max_eval_samples or STREAM_CHECKED_EXAMPLES))
-    else:
-        if args.max_train_samples is not None:
-            train = train.select(range(min(args.max_train_samples, len(train))))
-        if held_out is not None and args.max_eval_samples is not None:
-            held_out = held_out.select(range(min(args.max_eval_samples, len(held_out))))
-    class_names = resolve_vocabulary(args.vocabulary, raw, args.label_mapping)
-    unseen_ids = resolve_unseen_classes(args.unseen_classes, class_names) if args.zero_shot else []
-    converter = LabelConverter(class_names, args.label_mapping, unseen_ids, args.ignore_index)
+    class_names = data.resolve_vocabulary(args.vocabulary, raw, args.label_mapping)
+    unseen_ids = data.resolve_unseen_classes(args.unseen_classes, class_names) if args.zero_shot else []
+    converter = data.LabelConverter(class_names, args.label_mapping, unseen_ids, args.ignore_index)
     args.training_vocabulary = converter.training_class_names
     logger.info("Training vocabulary: %d classes (%d unseen ignored)", len(args.training_vocabulary), len(unseen_ids))
     if len(train) == 0:  # every process raises the same error without a collective
         raise ValueError(f"Split {args.train_split!r} is empty: fine-tuning needs at least one example.")
     limit = min(args.max_checked_examples or len(train), len(train))
     columns = (args.image_column, args.label_column, converter, args.proposal_column)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    shard = range(rank, limit, world)
-    counts = _all_processes(accelerator, lambda: validate_training_dataset(train, *columns, args.train_split, shard))
+    shard = range(accelerator.process_index, limit, accelerator.num_processes)
+    check = data.validate_training_dataset
+    counts = _all_processes(accelerator, lambda: check(train, *columns, args.train_split, shard))
     if sum(labelled for _, labelled in counts) == 0:
         unseen = " or of an unseen class" if unseen_ids else ""
         raise ValueError(
@@ -287,7 +218,7 @@ def load_data(args, accelerator):
             "--label_column, --label_mapping, --ignore_index and --vocabulary."
         )
     if held_out is not None:
-        validate_training_dataset(held_out, *columns, split=args.eval_split, indices=range(0))
+        check(held_out, *columns, split=args.eval_split, indices=range(0))
     logger.info("Checked %d training examples of split %r.", limit, args.train_split)
     return stream if args.streaming else train, held_out, converter
 
@@ -304,8 +235,8 @@ def build(args, accelerator, local_files_only):
     text_classifier = build_text_classifier(model, processor.tokenizer, args.training_vocabulary)
     teacher = make_teacher(model).to(accelerator.device) if args.distillation_weight != 0 else None
     summary = apply_freeze_policy(model, args.freeze_policy)
-    trainable, frozen = f"{summary['trainable']:,}", f"{summary['frozen']:,}"
-    logger.info(f"Freeze policy {args.freeze_policy!r}: {trainable} trainable / {frozen} frozen parameters.")
+    counts = f"{summary['trainable']:,} trainable / {summary['frozen']:,} frozen parameters"
+    logger.info(f"Freeze policy {args.freeze_policy!r}: {counts}.")
     generator = None
     if args.proposal_generator is not None:
         generator = load_training_proposal_generator(
@@ -381,9 +312,8 @@ def start_run(args, accelerator, parts, checkpoint) -> tuple[int, list]:
     if accelerator.is_main_process:
         if args.overwrite_output_dir:
             clear_run_folder(args.output_dir)
-        write_json(
-            os.path.join(args.output_dir, RUN_FILE), {"run_id": run_id(args.settings), "settings": args.settings}
-        )
+        run = {"run_id": run_id(args.settings), "settings": args.settings}
+        write_json(os.path.join(args.output_dir, RUN_FILE), run)
     accelerator.wait_for_everyone()
     if checkpoint is None:
         return 0, []
@@ -405,20 +335,16 @@ def batches(args, accelerator, train, converter, start_step):
     from maft_hf.training.data import AugmentationConfig, StepBatchSampler, StreamingExamples, TrainingExamples, collate
 
     augmentation = AugmentationConfig(args.crop_size, args.short_side, args.max_size, args.flip_prob, args.color_jitter)
-    examples = TrainingExamples(
-        train, converter, augmentation, args.seed, args.image_column, args.label_column, args.proposal_column
-    )
+    columns = (args.image_column, args.label_column, args.proposal_column)
+    examples = TrainingExamples(train, converter, augmentation, args.seed, *columns)
     layout = (args.per_device_train_batch_size, args.max_train_steps, accelerator.num_processes)
     layout += (accelerator.process_index, args.gradient_accumulation_steps, min(start_step, args.max_train_steps))
     # with --streaming, only the sampler's layout of the steps is used
     sampler = StepBatchSampler(1 if args.streaming else len(examples), *layout, args.seed)
     if args.streaming:
         return iter(StreamingExamples(examples, sampler))
-    return iter(
-        torch.utils.data.DataLoader(
-            examples, batch_sampler=sampler, collate_fn=collate, num_workers=args.dataloader_num_workers
-        )
-    )
+    workers = args.dataloader_num_workers
+    return iter(torch.utils.data.DataLoader(examples, batch_sampler=sampler, collate_fn=collate, num_workers=workers))
 
 
 def optimizer_step(args, accelerator, parts, micro_batches) -> dict:
@@ -441,18 +367,12 @@ def optimizer_step(args, accelerator, parts, micro_batches) -> dict:
         denominators = (count, float(args.global_batch_size * num_classes))
         options = {"mask_aware_normalizer": denominators[0], "distillation_normalizer": denominators[1]}
         options["loss_scale"] = accelerator.num_processes
+    options.update(ignore_index=args.ignore_index, autocast=accelerator.autocast)
     sums = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     for index, batch in enumerate(micro_batches):
         with nullcontext() if index == len(micro_batches) - 1 else accelerator.no_sync(parts.student):
             out = training_step(
-                parts.student,
-                parts.teacher,
-                batch,
-                parts.text_classifier,
-                args.distillation_weight,
-                ignore_index=args.ignore_index,
-                autocast=accelerator.autocast,
-                **options,
+                parts.student, parts.teacher, batch, parts.text_classifier, args.distillation_weight, **options
             )
             accelerator.backward(out.loss)
         if per_device:
@@ -501,9 +421,8 @@ def train(args, accelerator, parts, stream, start_step, history) -> list:
         progress.update(1)
         progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['learning_rate']:.2e}")
         if args.with_tracking:
-            accelerator.log(
-                {f"train/{k}": v for k, v in record.items() if k != "step" and v is not None}, step=step + 1
-            )
+            logged = {f"train/{k}": v for k, v in record.items() if k != "step" and v is not None}
+            accelerator.log(logged, step=step + 1)
         if not math.isfinite(record["loss"]):
             raise RuntimeError(
                 f"The loss is {record['loss']} at step {step + 1}; stopping (try a lower --learning_rate)."
@@ -552,8 +471,6 @@ def main(argv=None) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
-    import maft_hf  # noqa: F401  (registers the Auto classes)
-
     trackers = None
     if args.with_tracking:
         trackers = [t.strip() for t in args.report_to.split(",")] if "," in args.report_to else args.report_to
@@ -565,16 +482,15 @@ def main(argv=None) -> dict:
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(str(accelerator.state).replace("\n", " | "), main_process_only=False)
-    for library in (datasets, transformers):
-        verbosity = logging.WARNING if accelerator.is_local_main_process else logging.ERROR
-        library.utils.logging.set_verbosity(verbosity)
+    verbosity = logging.WARNING if accelerator.is_local_main_process else logging.ERROR
+    datasets.utils.logging.set_verbosity(verbosity)
+    transformers.utils.logging.set_verbosity(verbosity)
     set_seed(args.seed)
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
     accelerator.wait_for_everyone()
-    args.global_batch_size = (
-        args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    )
+    micro_batches = accelerator.num_processes * args.gradient_accumulation_steps
+    args.global_batch_size = args.per_device_train_batch_size * micro_batches
 
     checkpoint = claim_output_dir(args, accelerator)
     train_split, held_out, converter = load_data(args, accelerator)

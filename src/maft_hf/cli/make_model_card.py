@@ -1,12 +1,7 @@
 """Write the Hub model card (README.md) of a MAFT checkpoint, from `src/maft_hf/assets/model_card_template.md`.
 
-    # into a checkpoint directory (input size, start layer and parameter count read from it)
     python scripts/make_model_card.py --checkpoint_dir maft-vitb16 --model_id your-org/maft-vitb16 \\
         --results results.json --training '{"max_train_steps": 1000, "total_batch_size": 16}'
-
-    # the committed cards (no run yet: results "not yet measured")
-    python scripts/make_model_card.py --model_id maft-hf/maft-vitb16 --base_model openai/clip-vit-base-patch16 \\
-        --output model_cards/maft-vitb16.md
 
 Without `--checkpoint_dir` or `--output` the card goes to stdout. `--results`, `--training` and `--compute` take a
 JSON file or a JSON string (`--compute` also plain text). Results are percentages per benchmark, e.g.
@@ -18,8 +13,14 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 from maft_hf.hub.model_card import BACKBONES, BASE_MODELS, SETTINGS, make_model_card
+
+# flags given to make_model_card as they are
+PASSED_ON = (
+    "datasets setting backbone input_image_size mask_start_layer evaluation_proposals license model_name".split()
+)
 
 
 def read_json(value, name, allow_text=False):
@@ -40,7 +41,7 @@ def count_parameters(checkpoint_dir) -> int | None:
     """Number of parameters in the checkpoint's safetensors files (from their headers)."""
     from safetensors import safe_open
 
-    files = [os.path.join(checkpoint_dir, f) for f in sorted(os.listdir(checkpoint_dir)) if f.endswith(".safetensors")]
+    files = sorted(Path(checkpoint_dir).glob("*.safetensors"))
     total = 0
     for path in files:
         with safe_open(path, framework="pt") as f:
@@ -50,47 +51,39 @@ def count_parameters(checkpoint_dir) -> int | None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_id", required=True, help="Hub id shown in the usage snippet (your-org/name).")
-    parser.add_argument("--base_model", default=None, help="CLIP checkpoint it was fine-tuned from.")
-    parser.add_argument("--checkpoint_dir", default=None, help="Read the config from it and write README.md into it.")
-    parser.add_argument("--output", default=None, help="Write the card here ('-' for stdout).")
-    parser.add_argument("--results", default=None, help="Measured results (JSON file or string), in percent.")
-    parser.add_argument("--training", default=None, help="Hyper-parameters of the run (JSON file or string).")
-    parser.add_argument("--compute", default=None, help="Hardware / time used (JSON or text).")
-    parser.add_argument("--datasets", nargs="*", default=None, help="Training datasets for the metadata.")
-    parser.add_argument("--setting", choices=SETTINGS, default="open_vocabulary")
-    parser.add_argument("--backbone", choices=sorted(BACKBONES), default=None, help="Default: inferred.")
-    parser.add_argument("--input_image_size", type=int, default=None)
-    parser.add_argument("--mask_start_layer", type=int, default=None)
-    parser.add_argument("--evaluation_proposals", default=None, help="Proposal generator of the results.")
-    parser.add_argument("--license", default="apache-2.0")
-    parser.add_argument("--model_name", default=None)
-    parser.add_argument("--template", default=None, help="Template file (default: the packaged one).")
+    add = parser.add_argument
+    add("--model_id", required=True, help="Hub id shown in the usage snippet (your-org/name).")
+    add("--base_model", default=None, help="CLIP checkpoint it was fine-tuned from.")
+    add("--checkpoint_dir", default=None, help="Read the config from it and write README.md into it.")
+    add("--output", default=None, help="Write the card here ('-' for stdout).")
+    add("--results", default=None, help="Measured results (JSON file or string), in percent.")
+    add("--training", default=None, help="Hyper-parameters of the run (JSON file or string).")
+    add("--compute", default=None, help="Hardware / time used (JSON or text).")
+    add("--datasets", nargs="*", default=None, help="Training datasets for the metadata.")
+    add("--setting", choices=SETTINGS, default="open_vocabulary")
+    add("--backbone", choices=sorted(BACKBONES), default=None, help="Default: inferred.")
+    add("--input_image_size", type=int, default=None)
+    add("--mask_start_layer", type=int, default=None)
+    add("--evaluation_proposals", default=None, help="Proposal generator of the results.")
+    add("--license", default="apache-2.0")
+    add("--model_name", default=None)
+    add("--template", default=None, help="Template file (default: the packaged one).")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    config, num_parameters = None, None
+    options = {name: getattr(args, name) for name in PASSED_ON}
     if args.checkpoint_dir is not None:
         from maft_hf.model.configuration_maft import MAFTConfig
 
-        config = MAFTConfig.from_pretrained(args.checkpoint_dir)
-        num_parameters = count_parameters(args.checkpoint_dir)
+        options["config"] = MAFTConfig.from_pretrained(args.checkpoint_dir)
+        options["num_parameters"] = count_parameters(args.checkpoint_dir)
     base_model = args.base_model or BASE_MODELS[args.backbone or "vit-b16"]
-    options = ("datasets", "setting", "backbone", "input_image_size", "mask_start_layer", "evaluation_proposals")
+    results, training = read_json(args.results, "results"), read_json(args.training, "training")
+    compute = read_json(args.compute, "compute", allow_text=True)
     card = make_model_card(
-        args.model_id,
-        base_model,
-        read_json(args.results, "results"),
-        read_json(args.training, "training"),
-        compute=read_json(args.compute, "compute", allow_text=True),
-        config=config,
-        num_parameters=num_parameters,
-        license=args.license,
-        model_name=args.model_name,
-        template_path=args.template,
-        **{name: getattr(args, name) for name in options},
+        args.model_id, base_model, results, training, compute=compute, template_path=args.template, **options
     )
     output = args.output
     if output is None and args.checkpoint_dir is not None:

@@ -2,11 +2,9 @@
 
 Images: `images/<split>/*.jpg` (cocostuff repository layout), else `<split>/*.jpg` (COCO zips). Label maps (raw
 value = COCO id - 1, 255 unlabelled): `annotations/<split>/*.png`, else `stuffthingmaps_trainval2017/<split>/*.png`,
-else `stuffthingmaps/<split>/*.png` (detectron2 layout); `<split>` is `train2017` / `val2017`.
-
-Output: splits `train` and `validation`, columns `image` (the original JPEG bytes) and `label` (PNG, mode "L", ids
-0..170 of `vocab/coco_stuff_171.txt`, 255 = ignore, including the 11 unused raw ids). The 171 class names are stored
-in the label feature (they survive `push_to_hub` and parquet) and in `id2label.json` beside the data.
+else `stuffthingmaps/<split>/*.png`; `<split>` is `train2017` / `val2017`. Output: splits `train` and `validation`,
+columns `image` (the original JPEG) and `label` (PNG, ids 0..170 of `vocab/coco_stuff_171.txt`, 255 = ignore); the
+class names are stored in the label feature and in `id2label.json`.
 
     maft-prepare-coco-stuff --data_root /data/cocostuff --output_dir /data/coco_stuff_maft
 """
@@ -14,16 +12,17 @@ in the label feature (they survive `push_to_hub` and parquet) and in `id2label.j
 from __future__ import annotations
 
 import argparse
-import io
 import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image as PILImage
 
 from maft_hf.cli.prepare_benchmark import id2label_json, save_dataset
+from maft_hf.data.benchmarks import encode_label_png
 from maft_hf.data.labels import coco_stuff_lut, features_with_class_names, label_map_array, map_labels
 from maft_hf.inference.vocabulary import load_vocabulary
+
+from .arguments import add_dataset_output_arguments, check_dataset_output
 
 SPLITS = {"train2017": "train", "val2017": "validation"}
 IMAGE_DIRS = ("images/{split}", "{split}")
@@ -36,23 +35,15 @@ DESCRIPTION = (
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_root", type=str, required=True, help="Root of the extracted COCO-Stuff release.")
-    parser.add_argument("--output_dir", type=str, default=None, help="Where to save_to_disk the DatasetDict.")
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS), help="Default: both.")
-    parser.add_argument("--max_images", type=int, default=None, help="Convert only the first N images of each split.")
-    parser.add_argument("--num_proc", type=int, default=None, help="Worker processes for the conversion.")
-    parser.add_argument("--cache_dir", type=str, default=None, help="datasets cache directory for the conversion.")
-    parser.add_argument("--push_to_hub", action="store_true", help="Push the DatasetDict to the Hugging Face Hub.")
-    parser.add_argument("--hub_model_id", type=str, default=None, help="Hub dataset repo id, e.g. `user/coco-stuff`.")
-    parser.add_argument("--hub_token", type=str, default=None, help="Hub token (default: the cached login).")
-    parser.add_argument("--private", action="store_true", help="Create the Hub dataset repo as private.")
+    add = parser.add_argument
+    add("--data_root", required=True, help="Root of the extracted COCO-Stuff release.")
+    add("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS), help="Default: both.")
+    add("--max_images", type=int, default=None, help="Convert only the first N images of each split.")
+    add("--num_proc", type=int, default=None, help="Worker processes for the conversion.")
+    add("--cache_dir", default=None, help="datasets cache directory for the conversion.")
+    add_dataset_output_arguments(parser, "--hub_model_id")
     args = parser.parse_args(argv)
-    if args.output_dir is None and not args.push_to_hub:
-        parser.error("give --output_dir and/or --push_to_hub.")
-    if args.push_to_hub and not args.hub_model_id:
-        parser.error("--push_to_hub needs --hub_model_id.")
-    if args.max_images is not None and args.max_images < 1:
-        parser.error(f"--max_images must be >= 1, got {args.max_images}.")
+    check_dataset_output(parser, args, "--hub_model_id")
     return args
 
 
@@ -88,9 +79,7 @@ def find_pairs(data_root: str | os.PathLike, split: str, max_images: int | None 
 def convert_label(label_path: str, lut: np.ndarray) -> bytes:
     """Read a raw stuffthingmaps PNG, map it with `lut`, return the PNG bytes of the contiguous-id map."""
     raw = label_map_array({"path": label_path}, f"{label_path}: label maps")
-    buffer = io.BytesIO()
-    PILImage.fromarray(map_labels(raw, lut, f"{label_path}: label map")).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode_label_png(map_labels(raw, lut, f"{label_path}: label map"))
 
 
 def _generate_shards(shards: list[list[tuple[str, str]]]):
@@ -113,13 +102,8 @@ def build_dataset_dict(args: argparse.Namespace):
         size = -(-len(pairs) // num_proc) if num_proc else len(pairs)
         shards = [pairs[i : i + size] for i in range(0, len(pairs), size)]
         num_proc = min(num_proc, len(shards)) if num_proc else None
-        dataset = Dataset.from_generator(
-            _generate_shards,
-            features=features,
-            gen_kwargs={"shards": shards},
-            num_proc=num_proc,
-            cache_dir=args.cache_dir,
-        )
+        options = {"features": features, "num_proc": num_proc, "cache_dir": args.cache_dir}
+        dataset = Dataset.from_generator(_generate_shards, gen_kwargs={"shards": shards}, **options)
         dataset.info.description = DESCRIPTION
         splits[SPLITS[split]] = dataset
     return DatasetDict(splits), class_names
@@ -131,6 +115,4 @@ def main(argv: list[str] | None = None):
     dataset_dict, class_names = build_dataset_dict(args)
     saved = ", ".join(f"{k}: {len(v)}" for k, v in dataset_dict.items())
     files = {"id2label.json": id2label_json(class_names)}
-    return save_dataset(
-        dataset_dict, files, saved, args.output_dir, args.hub_model_id if args.push_to_hub else None, args
-    )
+    return save_dataset(dataset_dict, files, saved, args, args.hub_model_id)

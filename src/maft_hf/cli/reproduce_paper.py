@@ -1,20 +1,13 @@
-"""Reproduce the paper's tables from the authors' released files with one command.
+"""Reproduce the paper's tables from the authors' released files with one command (docs/evaluation.md).
 
     maft-reproduce-paper --checkpoint MAFT_Vitb.pt --clip openai/clip-vit-base-patch16 \\
         --data_root datasets --output_dir reproduce
 
-1. converts the released checkpoint into a MAFT checkpoint (`<output_dir>/model`) and the FreeSeg proposal generator
-   that ships inside it (`<output_dir>/model/freeseg`), unless already converted;
-2. prepares every benchmark of paper Tab. 3 that `--prepared_root` does not hold yet from the official releases under
-   `--data_root` (`maft-prepare-benchmark`);
-3. evaluates each one as the authors' code does: FreeSeg proposals, the released test-time pre-processing, no
-   ensemble (their `CLIP_ENSEMBLE_WEIGHT` 0);
-4. writes `<output_dir>/results.md`: one table with the paper's numbers, the released checkpoint's numbers and ours.
-
-`--zero_shot_checkpoint` (a model fine-tuned on the 156 seen COCO-Stuff classes) adds the zero-shot COCO-Stuff row of
-Tab. 1 / Tab. 2 (seen, unseen mIoU and hIoU). Every step is a documented command of its own; this one only chains
-them, so a failed or killed run continues where it stopped when started again (converted folders and finished
-benchmarks are reused; evaluations resume).
+It converts the released checkpoint and its FreeSeg proposal generator (`maft-convert-official-checkpoint`),
+prepares every benchmark of paper Tab. 3 from the official releases under `--data_root` (`maft-prepare-benchmark`),
+evaluates each one as the authors' code does (FreeSeg proposals, released pre-processing, no ensemble) and writes
+`<output_dir>/results.md` beside the paper's numbers. `--zero_shot_checkpoint` adds the zero-shot COCO-Stuff row of
+Tab. 1 / Tab. 2. Started again, it reuses what is converted and finished, and the evaluations resume.
 """
 
 from __future__ import annotations
@@ -25,6 +18,7 @@ import logging
 from pathlib import Path
 
 from . import convert_official_checkpoint, evaluate, prepare_benchmark
+from .arguments import add_freeseg_option
 
 logger = logging.getLogger("maft_hf.reproduce_paper")
 TABLE3 = ("ade20k_847", "ade20k_150", "pascal_context_459", "pascal_context_59", "pascal_voc_20")
@@ -34,25 +28,20 @@ PREPARED_AS = {ZERO_SHOT: "coco_stuff_171"}  # the zero-shot benchmark reads the
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="The released open-vocabulary MAFT checkpoint (.pth).")
-    parser.add_argument("--zero_shot_checkpoint", help="A released / own checkpoint trained on the 156 seen classes.")
-    parser.add_argument("--clip", required=True, help="The CLIP checkpoint the release was fine-tuned from.")
-    parser.add_argument("--data_root", default="datasets", help="The official releases (see docs/evaluation.md).")
-    parser.add_argument("--prepared_root", default=None, help="Prepared datasets (default: <output_dir>/data).")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--benchmarks", nargs="+", default=list(TABLE3), choices=TABLE3, help="Tab. 3 subset.")
-    parser.add_argument("--ade847_id_map", default=None, help="ADE20K-847 id table (see maft-prepare-benchmark).")
-    parser.add_argument(
-        "--freeseg_option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="See maft-convert-official-checkpoint.",
-    )
-    parser.add_argument("--batch_size", type=int, default=1, help="Images per forward pass (the release: 1).")
-    parser.add_argument("--max_samples", type=int, default=None, help="Evaluate only the first N images (a check).")
-    parser.add_argument("--offline", action="store_true", help="Use local files and the Hub cache only.")
-    parser.add_argument("--cpu", action="store_true", help="Run on CPU even when a GPU is present.")
+    add = parser.add_argument
+    add("--checkpoint", help="The released open-vocabulary MAFT checkpoint (.pth).")
+    add("--zero_shot_checkpoint", help="A released / own checkpoint trained on the 156 seen classes.")
+    add("--clip", required=True, help="The CLIP checkpoint the release was fine-tuned from.")
+    add("--data_root", default="datasets", help="The official releases (see docs/evaluation.md).")
+    add("--prepared_root", default=None, help="Prepared datasets (default: <output_dir>/data).")
+    add("--output_dir", required=True)
+    add("--benchmarks", nargs="+", default=list(TABLE3), choices=TABLE3, help="Tab. 3 subset.")
+    add("--ade847_id_map", default=None, help="ADE20K-847 id table (see maft-prepare-benchmark).")
+    add_freeseg_option(parser)
+    add("--batch_size", type=int, default=1, help="Images per forward pass (the release: 1).")
+    add("--max_samples", type=int, default=None, help="Evaluate only the first N images (a check).")
+    add("--offline", action="store_true", help="Use local files and the Hub cache only.")
+    add("--cpu", action="store_true", help="Run on CPU even when a GPU is present.")
     args = parser.parse_args(argv)
     if not args.checkpoint and not args.zero_shot_checkpoint:
         raise ValueError("Nothing to reproduce: pass --checkpoint (Tab. 3) and/or --zero_shot_checkpoint (Tab. 1).")

@@ -1,40 +1,23 @@
 """Segment images with any vocabulary: class-id maps, colour overlays and per-class areas, one set per image.
 
-* inputs, one of: `--images` files, folders (their image files, sorted) and `.txt`/`.lst` lists (one path per line,
-  relative to the list's folder); `--dataset_path` (a `save_to_disk` folder, `--split` of a DatasetDict); or
-  `--dataset_name` (a Hub dataset, `--split`, `--streaming`). `--image_column` names the dataset's image column.
-  Images are converted to RGB; dataset rows get the stem `<index, 8 digits>`.
-* `--vocabulary`: a shipped name (`ade20k_150`, ...), a file with one class per line (`building, edifice` is one class
-  with a synonym), or comma-separated names (`"cat,dog"`; split only when it is neither a shipped name nor a file).
-* proposals: `--proposals mask2former:<ckpt>` / `oneformer:<ckpt>` (their class scores join MAFT's by paper Eq. 9,
-  `--ensemble_weight`), `sam:<ckpt>`, `grid:<k>` / `kmeans:<k>` (no weights); or `--masks` (with `--images`): one
-  file per image, one file for all, or a folder of `<image stem>.npy|.png` (`(N, H, W)` masks or an `(H, W)` label
-  map, 255 = none; resized to the image with a warning when the sizes differ).
-
-Outputs in `--output_dir`. `--output_format png` (default), per image `<stem>` (repeats get `_1`, `_2`, ...):
-`<stem>_map.png` (class ids, 8-bit up to 255 classes, else 16-bit), `<stem>_overlay.png`, `<stem>.json` (per-class
-`pixels`/`fraction`), and `summary.json`. `--output_format parquet`: `data/chunk-<k>.parquet` of `--chunk_size`
-images each (columns index, stem, image, height, width, num_proposals, segmentation (the map as a PNG image), classes;
-`datasets.load_dataset("parquet", data_files=f"{output_dir}/data/*.parquet")`) and `manifest.json`.
-Proposals are computed one image at a time and MAFT runs `--batch_size` images per pass: maps do not depend on it.
-
-Bulk runs: under `accelerate launch` (one or several machines) every process takes a disjoint shard (image `i`, or
-parquet chunk `i // chunk_size`, when `i % num_processes == process_index`) and the main process writes the summary.
-Every file is written atomically and an image's json (a chunk's parquet file) last: after a kill, `--resume` skips
-what is complete, so nothing is written twice and nothing is lost; the run's settings must match.
+Inputs: `--images` (files, folders, `.txt`/`.lst` lists), `--dataset_path` (`save_to_disk`) or `--dataset_name`.
+`--vocabulary`: a shipped name (`ade20k_150`), a file with one class per line (`building, edifice` is one class with a
+synonym), or comma-separated names. Proposals: `--proposals mask2former:<ckpt>` / `oneformer:<ckpt>` (their class
+scores join MAFT's by paper Eq. 9), `sam:<ckpt>`, `grid:<k>`; or `--masks` (with `--images`): one file per image, one
+for all, or a folder of `<image stem>.npy|.png` (`(N, H, W)` masks or an `(H, W)` label map, 255 = none).
+Outputs: per image `<stem>_map.png` (class ids, 16-bit above 255 classes), `<stem>_overlay.png`, `<stem>.json`
+(per-class areas) and `summary.json`, or with `--output_format parquet` `data/chunk-<k>.parquet` and `manifest.json`.
+Under `accelerate launch` every process takes a disjoint shard; `--resume` continues a killed run
+(docs/performance.md).
 
     maft-segment --model org/maft-vitb16 --images photos/ --vocabulary ade20k_150 \\
         --proposals mask2former:facebook/mask2former-swin-base-coco-panoptic --output_dir out/
-    maft-segment --model ./maft-vitb16 --offline --images street.jpg --vocabulary "road,car,tree,sky" \\
-        --proposals sam:./sam-vit-base --proposal_option points_per_side=32 --output_dir out/
-    accelerate launch --num_processes 8 scripts/segment.py --model ./maft-vitb16 --dataset_name org/photos \\
-        --split train --vocabulary ade20k_150 --proposals sam:./sam-vit-base --output_format parquet \\
-        --cache_dir cache/ --output_dir out/ --resume
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import logging
 import time
@@ -48,22 +31,15 @@ from tqdm.auto import tqdm
 from maft_hf import load_image
 from maft_hf.hub.loading import load_model_and_processor, load_proposal_generator
 from maft_hf.inference import outputs
-from maft_hf.inference.outputs import (
-    find_images,
-    find_mask_files,
-    parse_vocabulary_argument,
-    read_mask_file,
-    save_segmentation,
-    unique_stems,
-    write_summary,
-)
 from maft_hf.inference.pipeline import segment
-from maft_hf.inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT
 from maft_hf.inference.text_classifier import build_text_classifier
 from maft_hf.proposals import proposals_from_user_masks
 from maft_hf.proposals.factory import parse_proposal_options
 
+from .arguments import add_segmentation_arguments, check_positive, check_segmentation_args
+
 RUN_FILE = ".maft_segment_run.json"  # the settings of a run, checked by --resume
+SEGMENT_OPTIONS = ("ensemble_weight", "batch_size", "preprocessing", "ensemble_formula")  # passed on to segment()
 logger = logging.getLogger("maft_hf.segment")
 
 
@@ -80,44 +56,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--image_column", default="image", help="The dataset's image column.")
     add("--vocabulary", required=True, help="Shipped name, file (one class per line) or comma-separated names.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--proposals", help="'mask2former:<ckpt>', 'oneformer:<ckpt>', 'sam:<ckpt>' or 'grid:<k>'.")
     source.add_argument("--masks", nargs="+", help="One mask file per image, one for all, or a folder.")
-    add("--proposal_option", action="append", default=[], metavar="KEY=VALUE", help="Proposal option, repeatable.")
     add("--mask_ignore_index", type=int, default=255, help="Label-map id that is no mask (--masks).")
-    add("--ensemble_weight", type=float, default=DEFAULT_ENSEMBLE_WEIGHT, help="Lambda of paper Eq. 9; 0 = off.")
-    add("--ensemble_formula", choices=["paper", "released"], default="paper", help="Eq. 9 as written or as released.")
-    add("--preprocessing", choices=["direct", "released"], default="direct", help="'released': the authors' path.")
+    add_segmentation_arguments(parser, proposals=source, preprocessing="direct")
     add("--output_dir", required=True, help="Folder for the maps, overlays and JSON files.")
     add("--output_format", choices=["png", "parquet"], default="png", help="Per-image PNG/json files or parquet.")
     add("--chunk_size", type=int, default=256, help="Images per parquet file (and per shard of a process).")
     add("--resume", action="store_true", help="Skip images (parquet chunks) already complete in --output_dir.")
-    add("--offline", action="store_true", help="Load checkpoints from local files only.")
-    add("--batch_size", type=int, default=4, help="Images per MAFT forward pass.")
     add("--device", default=None, help="Torch device (default: cuda when available, else cpu).")
-    add("--cache_dir", default=None, help="Directory caching text classifiers between runs.")
     add("--alpha", type=float, default=0.5, help="Opacity of the overlay colours.")
-    add("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}.")
-    if not 0.0 <= args.ensemble_weight <= 1.0:
-        raise ValueError(f"--ensemble_weight must lie in [0, 1] (0 = off), got {args.ensemble_weight}.")
+    check_segmentation_args(args)
     if args.masks and args.proposal_option:
         raise ValueError("--proposal_option applies to --proposals, not to --masks.")
     if args.masks and not args.images:
         raise ValueError("--masks pairs mask files with --images; it does not apply to datasets.")
-    if args.streaming and not args.dataset_name:
-        raise ValueError("--streaming applies to --dataset_name only.")
-    if args.chunk_size < 1:
-        raise ValueError(f"--chunk_size must be >= 1, got {args.chunk_size}.")
+    check_positive(args, "chunk_size")
 
 
 def user_proposals(mask_file, picture, ignore_index: int):
     """Proposals of one image from its mask file, resized to the image (with a warning) when the sizes differ."""
-    raw = read_mask_file(mask_file)
+    raw = outputs.read_mask_file(mask_file)
     size = (picture.height, picture.width)
     raw_size = (raw.height, raw.width) if hasattr(raw, "getbands") else tuple(int(s) for s in raw.shape[-2:])
     if raw_size != size:
@@ -179,9 +141,9 @@ class Inputs:
     def __init__(self, args):
         self.column, self.dataset, self.masks = args.image_column, None, None
         if args.images:
-            self.paths = find_images(args.images)
-            self.stems = unique_stems(self.paths)
-            self.masks = find_mask_files(args.masks, self.paths) if args.masks else None
+            self.paths = outputs.find_images(args.images)
+            self.stems = outputs.unique_stems(self.paths)
+            self.masks = outputs.find_mask_files(args.masks, self.paths) if args.masks else None
             self.total = len(self.paths)
         else:
             self.dataset = load_input_dataset(args)
@@ -219,7 +181,7 @@ class PngWriter:
         return outputs.segmentation_done(self.args.output_dir, item.stem)
 
     def add(self, item: Item, picture, seg, metadata: dict) -> None:
-        save_segmentation(
+        outputs.save_segmentation(
             self.args.output_dir, item.stem, picture, seg, self.names, alpha=self.args.alpha, metadata=metadata
         )
 
@@ -232,7 +194,7 @@ class PngWriter:
         if missing:
             raise ValueError(f"{len(missing)} images have no output (e.g. {missing[:3]}); run again with --resume.")
         records = [outputs.read_json(Path(self.args.output_dir) / f"{stem}.json") for stem in stems]
-        return write_summary(self.args.output_dir, records, self.names, **settings)
+        return outputs.write_summary(self.args.output_dir, records, self.names, **settings)
 
 
 class ParquetWriter:
@@ -264,13 +226,14 @@ class ParquetWriter:
 def run_settings(args, names) -> dict:
     """What decides the outputs (not the batch size nor the number of processes): --resume requires the same."""
     inputs = args.images or {"dataset": args.dataset_path or args.dataset_name, "split": args.split}
-    return {
-        "model": args.model, "vocabulary": args.vocabulary, "proposals": args.proposals or "masks",
-        "proposal_options": args.proposal_option, "ensemble_weight": args.ensemble_weight, "inputs": inputs,
-        "ensemble_formula": args.ensemble_formula, "preprocessing": args.preprocessing,
-        "masks": args.masks, "output_format": args.output_format, "class_names": names,
-        **({"chunk_size": args.chunk_size} if args.output_format == "parquet" else {"alpha": args.alpha}),
-    }  # fmt: skip
+    settings = {"model": args.model, "vocabulary": args.vocabulary, "proposals": args.proposals or "masks"}
+    settings.update(proposal_options=args.proposal_option, ensemble_weight=args.ensemble_weight, inputs=inputs)
+    for name in ("ensemble_formula", "preprocessing", "masks", "output_format"):
+        settings[name] = getattr(args, name)
+    settings["class_names"] = names
+    if args.output_format == "parquet":
+        return {**settings, "chunk_size": args.chunk_size}
+    return {**settings, "alpha": args.alpha}
 
 
 def prepare_output_dir(args, settings: dict, is_main: bool) -> None:
@@ -302,8 +265,9 @@ def batches(iterable, size: int):
         yield batch
 
 
-def segment_shard(args, items, writer, names, model, processor, generator, text_classifier, progress) -> int:
-    """Segment and write this process's pending items, `--batch_size` at a time; returns their number."""
+def segment_shard(args, items, writer, segment_batch, progress) -> int:
+    """Segment (`segment_batch(pictures, proposals=...)`) and write this process's pending items, `--batch_size` at a
+    time; returns their number."""
     count = 0
     for batch in batches(items, args.batch_size):
         pictures = [item.image() for item in batch]
@@ -313,13 +277,7 @@ def segment_shard(args, items, writer, names, model, processor, generator, text_
                 user_proposals(item.mask_file, picture, args.mask_ignore_index)
                 for item, picture in zip(batch, pictures)
             ]
-        results = segment(
-            pictures, names, model, processor, proposal_generator=generator, ensemble_weight=args.ensemble_weight,
-            proposals=proposals,
-            text_classifier=text_classifier, batch_size=args.batch_size, preprocessing=args.preprocessing,
-            ensemble_formula=args.ensemble_formula,
-        )  # fmt: skip
-        for item, picture, result in zip(batch, pictures, results):
+        for item, picture, result in zip(batch, pictures, segment_batch(pictures, proposals=proposals)):
             metadata = {"image": item.source, "num_proposals": int(result["scores"].shape[0])}
             if item.mask_file is not None:
                 metadata["masks"] = str(item.mask_file)
@@ -339,13 +297,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=args.log_level)
     check_args(args)
     state = PartialState(cpu=args.device == "cpu" or not torch.accelerator.is_available())  # else gloo is not used
-    names = parse_vocabulary_argument(args.vocabulary)
+    names = outputs.parse_vocabulary_argument(args.vocabulary)
     inputs = Inputs(args)
     settings = run_settings(args, names)
     writer = (ParquetWriter if args.output_format == "parquet" else PngWriter)(args, names)
     device = torch.device(args.device) if args.device else state.device
-    logger.info("%s images, %d classes, device %s, process %d of %d", inputs.total or "streamed", len(names), device,
-                state.process_index + 1, state.num_processes)  # fmt: skip
+    process = f"process {state.process_index + 1} of {state.num_processes}"
+    logger.info("%s images, %d classes, device %s, %s", inputs.total or "streamed", len(names), device, process)
 
     with state.main_process_first():  # the main process downloads, caches the text classifier, cleans the folder
         prepare_output_dir(args, settings, state.is_main_process)
@@ -355,6 +313,9 @@ def main(argv: list[str] | None = None) -> dict | None:
             options = parse_proposal_options(args.proposal_option)
             generator = load_proposal_generator(args.proposals, options, args.offline, device)
         text_classifier = build_text_classifier(model, processor.tokenizer, names, cache=args.cache_dir)
+    options = {key: getattr(args, key) for key in SEGMENT_OPTIONS}
+    options.update(proposal_generator=generator, text_classifier=text_classifier)
+    segment_batch = functools.partial(segment, class_names=names, model=model, processor=processor, **options)
 
     def mine(index: int) -> bool:
         return (index // writer.unit) % state.num_processes == state.process_index
@@ -362,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     pending = (item for item in inputs.items(mine) if not (args.resume and writer.done(item)))
     started = time.perf_counter()
     with tqdm(desc="segment", unit="image", disable=not state.is_main_process) as progress:
-        count = segment_shard(args, pending, writer, names, model, processor, generator, text_classifier, progress)
+        count = segment_shard(args, pending, writer, segment_batch, progress)
     seconds = time.perf_counter() - started  # read by scripts/benchmark_end_to_end.py
     logger.info(
         "Process %d segmented %d images in %.3f s into %s", state.process_index, count, seconds, args.output_dir
