@@ -1,7 +1,9 @@
 """Loading failures the command lines meet, each turned into one clear message (maft_hf.hub.loading)."""
 
 import os
+import pickle
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -82,3 +84,28 @@ def test_truncated_text_classifier_cache_is_recomputed_with_a_warning(checkpoint
         )
     torch.testing.assert_close(again, expected)
     assert TextClassifierCache(0, cache_dir).get(entry.stem) is not None  # rewritten whole
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_the_plain_data_unpickler_reads_data_and_refuses_code(protocol):
+    import collections
+    import io
+
+    from maft_hf.data.safe_pickle import load_plain_pickle
+
+    data = {"names": ["wall"], "ids": np.arange(5, dtype=np.uint16), "set": {1}, "raw": b"\x00\xff"}
+    data["ordered"] = collections.OrderedDict(x=np.float32(1.5))
+    payload = pickle.dumps(data, protocol=protocol)
+    loaded = load_plain_pickle(io.BytesIO(payload))
+    assert loaded["ids"].dtype == np.uint16 and loaded["ids"].tolist() == list(range(5))
+    assert {k: v for k, v in loaded.items() if k != "ids"} == {k: v for k, v in data.items() if k != "ids"}
+    if protocol < 4:  # text-named globals: pickles written by NumPy 1 name numpy.core
+        numpy_1 = payload.replace(b"numpy._core", b"numpy.core")
+        assert load_plain_pickle(io.BytesIO(numpy_1))["ids"].tolist() == list(range(5))
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo unpickled",))
+
+    with pytest.raises(pickle.UnpicklingError, match=r"refused to load \w+\.system: only plain data"):
+        load_plain_pickle(io.BytesIO(pickle.dumps(Payload(), protocol=protocol)))

@@ -28,6 +28,7 @@ from .labels import (
     map_labels,
     zero_shot_ignore,
 )
+from .safe_pickle import load_plain_pickle
 from .transforms import resize_image
 
 logger = logging.getLogger(__name__)
@@ -195,34 +196,11 @@ def convert_ade20k_847(object_ids: Any, id_to_train_id: Mapping[int, int]) -> np
     return train_ids[inverse].reshape(ids.shape)
 
 
-_NUMPY_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numeric", "_frombuffer")}
-_NUMPY_GLOBALS |= {("multiarray", "_reconstruct"), ("multiarray", "scalar")}
-# pickles name `numpy.core.*` (NumPy 1) or `numpy._core.*` (NumPy 2): both are looked up where this NumPy has them
-_NUMPY_CORE = "numpy._core" if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else "numpy.core"
-# builtins are named `__builtin__` in protocol 0-2 pickles; protocol 2 stores bytes as a latin-1 `_codecs.encode`
-_BUILTIN_GLOBALS = {(m, n) for m in ("builtins", "__builtin__") for n in ("set", "frozenset", "complex", "bytearray")}
-_BUILTIN_GLOBALS.add(("_codecs", "encode"))
-
-
-class _IndexUnpickler(pickle.Unpickler):
-    """Unpickles plain data only (containers, NumPy arrays); any other global is refused before lookup."""
-
-    def find_class(self, module: str, name: str):
-        last = module.split(".")[-1]
-        if module.split(".")[0] == "numpy" and (last, name) in _NUMPY_GLOBALS:
-            return super().find_class("numpy" if last == "numpy" else f"{_NUMPY_CORE}.{last}", name)
-        if (module, name) in _BUILTIN_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refused to load {module}.{name}: only plain data (dict, list, str, numbers, NumPy arrays) is read."
-        )
-
-
 def load_ade20k_index(path: str | os.PathLike) -> dict:
     """The release's `index_ade20k.pkl`, read as plain data only (never runs code); it must hold `objectnames`."""
     try:
         with open(path, "rb") as f:
-            index = _IndexUnpickler(f).load()
+            index = load_plain_pickle(f)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a plain-data ADE20K index pickle: {err}") from err
     if not isinstance(index, Mapping) or "objectnames" not in index:

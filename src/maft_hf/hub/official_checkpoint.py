@@ -15,12 +15,13 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from ..data.safe_pickle import NUMPY_ARRAY_GLOBALS, load_plain_pickle
 
 logger = logging.getLogger(__name__)
 StateDict = Mapping[str, torch.Tensor]
@@ -80,36 +81,10 @@ def flatten_tensors(obj, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def restricted_unpickle(file, allowed: Mapping[tuple[str, str], object]):
-    """Unpickle a binary file resolving only the globals of `allowed`, keyed `(module, name)` (module `"numpy"`: any
-    NumPy module); any other global raises `pickle.UnpicklingError("refused to load module.name ...")` unimported."""
-
-    class RestrictedUnpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            for key in ((module, name), (module.split(".")[0], name)):
-                if key in allowed:
-                    return allowed[key]
-            raise pickle.UnpicklingError(f"refused to load {module}.{name}: not an allowed global")
-
-    return RestrictedUnpickler(file).load()
-
-
-def _numpy_array_globals() -> list:
-    import numpy as np
-
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # NumPy < 2
-        from numpy.core import multiarray
-    kinds = (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_)
-    dtype_classes = {type(np.dtype(kind)) for kind in kinds} - {np.dtype}
-    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *sorted(dtype_classes, key=str)]
-
-
 def _load_pickle(path: str, safe: bool):
     """`torch.load(weights_only=safe)` allowing NumPy arrays, else a plain unpickler (`safe`: arrays and containers)."""
     try:
-        with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
+        with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # plain pickles: handled below
             return torch.load(path, map_location="cpu", weights_only=safe)
     except Exception:  # noqa: BLE001 - not a torch.save archive: a plain pickle
@@ -118,10 +93,8 @@ def _load_pickle(path: str, safe: bool):
     with open(path, "rb") as f:
         if not safe:
             return pickle.load(f)  # noqa: S301 - explicitly allowed by unsafe_pickle
-        allowed = {("numpy", g.__name__): g for g in _numpy_array_globals()}
-        allowed["collections", "OrderedDict"] = OrderedDict
         try:
-            return restricted_unpickle(f, allowed)
+            return load_plain_pickle(f)
         except Exception as err:  # noqa: BLE001 - any failure here means "not a plain safe pickle"
             raise pickle.UnpicklingError(str(err)) from err
 
