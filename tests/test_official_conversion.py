@@ -321,6 +321,12 @@ def test_numpy_releases_load_safely(clip_dir, tmp_path):
     with pytest.warns(UserWarning, match="arbitrary code"):
         assert len(load_source_checkpoint(tmp_path / "args.pkl", unsafe_pickle=True)) == len(visual)
 
+    # a damaged file is reported as damaged, without advice to read it unsafely
+    (tmp_path / "cut.pkl").write_bytes((tmp_path / "arrays.pkl").read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"not a readable checkpoint \(truncated or corrupt\?\)") as caught:
+        load_source_checkpoint(tmp_path / "cut.pkl")
+    assert "unsafe_pickle" not in str(caught.value)
+
 
 def test_text_tower_of_another_clip_is_reported(clip_dir, tmp_path, caplog):
     source, clip = clip_dir

@@ -27,16 +27,20 @@ _ALLOWED |= {("_codecs", "encode"): codecs.encode, ("collections", "OrderedDict"
 _ALLOWED |= {("numpy", member.__name__): member for member in NUMPY_ARRAY_GLOBALS}
 
 
+class RefusedGlobalError(pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list (it holds more than plain data)."""
+
+
 class _PlainDataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         for key in ((module, name), (module.split(".")[0], name)):
             if key in _ALLOWED:
                 return _ALLOWED[key]
-        raise pickle.UnpicklingError(
+        raise RefusedGlobalError(
             f"refused to load {module}.{name}: only plain data (containers, numbers, strings, NumPy arrays) is read"
         )
 
 
 def load_plain_pickle(file):
-    """Unpickle an open binary file of plain data; `pickle.UnpicklingError` names the first refused global."""
+    """Unpickle an open binary file of plain data; `RefusedGlobalError` names the first refused global."""
     return _PlainDataUnpickler(file).load()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..data.safe_pickle import NUMPY_ARRAY_GLOBALS, load_plain_pickle
+from ..data.safe_pickle import NUMPY_ARRAY_GLOBALS, RefusedGlobalError, load_plain_pickle
 
 logger = logging.getLogger(__name__)
 StateDict = Mapping[str, torch.Tensor]
@@ -95,8 +95,10 @@ def _load_pickle(path: str, safe: bool):
             return pickle.load(f)  # noqa: S301 - explicitly allowed by unsafe_pickle
         try:
             return load_plain_pickle(f)
-        except Exception as err:  # noqa: BLE001 - any failure here means "not a plain safe pickle"
-            raise pickle.UnpicklingError(str(err)) from err
+        except RefusedGlobalError:
+            raise  # more than plain data: `unsafe_pickle` may read it
+        except Exception as err:
+            raise ValueError(f"{path!r} is not a readable checkpoint (truncated or corrupt?): {err!r}") from err
 
 
 def load_source_checkpoint(path: str | os.PathLike, unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
