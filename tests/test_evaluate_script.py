@@ -290,6 +290,21 @@ def test_iterable_dataset_gives_the_same_matrix(test_split, model_and_processor)
     assert first["num_images"] == 2 and first["confusion_matrix"].matrix.sum() < mapped["confusion_matrix"].matrix.sum()
 
 
+def test_saved_progress_is_keyed_by_the_rows_given(test_split, model_and_processor, tmp_path):
+    """The progress key names the dataset's own fingerprint (unchanged by the columns the loop reads), so progress
+    saved by one version of the loop resumes in the next one."""
+    import json
+
+    model, processor = model_and_processor
+    names = get_class_names(test_split)
+    wide = test_split.add_column("note", ["x"] * len(test_split))
+    options = dict(progress=False, progress_dir=tmp_path, save_every=1)
+    evaluate_segmentation(model, processor, wide, names, "grid:2", max_samples=2, **options)
+    with np.load(tmp_path / "process-0-of-1.npz") as saved:
+        key = json.loads(saved["meta"].tobytes())["key"]
+    assert key["dataset_fingerprint"] == wide.select(range(2))._fingerprint and key["num_examples"] == 2
+
+
 # ---- bad input -------------------------------------------------------------------------------------------------
 def _plain_dataset(images, labels):
     """A dataset that stores no class names (so only the label scan can catch a wrong vocabulary)."""

@@ -191,6 +191,7 @@ def evaluate_segmentation(
         dataset = dataset.take(max_samples) if iterable else dataset.select(range(min(max_samples, len(dataset))))
     if not iterable and len(dataset) == 0:
         raise ValueError("The dataset is empty: nothing to evaluate.")
+    fingerprint = getattr(dataset, "_fingerprint", None)  # of the rows, before the columns are narrowed
     dataset = check_dataset(dataset, names, ignore_index, image_column, label_column, num_check_samples)
     generator = resolve_proposal_generator(proposal_generator)
     _released_ensemble_check(generator, segment_kwargs.get("ensemble_formula", "paper"))
@@ -204,7 +205,7 @@ def evaluate_segmentation(
             "unseen_classes": unseen,
             "max_samples": max_samples,
             "num_examples": None if iterable else len(dataset),
-            "dataset_fingerprint": getattr(dataset, "_fingerprint", None),
+            "dataset_fingerprint": fingerprint,
             "segment_kwargs": repr(sorted(segment_kwargs.items())),
             "num_processes": world,
             **dict(run_key or {}),
