@@ -673,6 +673,10 @@ def test_step_sampler_splits_global_batches_and_resumes():
     assert list(StepBatchSampler(10, 4, max_steps=6, seed=2)) != batches_one
     with pytest.raises(ValueError, match="process_index"):
         StepBatchSampler(10, 2, max_steps=1, num_processes=2, process_index=2)
+    with pytest.raises(ValueError, match="num_examples must be >= 1, got 0"):
+        StepBatchSampler(0, 2, max_steps=1)
+    with pytest.raises(ValueError, match=r"start_step must be in \[0, max_steps=6\], got 7"):
+        StepBatchSampler(10, 2, max_steps=6, start_step=7)
 
 
 def test_label_converter_coco_stuff_and_zero_shot():

@@ -185,6 +185,9 @@ def test_user_masks_resize_is_bilinear():
     assert listed.masks.shape == (2, *IMAGE_HW)
     torch.testing.assert_close(listed.masks[0], torch.ones(IMAGE_HW))
     torch.testing.assert_close(listed.masks[1], torch.zeros(IMAGE_HW))
+    for bad_size in [(0, 4), (4, 4, 3)]:
+        with pytest.raises(ValueError, match=r"image_size must be a positive \(H, W\)"):
+            proposals_from_user_masks(mask, image_size=bad_size)
 
 
 def test_label_map_split():

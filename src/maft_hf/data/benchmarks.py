@@ -336,7 +336,7 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def find_release_samples(
+def _find_release_samples(
     name: str,
     data_root: str | os.PathLike,
     split: str = "validation",
@@ -402,7 +402,7 @@ _LABEL_CONVERTERS = {  # benchmark -> (label file reader, converter); ade20k_847
 }
 
 
-def convert_release_label(
+def _convert_release_label(
     name: str, label_path: str | os.PathLike, split: str = "validation", ade847_id_map: Mapping[int, int] | None = None
 ) -> np.ndarray:
     """One release label file converted to the benchmark's ids (`coco_stuff_zero_shot` train: unseen -> 255)."""
@@ -434,7 +434,7 @@ def _generate_examples(name, samples, split, max_images, ade847_id_map) -> Itera
     for sample in samples:
         if max_images is not None and kept >= max_images:
             return
-        label = convert_release_label(name, sample.label_path, split, ade847_id_map)
+        label = _convert_release_label(name, sample.label_path, split, ade847_id_map)
         if spec.max_short_side is None:
             image = sample.image_path.read_bytes()
         else:  # A-847: the official script resizes and re-saves every image with PIL's JPEG defaults, resized or not
@@ -510,9 +510,9 @@ def build_benchmark_dataset(
         raise ValueError(f"max_images must be >= 1, got {max_images}.")
     if name == "ade20k_847" and ade847_id_map is None:
         raise ValueError("ade20k_847 needs `ade847_id_map` (see load_ade20k_847_id_map for the file formats).")
-    if ade847_id_map is not None and not isinstance(ade847_id_map, Mapping):
+    if name == "ade20k_847" and not isinstance(ade847_id_map, Mapping):
         ade847_id_map = load_ade20k_847_id_map(ade847_id_map, spec.class_names())
-    samples = find_release_samples(name, data_root, split, split_file=split_file, label_dir=label_dir)
+    samples = _find_release_samples(name, data_root, split, split_file=split_file, label_dir=label_dir)
     metadata = benchmark_metadata(name)
     features = features_with_class_names(benchmark_features(name), spec.class_names(), benchmark=metadata)
     id_map = None if ade847_id_map is None else dict(ade847_id_map)

@@ -94,6 +94,10 @@ def proposals_from_user_masks(
 ) -> Proposals:
     """User masks in any format of the module docstring -> [`Proposals`] (no class scores), resized to `image_size`
     `(H, W)` when given; `ignore_index` applies to label maps. `ValueError` for no mask, NaN or values out of range."""
+    if image_size is not None:
+        if len(image_size) != 2 or min(int(side) for side in image_size) <= 0:
+            raise ValueError(f"image_size must be a positive (H, W), got {image_size}.")
+        image_size = (int(image_size[0]), int(image_size[1]))
     if isinstance(masks, (list, tuple)):
         return _proposals_from_list(masks, image_size)
     tensor = _to_tensor(masks)

@@ -430,8 +430,12 @@ class StepBatchSampler(torch.utils.data.Sampler):
         start_step: int = 0,
         seed: int = 0,
     ):
+        if num_examples < 1:
+            raise ValueError(f"num_examples must be >= 1, got {num_examples}.")
         if not 0 <= process_index < num_processes:
             raise ValueError(f"process_index must be in [0, {num_processes - 1}], got {process_index}.")
+        if not 0 <= start_step <= max_steps:
+            raise ValueError(f"start_step must be in [0, max_steps={max_steps}], got {start_step}.")
         self.num_examples, self.per_device_batch_size = int(num_examples), int(per_device_batch_size)
         self.num_processes, self.process_index = int(num_processes), int(process_index)
         self.gradient_accumulation_steps = int(gradient_accumulation_steps)
