@@ -192,6 +192,23 @@ def test_resume_refuses_other_settings(workspace, tmp_path):
         cli.main(_args(workspace, tmp_path, "--images", workspace["paths"][0], "--resume", "--vocabulary", "sky,car"))
 
 
+def test_resume_of_a_run_file_without_the_later_settings(workspace, tmp_path):
+    """Run files written before --preprocessing / --ensemble_formula existed resume with the values they used."""
+    cli.main(_args(workspace, tmp_path, "--images", workspace["paths"][0]))
+    run_file = tmp_path / cli.RUN_FILE
+    recorded = json.loads(run_file.read_text())
+    run_file.write_text(
+        json.dumps({k: v for k, v in recorded.items() if k not in ("preprocessing", "ensemble_formula")})
+    )
+    cli.main(_args(workspace, tmp_path, "--images", workspace["paths"][0], "--resume"))
+    assert json.loads(run_file.read_text()) == recorded
+    run_file.write_text(json.dumps({k: v for k, v in recorded.items() if k != "preprocessing"}))
+    with pytest.raises(ValueError, match=r"other settings \(preprocessing\)"):
+        cli.main(
+            _args(workspace, tmp_path, "--images", workspace["paths"][0], "--resume", "--preprocessing", "released")
+        )
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -39,6 +39,8 @@ from maft_hf.proposals.factory import parse_proposal_options
 from .arguments import add_segmentation_arguments, check_positive, check_segmentation_args
 
 RUN_FILE = ".maft_segment_run.json"  # the settings of a run, checked by --resume
+# settings added after version 0.1.0's first run files, at the value those runs used
+UNRECORDED_SETTINGS = {"preprocessing": "direct", "ensemble_formula": "paper"}
 SEGMENT_OPTIONS = ("ensemble_weight", "batch_size", "preprocessing", "ensemble_formula")  # passed on to segment()
 logger = logging.getLogger("maft_hf.segment")
 
@@ -241,7 +243,7 @@ def prepare_output_dir(args, settings: dict, is_main: bool) -> None:
     kill (and, without --resume, stale parquet chunks) and records the settings."""
     directory = Path(args.output_dir)
     if args.resume and (directory / RUN_FILE).is_file():
-        previous = outputs.read_json(directory / RUN_FILE)
+        previous = {**UNRECORDED_SETTINGS, **outputs.read_json(directory / RUN_FILE)}
         changed = sorted(key for key in {**previous, **settings} if previous.get(key) != settings.get(key))
         if changed:
             raise ValueError(
