@@ -208,18 +208,12 @@ def evaluate_segmentation(
             "dataset_fingerprint": fingerprint,
             "segment_kwargs": repr(sorted(segment_kwargs.items())),
             "num_processes": world,
-            **dict(run_key or {}),
         }
-        progress_file = ProgressFile(progress_dir, rank, world, key, save_every)
+        progress_file = ProgressFile(progress_dir, rank, world, {**key, **dict(run_key or {})}, save_every)
 
     model.to(device).eval()
     if text_classifier is None:
-        tokenizer = getattr(processor, "tokenizer", None)
-        if tokenizer is None:
-            raise ValueError("processor has no tokenizer: pass a MAFTProcessor or a precomputed text_classifier.")
-        # With a disk cache the main process writes it first and the others read it.
-        with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():
-            text_classifier = build_text_classifier(model, tokenizer, names, templates=templates, cache=cache)
+        text_classifier = _build_text_classifier(model, processor, names, templates, cache, accelerator)
     count, with_scores, known = 0, 0, {}  # known: generator vocabulary (JSON) -> the unseen classes it has scores for
     saved = progress_file.load() if progress_file is not None and resume else None
     if saved is not None:
@@ -260,9 +254,22 @@ def evaluate_segmentation(
     bar.close()
     if progress_file is not None:
         progress_file.save(confusion.matrix, count, {"with_scores": with_scores, "known": known}, force=True)
+    return _results(confusion, count, with_scores, known, names, unseen, bool(ensemble_weight), accelerator)
 
+
+def _build_text_classifier(model, processor, names, templates, cache, accelerator) -> torch.Tensor:
+    """The text classifier of `names`; with a disk cache the main process writes it first and the others read it."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("processor has no tokenizer: pass a MAFTProcessor or a precomputed text_classifier.")
+    with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():
+        return build_text_classifier(model, tokenizer, names, templates=templates, cache=cache)
+
+
+def _results(confusion, count, with_scores, known, names, unseen, ensemble_on, accelerator) -> dict[str, Any]:
+    """The metrics of the matrices summed over processes, with the run's counts."""
     if accelerator is None:
-        confusion, counts = ConfusionMatrix.from_matrix(confusion.matrix.cpu(), ignore_index), [count]
+        confusion, counts = ConfusionMatrix.from_matrix(confusion.matrix.cpu(), confusion.ignore_index), [count]
     else:
         confusion = confusion.reduce(accelerator)
         gathered = accelerator.gather(torch.tensor([[count, with_scores]], device=accelerator.device))
@@ -272,7 +279,7 @@ def evaluate_segmentation(
         num_images=sum(counts),
         num_processes=len(counts),
         images_per_process=counts,
-        ensemble_applied=bool(ensemble_weight) and with_scores > 0,
+        ensemble_applied=ensemble_on and with_scores > 0,
         unseen_classes_known_to_generator=sorted({c for covered in known.values() for c in covered}),
         confusion_matrix=confusion,
     )
