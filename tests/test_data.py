@@ -126,6 +126,9 @@ def test_coco_stuff_lut():
     assert lut[181] == 170 and names[170] == "wood"
     assert lut[91] == 80  # first stuff class (COCO id 92)
     assert coco_stuff_unseen_ids() == unseen_class_indices("coco_stuff")
+    assert coco_stuff_lut(65535).dtype == np.uint16
+    with pytest.raises(ValueError, match=r"ignore_index must be in \[0, 65535\], got -1"):
+        coco_stuff_lut(-1)
     assert len(coco_stuff_unseen_ids()) == 15
 
 

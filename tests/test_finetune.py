@@ -45,6 +45,7 @@ from maft_hf.training import (
     apply_color_jitter,
     average_ranks,
     collate,
+    derived_seed,
     find_latest_checkpoint,
     load_model_and_processor,
     make_teacher,
@@ -673,6 +674,8 @@ def test_step_sampler_splits_global_batches_and_resumes():
     assert list(StepBatchSampler(10, 4, max_steps=6, seed=2)) != batches_one
     with pytest.raises(ValueError, match="process_index"):
         StepBatchSampler(10, 2, max_steps=1, num_processes=2, process_index=2)
+    with pytest.raises(ValueError, match=r"Seeds must be non-negative integers, got \(-1, 3\)"):
+        derived_seed(-1, 3)
     with pytest.raises(ValueError, match="num_examples must be >= 1, got 0"):
         StepBatchSampler(0, 2, max_steps=1)
     with pytest.raises(ValueError, match=r"start_step must be in \[0, max_steps=6\], got 7"):

@@ -30,6 +30,8 @@ def _numpy(values) -> np.ndarray:
 
 def coco_stuff_lut(ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """`(256,)` lookup table raw COCO-Stuff value (COCO id - 1) -> contiguous id 0..170, unused values -> ignore."""
+    if not 0 <= ignore_index <= 65535:
+        raise ValueError(f"ignore_index must be in [0, 65535], got {ignore_index}.")
     used = [v for v in range(COCO_STUFF_NUM_RAW_IDS) if v not in COCO_STUFF_UNUSED_RAW_IDS]
     lut = np.full(256, ignore_index, dtype=np.uint8 if ignore_index <= 255 else np.uint16)
     lut[used] = np.arange(len(used))

@@ -364,6 +364,8 @@ def apply_augmentation(
 
 def derived_seed(*entropy: int) -> int:
     """A 64-bit seed derived from non-negative integers (numpy's `SeedSequence`): independent streams per tuple."""
+    if any(int(value) < 0 for value in entropy):
+        raise ValueError(f"Seeds must be non-negative integers, got {entropy}.")
     return int(np.random.SeedSequence([int(value) for value in entropy]).generate_state(1, dtype=np.uint64)[0])
 
 
