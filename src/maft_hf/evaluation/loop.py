@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.labels import dataset_metadata, label_map_array
-from ..inference.pipeline import _call, _released_ensemble_check, check_proposals, resolve_proposal_generator, segment
+from ..inference.pipeline import _generate, _released_ensemble_check, resolve_proposal_generator, segment
 from ..inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT, match_generator_scores
 from ..inference.text_classifier import build_text_classifier
 from ..inference.vocabulary import load_vocabulary, unseen_class_ids
@@ -135,10 +135,6 @@ def _track_unseen_known(known: dict, proposals, class_names: Sequence[str], unse
                 )
 
 
-def _propose(generator, image, names: Sequence[str], text_classifier) -> Proposals:
-    return check_proposals(_call(generator, generator, [image], names, text_classifier), [image])[0]
-
-
 def evaluate_segmentation(
     model,
     processor,
@@ -233,7 +229,7 @@ def evaluate_segmentation(
         if on_canvas:  # segment() has the generator propose on the padded canvas (as the release does), scoring `names`
             proposals, scored = None, [canvas_scores] * len(images)
         else:
-            proposals = [_propose(generator, image, names, text_classifier) for image in images]
+            proposals = _generate(generator, images, names, text_classifier)  # one image per call, as segment()
             scored = [item for item in proposals if item.class_scores is not None]
         with_scores += len(scored)
         if unseen and ensemble_weight:
