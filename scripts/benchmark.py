@@ -181,21 +181,24 @@ def memory_probe(spec: str) -> None:
         spec["batch"],
     )
     name = {"plain": "plain CLIP", "ipclip": f"IP-CLIP N={spec['N']}", "crops": f"crops N={spec['N']}"}[spec["kind"]]
-    fn = job[name][0]
-    if args.device.startswith("cuda"):
+    print(peak_growth(job[name][0], args.device))
+
+
+def peak_growth(fn, device) -> int:
+    """Peak memory growth in bytes of one `fn()` in inference mode: the CUDA allocator's peak, or on CPU the process's
+    peak RSS (the kernel's VmHWM mark, reset first so that the models built before do not count)."""
+    if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         with torch.inference_mode():
             fn()
-        print(torch.cuda.max_memory_allocated() - base)
-        return
-    # Reset the kernel's peak-RSS mark (VmHWM) so the build of the models does not count, then read it back.
+        return torch.cuda.max_memory_allocated() - base
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = _status_kib("VmRSS")
     with torch.inference_mode():
         fn()
-    print((_status_kib("VmHWM") - before) * 1024)
+    return (_status_kib("VmHWM") - before) * 1024
 
 
 def _status_kib(field: str) -> int:
@@ -207,11 +210,15 @@ def _status_kib(field: str) -> int:
 
 
 def peak_memory(args, argv, kind, n, batch):
-    spec = json.dumps({"argv": argv, "kind": kind, "N": n, "batch": batch})
-    result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--_memory_probe", spec], capture_output=True, text=True
-    )
+    return run_memory_probe(__file__, {"argv": argv, "kind": kind, "N": n, "batch": batch})
+
+
+def run_memory_probe(script: str, spec: dict) -> int | None:
+    """The bytes that `script --_memory_probe <spec>` prints from a fresh process (None, stderr shown, if it fails)."""
+    command = [sys.executable, os.path.abspath(script), "--_memory_probe", json.dumps(spec)]
+    result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
+        print(result.stderr[-2000:], file=sys.stderr)
         return None
     return int(result.stdout.strip().splitlines()[-1])
 

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import subprocess
 import sys
-import time
 
 import torch
+from benchmark import peak_growth, run_memory_probe, time_round_robin  # scripts/benchmark.py
 
 VIT_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16)
 
@@ -71,63 +69,20 @@ def build_job(args, name: str):
     return lambda: model(pixels, proposal_masks=masks, return_patch_tokens=False)
 
 
-def synchronize(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def time_jobs(args, jobs):
-    with torch.inference_mode():
-        for fn in jobs.values():
-            fn()
-        samples = {name: [] for name in jobs}
-        for _ in range(args.repeats):
-            for name, fn in jobs.items():
-                synchronize(args.device)
-                start = time.perf_counter()
-                fn()
-                synchronize(args.device)
-                samples[name].append(time.perf_counter() - start)
-    return {name: min(values) for name, values in samples.items()}
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
+    """Best-of-`--repeats` seconds per job, taken round-robin after one warm-up each (as scripts/benchmark.py)."""
+    return time_round_robin({name: (fn, {}) for name, fn in jobs.items()}, args.repeats, args.device)
 
 
 def memory_probe(spec: str) -> None:
     """In a subprocess: one call of one model; print the peak memory growth in bytes."""
     spec = json.loads(spec)
     args = parse_args(spec["argv"])
-    fn = build_job(args, spec["name"])
-    if args.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        with torch.inference_mode():
-            fn()
-        print(torch.cuda.max_memory_allocated() - base)
-        return
-    with open("/proc/self/clear_refs", "w") as f:  # reset the peak-RSS mark (VmHWM) after the build
-        f.write("5")
-    before = _status_kib("VmRSS")
-    with torch.inference_mode():
-        fn()
-    print((_status_kib("VmHWM") - before) * 1024)
+    print(peak_growth(build_job(args, spec["name"]), args.device))
 
 
 def peak_memory(argv, name):
-    spec = json.dumps({"argv": argv, "name": name})
-    result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--_memory_probe", spec], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        print(result.stderr[-2000:], file=sys.stderr)
-        return None
-    return int(result.stdout.strip().splitlines()[-1])
+    return run_memory_probe(__file__, {"argv": argv, "name": name})
 
 
 def fmt_bytes(value):
