@@ -17,9 +17,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.labels import dataset_metadata, label_map_array
-from ..inference.pipeline import _generate, _released_ensemble_check, resolve_proposal_generator, segment
+from ..inference.pipeline import (
+    _generate,
+    _released_ensemble_check,
+    processor_text_classifier,
+    resolve_proposal_generator,
+    segment,
+)
 from ..inference.semantic_map import DEFAULT_ENSEMBLE_WEIGHT, match_generator_scores
-from ..inference.text_classifier import build_text_classifier
 from ..inference.vocabulary import load_vocabulary, unseen_class_ids
 from ..model.images import load_image, load_images
 from ..proposals import Proposals
@@ -208,8 +213,9 @@ def evaluate_segmentation(
         progress_file = ProgressFile(progress_dir, rank, world, {**key, **dict(run_key or {})}, save_every)
 
     model.to(device).eval()
-    if text_classifier is None:
-        text_classifier = _build_text_classifier(model, processor, names, templates, cache, accelerator)
+    if text_classifier is None:  # with a disk cache the main process writes it first and the others read it
+        with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():
+            text_classifier = processor_text_classifier(model, processor, names, templates, cache)
     count, with_scores, known = 0, 0, {}  # known: generator vocabulary (JSON) -> the unseen classes it has scores for
     saved = progress_file.load() if progress_file is not None and resume else None
     if saved is not None:
@@ -251,15 +257,6 @@ def evaluate_segmentation(
     if progress_file is not None:
         progress_file.save(confusion.matrix, count, {"with_scores": with_scores, "known": known}, force=True)
     return _results(confusion, count, with_scores, known, names, unseen, bool(ensemble_weight), accelerator)
-
-
-def _build_text_classifier(model, processor, names, templates, cache, accelerator) -> torch.Tensor:
-    """The text classifier of `names`; with a disk cache the main process writes it first and the others read it."""
-    tokenizer = getattr(processor, "tokenizer", None)
-    if tokenizer is None:
-        raise ValueError("processor has no tokenizer: pass a MAFTProcessor or a precomputed text_classifier.")
-    with accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext():
-        return build_text_classifier(model, tokenizer, names, templates=templates, cache=cache)
 
 
 def _results(confusion, count, with_scores, known, names, unseen, ensemble_on, accelerator) -> dict[str, Any]:

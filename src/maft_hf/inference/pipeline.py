@@ -170,6 +170,14 @@ def _proposals_and_frames(generator, images, given, image_processor, inputs, nam
     return results, list(zip(sizes, resized_sizes))
 
 
+def processor_text_classifier(model, processor, names, templates=None, cache=None) -> torch.Tensor:
+    """The `(C, projection_dim)` text classifier of `names` with the tokenizer of a `MAFTProcessor`."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("processor has no tokenizer: pass a MAFTProcessor or a precomputed text_classifier.")
+    return build_text_classifier(model, tokenizer, names, templates=templates, cache=cache)
+
+
 def _released_ensemble_check(generator, ensemble_formula: str) -> None:
     if ensemble_formula == "released" and getattr(generator, "renormalize_classes", False):
         raise ValueError(
@@ -231,10 +239,7 @@ def segment(
     model.eval()
     try:
         if text_classifier is None:
-            tokenizer = getattr(processor, "tokenizer", None)
-            if tokenizer is None:
-                raise ValueError("processor has no tokenizer: pass a MAFTProcessor or a precomputed text_classifier.")
-            text_classifier = build_text_classifier(model, tokenizer, names, templates=templates, cache=cache)
+            text_classifier = processor_text_classifier(model, processor, names, templates, cache)
         if text_classifier.ndim != 2 or tuple(text_classifier.shape) != (len(names), model.config.projection_dim):
             raise ValueError(
                 f"text_classifier must be (C={len(names)}, projection_dim={model.config.projection_dim}), got "
